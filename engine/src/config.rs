@@ -1,0 +1,272 @@
+//! Configuration: one TOML file, every option documented in the repository's `samos.toml`.
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where Samos keeps its state (WAL, Parquet, node registry).
+    pub data_dir: PathBuf,
+    /// Let clients connect without credentials. Unset: allowed only on loopback listeners.
+    pub allow_anonymous: Option<bool>,
+    /// Password file (`samos passwd` or `mosquitto_passwd` format).
+    pub password_file: Option<PathBuf>,
+    /// MQTT protocol limits and session behaviour.
+    pub mqtt: MqttConfig,
+    /// Listeners; empty means one plain listener on `127.0.0.1:1883`.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Access-control rules; empty means every client may publish and subscribe anywhere
+    /// outside `$SYS`.
+    #[serde(rename = "acl")]
+    pub acl: Vec<AclRule>,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            allow_anonymous: None,
+            password_file: None,
+            mqtt: MqttConfig::default(),
+            listeners: Vec::new(),
+            acl: Vec::new(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// Protocol limits and session behaviour shared by every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client, in bytes (the whole frame).
+    pub max_packet_size: usize,
+    /// Seconds a new connection has to send CONNECT before it is closed.
+    pub connect_timeout_secs: u64,
+    /// Largest keep-alive granted; a client asking for more (or for 0) gets this value
+    /// as the v5 Server Keep Alive. 0 leaves the client's value alone.
+    pub max_keepalive: u16,
+    /// Outgoing QoS 1/2 messages in flight per client (v5 clients' Receive Maximum caps it).
+    pub max_inflight_messages: u16,
+    /// Messages queued per client beyond the in-flight window, online or offline; overflow is
+    /// dropped, counted (`samos_messages_dropped_total`) and logged.
+    pub max_queued_messages: usize,
+    /// Queue QoS 0 messages for offline persistent sessions too.
+    pub queue_qos0_offline: bool,
+    /// Receive Maximum announced to v5 clients: unacknowledged QoS 2 publishes a client may
+    /// have outstanding; exceeding it ends the connection with reason 0x93.
+    pub receive_maximum: u16,
+    /// Topic aliases a v5 client may use towards the server (Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Upper bound for session expiry, in seconds; also the lifetime of 3.x persistent
+    /// sessions. Unset: sessions live until their own expiry (3.x: forever).
+    pub max_session_expiry_secs: Option<u32>,
+    /// Interval of the `$SYS/broker/...` statistics, in seconds; 0 turns them off.
+    pub sys_interval_secs: u64,
+    /// Capacity of the router's inbound queue; a full queue pauses publishers' sockets.
+    pub router_queue: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: 1024 * 1024,
+            connect_timeout_secs: 10,
+            max_keepalive: 65_535,
+            max_inflight_messages: 100,
+            max_queued_messages: 10_000,
+            queue_qos0_offline: false,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_session_expiry_secs: None,
+            sys_interval_secs: 10,
+            router_queue: 8192,
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port, e.g. `127.0.0.1:1883` or `0.0.0.0:8883`; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// TLS settings; absent means plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// Overrides the top-level `allow_anonymous` for this listener.
+    pub allow_anonymous: Option<bool>,
+}
+
+/// TLS for one listener (rustls; TLS 1.2 and 1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA bundle for verifying client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (requires `client_ca`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Use the client certificate's Common Name as the user name; such clients need no password.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+/// One access-control rule. A rule applies to a client when every selector it sets matches;
+/// a rule with no selector applies to everyone. With rules present, whatever no rule allows
+/// is denied.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclRule {
+    /// Applies to this user name only.
+    pub user: Option<String>,
+    /// Applies to this client id only.
+    pub client_id: Option<String>,
+    /// Topic filters this client may publish to; `%u` and `%c` are substituted.
+    pub publish: Vec<String>,
+    /// Topic filters this client may subscribe to (a subscription must lie within one).
+    pub subscribe: Vec<String>,
+}
+
+/// The HTTP endpoint for Prometheus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Address of the HTTP endpoint.
+    pub bind: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9883)),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(config)
+    }
+
+    /// Fills in the default listener and checks cross-field rules.
+    pub fn finish(mut self) -> Result<Config, ConfigError> {
+        if self.listeners.is_empty() {
+            self.listeners.push(ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                tls: None,
+                allow_anonymous: None,
+            });
+        }
+        if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
+            return Err(ConfigError::Invalid(format!(
+                "mqtt.max_packet_size must be between 64 and 268435460, not {}",
+                self.mqtt.max_packet_size
+            )));
+        }
+        if self.mqtt.max_inflight_messages == 0 || self.mqtt.receive_maximum == 0 {
+            return Err(ConfigError::Invalid(
+                "mqtt.max_inflight_messages and mqtt.receive_maximum must be at least 1".into(),
+            ));
+        }
+        if self.mqtt.router_queue == 0 || self.mqtt.max_queued_messages == 0 {
+            return Err(ConfigError::Invalid(
+                "mqtt.router_queue and mqtt.max_queued_messages must be at least 1".into(),
+            ));
+        }
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls
+                && (tls.require_client_cert || tls.use_identity_as_username)
+                && tls.client_ca.is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "listener {}: require_client_cert and use_identity_as_username need client_ca",
+                    l.bind
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether anonymous clients may connect on `listener`: explicit settings win; otherwise
+    /// only loopback listeners admit them (secure by default).
+    pub fn anonymous_allowed(&self, listener: &ListenerConfig) -> bool {
+        listener
+            .allow_anonymous
+            .or(self.allow_anonymous)
+            .unwrap_or_else(|| listener.bind.ip().is_loopback())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samos.toml");
+        let c = Config::load(&path).unwrap().finish().unwrap();
+        assert!(!c.listeners.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("max_packet_sise = 3").unwrap_err();
+        assert!(err.to_string().contains("max_packet_sise"), "{err}");
+    }
+
+    #[test]
+    fn anonymous_defaults_follow_the_address() {
+        let c = Config::default().finish().unwrap();
+        assert!(c.anonymous_allowed(&c.listeners[0]));
+        let public = ListenerConfig {
+            bind: "0.0.0.0:1883".parse().unwrap(),
+            tls: None,
+            allow_anonymous: None,
+        };
+        assert!(!c.anonymous_allowed(&public));
+        let open = Config {
+            allow_anonymous: Some(true),
+            ..Config::default()
+        };
+        assert!(open.anonymous_allowed(&public));
+    }
+}

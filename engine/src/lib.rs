@@ -1,0 +1,13 @@
+//! Samos engine: MQTT listeners and sessions, the router, and (growing) the sensor-network
+//! protocol and durable ingest path. The `samos` binary is a thin CLI over [`server`].
+//!
+//! Data flows listener → [`link::connection`] (codec, auth, keep-alive, QoS state) →
+//! [`broker::router`] (subscriptions, retained, wills) → subscribers' outboxes.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod link;
+pub mod metrics;
+pub mod mqtt;
+pub mod server;

@@ -1,0 +1,1066 @@
+//! One client connection: CONNECT and authentication, then the session loop that reads
+//! packets, talks to the router, and writes acknowledgements and deliveries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqttbytes::QoS;
+use mqttbytes::v5::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish, PublishProperties, SubAck, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use crate::auth::Access;
+use crate::broker::{
+    Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, SubOptions, Will,
+};
+use crate::mqtt::codec::{Codec, CodecError, ProtocolVersion, publish_frame_len};
+use crate::mqtt::topic;
+
+/// Stop reading from a client whose unsent output exceeds this (it is not reading ours).
+const WRITE_HIGH_WATER: usize = 1 << 20;
+
+/// What a listener tells its connections.
+#[derive(Debug, Clone)]
+pub struct ListenerContext {
+    pub allow_anonymous: bool,
+    pub use_identity_as_username: bool,
+    pub tls: bool,
+}
+
+/// Why a session loop ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `keep_will` for v5 reason 0x04.
+    Graceful { keep_will: bool },
+    /// The socket closed or failed.
+    Closed,
+    /// We end it, telling a v5 client why.
+    Refused {
+        reason: DisconnectReasonCode,
+        why: String,
+    },
+    Kicked(Kick),
+}
+
+/// Runs one connection to completion.
+pub async fn run<S>(
+    stream: S,
+    peer: SocketAddr,
+    cert_identity: Option<String>,
+    listener: Arc<ListenerContext>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let max = shared.config.mqtt.max_packet_size;
+    let timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
+
+    let first = tokio::time::timeout(timeout, async {
+        loop {
+            match Codec::decode_connect(&mut rbuf, max) {
+                Ok(Some(c)) => return Ok(Some(c)),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            match reader.read_buf(&mut rbuf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(n) => {
+                    shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
+                }
+            }
+        }
+    })
+    .await;
+
+    let (version, connect) = match first {
+        Err(_) => {
+            shared.metrics.refuse("connect_timeout");
+            info!(%peer, "no CONNECT within {}s, closing", timeout.as_secs());
+            return;
+        }
+        Ok(Ok(None)) => {
+            debug!(%peer, "closed before CONNECT");
+            return;
+        }
+        Ok(Err(e)) => {
+            shared.metrics.refuse(e.reason());
+            warn!(%peer, error = %e, "refused connection");
+            if let CodecError::UnsupportedProtocol { level, .. } = &e {
+                // 3.1.1 §3.2.2.3 / 5.0 §3.2.2.2: answer in the client's dialect, then close.
+                let bytes: &[u8] = if *level >= 5 {
+                    &[0x20, 3, 0, 0x84, 0]
+                } else {
+                    &[0x20, 2, 0, 1]
+                };
+                let _ = writer.write_all(bytes).await;
+            }
+            let _ = writer.shutdown().await;
+            return;
+        }
+        Ok(Ok(Some(c))) => c,
+    };
+    shared.metrics.packets_received[1].fetch_add(1, Relaxed);
+
+    let mut conn = Connection::new(version, connect, peer, cert_identity, listener, shared.clone());
+    let Some(grant_state) = conn.admit(&mut writer).await else {
+        let _ = writer.shutdown().await;
+        return;
+    };
+    shared.metrics.connections_total.fetch_add(1, Relaxed);
+    shared.metrics.connections_current.fetch_add(1, Relaxed);
+    conn.resume(grant_state);
+
+    let end = conn.session(&mut reader, &mut writer, rbuf).await;
+    shared.metrics.connections_current.fetch_sub(1, Relaxed);
+    conn.finish(end, &mut writer).await;
+}
+
+struct Connection {
+    version: ProtocolVersion,
+    codec: Codec,
+    connect: Connect,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    shared: Arc<Shared>,
+    client_id: Arc<str>,
+    assigned_id: bool,
+    /// Common Name of a verified client certificate.
+    identity: Option<String>,
+    username: Option<String>,
+    keepalive: u16,
+    session_expiry: u32,
+    connection: u64,
+    outbox: Arc<Outbox>,
+    wbuf: BytesMut,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
+    inflight: VecDeque<(u16, Delivery, OutPhase)>,
+    /// Restored from a previous connection; sent before anything new.
+    backlog: VecDeque<Delivery>,
+    window: usize,
+    next_pkid: u16,
+    incoming_qos2: HashSet<u16>,
+    alias_in: HashMap<u16, String>,
+    alias_out: HashMap<String, u16>,
+    alias_out_max: u16,
+    max_outgoing: usize,
+    will: Option<Will>,
+    scratch: Vec<Delivery>,
+}
+
+impl Connection {
+    fn new(
+        version: ProtocolVersion,
+        connect: Connect,
+        peer: SocketAddr,
+        identity: Option<String>,
+        listener: Arc<ListenerContext>,
+        shared: Arc<Shared>,
+    ) -> Connection {
+        let props = connect.properties.as_ref();
+        let mqtt = &shared.config.mqtt;
+        let receive_max = props
+            .and_then(|p| p.receive_maximum)
+            .map_or(usize::MAX, usize::from);
+        let max_outgoing = props
+            .and_then(|p| p.max_packet_size)
+            .map_or(usize::MAX, |m| m as usize);
+        let alias_out_max = props.and_then(|p| p.topic_alias_max).unwrap_or(0);
+        Connection {
+            version,
+            codec: Codec {
+                version,
+                max_incoming: mqtt.max_packet_size,
+                max_outgoing,
+            },
+            peer,
+            client_id: Arc::from(connect.client_id.as_str()),
+            assigned_id: false,
+            identity,
+            username: None,
+            keepalive: connect.keep_alive,
+            session_expiry: 0,
+            connection: 0,
+            outbox: Outbox::new(mqtt.max_queued_messages),
+            wbuf: BytesMut::with_capacity(4096),
+            inflight: VecDeque::new(),
+            backlog: VecDeque::new(),
+            window: receive_max.min(mqtt.max_inflight_messages as usize),
+            next_pkid: 0,
+            incoming_qos2: HashSet::new(),
+            alias_in: HashMap::new(),
+            alias_out: HashMap::new(),
+            alias_out_max,
+            max_outgoing,
+            will: None,
+            scratch: Vec::new(),
+            connect,
+            listener,
+            shared,
+        }
+    }
+
+    /// Authenticates the client, registers it with the router and sends CONNACK.
+    /// `None` when the connection was refused (CONNACK already sent).
+    async fn admit<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Option<SessionState> {
+        let shared = self.shared.clone();
+        let mqtt = &shared.config.mqtt;
+        let v5 = !self.version.is_v3();
+
+        if self.connect.client_id.is_empty() {
+            if !v5 && (!self.connect.clean_session || self.version == ProtocolVersion::V3_1) {
+                return self
+                    .refuse(
+                        writer,
+                        ConnectReturnCode::ClientIdentifierNotValid,
+                        "empty client id",
+                    )
+                    .await;
+            }
+            let id = format!("samos-{:016x}", rand::random::<u64>());
+            self.client_id = Arc::from(id.as_str());
+            self.assigned_id = true;
+        }
+
+        if let Some(code) = self.authenticate().await {
+            return self.refuse(writer, code, "authentication failed").await;
+        }
+
+        if let Some(w) = &self.connect.last_will {
+            if !topic::valid_topic_name(&w.topic) {
+                return self
+                    .refuse(writer, ConnectReturnCode::TopicNameInvalid, "invalid will topic")
+                    .await;
+            }
+            if !shared.acl.allowed(
+                Access::Publish,
+                self.username.as_deref(),
+                &self.client_id,
+                &w.topic,
+            ) {
+                return self
+                    .refuse(writer, ConnectReturnCode::NotAuthorized, "will topic denied")
+                    .await;
+            }
+            let props = w.properties.as_ref();
+            let expiry = props.and_then(|p| p.message_expiry_interval);
+            self.will = Some(Will {
+                delay_secs: props.and_then(|p| p.delay_interval).unwrap_or(0),
+                message: Arc::new(Message {
+                    topic: w.topic.clone(),
+                    payload: w.message.clone(),
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: props.map(|p| PublishProperties {
+                        payload_format_indicator: p.payload_format_indicator,
+                        message_expiry_interval: p.message_expiry_interval,
+                        topic_alias: None,
+                        response_topic: p.response_topic.clone(),
+                        correlation_data: p.correlation_data.clone(),
+                        user_properties: p.user_properties.clone(),
+                        subscription_identifiers: Vec::new(),
+                        content_type: p.content_type.clone(),
+                    }),
+                    publisher: Some(self.client_id.clone()),
+                    expires_at: expiry
+                        .map(|s| Instant::now() + Duration::from_secs(s.into())),
+                }),
+            });
+        }
+
+        self.session_expiry = if v5 {
+            self.connect
+                .properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .unwrap_or(0)
+        } else if self.connect.clean_session {
+            0
+        } else {
+            u32::MAX
+        };
+        let capped_expiry = mqtt
+            .max_session_expiry_secs
+            .filter(|max| self.session_expiry > *max);
+        if let Some(max) = capped_expiry {
+            self.session_expiry = max;
+        }
+
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request = Request::Connect {
+            client_id: self.client_id.clone(),
+            clean_start: self.connect.clean_session,
+            session_expiry: self.session_expiry,
+            outbox: self.outbox.clone(),
+            reply: reply_tx,
+        };
+        if shared.router.tx.send(request).await.is_err() {
+            return self
+                .refuse(writer, ConnectReturnCode::ServerUnavailable, "router stopped")
+                .await;
+        }
+        let Ok(grant) = reply_rx.await else {
+            return self
+                .refuse(
+                    writer,
+                    ConnectReturnCode::ServerUnavailable,
+                    "superseded by a newer connection",
+                )
+                .await;
+        };
+        self.connection = grant.connection;
+
+        let mut connack = ConnAck::new(ConnectReturnCode::Success, grant.session_present);
+        let mut server_keepalive = None;
+        if v5 && mqtt.max_keepalive != 0 && (self.keepalive == 0 || self.keepalive > mqtt.max_keepalive)
+        {
+            self.keepalive = mqtt.max_keepalive;
+            server_keepalive = Some(mqtt.max_keepalive);
+        }
+        if v5 {
+            connack.properties = Some(ConnAckProperties {
+                session_expiry_interval: capped_expiry,
+                receive_max: Some(mqtt.receive_maximum),
+                max_qos: None,
+                retain_available: Some(1),
+                max_packet_size: Some(mqtt.max_packet_size as u32),
+                assigned_client_identifier: self
+                    .assigned_id
+                    .then(|| self.client_id.to_string()),
+                topic_alias_max: Some(mqtt.topic_alias_maximum),
+                reason_string: None,
+                user_properties: Vec::new(),
+                wildcard_subscription_available: Some(1),
+                subscription_identifiers_available: Some(1),
+                shared_subscription_available: Some(1),
+                server_keep_alive: server_keepalive,
+                response_information: None,
+                server_reference: None,
+                authentication_method: None,
+                authentication_data: None,
+            });
+        }
+        self.send(&Packet::ConnAck(connack));
+        info!(
+            client_id = %self.client_id,
+            peer = %self.peer,
+            protocol = %self.version,
+            user = self.username.as_deref().unwrap_or("-"),
+            tls = self.listener.tls,
+            session_present = grant.session_present,
+            "client connected"
+        );
+        Some(grant.state)
+    }
+
+    /// `None` when the client may connect, else the CONNACK code refusing it.
+    async fn authenticate(&mut self) -> Option<ConnectReturnCode> {
+        let shared = self.shared.clone();
+        if self.connect.properties.as_ref().is_some_and(|p| p.authentication_method.is_some()) {
+            return Some(ConnectReturnCode::BadAuthenticationMethod);
+        }
+        if self.listener.use_identity_as_username {
+            // Set only when the certificate chain verified against the configured CA.
+            return match self.identity.take() {
+                Some(cn) => {
+                    self.username = Some(cn);
+                    None
+                }
+                None => Some(ConnectReturnCode::NotAuthorized),
+            };
+        }
+        match &self.connect.login {
+            Some(login) => {
+                self.username = Some(login.username.clone());
+                if shared.auth.has_passwords() {
+                    let ok = shared
+                        .auth
+                        .verify(&login.username, login.password.as_bytes())
+                        .await;
+                    (!ok).then_some(ConnectReturnCode::BadUserNamePassword)
+                } else if self.listener.allow_anonymous {
+                    None
+                } else {
+                    Some(ConnectReturnCode::NotAuthorized)
+                }
+            }
+            None if self.listener.allow_anonymous => None,
+            None => Some(ConnectReturnCode::NotAuthorized),
+        }
+    }
+
+    async fn refuse<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        code: ConnectReturnCode,
+        why: &'static str,
+    ) -> Option<SessionState> {
+        let reason = match code {
+            ConnectReturnCode::BadUserNamePassword => "bad_credentials",
+            ConnectReturnCode::NotAuthorized => "not_authorized",
+            ConnectReturnCode::ClientIdentifierNotValid => "client_id_invalid",
+            ConnectReturnCode::TopicNameInvalid => "will_topic_invalid",
+            _ => "connect_refused",
+        };
+        self.shared.metrics.refuse(reason);
+        warn!(
+            client_id = %self.connect.client_id,
+            peer = %self.peer,
+            user = self.connect.login.as_ref().map_or("-", |l| l.username.as_str()),
+            code = ?code,
+            "refused CONNECT: {why}"
+        );
+        self.send(&Packet::ConnAck(ConnAck::new(code, false)));
+        let _ = self.flush(writer).await;
+        None
+    }
+
+    /// Takes over what the previous connection left: resend in-flight messages with DUP.
+    fn resume(&mut self, state: SessionState) {
+        self.next_pkid = state.next_pkid;
+        self.incoming_qos2 = state.incoming_qos2;
+        self.backlog = state.pending;
+        for (pkid, delivery, phase) in state.inflight {
+            match phase {
+                OutPhase::Published => {
+                    let publish = self.build_publish(&delivery, pkid, true, false);
+                    if let Some(p) = publish {
+                        self.send(&Packet::Publish(p));
+                    }
+                }
+                OutPhase::Released => self.send(&Packet::PubRel(PubRel::new(pkid))),
+            }
+            self.inflight.push_back((pkid, delivery, phase));
+        }
+    }
+
+    async fn session<R, W>(&mut self, reader: &mut R, writer: &mut W, mut rbuf: BytesMut) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let keepalive = (self.keepalive > 0)
+            .then(|| Duration::from_millis(u64::from(self.keepalive) * 1500));
+        let mut deadline = keepalive.map(|k| tokio::time::Instant::now() + k);
+        // Packets that arrived with CONNECT.
+        if let Err(end) = self.process(&mut rbuf).await {
+            return end;
+        }
+        loop {
+            if self.outbox.kicked() != Kick::None {
+                return End::Kicked(self.outbox.kicked());
+            }
+            self.pump();
+            let reading = self.wbuf.len() < WRITE_HIGH_WATER;
+            tokio::select! {
+                r = writer.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(n) => {
+                        let _ = self.wbuf.split_to(n);
+                        self.shared.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
+                        if self.wbuf.is_empty() {
+                            let _ = writer.flush().await;
+                        }
+                    }
+                },
+                r = reader.read_buf(&mut rbuf), if reading => match r {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(n) => {
+                        self.shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
+                        if let (Some(k), Some(d)) = (keepalive, deadline.as_mut()) {
+                            *d = tokio::time::Instant::now() + k;
+                        }
+                        if let Err(end) = self.process(&mut rbuf).await {
+                            return end;
+                        }
+                    }
+                },
+                _ = self.outbox.notify.notified() => {}
+                _ = sleep_until(deadline) => {
+                    return End::Refused {
+                        reason: DisconnectReasonCode::KeepAliveTimeout,
+                        why: format!("no packet within 1.5 × keep-alive ({} s)", self.keepalive),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Handles every complete packet in `rbuf`.
+    async fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), End> {
+        loop {
+            let packet = match self.codec.decode(rbuf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.shared.metrics.refuse(e.reason());
+                    return Err(End::Refused {
+                        reason: e.disconnect_reason(),
+                        why: e.to_string(),
+                    });
+                }
+            };
+            self.shared.metrics.packets_received[packet_type(&packet)].fetch_add(1, Relaxed);
+            self.handle(packet).await?;
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await?,
+            Packet::PubAck(a) => {
+                if let Some(i) = self.find_inflight(a.pkid, OutPhase::Published) {
+                    self.inflight.remove(i);
+                }
+            }
+            Packet::PubRec(r) => match self.find_inflight(r.pkid, OutPhase::Published) {
+                Some(i) if (r.reason as u8) >= 0x80 => {
+                    self.inflight.remove(i);
+                }
+                Some(i) => {
+                    self.inflight[i].2 = OutPhase::Released;
+                    self.send(&Packet::PubRel(PubRel::new(r.pkid)));
+                }
+                None => {
+                    let mut rel = PubRel::new(r.pkid);
+                    if !self.version.is_v3() {
+                        rel.reason = PubRelReason::PacketIdentifierNotFound;
+                    }
+                    self.send(&Packet::PubRel(rel));
+                }
+            },
+            Packet::PubComp(c) => {
+                if let Some(i) = self.find_inflight(c.pkid, OutPhase::Released) {
+                    self.inflight.remove(i);
+                }
+            }
+            Packet::PubRel(r) => {
+                let known = self.incoming_qos2.remove(&r.pkid);
+                let mut comp = PubComp::new(r.pkid);
+                if !known && !self.version.is_v3() {
+                    comp.reason = PubCompReason::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s).await?,
+            Packet::Unsubscribe(u) => {
+                let (tx, rx) = oneshot::channel();
+                let req = Request::Unsubscribe {
+                    client_id: self.client_id.clone(),
+                    filters: u.filters.clone(),
+                    reply: tx,
+                };
+                self.router(req).await?;
+                let removed = rx.await.map_err(|_| router_gone())?;
+                let mut ack = UnsubAck {
+                    pkid: u.pkid,
+                    reasons: Vec::new(),
+                    properties: None,
+                };
+                ack.reasons = removed
+                    .into_iter()
+                    .map(|r| {
+                        if r {
+                            UnsubAckReason::Success
+                        } else {
+                            UnsubAckReason::NoSubscriptionExisted
+                        }
+                    })
+                    .collect();
+                self.send(&Packet::UnsubAck(ack));
+            }
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(expiry) = d.properties.as_ref().and_then(|p| p.session_expiry_interval)
+                {
+                    if self.session_expiry == 0 && expiry != 0 {
+                        return Err(End::Refused {
+                            reason: DisconnectReasonCode::ProtocolError,
+                            why: "session expiry set on DISCONNECT after 0 on CONNECT".into(),
+                        });
+                    }
+                    self.session_expiry = expiry;
+                }
+                return Err(End::Graceful {
+                    keep_will: d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
+                });
+            }
+            other => {
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ProtocolError,
+                    why: format!("unexpected packet {other:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn router(&self, req: Request) -> Result<(), End> {
+        self.shared
+            .router
+            .tx
+            .send(req)
+            .await
+            .map_err(|_| router_gone())
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        let arrived = Instant::now();
+        let v5 = !self.version.is_v3();
+        // Topic aliases (v5 §3.3.2.3.4).
+        if let Some(alias) = p.properties.as_ref().and_then(|pr| pr.topic_alias) {
+            if alias == 0 || alias > self.shared.config.mqtt.topic_alias_maximum {
+                self.shared.metrics.refuse("topic_alias_invalid");
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::TopicAliasInvalid,
+                    why: format!("topic alias {alias} out of range"),
+                });
+            }
+            if p.topic.is_empty() {
+                match self.alias_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        self.shared.metrics.refuse("topic_alias_unknown");
+                        return Err(End::Refused {
+                            reason: DisconnectReasonCode::ProtocolError,
+                            why: format!("unknown topic alias {alias}"),
+                        });
+                    }
+                }
+            } else {
+                self.alias_in.insert(alias, p.topic.clone());
+            }
+        }
+        if !topic::valid_topic_name(&p.topic) {
+            self.shared.metrics.refuse("topic_invalid");
+            return Err(End::Refused {
+                reason: DisconnectReasonCode::TopicNameInvalid,
+                why: format!("invalid topic name {:?}", p.topic),
+            });
+        }
+        self.shared.metrics.messages_received[p.qos as usize].fetch_add(1, Relaxed);
+
+        if p.qos == QoS::ExactlyOnce {
+            if self.incoming_qos2.contains(&p.pkid) {
+                // A resend of a message already routed: acknowledge, do not route again.
+                self.ack(&p, PubRecReason::Success, arrived);
+                return Ok(());
+            }
+            if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
+                self.shared.metrics.refuse("receive_maximum_exceeded");
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ReceiveMaximumExceeded,
+                    why: "more unacknowledged QoS 2 messages than Receive Maximum".into(),
+                });
+            }
+        }
+
+        let allowed = self.shared.acl.allowed(
+            Access::Publish,
+            self.username.as_deref(),
+            &self.client_id,
+            &p.topic,
+        );
+        if !allowed {
+            self.shared.metrics.refuse("publish_not_authorized");
+            warn!(client_id = %self.client_id, topic = %p.topic, "publish denied by ACL");
+            if p.qos == QoS::ExactlyOnce && !v5 {
+                // 3.x: acknowledge as usual (the client cannot be told), remember the id.
+                self.incoming_qos2.insert(p.pkid);
+            }
+            self.ack(&p, PubRecReason::NotAuthorized, arrived);
+            return Ok(());
+        }
+        let props = p.properties.take();
+        if props.as_ref().and_then(|pr| pr.payload_format_indicator) == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            self.shared.metrics.refuse("payload_format_invalid");
+            warn!(client_id = %self.client_id, topic = %p.topic, "payload is not the UTF-8 it claims");
+            self.ack(&p, PubRecReason::PayloadFormatInvalid, arrived);
+            return Ok(());
+        }
+        let expires_at = props
+            .as_ref()
+            .and_then(|pr| pr.message_expiry_interval)
+            .map(|s| arrived + Duration::from_secs(s.into()));
+        let properties = props.map(|mut pr| {
+            pr.topic_alias = None;
+            pr.subscription_identifiers.clear();
+            pr
+        });
+        let message = Arc::new(Message {
+            topic: std::mem::take(&mut p.topic),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            publisher: Some(self.client_id.clone()),
+            expires_at,
+        });
+        self.router(Request::Publish(message)).await?;
+        if p.qos == QoS::ExactlyOnce {
+            self.incoming_qos2.insert(p.pkid);
+        }
+        self.ack(&p, PubRecReason::Success, arrived);
+        Ok(())
+    }
+
+    /// PUBACK or PUBREC for `p` with `reason` (v5 only; 3.x acknowledges plainly).
+    fn ack(&mut self, p: &Publish, reason: PubRecReason, arrived: Instant) {
+        let v5 = !self.version.is_v3();
+        match p.qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => {
+                let mut a = PubAck::new(p.pkid);
+                if v5 {
+                    a.reason = puback_reason(reason);
+                }
+                self.send(&Packet::PubAck(a));
+            }
+            QoS::ExactlyOnce => {
+                let mut r = PubRec::new(p.pkid);
+                if v5 {
+                    r.reason = reason;
+                }
+                self.send(&Packet::PubRec(r));
+            }
+        }
+        self.shared
+            .metrics
+            .publish_ack_latency
+            .observe(arrived.elapsed());
+    }
+
+    async fn on_subscribe(&mut self, s: mqttbytes::v5::Subscribe) -> Result<(), End> {
+        let v5 = !self.version.is_v3();
+        let sub_id = s.properties.as_ref().and_then(|p| p.id);
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut accepted = Vec::new();
+        for f in &s.filters {
+            let shared_filter = topic::parse_shared(&f.path);
+            let valid = shared_filter
+                .as_ref()
+                .is_some_and(|sf| topic::valid_topic_filter(sf.filter))
+                && !(f.nolocal && shared_filter.as_ref().is_some_and(|sf| sf.group.is_some()));
+            if !valid {
+                self.shared.metrics.refuse("topic_filter_invalid");
+                warn!(client_id = %self.client_id, filter = %f.path, "invalid topic filter");
+                codes.push(if v5 {
+                    SubscribeReasonCode::TopicFilterInvalid
+                } else {
+                    SubscribeReasonCode::Unspecified
+                });
+                continue;
+            }
+            let inner = shared_filter.expect("valid").filter;
+            let allowed = self.shared.acl.allowed(
+                Access::Subscribe,
+                self.username.as_deref(),
+                &self.client_id,
+                inner,
+            );
+            if !allowed {
+                self.shared.metrics.refuse("subscribe_not_authorized");
+                warn!(client_id = %self.client_id, filter = %f.path, "subscription denied by ACL");
+                codes.push(if v5 {
+                    SubscribeReasonCode::NotAuthorized
+                } else {
+                    SubscribeReasonCode::Unspecified
+                });
+                continue;
+            }
+            codes.push(match f.qos {
+                QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+                QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+                QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+            });
+            accepted.push((
+                f.path.clone(),
+                SubOptions {
+                    qos: f.qos,
+                    no_local: f.nolocal,
+                    retain_as_published: f.preserve_retain,
+                    retain_handling: match f.retain_forward_rule {
+                        mqttbytes::v5::RetainForwardRule::OnEverySubscribe => 0,
+                        mqttbytes::v5::RetainForwardRule::OnNewSubscribe => 1,
+                        mqttbytes::v5::RetainForwardRule::Never => 2,
+                    },
+                    subscription_id: sub_id,
+                },
+            ));
+        }
+        if !accepted.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            self.router(Request::Subscribe {
+                client_id: self.client_id.clone(),
+                filters: accepted,
+                reply: tx,
+            })
+            .await?;
+            rx.await.map_err(|_| router_gone())?;
+        }
+        self.send(&Packet::SubAck(SubAck::new(s.pkid, codes)));
+        Ok(())
+    }
+
+    fn find_inflight(&self, pkid: u16, phase: OutPhase) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|(id, _, ph)| *id == pkid && *ph == phase)
+    }
+
+    /// Moves deliveries from the backlog and the outbox into the write buffer, as far as the
+    /// in-flight window and the write buffer allow.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            let room = self.window.saturating_sub(self.inflight.len());
+            let delivery = match self.backlog.front() {
+                Some(d) if d.qos != QoS::AtMostOnce && room == 0 => return,
+                Some(_) => self.backlog.pop_front().expect("front exists"),
+                None => {
+                    if self.scratch.is_empty() {
+                        let mut batch = std::mem::take(&mut self.scratch);
+                        self.outbox.take(room, &mut batch);
+                        if batch.is_empty() {
+                            self.scratch = batch;
+                            return;
+                        }
+                        batch.reverse();
+                        self.scratch = batch;
+                    }
+                    self.scratch.pop().expect("non-empty")
+                }
+            };
+            if delivery.message.expired(now) {
+                self.shared.metrics.messages_expired.fetch_add(1, Relaxed);
+                continue;
+            }
+            let pkid = if delivery.qos == QoS::AtMostOnce {
+                0
+            } else {
+                self.allocate_pkid()
+            };
+            let Some(publish) = self.build_publish(&delivery, pkid, false, true) else {
+                continue;
+            };
+            self.shared.metrics.messages_sent[delivery.qos as usize].fetch_add(1, Relaxed);
+            self.send(&Packet::Publish(publish));
+            if delivery.qos != QoS::AtMostOnce {
+                self.inflight.push_back((pkid, delivery, OutPhase::Published));
+            }
+        }
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid == 0 {
+                continue;
+            }
+            let id = self.next_pkid;
+            if !self.inflight.iter().any(|(p, _, _)| *p == id) {
+                return id;
+            }
+        }
+    }
+
+    /// The PUBLISH for a delivery, or `None` when it exceeds the client's maximum packet size
+    /// (v5 §3.1.2.11.4: such a message is discarded).
+    fn build_publish(
+        &mut self,
+        d: &Delivery,
+        pkid: u16,
+        dup: bool,
+        use_alias: bool,
+    ) -> Option<Publish> {
+        let m = &d.message;
+        let mut publish = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.clone(),
+            pkid,
+            properties: None,
+            payload: m.payload.clone(),
+        };
+        if !self.version.is_v3() {
+            let mut props = m.properties.clone().unwrap_or_else(empty_publish_properties);
+            if let Some(at) = m.expires_at {
+                let left = at.saturating_duration_since(Instant::now());
+                props.message_expiry_interval = Some(left.as_secs().max(1) as u32);
+            }
+            props.subscription_identifiers = d.subscription_ids.clone();
+            if use_alias && self.alias_out_max > 0 {
+                if let Some(a) = self.alias_out.get(&m.topic) {
+                    props.topic_alias = Some(*a);
+                    publish.topic.clear();
+                } else if self.alias_out.len() < self.alias_out_max as usize {
+                    let a = self.alias_out.len() as u16 + 1;
+                    self.alias_out.insert(m.topic.clone(), a);
+                    props.topic_alias = Some(a);
+                }
+            }
+            if props != empty_publish_properties() {
+                publish.properties = Some(props);
+            }
+        }
+        if publish_frame_len(&publish, self.version) > self.max_outgoing {
+            self.shared.metrics.messages_dropped.fetch_add(1, Relaxed);
+            self.shared.metrics.refuse("exceeds_client_maximum_packet_size");
+            debug!(client_id = %self.client_id, topic = %m.topic, "message larger than the client accepts, discarded");
+            return None;
+        }
+        Some(publish)
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        match self.codec.encode(packet, &mut self.wbuf) {
+            Ok(()) => {
+                self.shared.metrics.packets_sent[packet_type(packet)].fetch_add(1, Relaxed);
+            }
+            Err(e) => warn!(client_id = %self.client_id, error = %e, "cannot encode packet"),
+        }
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        let n = self.wbuf.len();
+        writer.write_all(&self.wbuf).await?;
+        writer.flush().await?;
+        self.wbuf.clear();
+        self.shared.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Says goodbye where the protocol allows, and hands the session back to the router.
+    async fn finish<W: AsyncWrite + Unpin>(mut self, end: End, writer: &mut W) {
+        let publish_will = match &end {
+            End::Graceful { keep_will } => *keep_will,
+            _ => true,
+        };
+        let disconnect = match &end {
+            End::Graceful { .. } => {
+                info!(client_id = %self.client_id, "client disconnected");
+                None
+            }
+            End::Closed => {
+                info!(client_id = %self.client_id, "connection closed by peer");
+                None
+            }
+            End::Refused { reason, why } => {
+                warn!(client_id = %self.client_id, peer = %self.peer, reason = ?reason, "closing connection: {why}");
+                Some(*reason)
+            }
+            End::Kicked(Kick::SessionTakenOver) => {
+                Some(DisconnectReasonCode::SessionTakenOver)
+            }
+            End::Kicked(_) => Some(DisconnectReasonCode::ServerShuttingDown),
+        };
+        if let Some(reason) = disconnect
+            && !self.version.is_v3()
+        {
+            let mut d = Disconnect::new();
+            d.reason_code = reason;
+            self.send(&Packet::Disconnect(d));
+        }
+        if !matches!(end, End::Closed) && !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(writer)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+
+        let mut pending: VecDeque<Delivery> = self.scratch.drain(..).rev().collect();
+        pending.extend(self.backlog.drain(..));
+        let state = SessionState {
+            inflight: self.inflight.drain(..).collect(),
+            pending,
+            incoming_qos2: std::mem::take(&mut self.incoming_qos2),
+            next_pkid: self.next_pkid,
+        };
+        let _ = self
+            .shared
+            .router
+            .tx
+            .send(Request::Disconnected {
+                client_id: self.client_id.clone(),
+                connection: self.connection,
+                state,
+                will: if publish_will { self.will.take() } else { None },
+                session_expiry: self.session_expiry,
+            })
+            .await;
+    }
+}
+
+fn router_gone() -> End {
+    End::Refused {
+        reason: DisconnectReasonCode::ServerShuttingDown,
+        why: "router stopped".into(),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn puback_reason(r: PubRecReason) -> PubAckReason {
+    match r {
+        PubRecReason::Success => PubAckReason::Success,
+        PubRecReason::NoMatchingSubscribers => PubAckReason::NoMatchingSubscribers,
+        PubRecReason::NotAuthorized => PubAckReason::NotAuthorized,
+        PubRecReason::TopicNameInvalid => PubAckReason::TopicNameInvalid,
+        PubRecReason::PacketIdentifierInUse => PubAckReason::PacketIdentifierInUse,
+        PubRecReason::QuotaExceeded => PubAckReason::QuotaExceeded,
+        PubRecReason::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
+        PubRecReason::ImplementationSpecificError => PubAckReason::ImplementationSpecificError,
+        PubRecReason::UnspecifiedError => PubAckReason::UnspecifiedError,
+    }
+}
+
+fn empty_publish_properties() -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    }
+}
+
+/// The control packet type number, for per-type counters.
+pub fn packet_type(p: &Packet) -> usize {
+    match p {
+        Packet::Connect(_) => 1,
+        Packet::ConnAck(_) => 2,
+        Packet::Publish(_) => 3,
+        Packet::PubAck(_) => 4,
+        Packet::PubRec(_) => 5,
+        Packet::PubRel(_) => 6,
+        Packet::PubComp(_) => 7,
+        Packet::Subscribe(_) => 8,
+        Packet::SubAck(_) => 9,
+        Packet::Unsubscribe(_) => 10,
+        Packet::UnsubAck(_) => 11,
+        Packet::PingReq => 12,
+        Packet::PingResp => 13,
+        Packet::Disconnect(_) => 14,
+    }
+}

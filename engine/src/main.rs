@@ -1,0 +1,236 @@
+//! `samos`: the command-line front of the engine.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use samos_engine::auth::{DEFAULT_ITERATIONS, PasswordFile};
+use samos_engine::config::{Config, ListenerConfig, TlsConfig};
+use samos_engine::server::Server;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "samos", version, about = "MQTT ingest engine for sensor networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Add, change or delete users in a password file (Mosquitto-compatible `$7$` hashes).
+    Passwd(PasswdArgs),
+    /// Print the documented example configuration.
+    GenerateConfig,
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// TOML configuration file (see samos.toml); flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Plain MQTT listener(s), replacing the configured ones, e.g. 127.0.0.1:1883.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// TLS listener(s); need --cert and --key.
+    #[arg(long)]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// PEM CA for verifying client certificates on --tls-listen.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Require a client certificate on --tls-listen (needs --client-ca).
+    #[arg(long)]
+    require_client_cert: bool,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Password file.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Admit clients without credentials on every listener, including non-loopback ones.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Turn the metrics endpoint off.
+    #[arg(long)]
+    no_metrics: bool,
+    /// Once listening, write the bound addresses as JSON to this file (for scripts and tests).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `samos_engine=debug` (also RUST_LOG).
+    #[arg(long, default_value = "info", env = "RUST_LOG")]
+    log: String,
+}
+
+#[derive(Parser)]
+struct PasswdArgs {
+    /// Password file; created if missing.
+    file: PathBuf,
+    /// User name.
+    user: String,
+    /// Password (omit to be prompted, or use --stdin). Visible in process lists: avoid on shared hosts.
+    #[arg(long, short)]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    stdin: bool,
+    /// Delete the user instead.
+    #[arg(long, short = 'D')]
+    delete: bool,
+    /// PBKDF2-SHA512 iterations.
+    #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
+    iterations: u32,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Passwd(args) => passwd(args),
+        Command::GenerateConfig => {
+            print!("{}", include_str!("../../samos.toml"));
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() || !args.tls_listen.is_empty() {
+        config.listeners.clear();
+    }
+    for bind in &args.listen {
+        config.listeners.push(ListenerConfig {
+            bind: *bind,
+            tls: None,
+            allow_anonymous: None,
+        });
+    }
+    if !args.tls_listen.is_empty() {
+        let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+            bail!("--tls-listen needs --cert and --key");
+        };
+        for bind in &args.tls_listen {
+            config.listeners.push(ListenerConfig {
+                bind: *bind,
+                tls: Some(TlsConfig {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.client_ca.clone(),
+                    require_client_cert: args.require_client_cert,
+                    use_identity_as_username: false,
+                }),
+                allow_anonymous: None,
+            });
+        }
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(p) = args.password_file {
+        config.password_file = Some(p);
+    }
+    if args.allow_anonymous {
+        config.allow_anonymous = Some(true);
+    }
+    if let Some(m) = args.metrics_listen {
+        config.metrics.bind = m;
+    }
+    if args.no_metrics {
+        config.metrics.enabled = false;
+    }
+    let config = config.finish()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        if let Some(path) = &args.ready_file {
+            let json = serde_json::to_string(&server.endpoints)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, json)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("cannot write ready file {}", path.display()))?;
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn passwd(args: PasswdArgs) -> Result<()> {
+    let mut file = if args.file.exists() {
+        PasswordFile::load(&args.file)?
+    } else {
+        PasswordFile::default()
+    };
+    if args.user.contains(':') || args.user.is_empty() {
+        bail!("a user name must be non-empty and must not contain ':'");
+    }
+    if args.delete {
+        if !file.remove(&args.user) {
+            bail!("no user {:?} in {}", args.user, args.file.display());
+        }
+    } else {
+        let password = match (args.password, args.stdin) {
+            (Some(p), _) => p,
+            (None, true) => {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+            (None, false) => {
+                let p = rpassword::prompt_password("Password: ")?;
+                let again = rpassword::prompt_password("Reenter password: ")?;
+                if p != again {
+                    bail!("passwords do not match");
+                }
+                p
+            }
+        };
+        if password.is_empty() {
+            bail!("empty password");
+        }
+        file.set(&args.user, &password, args.iterations);
+    }
+    file.save(&args.file)?;
+    std::io::stdout().flush()?;
+    Ok(())
+}

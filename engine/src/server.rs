@@ -1,0 +1,128 @@
+//! Starting and running a whole server from a [`Config`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::auth::{Acl, AuthError, Authenticator, PasswordFile};
+use crate::broker::Router;
+use crate::broker::router::RouterConfig;
+use crate::config::Config;
+use crate::link::{ListenError, Listener, Shared};
+use crate::metrics::{self, Metrics};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Addresses a running server is reachable on (port 0 in the configuration resolved).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Endpoints {
+    pub mqtt: Vec<SocketAddr>,
+    pub mqtts: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A started server; dropping it does not stop the tasks (they belong to the runtime).
+pub struct Server {
+    pub endpoints: Endpoints,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Binds every listener and starts the router; returns once all sockets are bound.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let passwords = config
+            .password_file
+            .as_deref()
+            .map(PasswordFile::load)
+            .transpose()?;
+        if let Some(p) = &passwords {
+            info!(users = p.users().count(), "password file loaded");
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (router, handle) = Router::new(
+            RouterConfig {
+                max_queued_messages: config.mqtt.max_queued_messages,
+                queue_qos0_offline: config.mqtt.queue_qos0_offline,
+                max_session_expiry: config.mqtt.max_session_expiry_secs,
+                sys_interval: (config.mqtt.sys_interval_secs > 0)
+                    .then(|| Duration::from_secs(config.mqtt.sys_interval_secs)),
+                queue_capacity: config.mqtt.router_queue,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            metrics.clone(),
+        );
+
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            listeners.push(Listener::bind(l, &config).await?);
+        }
+        let metrics_listener = if config.metrics.enabled {
+            let addr = config.metrics.bind;
+            Some(
+                metrics::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?,
+            )
+        } else {
+            None
+        };
+        let endpoints = Endpoints {
+            mqtt: listeners
+                .iter()
+                .filter(|l| !l.tls)
+                .map(|l| l.local_addr)
+                .collect(),
+            mqtts: listeners
+                .iter()
+                .filter(|l| l.tls)
+                .map(|l| l.local_addr)
+                .collect(),
+            metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        };
+
+        let shared = Arc::new(Shared {
+            acl: Acl::new(config.acl.clone()),
+            auth: Arc::new(Authenticator::new(passwords)),
+            config: Arc::new(config),
+            metrics: metrics.clone(),
+            router: handle,
+        });
+        tokio::spawn(router.run());
+        for l in listeners {
+            tokio::spawn(l.run(shared.clone()));
+        }
+        if let Some(l) = metrics_listener {
+            info!(addr = ?endpoints.metrics, "metrics on /metrics");
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(l, m).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        Ok(Server { endpoints, metrics })
+    }
+}
