@@ -12,7 +12,11 @@ use samos_engine::server::Server;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "samos", version, about = "MQTT ingest engine for sensor networks")]
+#[command(
+    name = "samos",
+    version,
+    about = "MQTT ingest engine for sensor networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,7 @@ struct ServeArgs {
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Log filter, e.g. `info`, `samos_engine=debug` (also RUST_LOG).
-    #[arg(long, default_value = "info", env = "RUST_LOG")]
+    #[arg(long, default_value = "info,rustls=error", env = "RUST_LOG")]
     log: String,
 }
 
@@ -183,9 +187,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -399,11 +399,15 @@ impl Router {
         };
         let mut retained_for = Vec::new();
         for (filter, options) in filters {
-            let replaced = self.subscriptions.insert(client_id, &filter, options.clone());
+            let replaced = self
+                .subscriptions
+                .insert(client_id, &filter, options.clone());
             if !replaced {
                 self.metrics.subscriptions.fetch_add(1, Relaxed);
             }
-            session.subscriptions.insert(filter.clone(), options.clone());
+            session
+                .subscriptions
+                .insert(filter.clone(), options.clone());
             let shared = filter.starts_with("$share/");
             let send_retained = match options.retain_handling {
                 0 => true,

@@ -263,7 +263,10 @@ fn add(out: &mut Vec<Match>, client: &Arc<str>, o: &SubOptions, publisher: Optio
     if o.no_local && publisher == Some(&**client) {
         return;
     }
-    match out.iter_mut().find(|m| Arc::ptr_eq(&m.client, client) || m.client == *client) {
+    match out
+        .iter_mut()
+        .find(|m| Arc::ptr_eq(&m.client, client) || m.client == *client)
+    {
         Some(m) => {
             if o.qos > m.qos {
                 m.qos = o.qos;
@@ -359,7 +362,7 @@ mod tests {
         #[test]
         fn trie_agrees_with_linear_scan(
             filters in proptest::collection::vec(
-                proptest::collection::vec(prop_oneof!["a", "b", "+", "#", "\\$s"], 1..4), 1..8),
+                proptest::collection::vec(prop_oneof!["a", "b", "\\+", "#", "\\$s"], 1..4), 1..8),
             topic in proptest::collection::vec(prop_oneof!["a", "b", "\\$s", ""], 1..4),
         ) {
             let mut t = SubscriptionTable::default();

@@ -42,7 +42,9 @@ pub struct ListenerContext {
 #[derive(Debug)]
 enum End {
     /// DISCONNECT from the client; `keep_will` for v5 reason 0x04.
-    Graceful { keep_will: bool },
+    Graceful {
+        keep_will: bool,
+    },
     /// The socket closed or failed.
     Closed,
     /// We end it, telling a v5 client why.
@@ -98,14 +100,10 @@ pub async fn run<S>(
         Ok(Err(e)) => {
             shared.metrics.refuse(e.reason());
             warn!(%peer, error = %e, "refused connection");
-            if let CodecError::UnsupportedProtocol { level, .. } = &e {
-                // 3.1.1 §3.2.2.3 / 5.0 §3.2.2.2: answer in the client's dialect, then close.
-                let bytes: &[u8] = if *level >= 5 {
-                    &[0x20, 3, 0, 0x84, 0]
-                } else {
-                    &[0x20, 2, 0, 1]
-                };
-                let _ = writer.write_all(bytes).await;
+            if let CodecError::UnsupportedProtocol { .. } = &e {
+                // 3.1.1 §3.2.2.3: "unacceptable protocol version" in the 3.x form, which every
+                // client generation can read (5.0 §3.1.2.2 allows this answer too).
+                let _ = writer.write_all(&[0x20, 2, 0, 1]).await;
             }
             let _ = writer.shutdown().await;
             return;
@@ -114,7 +112,14 @@ pub async fn run<S>(
     };
     shared.metrics.packets_received[1].fetch_add(1, Relaxed);
 
-    let mut conn = Connection::new(version, connect, peer, cert_identity, listener, shared.clone());
+    let mut conn = Connection::new(
+        version,
+        connect,
+        peer,
+        cert_identity,
+        listener,
+        shared.clone(),
+    );
     let Some(grant_state) = conn.admit(&mut writer).await else {
         let _ = writer.shutdown().await;
         return;
@@ -241,7 +246,11 @@ impl Connection {
         if let Some(w) = &self.connect.last_will {
             if !topic::valid_topic_name(&w.topic) {
                 return self
-                    .refuse(writer, ConnectReturnCode::TopicNameInvalid, "invalid will topic")
+                    .refuse(
+                        writer,
+                        ConnectReturnCode::TopicNameInvalid,
+                        "invalid will topic",
+                    )
                     .await;
             }
             if !shared.acl.allowed(
@@ -251,7 +260,11 @@ impl Connection {
                 &w.topic,
             ) {
                 return self
-                    .refuse(writer, ConnectReturnCode::NotAuthorized, "will topic denied")
+                    .refuse(
+                        writer,
+                        ConnectReturnCode::NotAuthorized,
+                        "will topic denied",
+                    )
                     .await;
             }
             let props = w.properties.as_ref();
@@ -274,8 +287,7 @@ impl Connection {
                         content_type: p.content_type.clone(),
                     }),
                     publisher: Some(self.client_id.clone()),
-                    expires_at: expiry
-                        .map(|s| Instant::now() + Duration::from_secs(s.into())),
+                    expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s.into())),
                 }),
             });
         }
@@ -308,7 +320,11 @@ impl Connection {
         };
         if shared.router.tx.send(request).await.is_err() {
             return self
-                .refuse(writer, ConnectReturnCode::ServerUnavailable, "router stopped")
+                .refuse(
+                    writer,
+                    ConnectReturnCode::ServerUnavailable,
+                    "router stopped",
+                )
                 .await;
         }
         let Ok(grant) = reply_rx.await else {
@@ -324,7 +340,9 @@ impl Connection {
 
         let mut connack = ConnAck::new(ConnectReturnCode::Success, grant.session_present);
         let mut server_keepalive = None;
-        if v5 && mqtt.max_keepalive != 0 && (self.keepalive == 0 || self.keepalive > mqtt.max_keepalive)
+        if v5
+            && mqtt.max_keepalive != 0
+            && (self.keepalive == 0 || self.keepalive > mqtt.max_keepalive)
         {
             self.keepalive = mqtt.max_keepalive;
             server_keepalive = Some(mqtt.max_keepalive);
@@ -336,9 +354,7 @@ impl Connection {
                 max_qos: None,
                 retain_available: Some(1),
                 max_packet_size: Some(mqtt.max_packet_size as u32),
-                assigned_client_identifier: self
-                    .assigned_id
-                    .then(|| self.client_id.to_string()),
+                assigned_client_identifier: self.assigned_id.then(|| self.client_id.to_string()),
                 topic_alias_max: Some(mqtt.topic_alias_maximum),
                 reason_string: None,
                 user_properties: Vec::new(),
@@ -368,7 +384,12 @@ impl Connection {
     /// `None` when the client may connect, else the CONNACK code refusing it.
     async fn authenticate(&mut self) -> Option<ConnectReturnCode> {
         let shared = self.shared.clone();
-        if self.connect.properties.as_ref().is_some_and(|p| p.authentication_method.is_some()) {
+        if self
+            .connect
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.authentication_method.is_some())
+        {
             return Some(ConnectReturnCode::BadAuthenticationMethod);
         }
         if self.listener.use_identity_as_username {
@@ -451,8 +472,8 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let keepalive = (self.keepalive > 0)
-            .then(|| Duration::from_millis(u64::from(self.keepalive) * 1500));
+        let keepalive =
+            (self.keepalive > 0).then(|| Duration::from_millis(u64::from(self.keepalive) * 1500));
         let mut deadline = keepalive.map(|k| tokio::time::Instant::now() + k);
         // Packets that arrived with CONNECT.
         if let Err(end) = self.process(&mut rbuf).await {
@@ -583,7 +604,10 @@ impl Connection {
             }
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
-                if let Some(expiry) = d.properties.as_ref().and_then(|p| p.session_expiry_interval)
+                if let Some(expiry) = d
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
                 {
                     if self.session_expiry == 0 && expiry != 0 {
                         return Err(End::Refused {
@@ -860,7 +884,8 @@ impl Connection {
             self.shared.metrics.messages_sent[delivery.qos as usize].fetch_add(1, Relaxed);
             self.send(&Packet::Publish(publish));
             if delivery.qos != QoS::AtMostOnce {
-                self.inflight.push_back((pkid, delivery, OutPhase::Published));
+                self.inflight
+                    .push_back((pkid, delivery, OutPhase::Published));
             }
         }
     }
@@ -898,7 +923,10 @@ impl Connection {
             payload: m.payload.clone(),
         };
         if !self.version.is_v3() {
-            let mut props = m.properties.clone().unwrap_or_else(empty_publish_properties);
+            let mut props = m
+                .properties
+                .clone()
+                .unwrap_or_else(empty_publish_properties);
             if let Some(at) = m.expires_at {
                 let left = at.saturating_duration_since(Instant::now());
                 props.message_expiry_interval = Some(left.as_secs().max(1) as u32);
@@ -920,7 +948,9 @@ impl Connection {
         }
         if publish_frame_len(&publish, self.version) > self.max_outgoing {
             self.shared.metrics.messages_dropped.fetch_add(1, Relaxed);
-            self.shared.metrics.refuse("exceeds_client_maximum_packet_size");
+            self.shared
+                .metrics
+                .refuse("exceeds_client_maximum_packet_size");
             debug!(client_id = %self.client_id, topic = %m.topic, "message larger than the client accepts, discarded");
             return None;
         }
@@ -964,9 +994,7 @@ impl Connection {
                 warn!(client_id = %self.client_id, peer = %self.peer, reason = ?reason, "closing connection: {why}");
                 Some(*reason)
             }
-            End::Kicked(Kick::SessionTakenOver) => {
-                Some(DisconnectReasonCode::SessionTakenOver)
-            }
+            End::Kicked(Kick::SessionTakenOver) => Some(DisconnectReasonCode::SessionTakenOver),
             End::Kicked(_) => Some(DisconnectReasonCode::ServerShuttingDown),
         };
         if let Some(reason) = disconnect

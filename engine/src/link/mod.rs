@@ -116,24 +116,22 @@ impl Listener {
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(
-                            handshake_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                shared.metrics.refuse("tls_handshake_failed");
-                                warn!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                shared.metrics.refuse("tls_handshake_timeout");
-                                debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                        let tls =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    shared.metrics.refuse("tls_handshake_failed");
+                                    warn!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    shared.metrics.refuse("tls_handshake_timeout");
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
                         let identity = tls
                             .get_ref()
                             .1

@@ -1,0 +1,90 @@
+//! Eclipse paho-mqtt 2.x (Python) speaking MQTT 3.1, 3.1.1 and 5 to `samos serve`.
+//! Each test runs one scenario from `paho_scenarios.py`.
+
+mod common;
+
+use common::*;
+
+fn scenario(server: &TestServer, name: &str, extra: &[&str]) {
+    let out = paho(name, server.port(), extra);
+    assert!(
+        out.status.success() && stdout(&out).contains("OK"),
+        "paho scenario {name} failed:\n{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pubsub_over_3_1_3_1_1_and_5() {
+    scenario(&TestServer::start(), "versions", &[]);
+}
+
+#[test]
+fn connack_properties_assigned_id_and_server_keep_alive() {
+    let s = TestServer::with_config("[mqtt]\nmax_keepalive = 30\n");
+    scenario(&s, "assigned_id_and_keepalive", &["30"]);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_with_every_identifier() {
+    scenario(&TestServer::start(), "overlapping_subscriptions", &[]);
+}
+
+#[test]
+fn no_local_and_retain_as_published() {
+    scenario(
+        &TestServer::start(),
+        "no_local_and_retain_as_published",
+        &[],
+    );
+}
+
+#[test]
+fn retain_handling_options() {
+    scenario(&TestServer::start(), "retain_handling", &[]);
+}
+
+#[test]
+fn user_properties_request_response_and_payload_format() {
+    let s = TestServer::start();
+    scenario(&s, "properties_pass_through", &[]);
+    assert!(s.metric("samos_refusals_total{reason=\"payload_format_invalid\"}") == 1);
+}
+
+#[test]
+fn expired_messages_are_not_delivered() {
+    scenario(&TestServer::start(), "message_expiry", &[]);
+}
+
+#[test]
+fn topic_aliases_both_ways() {
+    scenario(&TestServer::start(), "topic_alias", &[]);
+}
+
+#[test]
+fn shared_subscriptions_split_the_load() {
+    scenario(&TestServer::start(), "shared_subscriptions", &[]);
+}
+
+#[test]
+fn will_delay_and_disconnect_with_will() {
+    scenario(&TestServer::start(), "will_delay_and_session_expiry", &[]);
+}
+
+#[test]
+fn session_expiry_and_resume() {
+    scenario(&TestServer::start(), "session_resume", &[]);
+}
+
+#[test]
+fn session_takeover_disconnects_the_old_connection_with_0x8e() {
+    scenario(&TestServer::start(), "takeover", &[]);
+}
+
+#[test]
+fn acl_refusals_carry_v5_reason_codes() {
+    let s = TestServer::with_config("[[acl]]\npublish = [\"open/#\"]\nsubscribe = [\"open/#\"]\n");
+    scenario(&s, "denied", &[]);
+    assert!(s.metric("samos_refusals_total{reason=\"publish_not_authorized\"}") == 1);
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
+# Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
+# for test certificates. PyPI: paho-mqtt 2.x, the independent Python client of the tests.
+set -euo pipefail
+
+need_apt=()
+command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || need_apt+=(mosquitto)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v cc >/dev/null || need_apt+=(build-essential)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing ${need_apt[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# A mosquitto package may start a system broker on port 1883; Samos's tests never use fixed
+# ports, but stop it so `samos serve` can take the default port.
+if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  systemctl stop mosquitto || true
+fi
+
+if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__ >= "2" else 1)' 2>/dev/null; then
+  echo "setup: installing paho-mqtt 2.x from PyPI"
+  python3 -m pip install -q 'paho-mqtt>=2,<3' 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages 'paho-mqtt>=2,<3'
+fi
