@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod link;
+pub mod loadgen;
 pub mod metrics;
 pub mod mqtt;
 pub mod server;

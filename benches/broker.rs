@@ -1,0 +1,329 @@
+//! Broker-only throughput: many publishers, one counting subscriber, QoS 0/1/2, TCP and TLS,
+//! Samos side by side with Mosquitto (and rumqttd when installed) under the same load.
+//!
+//! `cargo bench --bench broker` (add `-- --quick` for a short run). Each broker runs as its own
+//! process on loopback; the load generator runs in this process. Rates count what the
+//! subscriber actually received. Writes `target/samos-bench/broker.md` and `broker.json`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mqttbytes::QoS;
+use samos_engine::loadgen::{self, ClientTls, LoadReport, LoadSpec};
+
+struct Broker {
+    name: &'static str,
+    tcp: SocketAddr,
+    tls: Option<SocketAddr>,
+    child: Child,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn certs(dir: &Path) -> PathBuf {
+    let sh = format!(
+        r#"set -e; cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' > ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"#,
+        d = dir.display()
+    );
+    let ok = Command::new("sh").arg("-c").arg(sh).status().unwrap();
+    assert!(ok.success(), "openssl failed");
+    dir.to_path_buf()
+}
+
+fn start_samos(dir: &Path, certs: &Path) -> Broker {
+    let ready = dir.join("samos-ready.json");
+    let config = dir.join("samos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{d}/samos-data"
+[mqtt]
+max_inflight_messages = 100
+max_queued_messages = 1000000
+sys_interval_secs = 0
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+cert = "{c}/server.crt"
+key = "{c}/server.key"
+[metrics]
+enabled = false
+"#,
+            d = dir.display(),
+            c = certs.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_samos"))
+        .args(["serve", "--log", "warn", "--config"])
+        .arg(&config)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("samos");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "samos did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    Broker {
+        name: "Samos",
+        tcp: v["mqtt"][0].as_str().unwrap().parse().unwrap(),
+        tls: Some(v["mqtts"][0].as_str().unwrap().parse().unwrap()),
+        child,
+    }
+}
+
+fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let (tcp, tls) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    // The same limits as Samos: 100 in flight per client, a queue deep enough not to drop.
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 1000000\n\
+             log_dest none\nlistener {tcp} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls} 127.0.0.1\ncertfile {c}/server.crt\nkeyfile {c}/server.key\n",
+            c = certs.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let b = Broker {
+        name: "Mosquitto",
+        tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+        tls: Some(SocketAddr::from(([127, 0, 0, 1], tls))),
+        child,
+    };
+    wait_listening(b.tcp);
+    Some(b)
+}
+
+fn start_rumqttd(dir: &Path) -> Option<Broker> {
+    let bin = which("rumqttd")?;
+    let tcp = free_port();
+    let conf = dir.join("rumqttd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"id = 0
+[router]
+id = 0
+max_connections = 10010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{tcp}"
+next_connection_delay_ms = 0
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 100
+dynamic_filters = true
+"#
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let b = Broker {
+        name: "rumqttd",
+        tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+        tls: None,
+        child,
+    };
+    wait_listening(b.tcp);
+    Some(b)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+struct Row {
+    broker: &'static str,
+    transport: &'static str,
+    qos: u8,
+    report: Result<LoadReport, String>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let quick =
+        args.iter().any(|a| a == "--quick") || std::env::var_os("SAMOS_BENCH_QUICK").is_some();
+    let (publishers, per) = if quick { (20, 1_000) } else { (100, 2_000) };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let tls = ClientTls::from_ca(&certs.join("ca.crt"), "localhost").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut brokers = vec![start_samos(dir.path(), &certs)];
+    match start_mosquitto(dir.path(), &certs) {
+        Some(m) => brokers.push(m),
+        None => eprintln!("mosquitto not installed: Samos only (apt-get install mosquitto)"),
+    }
+    match start_rumqttd(dir.path()) {
+        Some(r) => brokers.push(r),
+        None => eprintln!("rumqttd not installed: skipped (cargo install rumqttd)"),
+    }
+
+    let mut rows = Vec::new();
+    for transport in ["tcp", "tls"] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for b in &brokers {
+                let addr = match transport {
+                    "tcp" => b.tcp,
+                    _ => match b.tls {
+                        Some(a) => a,
+                        None => continue,
+                    },
+                };
+                let spec = LoadSpec {
+                    addr,
+                    tls: (transport == "tls").then(|| tls.clone()),
+                    credentials: None,
+                    publishers,
+                    messages_per_publisher: per,
+                    qos,
+                    inflight: 10,
+                    payload_bytes: 64,
+                    topic_prefix: format!("bench/{transport}/{}", qos as u8),
+                    subscriber: true,
+                    idle_timeout: Duration::from_secs(10),
+                };
+                let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string());
+                match &report {
+                    Ok(r) => eprintln!(
+                        "{:10} {transport} qos{} received {}/{} at {:.0}/s",
+                        b.name,
+                        qos as u8,
+                        r.received,
+                        r.published,
+                        r.received_per_second()
+                    ),
+                    Err(e) => eprintln!("{:10} {transport} qos{}: {e}", b.name, qos as u8),
+                }
+                rows.push(Row {
+                    broker: b.name,
+                    transport,
+                    qos: qos as u8,
+                    report,
+                });
+            }
+        }
+    }
+
+    let mut md = format!(
+        "Broker-only throughput: {publishers} publishers × {per} messages (64-byte payload, 10 in flight each) → 1 subscriber on `bench/#`.\n\
+         Received/s = messages the subscriber received ÷ time from the first publish to the last receipt.\n\n\
+         | transport | QoS | broker | published | received | lost | received/s | vs Mosquitto | ack p50 ms | ack p99 ms |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let mut json = Vec::new();
+    for r in &rows {
+        let mosq = rows
+            .iter()
+            .find(|m| m.broker == "Mosquitto" && m.transport == r.transport && m.qos == r.qos)
+            .and_then(|m| m.report.as_ref().ok())
+            .map(|m| m.received_per_second());
+        match &r.report {
+            Ok(rep) => {
+                let ratio = mosq.map_or("–".to_string(), |m| {
+                    format!("{:.2}×", rep.received_per_second() / m.max(1e-9))
+                });
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} |\n",
+                    r.transport,
+                    r.qos,
+                    r.broker,
+                    rep.published,
+                    rep.received,
+                    rep.published.saturating_sub(rep.received),
+                    rep.received_per_second(),
+                    ratio,
+                    rep.ack_latency_ms[0],
+                    rep.ack_latency_ms[2],
+                ));
+                json.push(serde_json::json!({
+                    "broker": r.broker, "transport": r.transport, "qos": r.qos,
+                    "report": rep, "received_per_second": rep.received_per_second(),
+                }));
+            }
+            Err(e) => md.push_str(&format!(
+                "| {} | {} | {} | – | – | – | failed: {e} | | | |\n",
+                r.transport, r.qos, r.broker
+            )),
+        }
+    }
+    println!("\n{md}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("broker.md"), &md).unwrap();
+    std::fs::write(
+        out.join("broker.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    eprintln!("written to {}", out.join("broker.md").display());
+}
