@@ -301,8 +301,10 @@ impl Acl {
         self.rules
             .iter()
             .filter(|r| {
-                r.user.as_deref().is_none_or(|u| Some(u) == username)
-                    && r.client_id.as_deref().is_none_or(|c| c == client_id)
+                r.user
+                    .as_deref()
+                    .is_none_or(|u| username.is_some_and(|name| glob(u, name)))
+                    && r.client_id.as_deref().is_none_or(|c| glob(c, client_id))
             })
             .flat_map(|r| match access {
                 Access::Publish => r.publish.iter(),
@@ -314,6 +316,25 @@ impl Acl {
                 Access::Subscribe => filter_within(&allowed, topic_or_filter),
             })
     }
+}
+
+/// Matches `s` against a pattern in which `*` stands for any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == s;
+    };
+    let Some(mut tail) = s.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or("");
+    for part in parts {
+        match tail.find(part) {
+            Some(i) => tail = &tail[i + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
 }
 
 /// True when every topic matched by `requested` is also matched by `allowed`.
@@ -408,6 +429,17 @@ mod tests {
         assert!(a(Access::Subscribe, None, "public/a/+"));
         assert!(!a(Access::Subscribe, None, "#"));
         assert!(!Acl::default().allowed(Access::Publish, None, "c", "$SYS/x"));
+    }
+
+    #[test]
+    fn selector_globs() {
+        assert!(glob("node-*", "node-7"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "a-x-b-y-c"));
+        assert!(!glob("a*b*c", "a-x-c"));
+        assert!(!glob("node-*", "gateway"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+        assert!(glob("*-sensor", "lab-sensor") && !glob("ab*ba", "aba"));
     }
 
     #[test]

@@ -144,9 +144,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclRule {
-    /// Applies to this user name only.
+    /// Applies to user names matching this pattern (`*` matches any run of characters).
     pub user: Option<String>,
-    /// Applies to this client id only.
+    /// Applies to client ids matching this pattern (`*` matches any run of characters).
     pub client_id: Option<String>,
     /// Topic filters this client may publish to; `%u` and `%c` are substituted.
     pub publish: Vec<String>,

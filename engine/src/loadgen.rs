@@ -88,6 +88,9 @@ pub struct LoadSpec {
     pub subscriber: bool,
     /// Give up waiting for the subscriber after this long without a message.
     pub idle_timeout: Duration,
+    /// Stop counting receipts this long after the first publish (what has not arrived by then
+    /// is reported missing).
+    pub deadline: Duration,
 }
 
 /// What happened.
@@ -182,24 +185,43 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let connect_start = Instant::now();
     let expected = (spec.publishers * spec.messages_per_publisher) as u64;
 
+    // The subscriber gets a thread and runtime of its own, so that a hundred busy publisher
+    // tasks cannot starve the one task whose receipts are being measured.
     let subscriber = if spec.subscriber {
-        let mut s = open(&spec, &format!("loadgen-sub-{}", std::process::id())).await?;
-        let mut buf = BytesMut::new();
-        let mut sub = v4::Subscribe::new(format!("{}/#", spec.topic_prefix), spec.qos);
-        sub.pkid = 1;
-        sub.write(&mut buf)
-            .map_err(|e| LoadError::Protocol(e.to_string()))?;
-        s.write_all(&buf).await?;
-        let mut rbuf = BytesMut::new();
-        match read_packet(&mut s, &mut rbuf).await? {
-            v4::Packet::SubAck(_) => {}
-            other => {
-                return Err(LoadError::Protocol(format!(
-                    "expected SUBACK, got {other:?}"
-                )));
-            }
-        }
-        Some((s, rbuf))
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let spec = spec.clone();
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("loadgen-subscriber".into())
+            .spawn(move || -> Result<(), LoadError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let opened = subscribe(&spec).await;
+                    let (stream, rbuf) = match opened {
+                        Ok(s) => {
+                            let _ = ready_tx.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Ok(start) = start_rx.await else {
+                        return Ok(());
+                    };
+                    let deadline = start + spec.deadline;
+                    subscribe_loop(stream, rbuf, expected, spec.idle_timeout, deadline, shared)
+                        .await
+                })
+            })?;
+        ready_rx
+            .await
+            .map_err(|_| LoadError::Protocol("subscriber thread died".into()))??;
+        Some((thread, start_tx))
     } else {
         None
     };
@@ -211,10 +233,9 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let connect_seconds = connect_start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let sub_task = subscriber.map(|(stream, rbuf)| {
-        let shared = shared.clone();
-        let idle = spec.idle_timeout;
-        tokio::spawn(subscribe_loop(stream, rbuf, expected, idle, shared))
+    let sub_thread = subscriber.map(|(thread, start_tx)| {
+        let _ = start_tx.send(start);
+        thread
     });
     let mut tasks = Vec::new();
     for (i, stream) in streams.into_iter().enumerate() {
@@ -234,9 +255,11 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         latencies.extend(lat);
     }
     let publish_seconds = start.elapsed().as_secs_f64();
-    if let Some(t) = sub_task {
-        t.await
-            .map_err(|e| LoadError::Protocol(format!("subscriber task: {e}")))??;
+    if let Some(t) = sub_thread {
+        tokio::task::spawn_blocking(move || t.join())
+            .await
+            .map_err(|e| LoadError::Protocol(format!("subscriber thread: {e}")))?
+            .map_err(|_| LoadError::Protocol("subscriber thread panicked".into()))??;
     }
     let last = *shared.last_received.lock().expect("last");
     let delivery_seconds = last.map_or(0.0, |l| l.duration_since(start).as_secs_f64());
@@ -257,6 +280,23 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         delivery_seconds,
         ack_latency_ms: [pct(0.5), pct(0.9), pct(0.99), pct(1.0)],
     })
+}
+
+async fn subscribe(spec: &LoadSpec) -> Result<(Box<dyn Stream>, BytesMut), LoadError> {
+    let mut s = open(spec, &format!("loadgen-sub-{}", std::process::id())).await?;
+    let mut buf = BytesMut::new();
+    let mut sub = v4::Subscribe::new(format!("{}/#", spec.topic_prefix), spec.qos);
+    sub.pkid = 1;
+    sub.write(&mut buf)
+        .map_err(|e| LoadError::Protocol(e.to_string()))?;
+    s.write_all(&buf).await?;
+    let mut rbuf = BytesMut::new();
+    match read_packet(&mut s, &mut rbuf).await? {
+        v4::Packet::SubAck(_) => Ok((s, rbuf)),
+        other => Err(LoadError::Protocol(format!(
+            "expected SUBACK, got {other:?}"
+        ))),
+    }
 }
 
 async fn publish_loop(
@@ -341,44 +381,61 @@ async fn publish_loop(
     Ok((sent as u64, latencies))
 }
 
+/// One frame at the front of `buf`: (first byte, header length, remaining length).
+fn frame_at(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, LoadError> {
+    let Some(&b1) = buf.first() else {
+        return Ok(None);
+    };
+    let mut len = 0usize;
+    for i in 1..=4 {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        len |= ((b & 0x7F) as usize) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Ok((buf.len() >= i + 1 + len).then_some((b1, i + 1, len)));
+        }
+    }
+    Err(LoadError::Protocol("malformed remaining length".into()))
+}
+
+/// Counts PUBLISHes and answers them, scanning frames in place: the subscriber must not be
+/// the bottleneck of what it measures.
 async fn subscribe_loop(
     mut stream: Box<dyn Stream>,
     mut rbuf: BytesMut,
     expected: u64,
     idle: Duration,
+    deadline: Instant,
     shared: Arc<Shared>,
 ) -> Result<(), LoadError> {
     let mut wbuf = BytesMut::new();
-    let err = |e: mqttbytes::Error| LoadError::Protocol(e.to_string());
     let mut received = 0u64;
     while received < expected {
-        loop {
-            let packet = match v4::read(&mut rbuf, 1 << 20) {
-                Ok(p) => p,
-                Err(mqttbytes::Error::InsufficientBytes(_)) => break,
-                Err(e) => return Err(err(e)),
-            };
-            match packet {
-                v4::Packet::Publish(p) => {
+        let mut at = 0;
+        while let Some((b1, header, len)) = frame_at(&rbuf[at..])? {
+            let body = &rbuf[at + header..at + header + len];
+            match b1 >> 4 {
+                3 => {
                     received += 1;
-                    match p.qos {
-                        QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => v4::PubAck::new(p.pkid)
-                            .write(&mut wbuf)
-                            .map(drop)
-                            .map_err(err)?,
-                        QoS::ExactlyOnce => v4::PubRec::new(p.pkid)
-                            .write(&mut wbuf)
-                            .map(drop)
-                            .map_err(err)?,
+                    let qos = (b1 >> 1) & 3;
+                    if qos > 0 {
+                        let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+                        let id = &body[2 + topic_len..4 + topic_len];
+                        wbuf.extend_from_slice(&[
+                            if qos == 1 { 0x40 } else { 0x50 },
+                            2,
+                            id[0],
+                            id[1],
+                        ]);
                     }
                 }
-                v4::Packet::PubRel(r) => {
-                    v4::PubComp::new(r.pkid).write(&mut wbuf).map_err(err)?;
-                }
+                6 => wbuf.extend_from_slice(&[0x70, 2, body[0], body[1]]),
                 _ => {}
             }
+            at += header + len;
         }
+        let _ = rbuf.split_to(at);
         if received > 0 {
             shared.received.store(received, Relaxed);
             *shared.last_received.lock().expect("last") = Some(Instant::now());
@@ -390,7 +447,11 @@ async fn subscribe_loop(
         if received >= expected {
             break;
         }
-        match tokio::time::timeout(idle, stream.read_buf(&mut rbuf)).await {
+        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+            rbuf.reserve(64 * 1024);
+        }
+        let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, stream.read_buf(&mut rbuf)).await {
             Ok(Ok(0)) | Err(_) => break,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),

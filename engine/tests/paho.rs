@@ -21,6 +21,30 @@ fn pubsub_over_3_1_3_1_1_and_5() {
 }
 
 #[test]
+fn tls_with_passwords_over_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path(), "unused");
+    let pw = make_passwords(dir.path(), &[("node1", "s3cret")]);
+    let s = TestServer::with_config(&format!(
+        "password_file = {pw:?}\n[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncert = \"{c}/server.crt\"\nkey = \"{c}/server.key\"\n",
+        c = certs.display()
+    ));
+    let ca = format!("{}/ca.crt", certs.display());
+    let out = paho(
+        "tls_with_passwords",
+        s.tls_port(),
+        &[&ca, "node1", "s3cret"],
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains("OK"),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.metric("samos_refusals_total{reason=\"bad_credentials\"}") >= 1);
+}
+
+#[test]
 fn connack_properties_assigned_id_and_server_keep_alive() {
     let s = TestServer::with_config("[mqtt]\nmax_keepalive = 30\n");
     scenario(&s, "assigned_id_and_keepalive", &["30"]);

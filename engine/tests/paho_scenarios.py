@@ -20,7 +20,7 @@ class Client:
     """A paho client with its network loop in a thread and its events in queues."""
 
     def __init__(self, port, client_id="", protocol=V5, clean=True, props=None,
-                 keepalive=60, will=None, user=None):
+                 keepalive=60, will=None, user=None, ca=None):
         kwargs = {}
         if protocol != V5:
             kwargs["clean_session"] = clean
@@ -39,6 +39,8 @@ class Client:
         self.c.on_disconnect = lambda c, u, flags, rc, p: self.disconnects.put(rc)
         if user:
             self.c.username_pw_set(*user)
+        if ca:
+            self.c.tls_set(ca_certs=ca)
         if will:
             self.c.will_set(**will)
         if protocol == V5:
@@ -103,6 +105,30 @@ def versions(port):
             pass
         pub.close()
         sub.close()
+
+
+def tls_with_passwords(port, ca, user, password):
+    for proto in (V31, V311, V5):
+        sub = Client(port, f"tls-sub-{proto}", protocol=proto, user=(user, password), ca=ca)
+        pub = Client(port, f"tls-pub-{proto}", protocol=proto, user=(user, password), ca=ca)
+        sub.subscribe("tls/#", 2)
+        for qos in (0, 1, 2):
+            pub.publish("tls/x", str(qos), qos=qos)
+        got = sorted(sub.expect().payload for _ in range(3))
+        assert got == [b"0", b"1", b"2"], got
+        pub.close()
+        sub.close()
+    # A wrong password over TLS: CONNACK 0x86.
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-bad", protocol=V5)
+    c.tls_set(ca_certs=ca)
+    c.username_pw_set(user, "wrong")
+    result = queue.Queue()
+    c.on_connect = lambda c, u, f, rc, p: result.put(rc)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    rc = result.get(timeout=TIMEOUT)
+    c.loop_stop()
+    assert rc.value == 0x86, rc
 
 
 def assigned_id_and_keepalive(port, max_keepalive):
@@ -305,7 +331,7 @@ def denied(port):
 
 
 SCENARIOS = {f.__name__: f for f in [
-    versions, assigned_id_and_keepalive, overlapping_subscriptions,
+    versions, tls_with_passwords, assigned_id_and_keepalive, overlapping_subscriptions,
     no_local_and_retain_as_published, retain_handling, properties_pass_through, message_expiry,
     topic_alias, shared_subscriptions, will_delay_and_session_expiry, session_resume, takeover,
     denied,

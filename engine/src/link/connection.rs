@@ -24,7 +24,7 @@ use crate::auth::Access;
 use crate::broker::{
     Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, SubOptions, Will,
 };
-use crate::mqtt::codec::{Codec, CodecError, ProtocolVersion, publish_frame_len};
+use crate::mqtt::codec::{Codec, CodecError, OutgoingPublish, ProtocolVersion};
 use crate::mqtt::topic;
 
 /// Stop reading from a client whose unsent output exceeds this (it is not reading ours).
@@ -152,6 +152,8 @@ struct Connection {
     wbuf: BytesMut,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
     inflight: VecDeque<(u16, Delivery, OutPhase)>,
+    /// Packet ids in `inflight`, one bit each, so allocation is O(1) whatever the window.
+    pkids_in_use: Box<[u64; 1024]>,
     /// Restored from a previous connection; sent before anything new.
     backlog: VecDeque<Delivery>,
     window: usize,
@@ -201,6 +203,7 @@ impl Connection {
             outbox: Outbox::new(mqtt.max_queued_messages),
             wbuf: BytesMut::with_capacity(4096),
             inflight: VecDeque::new(),
+            pkids_in_use: Box::new([0; 1024]),
             backlog: VecDeque::new(),
             window: receive_max.min(mqtt.max_inflight_messages as usize),
             next_pkid: 0,
@@ -456,14 +459,11 @@ impl Connection {
         for (pkid, delivery, phase) in state.inflight {
             match phase {
                 OutPhase::Published => {
-                    let publish = self.build_publish(&delivery, pkid, true, false);
-                    if let Some(p) = publish {
-                        self.send(&Packet::Publish(p));
-                    }
+                    self.send_publish(&delivery, pkid, true, false);
                 }
                 OutPhase::Released => self.send(&Packet::PubRel(PubRel::new(pkid))),
             }
-            self.inflight.push_back((pkid, delivery, phase));
+            self.track_inflight(pkid, delivery, phase);
         }
     }
 
@@ -496,7 +496,7 @@ impl Connection {
                         }
                     }
                 },
-                r = reader.read_buf(&mut rbuf), if reading => match r {
+                r = read_some(reader, &mut rbuf), if reading => match r {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => {
                         self.shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
@@ -543,12 +543,12 @@ impl Connection {
             Packet::Publish(p) => self.on_publish(p).await?,
             Packet::PubAck(a) => {
                 if let Some(i) = self.find_inflight(a.pkid, OutPhase::Published) {
-                    self.inflight.remove(i);
+                    self.untrack_inflight(i);
                 }
             }
             Packet::PubRec(r) => match self.find_inflight(r.pkid, OutPhase::Published) {
                 Some(i) if (r.reason as u8) >= 0x80 => {
-                    self.inflight.remove(i);
+                    self.untrack_inflight(i);
                 }
                 Some(i) => {
                     self.inflight[i].2 = OutPhase::Released;
@@ -564,7 +564,7 @@ impl Connection {
             },
             Packet::PubComp(c) => {
                 if let Some(i) = self.find_inflight(c.pkid, OutPhase::Released) {
-                    self.inflight.remove(i);
+                    self.untrack_inflight(i);
                 }
             }
             Packet::PubRel(r) => {
@@ -878,11 +878,10 @@ impl Connection {
             } else {
                 self.allocate_pkid()
             };
-            let Some(publish) = self.build_publish(&delivery, pkid, false, true) else {
+            if !self.send_publish(&delivery, pkid, false, true) {
                 continue;
-            };
+            }
             self.shared.metrics.messages_sent[delivery.qos as usize].fetch_add(1, Relaxed);
-            self.send(&Packet::Publish(publish));
             if delivery.qos != QoS::AtMostOnce {
                 self.inflight
                     .push_back((pkid, delivery, OutPhase::Published));
@@ -893,68 +892,67 @@ impl Connection {
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid == 0 {
-                continue;
-            }
             let id = self.next_pkid;
-            if !self.inflight.iter().any(|(p, _, _)| *p == id) {
+            if id != 0 && self.pkids_in_use[usize::from(id >> 6)] & (1 << (id & 63)) == 0 {
                 return id;
             }
         }
     }
 
-    /// The PUBLISH for a delivery, or `None` when it exceeds the client's maximum packet size
-    /// (v5 §3.1.2.11.4: such a message is discarded).
-    fn build_publish(
-        &mut self,
-        d: &Delivery,
-        pkid: u16,
-        dup: bool,
-        use_alias: bool,
-    ) -> Option<Publish> {
+    fn track_inflight(&mut self, pkid: u16, delivery: Delivery, phase: OutPhase) {
+        self.pkids_in_use[usize::from(pkid >> 6)] |= 1 << (pkid & 63);
+        self.inflight.push_back((pkid, delivery, phase));
+    }
+
+    fn untrack_inflight(&mut self, index: usize) {
+        if let Some((pkid, _, _)) = self.inflight.remove(index) {
+            self.pkids_in_use[usize::from(pkid >> 6)] &= !(1 << (pkid & 63));
+        }
+    }
+
+    /// Writes the PUBLISH for a delivery; `false` when it exceeds the client's maximum packet
+    /// size (v5 §3.1.2.11.4: such a message is discarded, never sent).
+    fn send_publish(&mut self, d: &Delivery, pkid: u16, dup: bool, use_alias: bool) -> bool {
         let m = &d.message;
-        let mut publish = Publish {
-            dup,
-            qos: d.qos,
-            retain: d.retain,
-            topic: m.topic.clone(),
-            pkid,
-            properties: None,
-            payload: m.payload.clone(),
-        };
-        if !self.version.is_v3() {
-            let mut props = m
-                .properties
-                .clone()
-                .unwrap_or_else(empty_publish_properties);
-            if let Some(at) = m.expires_at {
-                let left = at.saturating_duration_since(Instant::now());
-                props.message_expiry_interval = Some(left.as_secs().max(1) as u32);
-            }
-            props.subscription_identifiers = d.subscription_ids.clone();
-            if use_alias && self.alias_out_max > 0 {
-                if let Some(a) = self.alias_out.get(&m.topic) {
-                    props.topic_alias = Some(*a);
-                    publish.topic.clear();
-                } else if self.alias_out.len() < self.alias_out_max as usize {
-                    let a = self.alias_out.len() as u16 + 1;
-                    self.alias_out.insert(m.topic.clone(), a);
-                    props.topic_alias = Some(a);
-                }
-            }
-            if props != empty_publish_properties() {
-                publish.properties = Some(props);
+        let v5 = !self.version.is_v3();
+        let mut topic = m.topic.as_str();
+        let mut topic_alias = None;
+        if v5 && use_alias && self.alias_out_max > 0 {
+            if let Some(a) = self.alias_out.get(&m.topic) {
+                topic_alias = Some(*a);
+                topic = "";
+            } else if self.alias_out.len() < self.alias_out_max as usize {
+                let a = self.alias_out.len() as u16 + 1;
+                self.alias_out.insert(m.topic.clone(), a);
+                topic_alias = Some(a);
             }
         }
-        if publish_frame_len(&publish, self.version) > self.max_outgoing {
+        let publish = OutgoingPublish {
+            topic,
+            payload: &m.payload,
+            qos: d.qos,
+            retain: d.retain,
+            dup,
+            pkid,
+            properties: m.properties.as_ref(),
+            message_expiry: m.expires_at.map(|at| {
+                let left = at.saturating_duration_since(Instant::now());
+                left.as_secs().max(1) as u32
+            }),
+            topic_alias,
+            subscription_ids: &d.subscription_ids,
+        };
+        if publish.frame_len(self.version) > self.max_outgoing {
             self.shared.metrics.messages_dropped.fetch_add(1, Relaxed);
             self.shared
                 .metrics
                 .refuse("exceeds_client_maximum_packet_size");
             debug!(client_id = %self.client_id, topic = %m.topic, "message larger than the client accepts, discarded");
-            return None;
+            return false;
         }
-        Some(publish)
+        self.codec.encode_publish(&publish, &mut self.wbuf);
+        self.shared.metrics.packets_sent[3].fetch_add(1, Relaxed);
+        true
     }
 
     fn send(&mut self, packet: &Packet) {
@@ -1039,6 +1037,18 @@ fn router_gone() -> End {
     }
 }
 
+/// Reads into `buf`, first making room for a large read so that a busy client costs few
+/// system calls.
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+    reader.read_buf(buf).await
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -1057,19 +1067,6 @@ fn puback_reason(r: PubRecReason) -> PubAckReason {
         PubRecReason::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
         PubRecReason::ImplementationSpecificError => PubAckReason::ImplementationSpecificError,
         PubRecReason::UnspecifiedError => PubAckReason::UnspecifiedError,
-    }
-}
-
-fn empty_publish_properties() -> PublishProperties {
-    PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        topic_alias: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-        subscription_identifiers: Vec::new(),
-        content_type: None,
     }
 }
 

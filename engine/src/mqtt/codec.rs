@@ -9,8 +9,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use mqttbytes::v5::{
     Connect, ConnectReturnCode, Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill,
-    Login, Packet, PubAck, PubComp, PubRec, PubRel, Publish, RetainForwardRule, Subscribe,
-    SubscribeFilter, SubscribeReasonCode, Unsubscribe, UnsubscribeProperties,
+    Login, Packet, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule,
+    Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe, UnsubscribeProperties,
 };
 use mqttbytes::{QoS, v4};
 
@@ -309,8 +309,32 @@ impl Codec {
         Ok(Some(packet))
     }
 
+    /// Appends an outgoing PUBLISH (Samos's own encoder: the hot path of every delivery).
+    pub fn encode_publish(&self, p: &OutgoingPublish<'_>, out: &mut BytesMut) {
+        p.write(self.version, out);
+    }
+
     /// Appends the wire form of `packet` to `out`, lowered to the connection's version.
     pub fn encode(&self, packet: &Packet, out: &mut BytesMut) -> Result<(), CodecError> {
+        if let Packet::Publish(p) = packet {
+            let props = p.properties.as_ref();
+            self.encode_publish(
+                &OutgoingPublish {
+                    topic: &p.topic,
+                    payload: &p.payload,
+                    qos: p.qos,
+                    retain: p.retain,
+                    dup: p.dup,
+                    pkid: p.pkid,
+                    properties: props,
+                    message_expiry: props.and_then(|pr| pr.message_expiry_interval),
+                    topic_alias: props.and_then(|pr| pr.topic_alias),
+                    subscription_ids: props.map_or(&[], |pr| &pr.subscription_identifiers),
+                },
+                out,
+            );
+            return Ok(());
+        }
         let enc = |e: mqttbytes::Error| CodecError::Encode(e.to_string());
         if !self.version.is_v3() {
             return match packet {
@@ -324,7 +348,6 @@ impl Codec {
                     Ok(())
                 }
                 Packet::ConnAck(p) => p.write(out).map(drop).map_err(enc),
-                Packet::Publish(p) => p.write(out).map(drop).map_err(enc),
                 Packet::PubAck(p) => p.write(out).map(drop).map_err(enc),
                 Packet::PubRec(p) => p.write(out).map(drop).map_err(enc),
                 Packet::PubRel(p) => p.write(out).map(drop).map_err(enc),
@@ -341,17 +364,6 @@ impl Codec {
                 let code = v3_connack_code(p.code);
                 // 3.1.1 §3.2.2.2: session present is 0 whenever the return code is non-zero.
                 out.put_slice(&[0x20, 2, (p.session_present && code == 0) as u8, code]);
-            }
-            Packet::Publish(p) => {
-                let v4p = v4::Publish {
-                    dup: p.dup,
-                    qos: p.qos,
-                    retain: p.retain,
-                    topic: p.topic.clone(),
-                    pkid: p.pkid,
-                    payload: p.payload.clone(),
-                };
-                v4p.write(out).map_err(enc)?;
             }
             Packet::PubAck(p) => put_ack(out, 0x40, p.pkid),
             Packet::PubRec(p) => put_ack(out, 0x50, p.pkid),
@@ -623,21 +635,130 @@ fn decode_v5_unsubscribe(body: &[u8]) -> Result<Unsubscribe, CodecError> {
     })
 }
 
-/// Frame bytes of a PUBLISH as `encode` would produce, for size checks before sending.
-pub fn publish_frame_len(p: &Publish, version: ProtocolVersion) -> usize {
-    let mut remaining = 2 + p.topic.len() + p.payload.len();
-    if p.qos != QoS::AtMostOnce {
-        remaining += 2;
+/// An outgoing PUBLISH borrowed from a routed message, so that delivering it copies neither
+/// topic nor payload into an intermediate packet.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingPublish<'a> {
+    /// Empty when only a topic alias is sent.
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    /// Ignored for QoS 0.
+    pub pkid: u16,
+    /// The publisher's v5 properties (topic alias and subscription ids in it are ignored).
+    pub properties: Option<&'a PublishProperties>,
+    /// Remaining message expiry, replacing the publisher's interval.
+    pub message_expiry: Option<u32>,
+    pub topic_alias: Option<u16>,
+    pub subscription_ids: &'a [usize],
+}
+
+impl OutgoingPublish<'_> {
+    fn properties_len(&self) -> usize {
+        let mut n = 0;
+        if let Some(p) = self.properties {
+            if p.payload_format_indicator.is_some() {
+                n += 2;
+            }
+            if let Some(t) = &p.response_topic {
+                n += 3 + t.len();
+            }
+            if let Some(c) = &p.correlation_data {
+                n += 3 + c.len();
+            }
+            for (k, v) in &p.user_properties {
+                n += 5 + k.len() + v.len();
+            }
+            if let Some(c) = &p.content_type {
+                n += 3 + c.len();
+            }
+        }
+        if self.message_expiry.is_some() {
+            n += 5;
+        }
+        if self.topic_alias.is_some() {
+            n += 3;
+        }
+        for id in self.subscription_ids {
+            n += 1 + varint_len(*id);
+        }
+        n
     }
-    if !version.is_v3() {
-        let props = p
-            .properties
-            .as_ref()
-            .map(publish_properties_len)
-            .unwrap_or(0);
-        remaining += varint_len(props) + props;
+
+    fn remaining_len(&self, version: ProtocolVersion) -> usize {
+        let mut n = 2 + self.topic.len() + self.payload.len();
+        if self.qos != QoS::AtMostOnce {
+            n += 2;
+        }
+        if !version.is_v3() {
+            let props = self.properties_len();
+            n += varint_len(props) + props;
+        }
+        n
     }
-    1 + varint_len(remaining) + remaining
+
+    /// Size of the whole frame for `version`.
+    pub fn frame_len(&self, version: ProtocolVersion) -> usize {
+        let r = self.remaining_len(version);
+        1 + varint_len(r) + r
+    }
+
+    fn write(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        let remaining = self.remaining_len(version);
+        out.reserve(5 + remaining);
+        out.put_u8(0x30 | (self.dup as u8) << 3 | (self.qos as u8) << 1 | self.retain as u8);
+        put_varint(out, remaining);
+        put_str(out, self.topic);
+        if self.qos != QoS::AtMostOnce {
+            out.put_u16(self.pkid);
+        }
+        if !version.is_v3() {
+            put_varint(out, self.properties_len());
+            if let Some(p) = self.properties {
+                if let Some(v) = p.payload_format_indicator {
+                    out.put_slice(&[0x01, v]);
+                }
+                if let Some(t) = &p.response_topic {
+                    out.put_u8(0x08);
+                    put_str(out, t);
+                }
+                if let Some(c) = &p.correlation_data {
+                    out.put_u8(0x09);
+                    out.put_u16(c.len() as u16);
+                    out.put_slice(c);
+                }
+                for (k, v) in &p.user_properties {
+                    out.put_u8(0x26);
+                    put_str(out, k);
+                    put_str(out, v);
+                }
+                if let Some(c) = &p.content_type {
+                    out.put_u8(0x03);
+                    put_str(out, c);
+                }
+            }
+            if let Some(e) = self.message_expiry {
+                out.put_u8(0x02);
+                out.put_u32(e);
+            }
+            if let Some(a) = self.topic_alias {
+                out.put_u8(0x23);
+                out.put_u16(a);
+            }
+            for id in self.subscription_ids {
+                out.put_u8(0x0B);
+                put_varint(out, *id);
+            }
+        }
+        out.put_slice(self.payload);
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    out.put_u16(s.len() as u16);
+    out.put_slice(s.as_bytes());
 }
 
 fn varint_len(n: usize) -> usize {
@@ -647,35 +768,6 @@ fn varint_len(n: usize) -> usize {
         16_384..=2_097_151 => 3,
         _ => 4,
     }
-}
-
-fn publish_properties_len(p: &mqttbytes::v5::PublishProperties) -> usize {
-    let mut n = 0;
-    if p.payload_format_indicator.is_some() {
-        n += 2;
-    }
-    if p.message_expiry_interval.is_some() {
-        n += 5;
-    }
-    if p.topic_alias.is_some() {
-        n += 3;
-    }
-    if let Some(t) = &p.response_topic {
-        n += 3 + t.len();
-    }
-    if let Some(c) = &p.correlation_data {
-        n += 3 + c.len();
-    }
-    for (k, v) in &p.user_properties {
-        n += 5 + k.len() + v.len();
-    }
-    for id in &p.subscription_identifiers {
-        n += 1 + varint_len(*id);
-    }
-    if let Some(c) = &p.content_type {
-        n += 3 + c.len();
-    }
-    n
 }
 
 /// Payload bytes of a frame, for tests and tools that build raw packets.
@@ -804,6 +896,56 @@ mod tests {
             prop_assert_eq!(&got[6], &Packet::Disconnect(Disconnect::new()));
         }
 
+        /// CONNECT in 3.1.1 and 5.0, with and without will and login, decodes to what was sent.
+        #[test]
+        fn connect_round_trips(
+            id in "[a-zA-Z0-9-]{0,23}", keep_alive in any::<u16>(), clean in any::<bool>(),
+            will in proptest::option::of((topic(), proptest::collection::vec(any::<u8>(), 0..16), qos(), any::<bool>())),
+            login in proptest::option::of(("[a-z]{1,8}", "[ -~]{0,12}")),
+            expiry in proptest::option::of(any::<u32>()), receive_max in proptest::option::of(1u16..),
+        ) {
+            let mut c4 = v4::Connect::new(id.clone());
+            c4.keep_alive = keep_alive;
+            c4.clean_session = clean;
+            c4.last_will = will.clone().map(|(t, m, q, r)| v4::LastWill::new(t, m, q, r));
+            c4.login = login.clone().map(|(u, p)| v4::Login::new(u, p));
+            let mut wire = BytesMut::new();
+            c4.write(&mut wire).unwrap();
+            let (v, got) = Codec::decode_connect(&mut wire, 1 << 16).unwrap().unwrap();
+            prop_assert_eq!(v, ProtocolVersion::V3_1_1);
+            prop_assert!(wire.is_empty());
+            prop_assert_eq!((&got.client_id, got.keep_alive, got.clean_session), (&id, keep_alive, clean));
+            prop_assert_eq!(got.login.map(|l| (l.username, l.password)), login.clone());
+            prop_assert_eq!(
+                got.last_will.map(|w| (w.topic, w.message.to_vec(), w.qos, w.retain)),
+                will.clone()
+            );
+
+            let mut c5 = Connect::new(id.clone());
+            c5.keep_alive = keep_alive;
+            c5.clean_session = clean;
+            c5.last_will = will.clone().map(|(t, m, q, r)| LastWill::new(t, m, q, r));
+            c5.login = login.clone().map(|(u, p)| Login::new(u, p));
+            if expiry.is_some() || receive_max.is_some() {
+                c5.properties = Some(mqttbytes::v5::ConnectProperties {
+                    session_expiry_interval: expiry,
+                    receive_maximum: receive_max,
+                    max_packet_size: None,
+                    topic_alias_max: None,
+                    request_response_info: None,
+                    request_problem_info: None,
+                    user_properties: vec![],
+                    authentication_method: None,
+                    authentication_data: None,
+                });
+            }
+            let mut wire = BytesMut::new();
+            c5.write(&mut wire).unwrap();
+            let (v, got) = Codec::decode_connect(&mut wire, 1 << 16).unwrap().unwrap();
+            prop_assert_eq!(v, ProtocolVersion::V5);
+            prop_assert_eq!(got, c5);
+        }
+
         /// Client → server, 3.1.1: lifted into the v5 model without loss.
         #[test]
         fn v4_client_packets_round_trip(
@@ -843,6 +985,7 @@ mod tests {
             t in topic(), q in qos(), pkid in 1u16.., retain in any::<bool>(),
             payload in proptest::collection::vec(any::<u8>(), 0..64), props in publish_props(),
             present in any::<bool>(), codes in proptest::collection::vec(0u8..4, 1..5),
+            sub_ids in proptest::collection::vec(1usize..268_435_455, 0..3),
         ) {
             let mut publish = Publish::from_bytes(t, q, Bytes::from(payload));
             publish.pkid = if q == QoS::AtMostOnce { 0 } else { pkid };
@@ -881,7 +1024,15 @@ mod tests {
                 }).collect();
                 prop_assert_eq!(&s.return_codes, &want);
             }
-            publish.properties = props;
+            publish.properties = match (props, sub_ids.is_empty()) {
+                (p, true) => p,
+                (Some(mut p), false) => { p.subscription_identifiers = sub_ids; Some(p) }
+                (None, false) => Some(PublishProperties {
+                    payload_format_indicator: None, message_expiry_interval: None,
+                    topic_alias: Some(3), response_topic: None, correlation_data: None,
+                    user_properties: vec![], subscription_identifiers: sub_ids, content_type: None,
+                }),
+            };
             let mut v5packets = packets;
             v5packets[1] = Packet::Publish(publish);
             let mut wire = BytesMut::new();
