@@ -181,6 +181,21 @@ key = "{c}/server.key"
     );
     assert_eq!(stdout(&wait_output(sub, WAIT)).trim(), "over tls");
 
+    // TLS 1.2 as well as 1.3.
+    let out = mosquitto_pub(
+        s.tls_port(),
+        &[
+            &ok[..],
+            &["--tls-version", "tlsv1.2", "-t", "secure", "-m", "1.2"],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let bad: Vec<String> = tls("node1", "wrong");
     let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
     let out = mosquitto_pub(

@@ -259,7 +259,10 @@ def shared_subscriptions(port):
     pub = Client(port, "share-pub")
     for i in range(10):
         pub.publish("sh/x", str(i), qos=1)
-    time.sleep(0.5)
+    deadline = time.time() + TIMEOUT
+    while a.messages.qsize() + b.messages.qsize() < 10 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing beyond the ten may arrive
     na, nb = a.messages.qsize(), b.messages.qsize()
     assert na + nb == 10 and na > 0 and nb > 0, (na, nb)
     for c in (a, b, pub):
