@@ -318,20 +318,27 @@ async fn publish_loop(
     } else {
         total
     });
-    let mut wbuf = BytesMut::with_capacity(window * (spec.payload_bytes + topic.len() + 8));
+    // One encoded frame, reused with its packet id patched in place.
+    let mut template = BytesMut::new();
+    let mut proto = v4::Publish::new(topic.as_str(), spec.qos, payload);
+    proto.pkid = 1;
+    proto
+        .write(&mut template)
+        .map_err(|e| LoadError::Protocol(e.to_string()))?;
+    let pkid_at = template.len() - spec.payload_bytes - 2;
+    let mut wbuf = BytesMut::with_capacity(window.min(1024) * template.len());
     let mut rbuf = BytesMut::with_capacity(8192);
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();
-    let err = |e: mqttbytes::Error| LoadError::Protocol(e.to_string());
 
     while done < total {
         while sent < total && (spec.qos == QoS::AtMostOnce || !free.is_empty()) {
-            let mut p = v4::Publish::new(topic.as_str(), spec.qos, payload.clone());
+            let at = wbuf.len();
+            wbuf.extend_from_slice(&template);
             if spec.qos != QoS::AtMostOnce {
                 let id = free.pop().expect("checked");
-                p.pkid = id;
+                wbuf[at + pkid_at..at + pkid_at + 2].copy_from_slice(&id.to_be_bytes());
                 sent_at[id as usize] = Some(Instant::now());
             }
-            p.write(&mut wbuf).map_err(err)?;
             sent += 1;
             if spec.qos == QoS::AtMostOnce && wbuf.len() > 64 * 1024 {
                 break;
@@ -348,30 +355,33 @@ async fn publish_loop(
         if stream.read_buf(&mut rbuf).await? == 0 {
             return Err(LoadError::Protocol("server closed the connection".into()));
         }
-        loop {
-            let packet = match v4::read(&mut rbuf, 1 << 20) {
-                Ok(p) => p,
-                Err(mqttbytes::Error::InsufficientBytes(_)) => break,
-                Err(e) => return Err(err(e)),
-            };
-            let finished = match packet {
-                v4::Packet::PubAck(a) if spec.qos == QoS::AtLeastOnce => Some(a.pkid),
-                v4::Packet::PubRec(r) => {
-                    v4::PubRel::new(r.pkid).write(&mut wbuf).map_err(err)?;
+        let mut at = 0;
+        while let Some((b1, header, len)) = frame_at(&rbuf[at..])? {
+            if len < 2 {
+                return Err(LoadError::Protocol(format!("short packet {b1:#04x}")));
+            }
+            let id = u16::from_be_bytes([rbuf[at + header], rbuf[at + header + 1]]);
+            at += header + len;
+            let finished = match b1 >> 4 {
+                4 if spec.qos == QoS::AtLeastOnce => Some(id),
+                5 => {
+                    wbuf.extend_from_slice(&[0x62, 2]);
+                    wbuf.extend_from_slice(&id.to_be_bytes());
                     None
                 }
-                v4::Packet::PubComp(c) => Some(c.pkid),
+                7 => Some(id),
                 _ => None,
             };
-            if let Some(id) = finished {
-                if let Some(t) = sent_at[id as usize].take() {
-                    latencies.push(t.elapsed());
-                }
+            if let Some(id) = finished
+                && let Some(t) = sent_at.get_mut(id as usize).and_then(Option::take)
+            {
+                latencies.push(t.elapsed());
                 free.push(id);
                 done += 1;
                 shared.acknowledged.fetch_add(1, Relaxed);
             }
         }
+        let _ = rbuf.split_to(at);
     }
     if spec.qos == QoS::AtMostOnce {
         shared.acknowledged.fetch_add(sent as u64, Relaxed);

@@ -165,6 +165,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let config = config.finish()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("samos-worker")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

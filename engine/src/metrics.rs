@@ -123,12 +123,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one refusal; every refusal is also logged where it happens.
     pub fn refuse(&self, reason: &'static str) {
+        self.refuse_n(reason, 1);
+    }
+
+    /// Counts `n` refusals of one kind.
+    pub fn refuse_n(&self, reason: &'static str, n: u64) {
         *self
             .refusals
             .lock()
             .expect("refusal counters")
             .entry(reason)
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// Refusals so far, by reason.

@@ -116,6 +116,21 @@ impl Outbox {
         true
     }
 
+    /// Queues several deliveries under one lock and one wake-up; returns how many did not
+    /// fit (they are dropped from `ds` too).
+    pub fn push_many(&self, ds: &mut Vec<Delivery>) -> usize {
+        let dropped = {
+            let mut q = self.queue.lock().expect("outbox");
+            let room = self.capacity.saturating_sub(q.len());
+            let dropped = ds.len().saturating_sub(room);
+            ds.truncate(room);
+            q.extend(ds.drain(..));
+            dropped
+        };
+        self.notify.notify_one();
+        dropped
+    }
+
     /// Takes up to `n` deliveries; QoS 0 ones do not count towards `n`.
     pub fn take(&self, mut n: usize, out: &mut Vec<Delivery>) {
         let mut q = self.queue.lock().expect("outbox");
@@ -187,7 +202,8 @@ pub enum Request {
         outbox: Arc<Outbox>,
         reply: oneshot::Sender<ConnectGrant>,
     },
-    Publish(Arc<Message>),
+    /// Messages from one client, in order (one request per socket read, not per message).
+    Publish(Vec<Arc<Message>>),
     Subscribe {
         client_id: Arc<str>,
         /// Filters already authorized, with whether each is accepted.

@@ -64,6 +64,9 @@ pub struct Router {
     retained: HashMap<String, Arc<Message>>,
     next_connection: u64,
     drop_warned_at: Option<Instant>,
+    /// Deliveries to online clients gathered while routing a batch, pushed per client at once.
+    staged: Vec<(Arc<str>, Arc<Outbox>, Vec<Delivery>)>,
+    match_buf: Vec<super::subscriptions::Match>,
 }
 
 impl Router {
@@ -79,6 +82,8 @@ impl Router {
             retained: HashMap::new(),
             next_connection: 1,
             drop_warned_at: None,
+            staged: Vec::new(),
+            match_buf: Vec::new(),
         };
         (router, RouterHandle { tx })
     }
@@ -113,7 +118,12 @@ impl Router {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Publish(m) => self.publish(m),
+            Request::Publish(batch) => {
+                for m in batch {
+                    self.route(m);
+                }
+                self.flush_staged();
+            }
             Request::Connect {
                 client_id,
                 clean_start,
@@ -327,7 +337,14 @@ impl Router {
         }
     }
 
+    /// Routes one message and delivers it at once (wills, `$SYS`, retained replays).
     fn publish(&mut self, message: Arc<Message>) {
+        self.route(message);
+        self.flush_staged();
+    }
+
+    /// Routes one message; online deliveries wait in `staged` until [`Self::flush_staged`].
+    fn route(&mut self, message: Arc<Message>) {
         if message.retain {
             if message.payload.is_empty() {
                 if self.retained.remove(&message.topic).is_some() {
@@ -341,26 +358,35 @@ impl Router {
                 self.metrics.retained_messages.fetch_add(1, Relaxed);
             }
         }
-        let matches = self
-            .subscriptions
-            .matches(&message.topic, message.publisher.as_deref());
-        for m in matches {
+        let mut matches = std::mem::take(&mut self.match_buf);
+        self.subscriptions
+            .matches_into(&message.topic, message.publisher.as_deref(), &mut matches);
+        for m in matches.drain(..) {
             let delivery = Delivery {
                 qos: min_qos(message.qos, m.qos),
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids,
                 message: message.clone(),
             };
-            self.deliver(&m.client, delivery);
+            self.stage(&m.client, delivery);
         }
+        self.match_buf = matches;
     }
 
-    fn deliver(&mut self, client: &Arc<str>, delivery: Delivery) {
+    fn stage(&mut self, client: &Arc<str>, delivery: Delivery) {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
         let queued = match &session.online {
-            Some((_, outbox)) => outbox.push(delivery),
+            Some((_, outbox)) => {
+                match self.staged.iter_mut().find(|(c, _, _)| c == client) {
+                    Some((_, _, ds)) => ds.push(delivery),
+                    None => self
+                        .staged
+                        .push((client.clone(), outbox.clone(), vec![delivery])),
+                }
+                true
+            }
             None => {
                 if delivery.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
                     return;
@@ -375,21 +401,37 @@ impl Router {
             }
         };
         if !queued {
-            self.metrics.messages_dropped.fetch_add(1, Relaxed);
-            self.metrics.refuse("subscriber_queue_full");
-            let now = Instant::now();
-            if self
-                .drop_warned_at
-                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
-            {
-                self.drop_warned_at = Some(now);
-                warn!(
-                    client_id = %client,
-                    limit = self.config.max_queued_messages,
-                    total_dropped = self.metrics.messages_dropped.load(Relaxed),
-                    "subscriber queue full, message dropped (raise mqtt.max_queued_messages?)"
-                );
+            self.dropped(client, 1);
+        }
+    }
+
+    /// Hands staged deliveries to their outboxes, one lock and one wake-up per client.
+    fn flush_staged(&mut self) {
+        let mut staged = std::mem::take(&mut self.staged);
+        for (client, outbox, mut ds) in staged.drain(..) {
+            let dropped = outbox.push_many(&mut ds);
+            if dropped > 0 {
+                self.dropped(&client, dropped);
             }
+        }
+        self.staged = staged;
+    }
+
+    fn dropped(&mut self, client: &Arc<str>, n: usize) {
+        self.metrics.messages_dropped.fetch_add(n as u64, Relaxed);
+        self.metrics.refuse_n("subscriber_queue_full", n as u64);
+        let now = Instant::now();
+        if self
+            .drop_warned_at
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
+        {
+            self.drop_warned_at = Some(now);
+            warn!(
+                client_id = %client,
+                limit = self.config.max_queued_messages,
+                total_dropped = self.metrics.messages_dropped.load(Relaxed),
+                "subscriber queue full, message dropped (raise mqtt.max_queued_messages?)"
+            );
         }
     }
 
@@ -442,9 +484,10 @@ impl Router {
                     subscription_ids: options.subscription_id.into_iter().collect(),
                     message,
                 };
-                self.deliver(client_id, delivery);
+                self.stage(client_id, delivery);
             }
         }
+        self.flush_staged();
     }
 
     fn unsubscribe(&mut self, client_id: &Arc<str>, filters: Vec<String>) -> Vec<bool> {

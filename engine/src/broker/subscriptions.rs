@@ -212,11 +212,17 @@ impl SubscriptionTable {
     /// of its matching subscriptions. `publisher` is skipped where it subscribed with no-local.
     /// Shared groups deliver to one member each, round robin.
     pub fn matches(&mut self, topic: &str, publisher: Option<&str>) -> Vec<Match> {
-        let mut out: Vec<Match> = Vec::new();
-        let levels: Vec<&str> = topic.split('/').collect();
-        let dollar = topic.starts_with('$');
-        Self::collect(&mut self.root, &levels, 0, dollar, publisher, &mut out);
+        let mut out = Vec::new();
+        self.matches_into(topic, publisher, &mut out);
         out
+    }
+
+    /// [`Self::matches`] into a caller's buffer (cleared first), allocation-free on the hot path.
+    pub fn matches_into(&mut self, topic: &str, publisher: Option<&str>, out: &mut Vec<Match>) {
+        out.clear();
+        let levels: smallvec::SmallVec<[&str; 16]> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        Self::collect(&mut self.root, &levels, 0, dollar, publisher, out);
     }
 
     fn collect(

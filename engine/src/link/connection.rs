@@ -165,6 +165,9 @@ struct Connection {
     max_outgoing: usize,
     will: Option<Will>,
     scratch: Vec<Delivery>,
+    /// PUBLISHes decoded from the current read, handed to the router together. Their
+    /// acknowledgements wait in `wbuf`, which is not written before the batch is handed over.
+    batch: Vec<Arc<Message>>,
 }
 
 impl Connection {
@@ -214,6 +217,7 @@ impl Connection {
             max_outgoing,
             will: None,
             scratch: Vec::new(),
+            batch: Vec::new(),
             connect,
             listener,
             shared,
@@ -524,7 +528,7 @@ impl Connection {
         loop {
             let packet = match self.codec.decode(rbuf) {
                 Ok(Some(p)) => p,
-                Ok(None) => return Ok(()),
+                Ok(None) => return self.flush_batch().await,
                 Err(e) => {
                     self.shared.metrics.refuse(e.reason());
                     return Err(End::Refused {
@@ -631,7 +635,25 @@ impl Connection {
         Ok(())
     }
 
-    async fn router(&self, req: Request) -> Result<(), End> {
+    /// Hands the PUBLISHes gathered so far to the router.
+    async fn flush_batch(&mut self) -> Result<(), End> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.router(Request::Publish(batch)).await
+    }
+
+    /// Sends a request, after the PUBLISHes that came before it.
+    async fn router(&mut self, req: Request) -> Result<(), End> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.send_to_router(Request::Publish(batch)).await?;
+        }
+        self.send_to_router(req).await
+    }
+
+    async fn send_to_router(&self, req: Request) -> Result<(), End> {
         self.shared
             .router
             .tx
@@ -734,7 +756,7 @@ impl Connection {
             publisher: Some(self.client_id.clone()),
             expires_at,
         });
-        self.router(Request::Publish(message)).await?;
+        self.batch.push(message);
         if p.qos == QoS::ExactlyOnce {
             self.incoming_qos2.insert(p.pkid);
         }
@@ -975,6 +997,9 @@ impl Connection {
 
     /// Says goodbye where the protocol allows, and hands the session back to the router.
     async fn finish<W: AsyncWrite + Unpin>(mut self, end: End, writer: &mut W) {
+        // PUBLISHes read before the end (a DISCONNECT, an error) were acknowledged in `wbuf`:
+        // route them before anything is written.
+        let _ = self.flush_batch().await;
         let publish_will = match &end {
             End::Graceful { keep_will } => *keep_will,
             _ => true,
