@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
-# for test certificates. PyPI: paho-mqtt 2.x, the independent Python client of the tests.
+# for test certificates, libxml2 and libclang for node-configuration validation. PyPI: paho-mqtt 2.x, the independent Python client of the tests.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +11,9 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v cc >/dev/null || need_apt+=(build-essential)
+# libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
+pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

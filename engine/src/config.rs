@@ -42,6 +42,8 @@ pub struct Config {
     pub acl: Vec<AclRule>,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// The sensor-network protocol (node admission, readings, `$SYS`).
+    pub protocol: ProtocolConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             listeners: Vec::new(),
             acl: Vec::new(),
             metrics: MetricsConfig::default(),
+            protocol: ProtocolConfig::default(),
         }
     }
 }
@@ -152,6 +155,73 @@ pub struct AclRule {
     pub publish: Vec<String>,
     /// Topic filters this client may subscribe to (a subscription must lie within one).
     pub subscribe: Vec<String>,
+}
+
+/// Which identity a node's topics are bound to: a client may publish under
+/// `{network}/{nodeId}/…` only when this identity equals `{nodeId}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeIdentity {
+    /// The MQTT client id.
+    #[default]
+    ClientId,
+    /// The authenticated user name (or client-certificate CN).
+    Username,
+    /// No binding: any client may publish for any node (the paper's shared credentials).
+    None,
+}
+
+impl NodeIdentity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeIdentity::ClientId => "client_id",
+            NodeIdentity::Username => "username",
+            NodeIdentity::None => "none",
+        }
+    }
+}
+
+/// The sensor-network protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Run the protocol at all; off, Samos is a plain MQTT broker.
+    pub enabled: bool,
+    /// The server's own node configuration (like the paper's `sn_config.xml`): network name,
+    /// server id and location are taken from it. Overrides the three keys below.
+    pub server_config: Option<PathBuf>,
+    /// Network name used in `$SYS/{network}/…` and required of joining nodes' documents.
+    pub network: String,
+    /// Server id; joining documents must name it as their `serverID`.
+    pub server_id: String,
+    /// The server's location levels for `$SYS` topics.
+    pub location: samos_schemas::topic::Location,
+    /// Which identity a node id is bound to.
+    pub node_identity: NodeIdentity,
+    /// Seconds between `$SYS/…/localDateTime` updates.
+    pub local_time_interval_secs: u64,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            enabled: true,
+            server_config: None,
+            network: "samos".into(),
+            server_id: "SN".into(),
+            location: samos_schemas::topic::Location {
+                country: "unknown".into(),
+                district_state: "unknown".into(),
+                city: "unknown".into(),
+                area_description: "unknown".into(),
+                area: "indoor".into(),
+                building: "unknown".into(),
+                room: "unknown".into(),
+            },
+            node_identity: NodeIdentity::ClientId,
+            local_time_interval_secs: 60,
+        }
+    }
 }
 
 /// The HTTP endpoint for Prometheus.

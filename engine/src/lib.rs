@@ -11,4 +11,5 @@ pub mod link;
 pub mod loadgen;
 pub mod metrics;
 pub mod mqtt;
+pub mod protocol;
 pub mod server;

@@ -30,6 +30,18 @@ enum Command {
     Passwd(PasswdArgs),
     /// Print the documented example configuration.
     GenerateConfig,
+    /// List the node registry of a data directory (works while the server runs).
+    Nodes(NodesArgs),
+}
+
+#[derive(Parser)]
+struct NodesArgs {
+    /// Data directory.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Print JSON (the whole records, configuration included) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Parser)]
@@ -103,6 +115,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Passwd(args) => passwd(args),
+        Command::Nodes(args) => nodes(args),
         Command::GenerateConfig => {
             print!("{}", include_str!("../../samos.toml"));
             Ok(())
@@ -180,6 +193,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         shutdown_signal().await;
         tracing::info!("shutting down");
+        server.shutdown().await;
         Ok(())
     })
 }
@@ -197,6 +211,53 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn nodes(args: NodesArgs) -> Result<()> {
+    use samos_engine::protocol::registry::NodeRegistry;
+    let records = NodeRegistry::read_records(&args.data_dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(());
+    }
+    let time = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "{:<24} {:<12} {:<8} {:<8} {:<8} {:>9} {:>9} {:<19} {:<15} location / refusal",
+        "network",
+        "node",
+        "mode",
+        "severity",
+        "assessed",
+        "accepted",
+        "rejected",
+        "last seen",
+        "address"
+    );
+    for r in &records {
+        let detail = match (&r.config, r.refusal.first()) {
+            (Some(c), _) => c.location.path(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<24} {:<12} {:<8} {:<8} {:<8} {:>9} {:>9} {:<19} {:<15} {}",
+            r.network,
+            r.node_id,
+            r.functional_mode.as_str(),
+            r.severity.as_str(),
+            r.assessed_severity.as_str(),
+            r.readings_accepted,
+            r.readings_rejected,
+            time(r.last_seen_ms),
+            r.address.as_deref().unwrap_or("-"),
+            detail
+        );
+    }
+    Ok(())
 }
 
 fn passwd(args: PasswdArgs) -> Result<()> {

@@ -25,6 +25,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Protocol(#[from] crate::protocol::ProtocolError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -44,6 +46,7 @@ pub struct Endpoints {
 pub struct Server {
     pub endpoints: Endpoints,
     pub metrics: Arc<Metrics>,
+    pub protocol: Option<Arc<crate::protocol::Protocol>>,
 }
 
 impl Server {
@@ -103,7 +106,25 @@ impl Server {
             metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         };
 
+        let protocol = if config.protocol.enabled {
+            let p = Arc::new(crate::protocol::Protocol::open(
+                &config.protocol,
+                &config.data_dir,
+                metrics.clone(),
+                handle.clone(),
+            )?);
+            info!(
+                network = %p.identity.network,
+                server_id = %p.identity.server_id,
+                nodes = p.registry.all().len(),
+                "sensor-network protocol on"
+            );
+            Some(p)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
+            protocol: protocol.clone(),
             acl: Acl::new(config.acl.clone()),
             auth: Arc::new(Authenticator::new(passwords)),
             config: Arc::new(config),
@@ -111,6 +132,17 @@ impl Server {
             router: handle,
         });
         tokio::spawn(router.run());
+        if let Some(p) = &protocol {
+            let interval =
+                Duration::from_secs(shared.config.protocol.local_time_interval_secs.max(1));
+            let addrs = endpoints
+                .mqtt
+                .iter()
+                .chain(&endpoints.mqtts)
+                .copied()
+                .collect();
+            p.start(interval, addrs);
+        }
         for l in listeners {
             tokio::spawn(l.run(shared.clone()));
         }
@@ -123,6 +155,17 @@ impl Server {
                 }
             });
         }
-        Ok(Server { endpoints, metrics })
+        Ok(Server {
+            endpoints,
+            metrics,
+            protocol,
+        })
+    }
+
+    /// Persists what must survive a restart.
+    pub async fn shutdown(&self) {
+        if let Some(p) = self.protocol.clone() {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
     }
 }

@@ -20,6 +20,7 @@ pub const CONTROL: &str = "control";
 
 /// Where a node is, in topic order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Location {
     pub country: String,
     pub district_state: String,

@@ -729,6 +729,28 @@ impl Connection {
             self.ack(&p, PubRecReason::NotAuthorized, arrived);
             return Ok(());
         }
+        if let Some(protocol) = &self.shared.protocol {
+            let from = crate::protocol::Sender {
+                client_id: &self.client_id,
+                username: self.username.as_deref(),
+                peer: self.peer,
+            };
+            if let crate::protocol::Verdict::Refuse { code, .. } =
+                protocol.inspect(from, &p.topic, &p.payload)
+            {
+                if p.qos == QoS::ExactlyOnce && !v5 {
+                    self.incoming_qos2.insert(p.pkid);
+                }
+                let reason = match code {
+                    crate::protocol::RefuseCode::NotAuthorized => PubRecReason::NotAuthorized,
+                    crate::protocol::RefuseCode::PayloadFormatInvalid => {
+                        PubRecReason::PayloadFormatInvalid
+                    }
+                };
+                self.ack(&p, reason, arrived);
+                return Ok(());
+            }
+        }
         let props = p.properties.take();
         if props.as_ref().and_then(|pr| pr.payload_format_indicator) == Some(1)
             && std::str::from_utf8(&p.payload).is_err()
@@ -1000,6 +1022,9 @@ impl Connection {
         // PUBLISHes read before the end (a DISCONNECT, an error) were acknowledged in `wbuf`:
         // route them before anything is written.
         let _ = self.flush_batch().await;
+        if let Some(protocol) = &self.shared.protocol {
+            protocol.client_disconnected(&self.client_id);
+        }
         let publish_will = match &end {
             End::Graceful { keep_will } => *keep_will,
             _ => true,

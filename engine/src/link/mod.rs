@@ -24,6 +24,8 @@ pub struct Shared {
     pub router: RouterHandle,
     pub auth: Arc<Authenticator>,
     pub acl: Acl,
+    /// The sensor-network protocol, unless switched off.
+    pub protocol: Option<Arc<crate::protocol::Protocol>>,
 }
 
 /// A bound listener, ready to accept.

@@ -2,6 +2,8 @@
 //! real clients (mosquitto_pub/sub, paho-mqtt, raw sockets) against it.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -141,6 +143,25 @@ impl TestServer {
                     .map(|v| v.trim().parse::<u64>().unwrap_or(0))
             })
             .unwrap_or(0)
+    }
+
+    /// SIGTERM (an orderly shutdown) and wait, keeping the directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// SIGKILL, keeping the directory.

@@ -1,0 +1,715 @@
+//! The sensor-network protocol of the paper, run by the server itself: node admission by XSD
+//! validation, functional and severity modes on the control topic, readings checked against
+//! each node's declared sensors, node isolation, `$SYS` state, and a server-side cross-check
+//! of each node's severity.
+//!
+//! Connections call [`Protocol::inspect`] for every PUBLISH before acknowledging it, so a
+//! refused reading is answered with an MQTT 5 reason code and never routed or stored.
+
+pub mod registry;
+pub mod severity;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+use samos_schemas::payload::{self, Control, FunctionalMode};
+use samos_schemas::topic::{self, Location, TopicKind};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::broker::{Message, Request, RouterHandle};
+use crate::config::{NodeIdentity, ProtocolConfig};
+use crate::metrics::Metrics;
+use registry::{JsonLines, Node, NodeRegistry, RegistryError, now_ms};
+use severity::SensorKind;
+use validate::{NodeConfig, ValidationError};
+
+/// The server's own place in the network, for `$SYS` topics and join checks.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    pub network: String,
+    pub server_id: String,
+    pub location: Location,
+}
+
+/// Who sent a PUBLISH.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub client_id: &'a Arc<str>,
+    pub username: Option<&'a str>,
+    pub peer: SocketAddr,
+}
+
+/// How a refused PUBLISH is answered to an MQTT 5 client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseCode {
+    /// 0x87: unknown, blocked or foreign node, or a server-only topic.
+    NotAuthorized,
+    /// 0x99: the payload breaks the node's declared contract or the control grammar.
+    PayloadFormatInvalid,
+}
+
+/// What to do with a PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a sensor-network topic: ordinary MQTT.
+    Pass,
+    /// A valid reading or control message: route it.
+    Accept,
+    /// Refused (already logged, counted and quarantined): acknowledge with `code`, do not route.
+    Refuse {
+        code: RefuseCode,
+        reason: &'static str,
+    },
+}
+
+/// Why the protocol layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot open {path}: {source}")]
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("server configuration {path}: {message}")]
+    ServerConfig { path: String, message: String },
+}
+
+/// The protocol service shared by all connections.
+#[derive(Debug)]
+pub struct Protocol {
+    pub identity: ServerIdentity,
+    node_identity: NodeIdentity,
+    pub registry: NodeRegistry,
+    events: JsonLines,
+    rejected: JsonLines,
+    metrics: Arc<Metrics>,
+    router: RouterHandle,
+    clock: Instant,
+}
+
+impl Protocol {
+    /// Opens the registry and logs in `data_dir` and reads the server's own configuration.
+    pub fn open(
+        config: &ProtocolConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        router: RouterHandle,
+    ) -> Result<Protocol, ProtocolError> {
+        let identity = match &config.server_config {
+            Some(path) => {
+                let err = |message: String| ProtocolError::ServerConfig {
+                    path: path.display().to_string(),
+                    message,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                let c = validate::validate(&text).map_err(|e| {
+                    err(e
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                })?;
+                ServerIdentity {
+                    network: c.network,
+                    server_id: c.node_id,
+                    location: c.location,
+                }
+            }
+            None => ServerIdentity {
+                network: config.network.clone(),
+                server_id: config.server_id.clone(),
+                location: config.location.clone(),
+            },
+        };
+        let log = |name: &str| {
+            let path = data_dir.join(name);
+            JsonLines::open(path.clone()).map_err(|source| ProtocolError::Log {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        Ok(Protocol {
+            registry: NodeRegistry::open(data_dir)?,
+            events: log("events.jsonl")?,
+            rejected: log("rejected.jsonl")?,
+            identity,
+            node_identity: config.node_identity,
+            metrics,
+            router,
+            clock: Instant::now(),
+        })
+    }
+
+    /// Publishes the retained `$SYS` state and starts the periodic tasks.
+    pub fn start(self: &Arc<Self>, sys_interval: Duration, listeners: Vec<SocketAddr>) {
+        let ips: Vec<String> = listeners.iter().map(|a| a.ip().to_string()).collect();
+        self.sys("networkStatus", "online".into());
+        self.sys("ipAddress", ips.join(","));
+        self.publish_connected_count();
+        for node in self.registry.all() {
+            let r = node.snapshot();
+            self.node_sys(&r.node_id, "status", status_word(r.functional_mode, false));
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sys_interval);
+            loop {
+                tick.tick().await;
+                me.sys(
+                    "localDateTime",
+                    chrono::Local::now()
+                        .format("%Y-%m-%dT%H:%M:%S%:z")
+                        .to_string(),
+                );
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let m = me.clone();
+                let saved = tokio::task::spawn_blocking(move || m.registry.save_if_dirty()).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::error!(error = %e, "cannot save the node registry");
+                }
+            }
+        });
+    }
+
+    /// Decides about one PUBLISH from a client.
+    pub fn inspect(
+        self: &Arc<Self>,
+        from: Sender<'_>,
+        topic_name: &str,
+        payload: &Bytes,
+    ) -> Verdict {
+        let normalized = topic::normalize(topic_name);
+        let mut levels = normalized.split('/');
+        if levels.nth(1) == Some("alerts") && normalized.split('/').count() == 3 {
+            return self.refuse(
+                from,
+                topic_name,
+                payload,
+                RefuseCode::NotAuthorized,
+                "server_topic",
+                "alert topics are written by the server alone".into(),
+            );
+        }
+        let Some(t) = topic::parse(topic_name) else {
+            return Verdict::Pass;
+        };
+        let bound = match self.node_identity {
+            NodeIdentity::ClientId => &**from.client_id == t.node_id,
+            NodeIdentity::Username => from.username == Some(t.node_id),
+            NodeIdentity::None => true,
+        };
+        if !bound {
+            let detail = format!(
+                "{} may not publish for node {} ({} binding)",
+                match self.node_identity {
+                    NodeIdentity::Username => from.username.unwrap_or("an anonymous client"),
+                    _ => from.client_id,
+                },
+                t.node_id,
+                self.node_identity.as_str()
+            );
+            return self.refuse(
+                from,
+                topic_name,
+                payload,
+                RefuseCode::NotAuthorized,
+                "foreign_node",
+                detail,
+            );
+        }
+        match t.kind {
+            TopicKind::Control => self.control(from, topic_name, t, payload),
+            TopicKind::Data { sensor } => self.reading(from, topic_name, t, sensor, payload),
+        }
+    }
+
+    fn control(
+        self: &Arc<Self>,
+        from: Sender<'_>,
+        topic_name: &str,
+        t: topic::NodeTopic<'_>,
+        raw: &Bytes,
+    ) -> Verdict {
+        let control = match payload::parse_control(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.refuse(
+                    from,
+                    topic_name,
+                    raw,
+                    RefuseCode::PayloadFormatInvalid,
+                    "control_malformed",
+                    e.to_string(),
+                );
+            }
+        };
+        match control {
+            Control::PubConfigFile { document } => {
+                let node = self.registry.get_or_insert(t.network, t.node_id);
+                *node.session.lock().expect("session") = Some(from.client_id.clone());
+                let job = Join {
+                    document: document.to_string(),
+                    topic: topic_name.to_string(),
+                    network: t.network.to_string(),
+                    node_id: t.node_id.to_string(),
+                    location: Location::from_levels(t.location),
+                    address: from.peer.ip().to_string(),
+                };
+                let me = self.clone();
+                tokio::spawn(async move { me.join(node, job).await });
+                Verdict::Accept
+            }
+            Control::PubSeverityMode { mode } => {
+                let Some(node) = self.active_node(t.network, t.node_id) else {
+                    return self.refuse(
+                        from,
+                        topic_name,
+                        raw,
+                        RefuseCode::NotAuthorized,
+                        "node_not_active",
+                        format!("node {} has not joined", t.node_id),
+                    );
+                };
+                let previous = {
+                    let mut r = node.record.lock().expect("node record");
+                    std::mem::replace(&mut r.severity, mode)
+                };
+                self.registry.mark_dirty();
+                self.touch(&node, from);
+                self.event(
+                    "severity",
+                    t.network,
+                    t.node_id,
+                    json!({"from": previous.as_str(), "to": mode.as_str()}),
+                );
+                info!(
+                    node = t.node_id,
+                    from = previous.as_str(),
+                    to = mode.as_str(),
+                    "severity mode changed"
+                );
+                Verdict::Accept
+            }
+            Control::SetFunctionalMode => self.refuse(
+                from,
+                topic_name,
+                raw,
+                RefuseCode::NotAuthorized,
+                "server_command",
+                "SET_CN_FUNCTIONAL_MODE is sent by the server alone".into(),
+            ),
+            Control::Unknown { command } => {
+                let detail = format!("unknown command {command:?}");
+                self.refuse(
+                    from,
+                    topic_name,
+                    raw,
+                    RefuseCode::PayloadFormatInvalid,
+                    "unknown_command",
+                    detail,
+                )
+            }
+        }
+    }
+
+    fn active_node(&self, network: &str, node_id: &str) -> Option<Arc<Node>> {
+        self.registry.get(network, node_id).filter(|n| {
+            n.record.lock().expect("node record").functional_mode == FunctionalMode::Active
+        })
+    }
+
+    fn reading(
+        self: &Arc<Self>,
+        from: Sender<'_>,
+        topic_name: &str,
+        t: topic::NodeTopic<'_>,
+        sensor: &str,
+        raw: &Bytes,
+    ) -> Verdict {
+        let Some(node) = self.registry.get(t.network, t.node_id) else {
+            return self.refuse(
+                from,
+                topic_name,
+                raw,
+                RefuseCode::NotAuthorized,
+                "unknown_node",
+                format!("node {} has never joined", t.node_id),
+            );
+        };
+        let spec = {
+            let r = node.record.lock().expect("node record");
+            if r.functional_mode != FunctionalMode::Active {
+                let detail = format!("node {} is {}", t.node_id, r.functional_mode.as_str());
+                drop(r);
+                node.rejected.fetch_add(1, Relaxed);
+                return self.refuse(
+                    from,
+                    topic_name,
+                    raw,
+                    RefuseCode::NotAuthorized,
+                    "node_not_active",
+                    detail,
+                );
+            }
+            let config = r
+                .config
+                .as_ref()
+                .expect("active nodes have a configuration");
+            if config.location.levels() != t.location {
+                drop(r);
+                node.rejected.fetch_add(1, Relaxed);
+                return self.refuse(
+                    from,
+                    topic_name,
+                    raw,
+                    RefuseCode::NotAuthorized,
+                    "location_mismatch",
+                    "topic location differs from the node's configuration".into(),
+                );
+            }
+            config.sensor(sensor).cloned()
+        };
+        let Some(spec) = spec else {
+            node.rejected.fetch_add(1, Relaxed);
+            return self.refuse(
+                from,
+                topic_name,
+                raw,
+                RefuseCode::PayloadFormatInvalid,
+                "undeclared_sensor",
+                format!("node {} declared no sensor {sensor:?}", t.node_id),
+            );
+        };
+        let value = match payload::check_reading(&spec, raw) {
+            Ok(v) => v,
+            Err(e) => {
+                node.rejected.fetch_add(1, Relaxed);
+                return self.refuse(
+                    from,
+                    topic_name,
+                    raw,
+                    RefuseCode::PayloadFormatInvalid,
+                    e.reason(),
+                    e.to_string(),
+                );
+            }
+        };
+        node.accepted.fetch_add(1, Relaxed);
+        self.registry.mark_dirty();
+        self.touch(&node, from);
+        if let Some(v) = value.as_f64() {
+            self.cross_check(&node, &spec.name, v);
+        }
+        Verdict::Accept
+    }
+
+    /// Records contact from the node's connection.
+    fn touch(&self, node: &Arc<Node>, from: Sender<'_>) {
+        let newly = {
+            let mut s = node.session.lock().expect("session");
+            let newly = s.as_deref() != Some(&**from.client_id);
+            if newly {
+                *s = Some(from.client_id.clone());
+            }
+            newly
+        };
+        let mut r = node.record.lock().expect("node record");
+        r.last_seen_ms = Some(now_ms());
+        let addr = from.peer.ip().to_string();
+        if r.address.as_deref() != Some(&addr) {
+            r.address = Some(addr.clone());
+            drop(r);
+            self.registry.mark_dirty();
+            let id = node.record.lock().expect("node record").node_id.clone();
+            self.node_sys(&id, "ipAddress", addr);
+        } else {
+            drop(r);
+        }
+        if newly {
+            self.publish_connected_count();
+        }
+    }
+
+    fn cross_check(&self, node: &Arc<Node>, sensor: &str, value: f64) {
+        let kind = SensorKind::of(sensor);
+        if kind == SensorKind::Other {
+            return;
+        }
+        let minutes = self.clock.elapsed().as_secs_f64() / 60.0;
+        let (assessed, raise) = {
+            let mut w = node.severity_window.lock().expect("severity window");
+            w.push(kind, minutes, value);
+            let assessed = w.assess();
+            let declared = node.record.lock().expect("node record").severity;
+            let raise = assessed > declared && w.alerted.is_none_or(|a| assessed > a);
+            if raise {
+                w.alerted = Some(assessed);
+            } else if assessed <= declared {
+                w.alerted = None;
+            }
+            (assessed, raise.then(|| (declared, w.slope())))
+        };
+        let (network, node_id) = {
+            let mut r = node.record.lock().expect("node record");
+            r.assessed_severity = assessed;
+            (r.network.clone(), r.node_id.clone())
+        };
+        if let Some((declared, slope)) = raise {
+            warn!(node = %node_id, declared = declared.as_str(), assessed = assessed.as_str(), "alert: readings are more severe than the node's mode");
+            let detail = json!({
+                "declared": declared.as_str(), "assessed": assessed.as_str(),
+                "sensor": sensor, "value": value, "slope_per_minute": slope,
+            });
+            self.event("alert", &network, &node_id, detail.clone());
+            self.publish(
+                topic::alert_topic(&network, &node_id),
+                detail.to_string(),
+                QoS::AtLeastOnce,
+                false,
+            );
+            self.metrics.refuse("alert_raised");
+        }
+    }
+
+    async fn join(self: Arc<Self>, node: Arc<Node>, job: Join) {
+        let document = job.document.clone();
+        let verdict = tokio::task::spawn_blocking(move || validate::validate(&document))
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![ValidationError {
+                    line: None,
+                    message: format!("validation failed: {e}"),
+                }])
+            });
+        let verdict = verdict.and_then(|c| self.consistent(&job, c));
+        let (mode, reply) = {
+            let mut r = node.record.lock().expect("node record");
+            r.config_xml = Some(job.document.clone());
+            r.address = Some(job.address.clone());
+            r.joined_at_ms = Some(now_ms());
+            r.last_seen_ms = r.joined_at_ms;
+            match verdict {
+                Ok(config) => {
+                    r.functional_mode = FunctionalMode::Active;
+                    r.config = Some(config);
+                    r.refusal.clear();
+                    (
+                        FunctionalMode::Active,
+                        payload::functional_mode_reply(FunctionalMode::Active, r.severity.wire()),
+                    )
+                }
+                Err(errors) => {
+                    r.functional_mode = FunctionalMode::Blocked;
+                    r.refusal = errors.clone();
+                    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                    (
+                        FunctionalMode::Blocked,
+                        payload::functional_mode_reply(FunctionalMode::Blocked, &first),
+                    )
+                }
+            }
+        };
+        self.registry.mark_dirty();
+        let record = node.snapshot();
+        match mode {
+            FunctionalMode::Active => {
+                info!(node = %job.node_id, network = %job.network, severity = record.severity.as_str(), "node joined: active");
+                self.event(
+                    "join",
+                    &job.network,
+                    &job.node_id,
+                    json!({"mode": "active", "severity": record.severity.as_str()}),
+                );
+            }
+            _ => {
+                self.metrics.refuse("node_blocked");
+                warn!(node = %job.node_id, network = %job.network, errors = ?record.refusal, "node blocked: invalid configuration");
+                self.event(
+                    "blocked",
+                    &job.network,
+                    &job.node_id,
+                    json!({"mode": "blocked", "errors": record.refusal}),
+                );
+            }
+        }
+        self.publish(job.topic.clone(), reply, QoS::AtLeastOnce, false);
+        self.node_sys(&job.node_id, "status", status_word(mode, true));
+        self.node_sys(&job.node_id, "ipAddress", job.address.clone());
+        self.publish_connected_count();
+    }
+
+    /// A valid document must describe the node that sent it, where it sent it from.
+    fn consistent(&self, job: &Join, c: NodeConfig) -> Result<NodeConfig, Vec<ValidationError>> {
+        let mut errors = Vec::new();
+        let mut check = |what: &str, doc: &str, topic: &str| {
+            if doc != topic {
+                errors.push(ValidationError {
+                    line: None,
+                    message: format!(
+                        "{what} {doc:?} in the document differs from {topic:?} in the topic"
+                    ),
+                });
+            }
+        };
+        check("network", &c.network, &job.network);
+        check("node ID", &c.node_id, &job.node_id);
+        check("location", &c.location.path(), &job.location.path());
+        if c.server_id != self.identity.server_id {
+            errors.push(ValidationError {
+                line: None,
+                message: format!(
+                    "serverID {:?} is not this server ({:?})",
+                    c.server_id, self.identity.server_id
+                ),
+            });
+        }
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A client went away: its nodes are offline.
+    pub fn client_disconnected(&self, client_id: &str) {
+        let mut changed = false;
+        for node in self.registry.all() {
+            let mut s = node.session.lock().expect("session");
+            if s.as_deref() == Some(client_id) {
+                *s = None;
+                changed = true;
+                drop(s);
+                let r = node.snapshot();
+                self.node_sys(&r.node_id, "status", status_word(r.functional_mode, false));
+            }
+        }
+        if changed {
+            self.publish_connected_count();
+        }
+    }
+
+    fn publish_connected_count(&self) {
+        let n = self
+            .registry
+            .all()
+            .iter()
+            .filter(|n| {
+                n.session.lock().expect("session").is_some()
+                    && n.record.lock().expect("node record").functional_mode
+                        == FunctionalMode::Active
+            })
+            .count();
+        self.sys("numOfConnectedNodes", n.to_string());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Saves the registry and announces the server going away.
+    pub fn shutdown(&self) {
+        self.sys("networkStatus", "offline".into());
+        if let Err(e) = self.registry.save() {
+            tracing::error!(error = %e, "cannot save the node registry");
+        }
+    }
+
+    fn refuse(
+        &self,
+        from: Sender<'_>,
+        topic_name: &str,
+        raw: &Bytes,
+        code: RefuseCode,
+        reason: &'static str,
+        detail: String,
+    ) -> Verdict {
+        self.metrics.refuse(reason);
+        self.registry.mark_dirty();
+        warn!(client_id = %from.client_id, topic = topic_name, reason, "refused: {detail}");
+        let text = String::from_utf8_lossy(&raw[..raw.len().min(1024)]).into_owned();
+        let line = json!({
+            "time_ms": now_ms(), "client_id": &**from.client_id, "peer": from.peer.to_string(),
+            "topic": topic_name, "reason": reason, "detail": detail, "payload": text,
+            "payload_bytes": raw.len(),
+        });
+        if let Err(e) = self.rejected.append(&line) {
+            tracing::error!(error = %e, path = %self.rejected.path.display(), "cannot write the quarantine");
+        }
+        Verdict::Refuse { code, reason }
+    }
+
+    fn event(&self, kind: &str, network: &str, node_id: &str, detail: serde_json::Value) {
+        let line = json!({"time_ms": now_ms(), "kind": kind, "network": network, "node_id": node_id, "detail": detail});
+        if let Err(e) = self.events.append(&line) {
+            tracing::error!(error = %e, path = %self.events.path.display(), "cannot write the event log");
+        }
+    }
+
+    fn sys(&self, name: &str, value: String) {
+        let t = topic::sys_topic(
+            &self.identity.network,
+            &self.identity.server_id,
+            &self.identity.location,
+            name,
+        );
+        self.publish(t, value, QoS::AtMostOnce, true);
+    }
+
+    fn node_sys(&self, node_id: &str, name: &str, value: impl Into<String>) {
+        self.sys(&format!("{node_id}/{name}"), value.into());
+    }
+
+    fn publish(&self, topic_name: String, payload: String, qos: QoS, retain: bool) {
+        let message = Arc::new(Message {
+            topic: topic_name,
+            payload: Bytes::from(payload),
+            qos,
+            retain,
+            properties: None,
+            publisher: None,
+            expires_at: None,
+        });
+        if self
+            .router
+            .tx
+            .try_send(Request::Publish(vec![message.clone()]))
+            .is_err()
+        {
+            // The router queue is full: deliver from a task instead of blocking a connection.
+            let tx = self.router.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Request::Publish(vec![message])).await;
+            });
+        }
+    }
+}
+
+struct Join {
+    document: String,
+    topic: String,
+    network: String,
+    node_id: String,
+    location: Location,
+    address: String,
+}
+
+fn status_word(mode: FunctionalMode, connected: bool) -> &'static str {
+    match (mode, connected) {
+        (FunctionalMode::Blocked, _) => "blocked",
+        (_, false) => "offline",
+        (FunctionalMode::Active, true) => "active",
+        (FunctionalMode::Init, true) => "init",
+    }
+}
