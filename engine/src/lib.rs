@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod link;
 pub mod loadgen;
@@ -13,3 +14,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod protocol;
 pub mod server;
+pub mod simulate;

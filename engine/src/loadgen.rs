@@ -12,62 +12,20 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v4;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use crate::client::ClientTls;
+use crate::client::{self, ClientError, ConnectOptions, Stream, read_packet};
 
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("connection refused by the server (CONNACK {0:?})")]
-    Refused(v4::ConnectReturnCode),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
-}
-
-/// TLS settings for the generator's clients.
-#[derive(Clone)]
-pub struct ClientTls {
-    pub connector: tokio_rustls::TlsConnector,
-    pub server_name: rustls::pki_types::ServerName<'static>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientTls")
-    }
-}
-
-impl ClientTls {
-    /// Trusts the PEM CA at `ca` and checks the server as `name`.
-    pub fn from_ca(ca: &std::path::Path, name: &str) -> Result<ClientTls, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
-            roots
-                .add(cert.map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(ClientTls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            server_name: rustls::pki_types::ServerName::try_from(name.to_string())
-                .map_err(|e| e.to_string())?,
-        })
-    }
 }
 
 /// What to run.
@@ -118,55 +76,17 @@ impl LoadReport {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-async fn open(spec: &LoadSpec, client_id: &str) -> Result<Box<dyn Stream>, LoadError> {
-    let tcp = TcpStream::connect(spec.addr)
-        .await
-        .map_err(|source| LoadError::Connect {
-            addr: spec.addr,
-            source,
-        })?;
-    tcp.set_nodelay(true)?;
-    let mut stream: Box<dyn Stream> = match &spec.tls {
-        None => Box::new(tcp),
-        Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
-    };
-    let mut connect = v4::Connect::new(client_id);
-    connect.keep_alive = 60;
-    if let Some((u, p)) = &spec.credentials {
-        connect.set_login(u, p);
-    }
-    let mut buf = BytesMut::new();
-    connect
-        .write(&mut buf)
-        .map_err(|e| LoadError::Protocol(e.to_string()))?;
-    stream.write_all(&buf).await?;
-    let mut rbuf = BytesMut::new();
-    match read_packet(&mut stream, &mut rbuf).await? {
-        v4::Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success => Ok(stream),
-        v4::Packet::ConnAck(a) => Err(LoadError::Refused(a.code)),
-        other => Err(LoadError::Protocol(format!(
-            "expected CONNACK, got {other:?}"
-        ))),
+fn connect_options(spec: &LoadSpec) -> ConnectOptions {
+    ConnectOptions {
+        addr: spec.addr,
+        tls: spec.tls.clone(),
+        credentials: spec.credentials.clone(),
+        keep_alive: 60,
     }
 }
 
-async fn read_packet(
-    stream: &mut Box<dyn Stream>,
-    rbuf: &mut BytesMut,
-) -> Result<v4::Packet, LoadError> {
-    loop {
-        match v4::read(rbuf, 1 << 20) {
-            Ok(p) => return Ok(p),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => return Err(LoadError::Protocol(e.to_string())),
-        }
-        if stream.read_buf(rbuf).await? == 0 {
-            return Err(LoadError::Protocol("connection closed".into()));
-        }
-    }
+async fn open(spec: &LoadSpec, client_id: &str) -> Result<Box<dyn Stream>, LoadError> {
+    Ok(client::open(&connect_options(spec), client_id).await?)
 }
 
 struct Shared {

@@ -13,5 +13,72 @@ pub const NODE_CONFIG_XSD: &str = include_str!("../xsd/node-configuration-1.0.xs
 /// Version of [`NODE_CONFIG_XSD`].
 pub const NODE_CONFIG_XSD_VERSION: &str = "1.0";
 
+/// The topic and payload specification as an AsyncAPI 3.0 document (`schemas/asyncapi.json`).
+pub const ASYNCAPI: &str = include_str!("../asyncapi.json");
+
 /// Target namespace of node configurations (the paper's, kept so its nodes join unchanged).
 pub const NODE_CONFIG_NAMESPACE: &str = "https://www.w3schools.com";
+
+#[cfg(test)]
+mod tests {
+    use super::topic::{self, Location};
+
+    /// The AsyncAPI channel addresses are the topics the code builds.
+    #[test]
+    fn asyncapi_agrees_with_the_topic_builders() {
+        let doc: serde_json::Value = serde_json::from_str(super::ASYNCAPI).unwrap();
+        assert_eq!(doc["asyncapi"], "3.0.0");
+        let loc =
+            Location::from_levels(["GR", "Samos", "Karlovasi", "Campus", "indoor", "A", "A52"]);
+        let fill = |channel: &str, extra: &[(&str, &str)]| {
+            let mut a = doc["channels"][channel]["address"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            for (k, v) in [
+                ("network", "net"),
+                ("nodeId", "CN1"),
+                ("serverId", "SN"),
+                ("country", "GR"),
+                ("districtState", "Samos"),
+                ("city", "Karlovasi"),
+                ("areaDescription", "Campus"),
+                ("area", "indoor"),
+                ("building", "A"),
+                ("room", "A52"),
+            ]
+            .iter()
+            .chain(extra)
+            {
+                a = a.replace(&format!("{{{k}}}"), v);
+            }
+            a
+        };
+        assert_eq!(
+            fill("nodeData", &[("sensorName", "t")]),
+            topic::data_topic("net", "CN1", &loc, "t")
+        );
+        assert_eq!(
+            fill("nodeControl", &[]),
+            topic::control_topic("net", "CN1", &loc)
+        );
+        assert_eq!(
+            fill("serverSys", &[("name", "x")]),
+            topic::sys_topic("net", "SN", &loc, "x")
+        );
+        assert_eq!(
+            fill("nodeSys", &[("name", "status")]),
+            topic::sys_topic("net", "SN", &loc, "CN1/status")
+        );
+        assert_eq!(fill("alerts", &[]), topic::alert_topic("net", "CN1"));
+    }
+
+    #[test]
+    fn the_xsd_keeps_the_papers_namespace() {
+        assert!(super::NODE_CONFIG_XSD.contains(&format!(
+            "targetNamespace=\"{}\"",
+            super::NODE_CONFIG_NAMESPACE
+        )));
+        assert!(super::NODE_CONFIG_XSD.contains("version=\"1.0\""));
+    }
+}

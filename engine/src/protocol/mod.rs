@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mqttbytes::QoS;
@@ -93,7 +93,6 @@ pub struct Protocol {
     rejected: JsonLines,
     metrics: Arc<Metrics>,
     router: RouterHandle,
-    clock: Instant,
 }
 
 impl Protocol {
@@ -145,7 +144,6 @@ impl Protocol {
             node_identity: config.node_identity,
             metrics,
             router,
-            clock: Instant::now(),
         })
     }
 
@@ -450,12 +448,11 @@ impl Protocol {
         if kind == SensorKind::Other {
             return;
         }
-        let minutes = self.clock.elapsed().as_secs_f64() / 60.0;
         let (assessed, raise) = {
             let mut w = node.severity_window.lock().expect("severity window");
-            w.push(kind, minutes, value);
-            let assessed = w.assess();
             let declared = node.record.lock().expect("node record").severity;
+            w.push_sample(kind, declared, value);
+            let assessed = w.assess();
             let raise = assessed > declared && w.alerted.is_none_or(|a| assessed > a);
             if raise {
                 w.alerted = Some(assessed);

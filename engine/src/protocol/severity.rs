@@ -44,6 +44,8 @@ pub struct Window {
     flame: Option<f64>,
     /// The highest level already alerted on, so an alert is raised once per escalation.
     pub alerted: Option<Severity>,
+    /// Node time in minutes, advanced by the sampling interval of the node's mode.
+    clock: f64,
 }
 
 impl Window {
@@ -58,6 +60,16 @@ impl Window {
             SensorKind::Flame => self.flame = Some(value),
             SensorKind::Other => {}
         }
+    }
+
+    /// Adds a sample taken one sampling interval (of `mode`) after the previous one. Node time,
+    /// not arrival time: the paper's nodes sample on a fixed cadence, and arrival times are
+    /// bent by network delays, retries and simulated time compression.
+    pub fn push_sample(&mut self, kind: SensorKind, mode: Severity, value: f64) {
+        if kind == SensorKind::Temperature {
+            self.clock += mode.sampling_interval_secs() as f64 / 60.0;
+        }
+        self.push(kind, self.clock, value);
     }
 
     /// Least-squares slope of the temperature window, °C per minute (needs two samples at
@@ -136,6 +148,21 @@ mod tests {
         assert_eq!(hot.assess(), Severity::Warning);
         hot.push(SensorKind::Flame, 0.0, 120.0);
         assert_eq!(hot.assess(), Severity::Danger);
+    }
+
+    #[test]
+    fn node_time_follows_the_mode_cadence() {
+        let mut w = Window::default();
+        for i in 0..5 {
+            // 0.065 °C per 60 s sample in normal mode: 0.065 °C per minute.
+            w.push_sample(
+                SensorKind::Temperature,
+                Severity::Normal,
+                22.0 + 0.065 * f64::from(i),
+            );
+        }
+        assert!((w.slope().unwrap() - 0.065).abs() < 1e-9);
+        assert_eq!(w.assess(), Severity::Warning);
     }
 
     #[test]
