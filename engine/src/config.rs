@@ -162,8 +162,11 @@ pub struct AclRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeIdentity {
-    /// The MQTT client id.
+    /// The authenticated identity (user name checked against the password file, or the
+    /// client-certificate CN) when there is one, else the MQTT client id.
     #[default]
+    Auto,
+    /// The MQTT client id.
     ClientId,
     /// The authenticated user name (or client-certificate CN).
     Username,
@@ -174,6 +177,7 @@ pub enum NodeIdentity {
 impl NodeIdentity {
     pub fn as_str(self) -> &'static str {
         match self {
+            NodeIdentity::Auto => "auto",
             NodeIdentity::ClientId => "client_id",
             NodeIdentity::Username => "username",
             NodeIdentity::None => "none",
@@ -218,7 +222,7 @@ impl Default for ProtocolConfig {
                 building: "unknown".into(),
                 room: "unknown".into(),
             },
-            node_identity: NodeIdentity::ClientId,
+            node_identity: NodeIdentity::Auto,
             local_time_interval_secs: 60,
         }
     }

@@ -373,3 +373,56 @@ fn a_temperature_ramp_raises_an_alert() {
             .any(|e| e["kind"] == "alert" && e["node_id"] == "CN1")
     );
 }
+
+#[test]
+fn with_authentication_the_node_id_is_the_verified_user_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = make_passwords(dir.path(), &[("CN1", "one"), ("CN2", "two")]);
+    let s = TestServer::with_config(&format!("password_file = {pw:?}\n"));
+    // Any client id will do; the user name decides which node a client may speak for.
+    let login = |user: &str, pass: &str| {
+        let mut body = Vec::new();
+        string(b"MQTT", &mut body);
+        body.extend_from_slice(&[5, 0x02 | 0x80 | 0x40, 0, 60, 0]);
+        string(format!("device-{user}").as_bytes(), &mut body);
+        string(user.as_bytes(), &mut body);
+        string(pass.as_bytes(), &mut body);
+        let mut c = Raw::open(s.port(), 5);
+        c.send(&frame(0x10, &body));
+        assert!(
+            matches!(c.next(T), Reply::V5(mqttbytes::v5::Packet::ConnAck(a)) if a.code == mqttbytes::v5::ConnectReturnCode::Success)
+        );
+        c
+    };
+    let mut c1 = login("CN1", "one");
+    c1.send(&subscribe(5, 1, &control("CN1"), 1));
+    let _ = c1.next(T);
+    let doc = format!("PUB_CONFIG_FILE, {}", config("cn1_config.xml"));
+    assert_eq!(c1.publish_qos1(&control("CN1"), doc.as_bytes(), 2), 0);
+    let reply = loop {
+        let (_, p) = c1.next_publish(T).expect("reply");
+        let p = String::from_utf8(p).unwrap();
+        if p.starts_with("SET_CN_FUNCTIONAL_MODE") {
+            break p;
+        }
+    };
+    assert_eq!(reply, "SET_CN_FUNCTIONAL_MODE, active, normalMode");
+    assert_eq!(
+        c1.publish_qos1(&data("CN1", "indoorTemperatureSensor"), b"float,0-70,21", 3),
+        0
+    );
+    // CN2's credentials do not open CN1's subtree.
+    let mut c2 = login("CN2", "two");
+    assert_eq!(
+        c2.publish_qos1(&data("CN1", "indoorTemperatureSensor"), b"float,0-70,21", 1),
+        0x87
+    );
+    let r = rejected(&s);
+    assert_eq!(r.last().unwrap()["reason"], "foreign_node");
+    assert!(
+        r.last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("user name")
+    );
+}

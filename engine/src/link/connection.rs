@@ -144,6 +144,8 @@ struct Connection {
     assigned_id: bool,
     /// Common Name of a verified client certificate.
     identity: Option<String>,
+    /// The user name was verified by the password file or a client certificate.
+    authenticated: bool,
     username: Option<String>,
     keepalive: u16,
     session_expiry: u32,
@@ -199,6 +201,7 @@ impl Connection {
             client_id: Arc::from(connect.client_id.as_str()),
             assigned_id: false,
             identity,
+            authenticated: false,
             username: None,
             keepalive: connect.keep_alive,
             session_expiry: 0,
@@ -404,6 +407,7 @@ impl Connection {
             return match self.identity.take() {
                 Some(cn) => {
                     self.username = Some(cn);
+                    self.authenticated = true;
                     None
                 }
                 None => Some(ConnectReturnCode::NotAuthorized),
@@ -417,6 +421,7 @@ impl Connection {
                         .auth
                         .verify(&login.username, login.password.as_bytes())
                         .await;
+                    self.authenticated = ok;
                     (!ok).then_some(ConnectReturnCode::BadUserNamePassword)
                 } else if self.listener.allow_anonymous {
                     None
@@ -733,6 +738,7 @@ impl Connection {
             let from = crate::protocol::Sender {
                 client_id: &self.client_id,
                 username: self.username.as_deref(),
+                authenticated: self.authenticated,
                 peer: self.peer,
             };
             if let crate::protocol::Verdict::Refuse { code, .. } =

@@ -43,6 +43,8 @@ pub struct ServerIdentity {
 pub struct Sender<'a> {
     pub client_id: &'a Arc<str>,
     pub username: Option<&'a str>,
+    /// The user name was verified (password file or client certificate), not just claimed.
+    pub authenticated: bool,
     pub peer: SocketAddr,
 }
 
@@ -206,20 +208,30 @@ impl Protocol {
         let Some(t) = topic::parse(topic_name) else {
             return Verdict::Pass;
         };
-        let bound = match self.node_identity {
-            NodeIdentity::ClientId => &**from.client_id == t.node_id,
-            NodeIdentity::Username => from.username == Some(t.node_id),
-            NodeIdentity::None => true,
+        let by_username = match self.node_identity {
+            NodeIdentity::Auto => from.authenticated,
+            NodeIdentity::Username => true,
+            NodeIdentity::ClientId | NodeIdentity::None => false,
+        };
+        let bound = match (self.node_identity, by_username) {
+            (NodeIdentity::None, _) => true,
+            (_, true) => from.username == Some(t.node_id),
+            (_, false) => &**from.client_id == t.node_id,
         };
         if !bound {
             let detail = format!(
-                "{} may not publish for node {} ({} binding)",
-                match self.node_identity {
-                    NodeIdentity::Username => from.username.unwrap_or("an anonymous client"),
-                    _ => from.client_id,
+                "{} may not publish for node {} (bound to the {})",
+                if by_username {
+                    from.username.unwrap_or("an anonymous client")
+                } else {
+                    from.client_id
                 },
                 t.node_id,
-                self.node_identity.as_str()
+                if by_username {
+                    "user name"
+                } else {
+                    "client id"
+                },
             );
             return self.refuse(
                 from,
