@@ -44,6 +44,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The sensor-network protocol (node admission, readings, `$SYS`).
     pub protocol: ProtocolConfig,
+    /// The durable path of readings: WAL and Parquet.
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             acl: Vec::new(),
             metrics: MetricsConfig::default(),
             protocol: ProtocolConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -224,6 +227,50 @@ impl Default for ProtocolConfig {
             },
             node_identity: NodeIdentity::Auto,
             local_time_interval_secs: 60,
+        }
+    }
+}
+
+/// When a reading's PUBACK / PUBREC is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// After the WAL batch holding it is fsync'd: an acknowledged reading survives a crash.
+    #[default]
+    AckAfterCommit,
+    /// As soon as it is queued: lower latency, but a crash loses what was queued.
+    AckOnReceive,
+}
+
+/// The durable path of readings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    /// Readings queued for the batcher; when full, publishers' sockets pause.
+    pub queue_capacity: usize,
+    /// Largest WAL batch, in readings.
+    pub max_batch_rows: usize,
+    /// Committed batches waiting for the Parquet writer; when full, commits wait.
+    pub sink_queue_batches: usize,
+    /// WAL segment size before a new segment is started, bytes.
+    pub wal_segment_bytes: u64,
+    /// A Parquet file is closed after this many rows…
+    pub parquet_max_rows: usize,
+    /// …or this many seconds, whichever comes first.
+    pub parquet_rotate_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::AckAfterCommit,
+            queue_capacity: 65_536,
+            max_batch_rows: 65_536,
+            sink_queue_batches: 64,
+            wal_segment_bytes: 64 * 1024 * 1024,
+            parquet_max_rows: 1_000_000,
+            parquet_rotate_secs: 10,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod ingest;
 pub mod link;
 pub mod loadgen;
 pub mod metrics;

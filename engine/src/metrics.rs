@@ -92,6 +92,16 @@ pub struct Metrics {
     pub router_queue_depth: AtomicU64,
     /// From a PUBLISH's arrival to its acknowledgement being written.
     pub publish_ack_latency: Histogram,
+    /// Readings made durable in the WAL.
+    pub readings_committed: AtomicU64,
+    pub wal_batches: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    /// Append + fsync of one WAL batch.
+    pub wal_commit_latency: Histogram,
+    /// Times a connection waited because the ingest queue was full.
+    pub ingest_backpressure: AtomicU64,
+    pub parquet_files: AtomicU64,
+    pub parquet_rows: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -115,6 +125,13 @@ impl Default for Metrics {
             queued_messages: AtomicU64::new(0),
             router_queue_depth: AtomicU64::new(0),
             publish_ack_latency: Histogram::default(),
+            readings_committed: AtomicU64::new(0),
+            wal_batches: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            wal_commit_latency: Histogram::default(),
+            ingest_backpressure: AtomicU64::new(0),
+            parquet_files: AtomicU64::new(0),
+            parquet_rows: AtomicU64::new(0),
             refusals: Mutex::new(BTreeMap::new()),
         }
     }
@@ -218,6 +235,42 @@ impl Metrics {
             self.queued_messages.load(Relaxed),
         );
         single(
+            "samos_readings_committed_total",
+            "counter",
+            "Readings made durable in the WAL (acknowledged after this).",
+            self.readings_committed.load(Relaxed),
+        );
+        single(
+            "samos_wal_batches_total",
+            "counter",
+            "WAL batches committed (one fsync each).",
+            self.wal_batches.load(Relaxed),
+        );
+        single(
+            "samos_wal_bytes_total",
+            "counter",
+            "Bytes appended to the WAL.",
+            self.wal_bytes.load(Relaxed),
+        );
+        single(
+            "samos_ingest_backpressure_total",
+            "counter",
+            "Times a connection paused because the ingest queue was full.",
+            self.ingest_backpressure.load(Relaxed),
+        );
+        single(
+            "samos_parquet_files_total",
+            "counter",
+            "Parquet files written.",
+            self.parquet_files.load(Relaxed),
+        );
+        single(
+            "samos_parquet_rows_total",
+            "counter",
+            "Rows written to Parquet.",
+            self.parquet_rows.load(Relaxed),
+        );
+        single(
             "samos_router_queue_depth",
             "gauge",
             "Messages waiting for the router.",
@@ -272,7 +325,12 @@ impl Metrics {
         self.publish_ack_latency.render(
             &mut o,
             "samos_publish_ack_latency_seconds",
-            "Time from a QoS 1/2 PUBLISH's arrival to its acknowledgement.",
+            "Time from a QoS 1/2 PUBLISH's arrival to its acknowledgement being queued.",
+        );
+        self.wal_commit_latency.render(
+            &mut o,
+            "samos_wal_commit_seconds",
+            "Append and fsync of one WAL batch.",
         );
         o
     }

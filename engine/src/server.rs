@@ -27,6 +27,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Protocol(#[from] crate::protocol::ProtocolError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -47,6 +49,7 @@ pub struct Server {
     pub endpoints: Endpoints,
     pub metrics: Arc<Metrics>,
     pub protocol: Option<Arc<crate::protocol::Protocol>>,
+    pub ingest: Option<Arc<crate::ingest::Ingest>>,
 }
 
 impl Server {
@@ -123,7 +126,16 @@ impl Server {
         } else {
             None
         };
+        let ingest = match &protocol {
+            Some(_) => Some(crate::ingest::Ingest::start(
+                &config.storage,
+                &config.data_dir,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            ingest: ingest.clone(),
             protocol: protocol.clone(),
             acl: Acl::new(config.acl.clone()),
             auth: Arc::new(Authenticator::new(passwords)),
@@ -159,6 +171,7 @@ impl Server {
             endpoints,
             metrics,
             protocol,
+            ingest,
         })
     }
 
@@ -166,6 +179,9 @@ impl Server {
     pub async fn shutdown(&self) {
         if let Some(p) = self.protocol.clone() {
             let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+        if let Some(i) = self.ingest.clone() {
+            let _ = tokio::task::spawn_blocking(move || i.flush_parquet()).await;
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `engine`, `analytics` and `offload` depend on this crate, never the reverse.
 
 pub mod payload;
+pub mod readings;
 pub mod topic;
 
 /// The node-configuration schema (version 1.0), as published in `schemas/xsd/`.

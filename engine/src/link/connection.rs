@@ -170,6 +170,22 @@ struct Connection {
     /// PUBLISHes decoded from the current read, handed to the router together. Their
     /// acknowledgements wait in `wbuf`, which is not written before the batch is handed over.
     batch: Vec<Arc<Message>>,
+    /// Acknowledgements waiting for their readings to be durable (and those queued behind them).
+    held_acks: VecDeque<HeldAck>,
+    /// Advanced by the batcher as this connection's readings become durable.
+    ack_cursor: Arc<crate::ingest::AckCursor>,
+    next_reading_seq: u64,
+}
+
+/// An acknowledgement not yet sent.
+#[derive(Debug)]
+struct HeldAck {
+    /// This connection's reading sequence that must be durable first (0: none).
+    seq: u64,
+    pkid: u16,
+    qos: QoS,
+    reason: PubRecReason,
+    arrived: Instant,
 }
 
 impl Connection {
@@ -221,6 +237,9 @@ impl Connection {
             will: None,
             scratch: Vec::new(),
             batch: Vec::new(),
+            held_acks: VecDeque::new(),
+            ack_cursor: Arc::new(crate::ingest::AckCursor::default()),
+            next_reading_seq: 0,
             connect,
             listener,
             shared,
@@ -492,8 +511,11 @@ impl Connection {
             if self.outbox.kicked() != Kick::None {
                 return End::Kicked(self.outbox.kicked());
             }
+            self.release_acks();
             self.pump();
             let reading = self.wbuf.len() < WRITE_HIGH_WATER;
+            let holding = !self.held_acks.is_empty();
+            let cursor = self.ack_cursor.clone();
             tokio::select! {
                 r = writer.write(&self.wbuf), if !self.wbuf.is_empty() => match r {
                     Ok(0) | Err(_) => return End::Closed,
@@ -518,6 +540,7 @@ impl Connection {
                     }
                 },
                 _ = self.outbox.notify.notified() => {}
+                _ = cursor.notify.notified(), if holding => {}
                 _ = sleep_until(deadline) => {
                     return End::Refused {
                         reason: DisconnectReasonCode::KeepAliveTimeout,
@@ -706,7 +729,7 @@ impl Connection {
         if p.qos == QoS::ExactlyOnce {
             if self.incoming_qos2.contains(&p.pkid) {
                 // A resend of a message already routed: acknowledge, do not route again.
-                self.ack(&p, PubRecReason::Success, arrived);
+                self.ack_after(&p, PubRecReason::Success, arrived, 0);
                 return Ok(());
             }
             if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
@@ -731,9 +754,10 @@ impl Connection {
                 // 3.x: acknowledge as usual (the client cannot be told), remember the id.
                 self.incoming_qos2.insert(p.pkid);
             }
-            self.ack(&p, PubRecReason::NotAuthorized, arrived);
+            self.ack_after(&p, PubRecReason::NotAuthorized, arrived, 0);
             return Ok(());
         }
+        let mut reading = None;
         if let Some(protocol) = &self.shared.protocol {
             let from = crate::protocol::Sender {
                 client_id: &self.client_id,
@@ -741,9 +765,10 @@ impl Connection {
                 authenticated: self.authenticated,
                 peer: self.peer,
             };
-            if let crate::protocol::Verdict::Refuse { code, .. } =
-                protocol.inspect(from, &p.topic, &p.payload)
-            {
+            let verdict = protocol.inspect(from, &p.topic, &p.payload);
+            if let crate::protocol::Verdict::Reading(r) = verdict {
+                reading = Some(r);
+            } else if let crate::protocol::Verdict::Refuse { code, .. } = verdict {
                 if p.qos == QoS::ExactlyOnce && !v5 {
                     self.incoming_qos2.insert(p.pkid);
                 }
@@ -753,7 +778,7 @@ impl Connection {
                         PubRecReason::PayloadFormatInvalid
                     }
                 };
-                self.ack(&p, reason, arrived);
+                self.ack_after(&p, reason, arrived, 0);
                 return Ok(());
             }
         }
@@ -763,7 +788,7 @@ impl Connection {
         {
             self.shared.metrics.refuse("payload_format_invalid");
             warn!(client_id = %self.client_id, topic = %p.topic, "payload is not the UTF-8 it claims");
-            self.ack(&p, PubRecReason::PayloadFormatInvalid, arrived);
+            self.ack_after(&p, PubRecReason::PayloadFormatInvalid, arrived, 0);
             return Ok(());
         }
         let expires_at = props
@@ -788,8 +813,76 @@ impl Connection {
         if p.qos == QoS::ExactlyOnce {
             self.incoming_qos2.insert(p.pkid);
         }
-        self.ack(&p, PubRecReason::Success, arrived);
+        let mut wait_for = 0;
+        if let (Some(r), Some(ingest)) = (reading, self.shared.ingest.clone()) {
+            let durable_ack = p.qos != QoS::AtMostOnce
+                && ingest.durability == crate::config::Durability::AckAfterCommit;
+            if durable_ack {
+                self.next_reading_seq += 1;
+                wait_for = self.next_reading_seq;
+            }
+            let reading = crate::ingest::Reading {
+                ingest_time_ms: crate::protocol::registry::now_ms(),
+                config: r.config,
+                sensor: r.sensor,
+                value: r.value,
+                severity: r.severity,
+                qos: p.qos as u8,
+                client_id: self.client_id.clone(),
+                ack: durable_ack.then(|| (self.ack_cursor.clone(), wait_for)),
+            };
+            if ingest.push(reading, &self.shared.metrics).await.is_err() {
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ServerBusy,
+                    why: "storage stopped".into(),
+                });
+            }
+        }
+        self.ack_after(&p, PubRecReason::Success, arrived, wait_for);
         Ok(())
+    }
+
+    /// Queues the acknowledgement of `p` until this connection's reading `seq` is durable
+    /// (0: no reading to wait for). Acknowledgements leave in the order of their PUBLISHes.
+    fn ack_after(&mut self, p: &Publish, reason: PubRecReason, arrived: Instant, seq: u64) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        if seq == 0 && self.held_acks.is_empty() {
+            return self.ack(p, reason, arrived);
+        }
+        self.held_acks.push_back(HeldAck {
+            seq,
+            pkid: p.pkid,
+            qos: p.qos,
+            reason,
+            arrived,
+        });
+        self.release_acks();
+    }
+
+    /// Sends the held acknowledgements whose readings are now durable, in order.
+    fn release_acks(&mut self) {
+        let durable = self
+            .ack_cursor
+            .durable
+            .load(std::sync::atomic::Ordering::Acquire);
+        while let Some(h) = self.held_acks.front() {
+            if h.seq > durable {
+                break;
+            }
+            let h = self.held_acks.pop_front().expect("front exists");
+            let p = Publish {
+                dup: false,
+                qos: h.qos,
+                retain: false,
+                topic: String::new(),
+                pkid: h.pkid,
+                properties: None,
+                payload: bytes::Bytes::new(),
+            };
+            self.ack(&p, h.reason, h.arrived);
+        }
     }
 
     /// PUBACK or PUBREC for `p` with `reason` (v5 only; 3.x acknowledges plainly).

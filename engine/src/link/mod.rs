@@ -26,6 +26,8 @@ pub struct Shared {
     pub acl: Acl,
     /// The sensor-network protocol, unless switched off.
     pub protocol: Option<Arc<crate::protocol::Protocol>>,
+    /// Durable storage of readings (with the protocol).
+    pub ingest: Option<Arc<crate::ingest::Ingest>>,
 }
 
 /// A bound listener, ready to accept.

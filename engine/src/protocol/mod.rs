@@ -57,13 +57,25 @@ pub enum RefuseCode {
     PayloadFormatInvalid,
 }
 
+/// A reading that passed every check, with what storage needs to know about it.
+#[derive(Debug)]
+pub struct AcceptedReading {
+    pub config: Arc<NodeConfig>,
+    pub sensor: usize,
+    pub value: samos_schemas::payload::Value,
+    /// The node's reported severity when the reading arrived.
+    pub severity: samos_schemas::payload::Severity,
+}
+
 /// What to do with a PUBLISH.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
     /// Not a sensor-network topic: ordinary MQTT.
     Pass,
-    /// A valid reading or control message: route it.
+    /// A valid control message: route it.
     Accept,
+    /// A valid reading: store it and route it.
+    Reading(AcceptedReading),
     /// Refused (already logged, counted and quarantined): acknowledge with `code`, do not route.
     Refuse {
         code: RefuseCode,
@@ -392,9 +404,11 @@ impl Protocol {
                     "topic location differs from the node's configuration".into(),
                 );
             }
-            config.sensor(sensor).cloned()
+            config
+                .sensor_index(sensor)
+                .map(|i| (config.clone(), i, r.severity))
         };
-        let Some(spec) = spec else {
+        let Some((config, index, severity)) = spec else {
             node.rejected.fetch_add(1, Relaxed);
             return self.refuse(
                 from,
@@ -405,7 +419,8 @@ impl Protocol {
                 format!("node {} declared no sensor {sensor:?}", t.node_id),
             );
         };
-        let value = match payload::check_reading(&spec, raw) {
+        let spec = &config.sensors[index];
+        let value = match payload::check_reading(spec, raw) {
             Ok(v) => v,
             Err(e) => {
                 node.rejected.fetch_add(1, Relaxed);
@@ -425,7 +440,12 @@ impl Protocol {
         if let Some(v) = value.as_f64() {
             self.cross_check(&node, &spec.name, v);
         }
-        Verdict::Accept
+        Verdict::Reading(AcceptedReading {
+            config,
+            sensor: index,
+            value,
+            severity,
+        })
     }
 
     /// Records contact from the node's connection.
@@ -515,7 +535,7 @@ impl Protocol {
             match verdict {
                 Ok(config) => {
                     r.functional_mode = FunctionalMode::Active;
-                    r.config = Some(config);
+                    r.config = Some(Arc::new(config));
                     r.refusal.clear();
                     (
                         FunctionalMode::Active,

@@ -29,7 +29,7 @@ pub struct NodeRecord {
     pub severity: Severity,
     /// The configuration as sent (XML) and as read (with the JSON form inside), once valid.
     pub config_xml: Option<String>,
-    pub config: Option<NodeConfig>,
+    pub config: Option<Arc<NodeConfig>>,
     /// Why the last join was refused.
     pub refusal: Vec<ValidationError>,
     /// Milliseconds since the Unix epoch.

@@ -53,6 +53,10 @@ impl NodeConfig {
     pub fn sensor(&self, name: &str) -> Option<&SensorSpec> {
         self.sensors.iter().find(|s| s.name == name)
     }
+
+    pub fn sensor_index(&self, name: &str) -> Option<usize> {
+        self.sensors.iter().position(|s| s.name == name)
+    }
 }
 
 thread_local! {

@@ -1,0 +1,525 @@
+//! The durable ingest path: accepted readings → a bounded queue → one batcher that owns the
+//! Arrow column builders → WAL append + fsync (group commit) → acknowledgements released →
+//! Parquet.
+//!
+//! Acknowledge after durable: a connection holds the PUBACK/PUBREC of a reading until the
+//! batch holding it is fsync'd; each connection has an [`AckCursor`] the batcher advances.
+//! Group commit is adaptive: the batcher takes whatever is queued when it is free, so a lone
+//! client's reading commits at once, and under load batches grow while the previous fsync runs.
+//! A batch never spans two UTC dates, so each lands whole in one Parquet partition.
+//!
+//! The Parquet sink writes `readings/date=YYYY-MM-DD/part-{first}-{last}.parquet` (ZSTD,
+//! statistics) under a temporary name, fsyncs it, renames it, then advances the WAL
+//! checkpoint and frees WAL segments. Recovery replays what the WAL holds past the checkpoint;
+//! temporary files of a crashed run are removed first, so every row reaches Parquet once.
+
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, Float64Builder, StringBuilder, StringDictionaryBuilder, TimestampMillisecondBuilder,
+    UInt8Builder, UInt64Builder,
+};
+use arrow::datatypes::Int32Type;
+use arrow::record_batch::RecordBatch;
+use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use samos_schemas::payload::{Severity, Value};
+use samos_schemas::readings::{ROWS_PER_BATCH, readings_schema};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::config::{Durability, StorageConfig};
+use crate::metrics::Metrics;
+use crate::protocol::validate::NodeConfig;
+use wal::{Wal, WalError};
+
+/// How far a connection's readings are durable: the batcher stores the highest per-connection
+/// sequence number it has committed and wakes the connection.
+#[derive(Debug, Default)]
+pub struct AckCursor {
+    pub durable: AtomicU64,
+    pub notify: Notify,
+}
+
+/// One accepted reading on its way to storage.
+#[derive(Debug)]
+pub struct Reading {
+    pub ingest_time_ms: i64,
+    pub config: Arc<NodeConfig>,
+    /// Index into `config.sensors`.
+    pub sensor: usize,
+    pub value: Value,
+    pub severity: Severity,
+    pub qos: u8,
+    pub client_id: Arc<str>,
+    /// The connection's cursor and this reading's sequence on it, when its acknowledgement waits.
+    pub ack: Option<(Arc<AckCursor>, u64)>,
+}
+
+/// Why storage could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot replay WAL record {seq}: {message}")]
+    Replay { seq: u64, message: String },
+    #[error("storage I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The handle connections push readings into.
+#[derive(Debug)]
+pub struct Ingest {
+    tx: Sender<Reading>,
+    pub durability: Durability,
+    flush: Sender<channel::Sender<()>>,
+}
+
+impl Ingest {
+    /// Recovers the WAL into Parquet, then starts the batcher and the Parquet sink threads.
+    pub fn start(
+        config: &StorageConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Ingest>, IngestError> {
+        let wal_dir = data_dir.join("wal");
+        let (wal, recovery) = Wal::open(&wal_dir, config.wal_segment_bytes)?;
+        if let Some(cut) = &recovery.cut {
+            warn!(
+                segment = %cut.segment.display(),
+                offset = cut.offset,
+                bytes = cut.bytes,
+                "WAL recovery cut a torn tail (a write interrupted by a crash; never acknowledged)"
+            );
+        }
+        let readings_dir = data_dir.join("readings");
+        remove_temporary_files(&readings_dir)?;
+        let mut sink = ParquetSink {
+            root: readings_dir,
+            wal_dir: wal_dir.clone(),
+            open: None,
+            max_rows: config.parquet_max_rows,
+            max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
+            metrics: metrics.clone(),
+        };
+        let replayed = recovery.pending.len();
+        let mut rows = 0;
+        for record in &recovery.pending {
+            for batch in decode(&record.payload).map_err(|message| IngestError::Replay {
+                seq: record.seq,
+                message,
+            })? {
+                rows += batch.num_rows();
+                sink.write(record.seq, &batch)?;
+            }
+        }
+        sink.close()?;
+        info!(
+            checkpoint = recovery.checkpoint,
+            batches = replayed,
+            rows,
+            torn_tail_bytes = recovery.cut.as_ref().map_or(0, |c| c.bytes),
+            "WAL recovered into Parquet"
+        );
+
+        let (tx, rx) = channel::bounded(config.queue_capacity);
+        let (sink_tx, sink_rx) = channel::bounded(config.sink_queue_batches);
+        let (flush_tx, flush_rx) = channel::bounded(4);
+        let batcher = Batcher {
+            rx,
+            wal,
+            max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
+            sink: sink_tx,
+            metrics: metrics.clone(),
+        };
+        std::thread::Builder::new()
+            .name("samos-batcher".into())
+            .spawn(move || batcher.run())
+            .map_err(|source| IngestError::Io {
+                path: wal_dir.clone(),
+                source,
+            })?;
+        std::thread::Builder::new()
+            .name("samos-parquet".into())
+            .spawn(move || sink.run(sink_rx, flush_rx))
+            .map_err(|source| IngestError::Io {
+                path: wal_dir,
+                source,
+            })?;
+        Ok(Arc::new(Ingest {
+            tx,
+            durability: config.durability,
+            flush: flush_tx,
+        }))
+    }
+
+    /// Queues a reading; while the queue is full the caller waits (and so stops reading its
+    /// socket): backpressure, never a drop.
+    pub async fn push(&self, mut reading: Reading, metrics: &Metrics) -> Result<(), Reading> {
+        loop {
+            match self.tx.try_send(reading) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(r)) => {
+                    reading = r;
+                    metrics.ingest_backpressure.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+                Err(TrySendError::Disconnected(r)) => return Err(r),
+            }
+        }
+    }
+
+    /// Closes the open Parquet file and advances the checkpoint (on shutdown, or when a reader
+    /// needs everything in Parquet). Blocking.
+    pub fn flush_parquet(&self) {
+        let (done_tx, done_rx) = channel::bounded(1);
+        if self.flush.send(done_tx).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Owns the column builders and the WAL.
+struct Batcher {
+    rx: Receiver<Reading>,
+    wal: Wal,
+    max_rows: usize,
+    sink: Sender<(u64, RecordBatch)>,
+    metrics: Arc<Metrics>,
+}
+
+fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+impl Batcher {
+    fn run(mut self) {
+        let mut carry: Option<Reading> = None;
+        loop {
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
+            let day = utc_day(first.ingest_time_ms);
+            let mut batch = vec![first];
+            while batch.len() < self.max_rows {
+                match self.rx.try_recv() {
+                    Ok(r) if utc_day(r.ingest_time_ms) == day => batch.push(r),
+                    Ok(r) => {
+                        carry = Some(r);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit(batch) {
+                // Nothing of this batch is acknowledged: clients resend after reconnecting.
+                error!(error = %e, "WAL commit failed; stopping ingest (readings stay unacknowledged)");
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, readings: Vec<Reading>) -> Result<(), WalError> {
+        let started = Instant::now();
+        let seq = self.wal.next_seq();
+        let batch = build_batch(&readings, seq);
+        let payload = encode(&batch);
+        self.wal.append(&payload)?;
+        self.wal.commit()?;
+        let m = &self.metrics;
+        m.wal_commit_latency.observe(started.elapsed());
+        m.wal_bytes.fetch_add(payload.len() as u64 + 16, Relaxed);
+        m.readings_committed
+            .fetch_add(readings.len() as u64, Relaxed);
+        m.wal_batches.fetch_add(1, Relaxed);
+        // Release acknowledgements: each connection's readings arrive in its own order.
+        let mut last: Option<(&Arc<AckCursor>, u64)> = None;
+        for r in &readings {
+            if let Some((cursor, n)) = &r.ack {
+                match last {
+                    Some((c, _)) if Arc::ptr_eq(c, cursor) => last = Some((c, *n)),
+                    Some((c, v)) => {
+                        release(c, v);
+                        last = Some((cursor, *n));
+                    }
+                    None => last = Some((cursor, *n)),
+                }
+            }
+        }
+        if let Some((c, v)) = last {
+            release(c, v);
+        }
+        drop(readings);
+        // A slow sink blocks here, which stops commits, which fills the queue, which pauses
+        // publishers: the WAL backlog stays bounded.
+        let _ = self.sink.send((seq, batch));
+        Ok(())
+    }
+}
+
+fn release(cursor: &AckCursor, seq: u64) {
+    cursor.durable.fetch_max(seq, Relaxed);
+    cursor.notify.notify_one();
+}
+
+fn build_batch(readings: &[Reading], seq: u64) -> RecordBatch {
+    let n = readings.len();
+    let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> =
+        (0..12).map(|_| StringDictionaryBuilder::new()).collect();
+    let mut value = Float64Builder::with_capacity(n);
+    let mut raw = StringBuilder::new();
+    let mut severity = StringDictionaryBuilder::<Int32Type>::new();
+    let mut qos = UInt8Builder::with_capacity(n);
+    let mut client = StringDictionaryBuilder::<Int32Type>::new();
+    let mut key = UInt64Builder::with_capacity(n);
+    for (row, r) in readings.iter().enumerate() {
+        let c = &r.config;
+        let spec = &c.sensors[r.sensor];
+        time.append_value(r.ingest_time_ms);
+        let loc = c.location.levels();
+        let texts: [&str; 12] = [
+            &c.network,
+            &c.node_id,
+            loc[0],
+            loc[1],
+            loc[2],
+            loc[3],
+            loc[4],
+            loc[5],
+            loc[6],
+            &spec.name,
+            &spec.data_type,
+            &spec.units,
+        ];
+        for (b, t) in dicts.iter_mut().zip(texts) {
+            b.append_value(t);
+        }
+        match &r.value {
+            Value::Text(t) => {
+                value.append_null();
+                raw.append_value(t);
+            }
+            v => {
+                value.append_option(v.as_f64());
+                raw.append_null();
+            }
+        }
+        severity.append_value(r.severity.as_str());
+        qos.append_value(r.qos);
+        client.append_value(&r.client_id);
+        key.append_value(seq * ROWS_PER_BATCH + row as u64);
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(time.finish())];
+    columns.extend(dicts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.push(Arc::new(value.finish()));
+    columns.push(Arc::new(raw.finish()));
+    columns.push(Arc::new(severity.finish()));
+    columns.push(Arc::new(qos.finish()));
+    columns.push(Arc::new(client.finish()));
+    columns.push(Arc::new(key.finish()));
+    RecordBatch::try_new(readings_schema(), columns).expect("columns follow readings_schema")
+}
+
+fn encode(batch: &RecordBatch) -> Vec<u8> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
+            .expect("IPC writer into memory");
+        w.write(batch).expect("IPC write into memory");
+        w.finish().expect("IPC finish into memory");
+    }
+    buf
+}
+
+/// Decodes a WAL payload back into its batches.
+pub fn decode(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(payload), None)
+        .map_err(|e| e.to_string())?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+fn remove_temporary_files(root: &Path) -> Result<(), IngestError> {
+    let Ok(days) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for day in days.flatten() {
+        let Ok(files) = std::fs::read_dir(day.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name();
+            if name.to_string_lossy().starts_with(".tmp-") {
+                std::fs::remove_file(f.path()).map_err(|source| IngestError::Io {
+                    path: f.path(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct OpenFile {
+    day: i64,
+    dir: PathBuf,
+    tmp: PathBuf,
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    rows: usize,
+    first_seq: u64,
+    last_seq: u64,
+    opened: Instant,
+}
+
+/// Writes committed batches into Parquet files and advances the WAL checkpoint.
+struct ParquetSink {
+    root: PathBuf,
+    wal_dir: PathBuf,
+    open: Option<OpenFile>,
+    max_rows: usize,
+    max_age: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ParquetSink {
+    fn run(mut self, rx: Receiver<(u64, RecordBatch)>, flush: Receiver<channel::Sender<()>>) {
+        loop {
+            let wait = self.open.as_ref().map_or(Duration::from_secs(3600), |o| {
+                self.max_age.saturating_sub(o.opened.elapsed())
+            });
+            channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok((seq, batch)) => {
+                        if let Err(e) = self.write(seq, &batch) {
+                            error!(error = %e, "Parquet write failed; the rows stay in the WAL and are retried at restart");
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = self.close();
+                        return;
+                    }
+                },
+                recv(flush) -> done => {
+                    if let Err(e) = self.close() {
+                        error!(error = %e, "Parquet close failed");
+                    }
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                },
+                default(wait) => {}
+            }
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.opened.elapsed() >= self.max_age)
+                && let Err(e) = self.close()
+            {
+                error!(error = %e, "Parquet close failed");
+                return;
+            }
+        }
+    }
+
+    fn io<'a>(path: &'a Path) -> impl Fn(std::io::Error) -> IngestError + 'a {
+        move |source| IngestError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn write(&mut self, seq: u64, batch: &RecordBatch) -> Result<(), IngestError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .expect("ingest_time column");
+        let day = utc_day(times.value(0));
+        if self.open.as_ref().is_some_and(|o| o.day != day) {
+            self.close()?;
+        }
+        if self.open.is_none() {
+            let date = chrono::DateTime::from_timestamp_millis(day * 86_400_000)
+                .expect("valid day")
+                .format("%Y-%m-%d")
+                .to_string();
+            let dir = self.root.join(format!("date={date}"));
+            std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+            let tmp = dir.join(format!(".tmp-{seq:020}.parquet"));
+            let file = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
+                .set_max_row_group_row_count(Some(128 * 1024))
+                .build();
+            let writer = parquet::arrow::ArrowWriter::try_new(file, readings_schema(), Some(props))
+                .map_err(|e| IngestError::Replay {
+                    seq,
+                    message: e.to_string(),
+                })?;
+            self.open = Some(OpenFile {
+                day,
+                dir,
+                tmp,
+                writer,
+                rows: 0,
+                first_seq: seq,
+                last_seq: seq,
+                opened: Instant::now(),
+            });
+        }
+        let open = self.open.as_mut().expect("opened above");
+        open.writer.write(batch).map_err(|e| IngestError::Replay {
+            seq,
+            message: e.to_string(),
+        })?;
+        open.rows += batch.num_rows();
+        open.last_seq = seq;
+        if open.rows >= self.max_rows {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the open file: fsync, rename into place, then checkpoint and free the WAL.
+    fn close(&mut self) -> Result<(), IngestError> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let file = open.writer.into_inner().map_err(|e| IngestError::Replay {
+            seq: open.last_seq,
+            message: e.to_string(),
+        })?;
+        file.sync_all().map_err(Self::io(&open.tmp))?;
+        let name = format!("part-{:020}-{:020}.parquet", open.first_seq, open.last_seq);
+        let path = open.dir.join(name);
+        std::fs::rename(&open.tmp, &path).map_err(Self::io(&path))?;
+        std::fs::File::open(&open.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Self::io(&open.dir))?;
+        wal::write_checkpoint(&self.wal_dir, open.last_seq)?;
+        wal::remove_segments_through(&self.wal_dir, open.last_seq)?;
+        self.metrics.parquet_files.fetch_add(1, Relaxed);
+        self.metrics
+            .parquet_rows
+            .fetch_add(open.rows as u64, Relaxed);
+        Ok(())
+    }
+}
