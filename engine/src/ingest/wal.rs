@@ -147,9 +147,12 @@ pub fn remove_segments_through(dir: &Path, checkpoint: u64) -> Result<usize, Wal
     Ok(removed)
 }
 
+/// Where a segment stops being readable: the byte offset and why.
+type BadRecord = Option<(u64, String)>;
+
 /// Parses one segment; returns its records and, where it ends early, the offset of the bad
 /// record and why.
-fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<(u64, String)>), WalError> {
+fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
