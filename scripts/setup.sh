@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
-# for test certificates, libxml2 and libclang for node-configuration validation. PyPI: paho-mqtt 2.x, the independent Python client of the tests.
+# for test certificates, libxml2 and libclang for node-configuration validation. PyPI: paho-mqtt
+# 2.x (the independent Python client of the tests) and pyarrow (reads back the Parquet files).
 set -euo pipefail
 
 need_apt=()
@@ -28,8 +29,16 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/d
   systemctl stop mosquitto || true
 fi
 
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages "$@"
+}
 if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__ >= "2" else 1)' 2>/dev/null; then
   echo "setup: installing paho-mqtt 2.x from PyPI"
-  python3 -m pip install -q 'paho-mqtt>=2,<3' 2>/dev/null \
-    || python3 -m pip install -q --user --break-system-packages 'paho-mqtt>=2,<3'
+  pip_install 'paho-mqtt>=2,<3'
+fi
+# pyarrow: the independent reader that checks the Parquet files Samos writes.
+if ! python3 -c 'import pyarrow.dataset' 2>/dev/null; then
+  echo "setup: installing pyarrow from PyPI"
+  pip_install pyarrow
 fi
