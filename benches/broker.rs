@@ -283,6 +283,7 @@ fn main() {
                     subscriber: true,
                     idle_timeout: Duration::from_secs(10),
                     deadline: Duration::from_secs(60),
+                    as_nodes: None,
                 };
                 let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string());
                 match &report {

@@ -42,6 +42,10 @@ pub struct LoadSpec {
     pub payload_bytes: usize,
     /// Topic prefix; publisher i sends to `{prefix}/{i}`.
     pub topic_prefix: String,
+    /// Publish sensor readings as joined nodes instead of plain messages: publisher i joins
+    /// as node `SIM{i:03}` of this network (the whole admission, validation and durable-storage
+    /// path is measured) and sends `float,0-70,…` on its temperature topic.
+    pub as_nodes: Option<NodeMode>,
     /// Run a subscriber on `{prefix}/#` and count what it receives.
     pub subscriber: bool,
     /// Give up waiting for the subscriber after this long without a message.
@@ -49,6 +53,13 @@ pub struct LoadSpec {
     /// Stop counting receipts this long after the first publish (what has not arrived by then
     /// is reported missing).
     pub deadline: Duration,
+}
+
+/// The network simulated nodes join.
+#[derive(Debug, Clone)]
+pub struct NodeMode {
+    pub network: String,
+    pub server_id: String,
 }
 
 /// What happened.
@@ -87,6 +98,45 @@ fn connect_options(spec: &LoadSpec) -> ConnectOptions {
 
 async fn open(spec: &LoadSpec, client_id: &str) -> Result<Box<dyn Stream>, LoadError> {
     Ok(client::open(&connect_options(spec), client_id).await?)
+}
+
+/// Connects as simulated node `i` and completes its join.
+async fn join_as_node(
+    spec: &LoadSpec,
+    mode: &NodeMode,
+    i: usize,
+) -> Result<Box<dyn Stream>, LoadError> {
+    use crate::simulate::{node_document, node_id, node_location};
+    let id = node_id(i);
+    let control = samos_schemas::topic::control_topic(&mode.network, &id, &node_location(i));
+    let mut c = client::Client::connect(&connect_options(spec), &id).await?;
+    c.subscribe(&control, QoS::AtLeastOnce).await?;
+    let doc = node_document(&mode.network, &mode.server_id, i);
+    c.publish(
+        &control,
+        format!("PUB_CONFIG_FILE, {doc}").as_bytes(),
+        QoS::AtLeastOnce,
+    )
+    .await?;
+    loop {
+        match c.next_message(Duration::from_secs(10)).await? {
+            Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") => break,
+            Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE") => {
+                return Err(LoadError::Protocol(format!(
+                    "node {id} refused: {}",
+                    String::from_utf8_lossy(&p)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                return Err(LoadError::Protocol(format!(
+                    "node {id}: no answer to its join"
+                )));
+            }
+        }
+    }
+    let (stream, _) = c.into_parts();
+    Ok(stream)
 }
 
 struct Shared {
@@ -148,7 +198,10 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
 
     let mut streams = Vec::with_capacity(spec.publishers);
     for i in 0..spec.publishers {
-        streams.push(open(&spec, &format!("loadgen-{}-{i}", std::process::id())).await?);
+        streams.push(match &spec.as_nodes {
+            None => open(&spec, &format!("loadgen-{}-{i}", std::process::id())).await?,
+            Some(mode) => join_as_node(&spec, mode, i).await?,
+        });
     }
     let connect_seconds = connect_start.elapsed().as_secs_f64();
 
@@ -225,8 +278,22 @@ async fn publish_loop(
     index: usize,
     shared: Arc<Shared>,
 ) -> Result<(u64, Vec<Duration>), LoadError> {
-    let topic = format!("{}/{index}", spec.topic_prefix);
-    let payload = vec![b'x'; spec.payload_bytes];
+    let (topic, payload) = match &spec.as_nodes {
+        None => (
+            format!("{}/{index}", spec.topic_prefix),
+            vec![b'x'; spec.payload_bytes],
+        ),
+        Some(mode) => (
+            samos_schemas::topic::data_topic(
+                &mode.network,
+                &crate::simulate::node_id(index),
+                &crate::simulate::node_location(index),
+                "indoorTemperatureSensor",
+            ),
+            b"float,0-70,23.45".to_vec(),
+        ),
+    };
+    let payload_len = payload.len();
     let total = spec.messages_per_publisher;
     let window = spec.inflight.max(1);
     let mut sent = 0usize;
@@ -245,7 +312,7 @@ async fn publish_loop(
     proto
         .write(&mut template)
         .map_err(|e| LoadError::Protocol(e.to_string()))?;
-    let pkid_at = template.len() - spec.payload_bytes - 2;
+    let pkid_at = template.len() - payload_len - 2;
     let mut wbuf = BytesMut::with_capacity(window.min(1024) * template.len());
     let mut rbuf = BytesMut::with_capacity(8192);
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();

@@ -23,7 +23,23 @@ fn spec(addr: std::net::SocketAddr, qos: QoS, inflight: usize) -> LoadSpec {
         subscriber: true,
         idle_timeout: Duration::from_secs(5),
         deadline: Duration::from_secs(30),
+        as_nodes: None,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_nodes_every_acknowledged_reading_is_durable() {
+    let s = TestServer::start();
+    let mut sp = spec(s.mqtt[0], QoS::ExactlyOnce, 5);
+    sp.subscriber = false;
+    sp.as_nodes = Some(samos_engine::loadgen::NodeMode {
+        network: "bench".into(),
+        server_id: "SN".into(),
+    });
+    let r = loadgen::run(sp).await.unwrap();
+    assert_eq!(r.acknowledged, 600);
+    assert_eq!(s.metric("samos_readings_committed_total "), 600);
+    assert_eq!(s.metric("samos_refusals_total{reason=\"unknown_node\"}"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
