@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
-# for test certificates, libxml2 and libclang for node-configuration validation. PyPI: paho-mqtt
+# for test certificates, libxml2 and libclang for node-configuration validation, PostgreSQL for
+# the sink's tests (no service is started: tests run their own clusters). PyPI: paho-mqtt
 # 2.x (the independent Python client of the tests) and pyarrow (reads back the Parquet files).
 set -euo pipefail
 
@@ -15,6 +16,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 # libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
 pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -23,8 +26,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-# A mosquitto package may start a system broker on port 1883; Samos's tests never use fixed
-# ports, but stop it so `samos serve` can take the default port.
+# Packages may start system services (a broker on 1883, a database on 5432). Tests never use
+# fixed ports, but stop the broker so `samos serve` can take the default port.
 if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
   systemctl stop mosquitto || true
 fi

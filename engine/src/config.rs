@@ -259,6 +259,11 @@ pub struct StorageConfig {
     pub parquet_max_rows: usize,
     /// …or this many seconds, whichever comes first.
     pub parquet_rotate_secs: u64,
+    /// PostgreSQL connection string (e.g. `postgres://samos@localhost/samos`); unset: no
+    /// PostgreSQL sink.
+    pub postgres: Option<String>,
+    /// WAL batches loaded per PostgreSQL transaction.
+    pub postgres_batch_records: usize,
 }
 
 impl Default for StorageConfig {
@@ -271,6 +276,8 @@ impl Default for StorageConfig {
             wal_segment_bytes: 64 * 1024 * 1024,
             parquet_max_rows: 1_000_000,
             parquet_rotate_secs: 10,
+            postgres: None,
+            postgres_batch_records: 64,
         }
     }
 }

@@ -138,6 +138,9 @@ struct ServeArgs {
     /// Turn the metrics endpoint off.
     #[arg(long)]
     no_metrics: bool,
+    /// Also load readings into PostgreSQL (connection string, e.g. postgres://user@host/db).
+    #[arg(long)]
+    postgres: Option<String>,
     /// Once listening, write the bound addresses as JSON to this file (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -231,6 +234,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if args.no_metrics {
         config.metrics.enabled = false;
+    }
+    if let Some(url) = args.postgres {
+        config.storage.postgres = Some(url);
     }
     let config = config.finish()?;
 

@@ -102,6 +102,9 @@ pub struct Metrics {
     pub ingest_backpressure: AtomicU64,
     pub parquet_files: AtomicU64,
     pub parquet_rows: AtomicU64,
+    /// WAL batches committed but not yet in PostgreSQL.
+    pub postgres_lag: AtomicU64,
+    pub postgres_rows: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -132,6 +135,8 @@ impl Default for Metrics {
             ingest_backpressure: AtomicU64::new(0),
             parquet_files: AtomicU64::new(0),
             parquet_rows: AtomicU64::new(0),
+            postgres_lag: AtomicU64::new(0),
+            postgres_rows: AtomicU64::new(0),
             refusals: Mutex::new(BTreeMap::new()),
         }
     }
@@ -269,6 +274,18 @@ impl Metrics {
             "counter",
             "Rows written to Parquet.",
             self.parquet_rows.load(Relaxed),
+        );
+        single(
+            "samos_postgres_lag_batches",
+            "gauge",
+            "WAL batches committed but not yet loaded into PostgreSQL.",
+            self.postgres_lag.load(Relaxed),
+        );
+        single(
+            "samos_postgres_rows_total",
+            "counter",
+            "Rows loaded into PostgreSQL.",
+            self.postgres_rows.load(Relaxed),
         );
         single(
             "samos_router_queue_depth",

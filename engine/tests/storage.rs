@@ -192,3 +192,104 @@ fn kill_9_mid_stream_loses_no_acknowledged_qos1_reading() {
 fn kill_9_mid_stream_loses_no_acknowledged_qos2_reading() {
     crash_loses_nothing_acknowledged(2);
 }
+
+fn pg_count(pg: &common::pg::TempPostgres, sql: &str) -> u64 {
+    pg.psql(sql).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn wait_pg_rows(pg: &common::pg::TempPostgres, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pg_count(pg, "SELECT count(*) FROM readings") < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL has {} of {n} rows",
+            pg_count(pg, "SELECT count(*) FROM readings")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn postgres_gets_every_row_once_across_an_outage() {
+    let mut pg = common::pg::TempPostgres::start();
+    let s = TestServer::with_config(&format!("[storage]\npostgres = {:?}\n", pg.url()));
+    let mut c = join_cn1(s.port());
+    for i in 0..100u16 {
+        assert_eq!(
+            c.publish_qos1(
+                &temp_topic(),
+                format!("float,0-70,{}", f64::from(i) / 10.0).as_bytes(),
+                i + 10
+            ),
+            0
+        );
+    }
+    wait_pg_rows(&pg, 100);
+    // The database goes away; readings are still acknowledged (durable in the WAL).
+    pg.stop();
+    for i in 100..300u16 {
+        assert_eq!(
+            c.publish_qos1(
+                &temp_topic(),
+                format!("float,0-70,{}", f64::from(i) / 10.0).as_bytes(),
+                i + 10
+            ),
+            0
+        );
+    }
+    assert!(
+        s.metric("samos_postgres_lag_batches ") > 0
+            || s.metric("samos_readings_committed_total ") == 300
+    );
+    pg.resume();
+    wait_pg_rows(&pg, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), 300);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"),
+        300
+    );
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT value) FROM readings"),
+        300
+    );
+    assert_eq!(
+        pg.psql("SELECT DISTINCT node_id || '/' || sensor || '/' || room FROM readings")
+            .unwrap(),
+        "CN1/indoorTemperatureSensor/A52"
+    );
+}
+
+#[test]
+fn postgres_and_parquet_agree_after_kill_9() {
+    let pg = common::pg::TempPostgres::start();
+    let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let s = TestServer::with_config(&config);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let port = s.port();
+    let publisher = {
+        let acked = acked.clone();
+        std::thread::spawn(move || publish_until_killed(port, 1, acked))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 300 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dir = s.kill();
+    publisher.join().unwrap();
+    let acked = acked.lock().unwrap().len() as u64;
+    // Restart: the WAL replays into Parquet, and the PostgreSQL sink resumes from its checkpoint.
+    let s = TestServer::in_dir(dir, &config);
+    let dir = s.stop();
+    let parquet_rows = read_store(&dir.path().join("data"))["rows"]
+        .as_u64()
+        .unwrap();
+    assert!(parquet_rows >= acked);
+    wait_pg_rows(&pg, parquet_rows);
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), parquet_rows);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"),
+        parquet_rows
+    );
+}

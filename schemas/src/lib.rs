@@ -17,6 +17,9 @@ pub const NODE_CONFIG_XSD_VERSION: &str = "1.0";
 /// The topic and payload specification as an AsyncAPI 3.0 document (`schemas/asyncapi.json`).
 pub const ASYNCAPI: &str = include_str!("../asyncapi.json");
 
+/// PostgreSQL DDL of the `readings`, `nodes`, `events` and `rejected` tables.
+pub const POSTGRES_DDL: &str = include_str!("../sql/postgres.sql");
+
 /// Target namespace of node configurations (the paper's, kept so its nodes join unchanged).
 pub const NODE_CONFIG_NAMESPACE: &str = "https://www.w3schools.com";
 
@@ -72,6 +75,24 @@ mod tests {
             topic::sys_topic("net", "SN", &loc, "CN1/status")
         );
         assert_eq!(fill("alerts", &[]), topic::alert_topic("net", "CN1"));
+    }
+
+    /// The PostgreSQL `readings` table has the Arrow schema's columns.
+    #[test]
+    fn postgres_ddl_matches_the_arrow_schema() {
+        let ddl = super::POSTGRES_DDL;
+        let start = ddl.find("CREATE TABLE IF NOT EXISTS readings (").unwrap();
+        let body = &ddl[start..start + ddl[start..].find(");").unwrap()];
+        let mut columns: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        columns.sort();
+        let schema = super::readings::readings_schema();
+        let mut want: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        want.sort();
+        assert_eq!(columns, want);
     }
 
     #[test]

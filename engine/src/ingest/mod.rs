@@ -13,6 +13,7 @@
 //! checkpoint and frees WAL segments. Recovery replays what the WAL holds past the checkpoint;
 //! temporary files of a crashed run are removed first, so every row reaches Parquet once.
 
+pub mod postgres;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -101,7 +102,16 @@ impl Ingest {
         }
         let readings_dir = data_dir.join("readings");
         remove_temporary_files(&readings_dir)?;
+        let committed = Arc::new(AtomicU64::new(wal.next_seq() - 1));
+        let pg_state = config.postgres.as_ref().map(|_| {
+            Arc::new(postgres::PostgresState {
+                // Until the sink has connected and read its checkpoint, keep every segment.
+                checkpoint: AtomicU64::new(0),
+                connected: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
         let mut sink = ParquetSink {
+            pg: pg_state.clone(),
             root: readings_dir,
             wal_dir: wal_dir.clone(),
             open: None,
@@ -132,7 +142,25 @@ impl Ingest {
         let (tx, rx) = channel::bounded(config.queue_capacity);
         let (sink_tx, sink_rx) = channel::bounded(config.sink_queue_batches);
         let (flush_tx, flush_rx) = channel::bounded(4);
+        if let (Some(url), Some(state)) = (&config.postgres, &pg_state) {
+            let pg = postgres::PostgresSink {
+                url: url.clone(),
+                wal_dir: wal_dir.clone(),
+                committed: committed.clone(),
+                state: state.clone(),
+                metrics: metrics.clone(),
+                batch_records: config.postgres_batch_records.max(1),
+            };
+            std::thread::Builder::new()
+                .name("samos-postgres".into())
+                .spawn(move || pg.run())
+                .map_err(|source| IngestError::Io {
+                    path: wal_dir.clone(),
+                    source,
+                })?;
+        }
         let batcher = Batcher {
+            committed,
             rx,
             wal,
             max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
@@ -188,6 +216,8 @@ impl Ingest {
 
 /// Owns the column builders and the WAL.
 struct Batcher {
+    /// Last committed sequence, for sinks that follow the WAL.
+    committed: Arc<AtomicU64>,
     rx: Receiver<Reading>,
     wal: Wal,
     max_rows: usize,
@@ -237,6 +267,7 @@ impl Batcher {
         let payload = encode(&batch);
         self.wal.append(&payload)?;
         self.wal.commit()?;
+        self.committed.store(seq, Relaxed);
         let m = &self.metrics;
         m.wal_commit_latency.observe(started.elapsed());
         m.wal_bytes.fetch_add(payload.len() as u64 + 16, Relaxed);
@@ -386,6 +417,8 @@ struct OpenFile {
 
 /// Writes committed batches into Parquet files and advances the WAL checkpoint.
 struct ParquetSink {
+    /// The PostgreSQL sink's progress: WAL segments it still needs are kept.
+    pg: Option<Arc<postgres::PostgresState>>,
     root: PathBuf,
     wal_dir: PathBuf,
     open: Option<OpenFile>,
@@ -515,7 +548,11 @@ impl ParquetSink {
             .and_then(|d| d.sync_all())
             .map_err(Self::io(&open.dir))?;
         wal::write_checkpoint(&self.wal_dir, open.last_seq)?;
-        wal::remove_segments_through(&self.wal_dir, open.last_seq)?;
+        let keep_from = match &self.pg {
+            Some(pg) => open.last_seq.min(pg.checkpoint.load(Relaxed)),
+            None => open.last_seq,
+        };
+        wal::remove_segments_through(&self.wal_dir, keep_from)?;
         self.metrics.parquet_files.fetch_add(1, Relaxed);
         self.metrics
             .parquet_rows

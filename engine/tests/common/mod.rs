@@ -2,6 +2,7 @@
 //! real clients (mosquitto_pub/sub, paho-mqtt, raw sockets) against it.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod raw;
 
 use std::io::{Read, Write};
