@@ -173,6 +173,10 @@ impl TestServer {
         std::mem::replace(&mut self.dir, dir)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
