@@ -259,6 +259,9 @@ pub struct StorageConfig {
     pub parquet_max_rows: usize,
     /// …or this many seconds, whichever comes first.
     pub parquet_rotate_secs: u64,
+    /// Merge a date partition's small files (under a quarter of `parquet_max_rows`) once
+    /// there are this many; 0 never merges.
+    pub parquet_compact_files: usize,
     /// PostgreSQL connection string (e.g. `postgres://samos@localhost/samos`); unset: no
     /// PostgreSQL sink.
     pub postgres: Option<String>,
@@ -276,6 +279,7 @@ impl Default for StorageConfig {
             wal_segment_bytes: 64 * 1024 * 1024,
             parquet_max_rows: 1_000_000,
             parquet_rotate_secs: 10,
+            parquet_compact_files: 16,
             postgres: None,
             postgres_batch_records: 64,
         }

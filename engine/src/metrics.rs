@@ -102,6 +102,7 @@ pub struct Metrics {
     pub ingest_backpressure: AtomicU64,
     pub parquet_files: AtomicU64,
     pub parquet_rows: AtomicU64,
+    pub parquet_compactions: AtomicU64,
     /// WAL batches committed but not yet in PostgreSQL.
     pub postgres_lag: AtomicU64,
     pub postgres_rows: AtomicU64,
@@ -135,6 +136,7 @@ impl Default for Metrics {
             ingest_backpressure: AtomicU64::new(0),
             parquet_files: AtomicU64::new(0),
             parquet_rows: AtomicU64::new(0),
+            parquet_compactions: AtomicU64::new(0),
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             refusals: Mutex::new(BTreeMap::new()),
@@ -274,6 +276,12 @@ impl Metrics {
             "counter",
             "Rows written to Parquet.",
             self.parquet_rows.load(Relaxed),
+        );
+        single(
+            "samos_parquet_compactions_total",
+            "counter",
+            "Merges of small Parquet files into one.",
+            self.parquet_compactions.load(Relaxed),
         );
         single(
             "samos_postgres_lag_batches",

@@ -455,3 +455,72 @@ async fn slow_sinks_slow_publishers_down_without_loss() {
     assert_eq!(store["rows"], 1000);
     assert_eq!(store["unique_keys"], 1000);
 }
+
+#[test]
+fn small_parquet_files_are_compacted_without_losing_or_doubling_rows() {
+    let s =
+        TestServer::with_config("[storage]\nparquet_rotate_secs = 1\nparquet_compact_files = 3\n");
+    let mut c = join_cn1(s.port());
+    let mut n = 0u16;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.metric("samos_parquet_compactions_total ") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no compaction");
+        for _ in 0..5 {
+            n += 1;
+            assert_eq!(
+                c.publish_qos1(
+                    &temp_topic(),
+                    format!("float,0-70,{}", f64::from(n) / 100.0).as_bytes(),
+                    n
+                ),
+                0
+            );
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let dir = s.stop();
+    let store = read_store(&dir.path().join("data"));
+    assert_eq!(store["rows"], u64::from(n));
+    assert_eq!(store["unique_keys"], u64::from(n));
+    assert!(
+        store["files"].as_u64().unwrap() < u64::from(n) / 5,
+        "{store}"
+    );
+}
+
+#[test]
+fn an_interrupted_compaction_is_completed_at_start() {
+    let s = TestServer::with_config("[storage]\nparquet_compact_files = 0\n");
+    let mut c = join_cn1(s.port());
+    for i in 0..20u16 {
+        assert_eq!(
+            c.publish_qos1(&temp_topic(), format!("float,0-70,{i}").as_bytes(), i + 1),
+            0
+        );
+    }
+    drop(c);
+    let dir = s.stop();
+    // Simulate a crash after the merged file was renamed but before its inputs were deleted:
+    // copy the one file under a name whose range covers it.
+    let day = std::fs::read_dir(dir.path().join("data/readings"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&day)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(
+        &file,
+        day.join(format!("part-{:020}-{:020}.parquet", 0, 1_000_000)),
+    )
+    .unwrap();
+    let s = TestServer::in_dir(dir, "");
+    assert!(s.wait_log("already merged by compaction", T), "{}", s.log());
+    let dir = s.stop();
+    assert_eq!(read_store(&dir.path().join("data"))["rows"], 20);
+}

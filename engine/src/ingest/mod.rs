@@ -78,9 +78,23 @@ pub enum IngestError {
 /// The handle connections push readings into.
 #[derive(Debug)]
 pub struct Ingest {
-    tx: Sender<Reading>,
+    tx: Sender<Work>,
     pub durability: Durability,
-    flush: Sender<channel::Sender<()>>,
+    committed: Arc<AtomicU64>,
+    pg: Option<Arc<postgres::PostgresState>>,
+}
+
+/// What the batcher is handed: readings, and flush requests that travel behind them.
+#[derive(Debug)]
+enum Work {
+    Reading(Reading),
+    Flush(channel::Sender<()>),
+}
+
+/// What the Parquet sink is handed, in commit order.
+enum SinkMsg {
+    Batch(u64, RecordBatch),
+    Flush(channel::Sender<()>),
 }
 
 impl Ingest {
@@ -102,6 +116,7 @@ impl Ingest {
         }
         let readings_dir = data_dir.join("readings");
         remove_temporary_files(&readings_dir)?;
+        remove_compacted_inputs(&readings_dir)?;
         let committed = Arc::new(AtomicU64::new(wal.next_seq() - 1));
         let pg_state = config.postgres.as_ref().map(|_| {
             Arc::new(postgres::PostgresState {
@@ -117,6 +132,7 @@ impl Ingest {
             open: None,
             max_rows: config.parquet_max_rows,
             max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
+            compact_at: config.parquet_compact_files,
             metrics: metrics.clone(),
         };
         let replayed = recovery.pending.len();
@@ -141,7 +157,6 @@ impl Ingest {
 
         let (tx, rx) = channel::bounded(config.queue_capacity);
         let (sink_tx, sink_rx) = channel::bounded(config.sink_queue_batches);
-        let (flush_tx, flush_rx) = channel::bounded(4);
         if let (Some(url), Some(state)) = (&config.postgres, &pg_state) {
             let pg = postgres::PostgresSink {
                 url: url.clone(),
@@ -160,7 +175,7 @@ impl Ingest {
                 })?;
         }
         let batcher = Batcher {
-            committed,
+            committed: committed.clone(),
             rx,
             wal,
             max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
@@ -176,7 +191,7 @@ impl Ingest {
             })?;
         std::thread::Builder::new()
             .name("samos-parquet".into())
-            .spawn(move || sink.run(sink_rx, flush_rx))
+            .spawn(move || sink.run(sink_rx))
             .map_err(|source| IngestError::Io {
                 path: wal_dir,
                 source,
@@ -184,32 +199,49 @@ impl Ingest {
         Ok(Arc::new(Ingest {
             tx,
             durability: config.durability,
-            flush: flush_tx,
+            committed,
+            pg: pg_state,
         }))
     }
 
     /// Queues a reading; while the queue is full the caller waits (and so stops reading its
     /// socket): backpressure, never a drop.
-    pub async fn push(&self, mut reading: Reading, metrics: &Metrics) -> Result<(), Reading> {
+    pub async fn push(&self, reading: Reading, metrics: &Metrics) -> Result<(), ()> {
+        let mut work = Work::Reading(reading);
         loop {
-            match self.tx.try_send(reading) {
+            match self.tx.try_send(work) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Full(r)) => {
-                    reading = r;
+                Err(TrySendError::Full(w)) => {
+                    work = w;
                     metrics.ingest_backpressure.fetch_add(1, Relaxed);
                     tokio::time::sleep(Duration::from_micros(500)).await;
                 }
-                Err(TrySendError::Disconnected(r)) => return Err(r),
+                Err(TrySendError::Disconnected(_)) => return Err(()),
             }
         }
     }
 
-    /// Closes the open Parquet file and advances the checkpoint (on shutdown, or when a reader
-    /// needs everything in Parquet). Blocking.
+    /// Everything queued so far is committed and written to a closed Parquet file, and the
+    /// checkpoint advanced; PostgreSQL is given up to 10 s to catch up.
+    /// For an orderly shutdown. Blocking.
     pub fn flush_parquet(&self) {
         let (done_tx, done_rx) = channel::bounded(1);
-        if self.flush.send(done_tx).is_ok() {
+        if self.tx.send(Work::Flush(done_tx)).is_ok() {
             let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        }
+        if let Some(pg) = &self.pg {
+            let target = self.committed.load(Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pg.checkpoint.load(Relaxed) < target && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let behind = target.saturating_sub(pg.checkpoint.load(Relaxed));
+            if behind > 0 {
+                warn!(
+                    batches = behind,
+                    "PostgreSQL is behind at shutdown; it catches up from the WAL at the next start"
+                );
+            }
         }
     }
 }
@@ -218,10 +250,10 @@ impl Ingest {
 struct Batcher {
     /// Last committed sequence, for sinks that follow the WAL.
     committed: Arc<AtomicU64>,
-    rx: Receiver<Reading>,
+    rx: Receiver<Work>,
     wal: Wal,
     max_rows: usize,
-    sink: Sender<(u64, RecordBatch)>,
+    sink: Sender<SinkMsg>,
     metrics: Arc<Metrics>,
 }
 
@@ -231,22 +263,29 @@ fn utc_day(ms: i64) -> i64 {
 
 impl Batcher {
     fn run(mut self) {
-        let mut carry: Option<Reading> = None;
+        let mut carry: Option<Work> = None;
         loop {
-            let first = match carry.take() {
-                Some(r) => r,
+            let work = match carry.take() {
+                Some(w) => w,
                 None => match self.rx.recv() {
-                    Ok(r) => r,
+                    Ok(w) => w,
                     Err(_) => return,
                 },
+            };
+            let first = match work {
+                Work::Reading(r) => r,
+                Work::Flush(done) => {
+                    let _ = self.sink.send(SinkMsg::Flush(done));
+                    continue;
+                }
             };
             let day = utc_day(first.ingest_time_ms);
             let mut batch = vec![first];
             while batch.len() < self.max_rows {
                 match self.rx.try_recv() {
-                    Ok(r) if utc_day(r.ingest_time_ms) == day => batch.push(r),
-                    Ok(r) => {
-                        carry = Some(r);
+                    Ok(Work::Reading(r)) if utc_day(r.ingest_time_ms) == day => batch.push(r),
+                    Ok(other) => {
+                        carry = Some(other);
                         break;
                     }
                     Err(_) => break,
@@ -294,7 +333,7 @@ impl Batcher {
         drop(readings);
         // A slow sink blocks here, which stops commits, which fills the queue, which pauses
         // publishers: the WAL backlog stays bounded.
-        let _ = self.sink.send((seq, batch));
+        let _ = self.sink.send(SinkMsg::Batch(seq, batch));
         Ok(())
     }
 }
@@ -385,6 +424,52 @@ pub fn decode(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A Parquet file's WAL sequence range, from its name `part-{first}-{last}.parquet`.
+fn file_range(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let (first, last) = name
+        .strip_prefix("part-")?
+        .strip_suffix(".parquet")?
+        .split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+/// The finished Parquet files of one partition, by sequence range.
+fn partition_files(dir: &Path) -> Vec<((u64, u64), PathBuf)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| file_range(&e.path()).map(|r| (r, e.path())))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Completes a compaction a crash interrupted: a compacted file's range covers its inputs,
+/// so any file inside another file's range is an input already merged, and is removed.
+fn remove_compacted_inputs(root: &Path) -> Result<(), IngestError> {
+    let Ok(days) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for day in days.flatten() {
+        let files = partition_files(&day.path());
+        for ((first, last), path) in &files {
+            let covered = files
+                .iter()
+                .any(|((f, l), p)| p != path && f <= first && last <= l && (f, l) != (first, last));
+            if covered {
+                info!(file = %path.display(), "removing a Parquet file already merged by compaction");
+                std::fs::remove_file(path).map_err(|source| IngestError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn remove_temporary_files(root: &Path) -> Result<(), IngestError> {
     let Ok(days) = std::fs::read_dir(root) else {
         return Ok(());
@@ -404,6 +489,14 @@ fn remove_temporary_files(root: &Path) -> Result<(), IngestError> {
         }
     }
     Ok(())
+}
+
+/// Rows in a Parquet file, from its footer.
+fn parquet_rows(path: &Path) -> Option<u64> {
+    let f = std::fs::File::open(path).ok()?;
+    let reader = parquet::file::reader::SerializedFileReader::new(f).ok()?;
+    use parquet::file::reader::FileReader;
+    Some(reader.metadata().file_metadata().num_rows() as u64)
 }
 
 struct OpenFile {
@@ -426,37 +519,35 @@ struct ParquetSink {
     open: Option<OpenFile>,
     max_rows: usize,
     max_age: Duration,
+    /// Small files in a partition that trigger a merge (0: never).
+    compact_at: usize,
     metrics: Arc<Metrics>,
 }
 
 impl ParquetSink {
-    fn run(mut self, rx: Receiver<(u64, RecordBatch)>, flush: Receiver<channel::Sender<()>>) {
+    fn run(mut self, rx: Receiver<SinkMsg>) {
         loop {
             let wait = self.open.as_ref().map_or(Duration::from_secs(3600), |o| {
                 self.max_age.saturating_sub(o.opened.elapsed())
             });
-            channel::select! {
-                recv(rx) -> msg => match msg {
-                    Ok((seq, batch)) => {
-                        if let Err(e) = self.write(seq, &batch) {
-                            error!(error = %e, "Parquet write failed; the rows stay in the WAL and are retried at restart");
-                            return;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = self.close();
+            match rx.recv_timeout(wait) {
+                Ok(SinkMsg::Batch(seq, batch)) => {
+                    if let Err(e) = self.write(seq, &batch) {
+                        error!(error = %e, "Parquet write failed; the rows stay in the WAL and are retried at restart");
                         return;
                     }
-                },
-                recv(flush) -> done => {
+                }
+                Ok(SinkMsg::Flush(done)) => {
                     if let Err(e) = self.close() {
                         error!(error = %e, "Parquet close failed");
                     }
-                    if let Ok(done) = done {
-                        let _ = done.send(());
-                    }
-                },
-                default(wait) => {}
+                    let _ = done.send(());
+                }
+                Err(channel::RecvTimeoutError::Timeout) => {}
+                Err(channel::RecvTimeoutError::Disconnected) => {
+                    let _ = self.close();
+                    return;
+                }
             }
             if self
                 .open
@@ -533,6 +624,69 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Merges a partition's small files (under a quarter of `max_rows`) once there are
+    /// `compact_at` of them: written as one file named by the union of their sequence ranges,
+    /// under a temporary name, fsync'd and renamed, and only then are the inputs deleted. A
+    /// crash in between leaves inputs inside the merged file's range, removed at the next start.
+    fn compact(&mut self, dir: &Path) -> Result<(), IngestError> {
+        let small: Vec<((u64, u64), PathBuf)> = partition_files(dir)
+            .into_iter()
+            .filter(|(_, p)| parquet_rows(p).is_some_and(|n| n < (self.max_rows / 4).max(1) as u64))
+            .collect();
+        if self.compact_at < 2 || small.len() < self.compact_at {
+            return Ok(());
+        }
+        // Only a contiguous run of ranges may be merged (no other file between them).
+        let all = partition_files(dir);
+        let start = all
+            .iter()
+            .position(|(r, _)| *r == small[0].0)
+            .expect("listed");
+        let run: Vec<&((u64, u64), PathBuf)> = all[start..]
+            .iter()
+            .take_while(|f| small.iter().any(|s| s.0 == f.0))
+            .collect();
+        if run.len() < self.compact_at {
+            return Ok(());
+        }
+        let (first, last) = (run[0].0.0, run.last().expect("non-empty").0.1);
+        let tmp = dir.join(format!(".tmp-compact-{first:020}.parquet"));
+        let err = |message: String| IngestError::Replay { seq: last, message };
+        let file = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(128 * 1024))
+            .build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, readings_schema(), Some(props))
+            .map_err(|e| err(e.to_string()))?;
+        let mut rows = 0u64;
+        for (_, path) in &run {
+            let f = std::fs::File::open(path).map_err(Self::io(path))?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(|b| b.build())
+                .map_err(|e| err(e.to_string()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| err(e.to_string()))?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        let file = writer.into_inner().map_err(|e| err(e.to_string()))?;
+        file.sync_all().map_err(Self::io(&tmp))?;
+        let merged = dir.join(format!("part-{first:020}-{last:020}.parquet"));
+        std::fs::rename(&tmp, &merged).map_err(Self::io(&merged))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Self::io(dir))?;
+        for (_, path) in &run {
+            std::fs::remove_file(path).map_err(Self::io(path))?;
+        }
+        self.metrics.parquet_compactions.fetch_add(1, Relaxed);
+        info!(files = run.len(), rows, merged = %merged.display(), "compacted small Parquet files");
+        Ok(())
+    }
+
     /// Finishes the open file: fsync, rename into place, then checkpoint and free the WAL.
     fn close(&mut self) -> Result<(), IngestError> {
         let Some(open) = self.open.take() else {
@@ -556,6 +710,10 @@ impl ParquetSink {
         };
         wal::remove_segments_through(&self.wal_dir, keep_from)?;
         self.metrics.parquet_files.fetch_add(1, Relaxed);
+        if let Err(e) = self.compact(&open.dir) {
+            // Compaction is an optimisation: the small files stay readable as they are.
+            warn!(error = %e, dir = %open.dir.display(), "Parquet compaction failed");
+        }
         self.metrics
             .parquet_rows
             .fetch_add(open.rows as u64, Relaxed);
