@@ -5,11 +5,15 @@
 //! process on loopback; the load generator runs in this process. Rates count what the
 //! subscriber actually received. Writes `target/samos-bench/broker.md` and `broker.json`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Samos;
 use mqttbytes::QoS;
 use samos_engine::loadgen::{self, ClientTls, LoadReport, LoadSpec};
 
@@ -17,13 +21,18 @@ struct Broker {
     name: &'static str,
     tcp: SocketAddr,
     tls: Option<SocketAddr>,
-    child: Child,
+    /// Samos stops when this is dropped.
+    _samos: Option<Samos>,
+    /// Other brokers' processes, killed on drop.
+    child: Option<Child>,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -58,7 +67,6 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
 }
 
 fn start_samos(dir: &Path, certs: &Path) -> Broker {
-    let ready = dir.join("samos-ready.json");
     let config = dir.join("samos.toml");
     std::fs::write(
         &config,
@@ -83,27 +91,13 @@ enabled = false
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_samos"))
-        .args(["serve", "--log", "warn", "--config"])
-        .arg(&config)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("samos");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "samos did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let samos = Samos::start(dir, &["--config", config.to_str().unwrap()]);
     Broker {
         name: "Samos",
-        tcp: v["mqtt"][0].as_str().unwrap().parse().unwrap(),
-        tls: Some(v["mqtts"][0].as_str().unwrap().parse().unwrap()),
-        child,
+        tcp: samos.addr("mqtt"),
+        tls: Some(samos.addr("mqtts")),
+        _samos: Some(samos),
+        child: None,
     }
 }
 
@@ -135,7 +129,8 @@ fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
         name: "Mosquitto",
         tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
         tls: Some(SocketAddr::from(([127, 0, 0, 1], tls))),
-        child,
+        _samos: None,
+        child: Some(child),
     };
     wait_listening(b.tcp);
     Some(b)
@@ -179,7 +174,8 @@ dynamic_filters = true
         name: "rumqttd",
         tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
         tls: None,
-        child,
+        _samos: None,
+        child: Some(child),
     };
     wait_listening(b.tcp);
     Some(b)

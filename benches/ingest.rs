@@ -5,51 +5,31 @@
 //! `cargo bench --bench ingest` (add `-- --quick` for a short run). Writes
 //! `target/samos-bench/ingest.md` and `ingest.json`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::Samos;
 
 use mqttbytes::QoS;
 use samos_engine::loadgen::{self, LoadSpec, NodeMode};
 
-struct Samos {
-    child: Child,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Drop for Samos {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path) -> Samos {
-    let ready = dir.join("ready.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_samos"))
-        .args(["serve", "--log", "warn", "--listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("samos");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "samos did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    Samos {
-        child,
-        addr: v["mqtt"][0].as_str().unwrap().parse().unwrap(),
-        metrics: v["metrics"].as_str().unwrap().parse().unwrap(),
-    }
+    let data = dir.join("data");
+    Samos::start(
+        dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    )
 }
 
 fn metric(addr: SocketAddr, name: &str) -> f64 {
@@ -124,7 +104,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let samos = start(dir.path());
         let spec = LoadSpec {
-            addr: samos.addr,
+            addr: samos.addr("mqtt"),
             tls: None,
             credentials: None,
             publishers,
@@ -142,8 +122,8 @@ fn main() {
             }),
         };
         let r = rt.block_on(loadgen::run(spec)).expect("load run");
-        let committed = metric(samos.metrics, "samos_readings_committed_total ");
-        let batches = metric(samos.metrics, "samos_wal_batches_total ");
+        let committed = metric(samos.addr("metrics"), "samos_readings_committed_total ");
+        let batches = metric(samos.addr("metrics"), "samos_wal_batches_total ");
         let rate = r.acknowledged_per_second();
         eprintln!(
             "{label} qos{}: {} acknowledged ({} committed) at {rate:.0}/s, p99 {:.2} ms",

@@ -166,13 +166,7 @@ impl Ingest {
                 metrics: metrics.clone(),
                 batch_records: config.postgres_batch_records.max(1),
             };
-            std::thread::Builder::new()
-                .name("samos-postgres".into())
-                .spawn(move || pg.run())
-                .map_err(|source| IngestError::Io {
-                    path: wal_dir.clone(),
-                    source,
-                })?;
+            spawn("samos-postgres", &wal_dir, move || pg.run())?;
         }
         let batcher = Batcher {
             committed: committed.clone(),
@@ -182,20 +176,8 @@ impl Ingest {
             sink: sink_tx,
             metrics: metrics.clone(),
         };
-        std::thread::Builder::new()
-            .name("samos-batcher".into())
-            .spawn(move || batcher.run())
-            .map_err(|source| IngestError::Io {
-                path: wal_dir.clone(),
-                source,
-            })?;
-        std::thread::Builder::new()
-            .name("samos-parquet".into())
-            .spawn(move || sink.run(sink_rx))
-            .map_err(|source| IngestError::Io {
-                path: wal_dir,
-                source,
-            })?;
+        spawn("samos-batcher", &wal_dir, move || batcher.run())?;
+        spawn("samos-parquet", &wal_dir, move || sink.run(sink_rx))?;
         Ok(Arc::new(Ingest {
             tx,
             durability: config.durability,
@@ -244,6 +226,17 @@ impl Ingest {
             }
         }
     }
+}
+
+fn spawn(name: &str, dir: &Path, f: impl FnOnce() + Send + 'static) -> Result<(), IngestError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|source| IngestError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Owns the column builders and the WAL.
