@@ -119,7 +119,7 @@ async fn join_as_node(
     )
     .await?;
     loop {
-        match c.next_message(Duration::from_secs(10)).await? {
+        match c.next_message(Duration::from_secs(30)).await? {
             Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") => break,
             Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE") => {
                 return Err(LoadError::Protocol(format!(

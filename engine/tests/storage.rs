@@ -439,8 +439,9 @@ async fn slow_sinks_slow_publishers_down_without_loss() {
         });
         (stop, peak, h)
     };
-    let r = samos_engine::loadgen::run(spec).await.unwrap();
+    let r = samos_engine::loadgen::run(spec).await;
     sampler.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = r.unwrap_or_else(|e| panic!("load run failed: {e}\n{}", s.log()));
     sampler.2.join().unwrap();
     let peak_mb = sampler.1.load(std::sync::atomic::Ordering::Relaxed) / 1024;
     assert_eq!(r.acknowledged, 1000);
