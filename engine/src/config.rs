@@ -267,6 +267,9 @@ pub struct StorageConfig {
     pub postgres: Option<String>,
     /// WAL batches loaded per PostgreSQL transaction.
     pub postgres_batch_records: usize,
+    /// How many committed WAL batches PostgreSQL may lag before commits wait (and publishers
+    /// are paused): bounds the WAL on disk during an outage.
+    pub max_wal_backlog_batches: u64,
 }
 
 impl Default for StorageConfig {
@@ -282,6 +285,7 @@ impl Default for StorageConfig {
             parquet_compact_files: 16,
             postgres: None,
             postgres_batch_records: 64,
+            max_wal_backlog_batches: 1_000_000,
         }
     }
 }

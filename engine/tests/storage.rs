@@ -558,3 +558,42 @@ fn the_store_is_readable_while_samos_runs() {
     assert!(rows == 30 || rows == 40, "{store}");
     assert_eq!(store["unique_keys"].as_u64().unwrap(), rows);
 }
+
+#[test]
+fn a_postgres_outage_past_the_backlog_limit_pauses_publishers_until_it_returns() {
+    let mut pg = common::pg::TempPostgres::start();
+    pg.stop();
+    let s = TestServer::with_config(&format!(
+        "[storage]\npostgres = {:?}\nmax_wal_backlog_batches = 5\nmax_batch_rows = 1\n",
+        pg.url()
+    ));
+    let mut c = join_cn1(s.port());
+    for i in 0..5u16 {
+        assert_eq!(
+            c.publish_qos1(&temp_topic(), format!("float,0-70,{i}").as_bytes(), i + 1),
+            0
+        );
+    }
+    // The sixth reading would take the backlog past 5 batches: no acknowledgement while the
+    // database is down (the client keeps it and would resend: nothing is dropped).
+    c.send(&publish(
+        4,
+        temp_topic().as_bytes(),
+        1,
+        6,
+        false,
+        b"float,0-70,6",
+    ));
+    assert!(matches!(
+        c.next(Duration::from_millis(1500)),
+        Reply::Timeout
+    ));
+    assert!(s.wait_log("PostgreSQL is too far behind", T));
+    pg.resume();
+    match c.next(Duration::from_secs(30)) {
+        Reply::V4(mqttbytes::v4::Packet::PubAck(a)) => assert_eq!(a.pkid, 6),
+        _ => panic!("no acknowledgement after PostgreSQL came back"),
+    }
+    wait_pg_rows(&pg, 6);
+    assert_eq!(pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"), 6);
+}

@@ -170,6 +170,8 @@ impl Ingest {
         }
         let batcher = Batcher {
             committed: committed.clone(),
+            pg: pg_state.clone(),
+            max_backlog: config.max_wal_backlog_batches.max(1),
             rx,
             wal,
             max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
@@ -243,6 +245,10 @@ fn spawn(name: &str, dir: &Path, f: impl FnOnce() + Send + 'static) -> Result<()
 struct Batcher {
     /// Last committed sequence, for sinks that follow the WAL.
     committed: Arc<AtomicU64>,
+    /// The PostgreSQL sink's progress, when there is one.
+    pg: Option<Arc<postgres::PostgresState>>,
+    /// Committed batches PostgreSQL may fall behind before commits (and so publishers) wait.
+    max_backlog: u64,
     rx: Receiver<Work>,
     wal: Wal,
     max_rows: usize,
@@ -292,7 +298,31 @@ impl Batcher {
         }
     }
 
+    /// Waits while PostgreSQL is more than `max_backlog` batches behind: the WAL backlog on
+    /// disk stays bounded, the queue fills, and publishers are paused instead.
+    fn wait_for_backlog(&self) {
+        let Some(pg) = &self.pg else { return };
+        let mut warned = false;
+        while self
+            .wal
+            .next_seq()
+            .saturating_sub(pg.checkpoint.load(Relaxed) + 1)
+            >= self.max_backlog
+        {
+            if !warned {
+                warned = true;
+                warn!(
+                    backlog = self.max_backlog,
+                    "PostgreSQL is too far behind: holding commits (publishers are paused, nothing is dropped)"
+                );
+            }
+            self.metrics.ingest_backpressure.fetch_add(1, Relaxed);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn commit(&mut self, readings: Vec<Reading>) -> Result<(), WalError> {
+        self.wait_for_backlog();
         let started = Instant::now();
         let seq = self.wal.next_seq();
         let batch = build_batch(&readings, seq);
