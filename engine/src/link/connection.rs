@@ -1156,6 +1156,34 @@ impl Connection {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
 
+        // A QoS 2 packet id handed to the next connection means "already stored": resends of it
+        // are acknowledged without storing. So wait (bounded) for this connection's readings to
+        // be durable; any still pending after that are forgotten, so their resends are stored.
+        let wanted = self.next_reading_seq;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self
+            .ack_cursor
+            .durable
+            .load(std::sync::atomic::Ordering::Acquire)
+            < wanted
+        {
+            if tokio::time::timeout_at(deadline, self.ack_cursor.notify.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let durable = self
+            .ack_cursor
+            .durable
+            .load(std::sync::atomic::Ordering::Acquire);
+        for h in &self.held_acks {
+            if h.qos == QoS::ExactlyOnce && h.seq > durable {
+                self.incoming_qos2.remove(&h.pkid);
+            }
+        }
+
         let mut pending: VecDeque<Delivery> = self.scratch.drain(..).rev().collect();
         pending.extend(self.backlog.drain(..));
         let state = SessionState {
