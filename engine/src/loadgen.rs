@@ -105,7 +105,7 @@ async fn join_as_node(
     spec: &LoadSpec,
     mode: &NodeMode,
     i: usize,
-) -> Result<Box<dyn Stream>, LoadError> {
+) -> Result<(Box<dyn Stream>, BytesMut), LoadError> {
     use crate::simulate::{node_document, node_id, node_location};
     let id = node_id(i);
     let control = samos_schemas::topic::control_topic(&mode.network, &id, &node_location(i));
@@ -135,8 +135,7 @@ async fn join_as_node(
             }
         }
     }
-    let (stream, _) = c.into_parts();
-    Ok(stream)
+    Ok(c.into_parts())
 }
 
 struct Shared {
@@ -199,7 +198,10 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let mut streams = Vec::with_capacity(spec.publishers);
     for i in 0..spec.publishers {
         streams.push(match &spec.as_nodes {
-            None => open(&spec, &format!("loadgen-{}-{i}", std::process::id())).await?,
+            None => (
+                open(&spec, &format!("loadgen-{}-{i}", std::process::id())).await?,
+                BytesMut::new(),
+            ),
             Some(mode) => join_as_node(&spec, mode, i).await?,
         });
     }
@@ -211,11 +213,11 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         thread
     });
     let mut tasks = Vec::new();
-    for (i, stream) in streams.into_iter().enumerate() {
+    for (i, (stream, rbuf)) in streams.into_iter().enumerate() {
         let spec = spec.clone();
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
-            publish_loop(stream, &spec, i, shared).await
+            publish_loop(stream, rbuf, &spec, i, shared).await
         }));
     }
     let mut latencies = Vec::new();
@@ -274,6 +276,7 @@ async fn subscribe(spec: &LoadSpec) -> Result<(Box<dyn Stream>, BytesMut), LoadE
 
 async fn publish_loop(
     mut stream: Box<dyn Stream>,
+    mut rbuf: BytesMut,
     spec: &LoadSpec,
     index: usize,
     shared: Arc<Shared>,
@@ -314,7 +317,6 @@ async fn publish_loop(
         .map_err(|e| LoadError::Protocol(e.to_string()))?;
     let pkid_at = template.len() - payload_len - 2;
     let mut wbuf = BytesMut::with_capacity(window.min(1024) * template.len());
-    let mut rbuf = BytesMut::with_capacity(8192);
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();
 
     while done < total {

@@ -88,7 +88,7 @@ impl Server {
         let metrics_listener = if config.metrics.enabled {
             let addr = config.metrics.bind;
             Some(
-                metrics::bind(addr)
+                tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| StartError::Metrics { addr, source })?,
             )

@@ -9,7 +9,7 @@ pub mod router;
 pub mod subscriptions;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -89,7 +89,6 @@ pub struct Outbox {
     capacity: usize,
     pub notify: Notify,
     kick: AtomicU8,
-    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -99,7 +98,6 @@ impl Outbox {
             capacity,
             notify: Notify::new(),
             kick: AtomicU8::new(Kick::None as u8),
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -145,15 +143,6 @@ impl Outbox {
         }
     }
 
-    /// Whether anything is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.queue.lock().expect("outbox").is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.queue.lock().expect("outbox").len()
-    }
-
     /// Empties the queue (the router does this once the connection is gone).
     pub fn drain(&self) -> VecDeque<Delivery> {
         std::mem::take(&mut *self.queue.lock().expect("outbox"))
@@ -171,15 +160,6 @@ impl Outbox {
             2 => Kick::ShuttingDown,
             _ => Kick::None,
         }
-    }
-
-    /// Marks the connection gone; the router stops pushing.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
     }
 }
 

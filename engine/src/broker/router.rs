@@ -244,7 +244,6 @@ impl Router {
         };
         match &session.online {
             Some((c, outbox)) if *c == connection => {
-                outbox.close();
                 state.pending.extend(outbox.drain());
             }
             _ => {

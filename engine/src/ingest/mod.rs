@@ -68,6 +68,8 @@ pub enum IngestError {
     Wal(#[from] WalError),
     #[error("cannot replay WAL record {seq}: {message}")]
     Replay { seq: u64, message: String },
+    #[error("Parquet file {path}: {message}")]
+    Parquet { path: PathBuf, message: String },
     #[error("storage I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -330,6 +332,11 @@ impl Batcher {
         self.wal.append(&payload)?;
         self.wal.commit()?;
         self.committed.store(seq, Relaxed);
+        if let Some(pg) = &self.pg {
+            // Kept current here too, so an outage (no sink loop running) still shows its lag.
+            let lag = seq.saturating_sub(pg.checkpoint.load(Relaxed));
+            self.metrics.postgres_lag.store(lag, Relaxed);
+        }
         let m = &self.metrics;
         m.wal_commit_latency.observe(started.elapsed());
         m.wal_bytes.fetch_add(payload.len() as u64 + 16, Relaxed);
@@ -514,6 +521,41 @@ fn remove_temporary_files(root: &Path) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// Opens a Parquet writer for `readings` at `path` (ZSTD, page statistics, 128k-row groups).
+fn parquet_writer(path: &Path) -> Result<parquet::arrow::ArrowWriter<std::fs::File>, IngestError> {
+    let file = std::fs::File::create(path).map_err(ParquetSink::io(path))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    parquet::arrow::ArrowWriter::try_new(file, readings_schema(), Some(props))
+        .map_err(|e| parquet_error(path, e))
+}
+
+fn parquet_error(path: &Path, e: impl std::fmt::Display) -> IngestError {
+    IngestError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Finishes a file written under `tmp` and makes it visible as `dest`: footer, fsync, rename,
+/// directory fsync. A reader never sees it partial.
+fn publish_parquet(
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<(), IngestError> {
+    let file = writer.into_inner().map_err(|e| parquet_error(tmp, e))?;
+    file.sync_all().map_err(ParquetSink::io(tmp))?;
+    std::fs::rename(tmp, dest).map_err(ParquetSink::io(dest))?;
+    let dir = dest.parent().expect("files live in a partition directory");
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ParquetSink::io(dir))
+}
+
 /// Rows in a Parquet file, from its footer.
 fn parquet_rows(path: &Path) -> Option<u64> {
     let f = std::fs::File::open(path).ok()?;
@@ -612,17 +654,7 @@ impl ParquetSink {
             let dir = self.root.join(format!("date={date}"));
             std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
             let tmp = dir.join(format!(".tmp-{seq:020}.parquet"));
-            let file = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-                .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
-                .set_max_row_group_row_count(Some(128 * 1024))
-                .build();
-            let writer = parquet::arrow::ArrowWriter::try_new(file, readings_schema(), Some(props))
-                .map_err(|e| IngestError::Replay {
-                    seq,
-                    message: e.to_string(),
-                })?;
+            let writer = parquet_writer(&tmp)?;
             self.open = Some(OpenFile {
                 day,
                 dir,
@@ -635,10 +667,9 @@ impl ParquetSink {
             });
         }
         let open = self.open.as_mut().expect("opened above");
-        open.writer.write(batch).map_err(|e| IngestError::Replay {
-            seq,
-            message: e.to_string(),
-        })?;
+        open.writer
+            .write(batch)
+            .map_err(|e| parquet_error(&open.tmp, e))?;
         open.rows += batch.num_rows();
         open.last_seq = seq;
         if open.rows >= self.max_rows {
@@ -674,34 +705,21 @@ impl ParquetSink {
         }
         let (first, last) = (run[0].0.0, run.last().expect("non-empty").0.1);
         let tmp = dir.join(format!(".tmp-compact-{first:020}.parquet"));
-        let err = |message: String| IngestError::Replay { seq: last, message };
-        let file = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(128 * 1024))
-            .build();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, readings_schema(), Some(props))
-            .map_err(|e| err(e.to_string()))?;
+        let mut writer = parquet_writer(&tmp)?;
         let mut rows = 0u64;
         for (_, path) in &run {
             let f = std::fs::File::open(path).map_err(Self::io(path))?;
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
                 .and_then(|b| b.build())
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| parquet_error(path, e))?;
             for batch in reader {
-                let batch = batch.map_err(|e| err(e.to_string()))?;
+                let batch = batch.map_err(|e| parquet_error(path, e))?;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| err(e.to_string()))?;
+                writer.write(&batch).map_err(|e| parquet_error(&tmp, e))?;
             }
         }
-        let file = writer.into_inner().map_err(|e| err(e.to_string()))?;
-        file.sync_all().map_err(Self::io(&tmp))?;
         let merged = dir.join(format!("part-{first:020}-{last:020}.parquet"));
-        std::fs::rename(&tmp, &merged).map_err(Self::io(&merged))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Self::io(dir))?;
+        publish_parquet(writer, &tmp, &merged)?;
         for (_, path) in &run {
             std::fs::remove_file(path).map_err(Self::io(path))?;
         }
@@ -715,17 +733,8 @@ impl ParquetSink {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let file = open.writer.into_inner().map_err(|e| IngestError::Replay {
-            seq: open.last_seq,
-            message: e.to_string(),
-        })?;
-        file.sync_all().map_err(Self::io(&open.tmp))?;
         let name = format!("part-{:020}-{:020}.parquet", open.first_seq, open.last_seq);
-        let path = open.dir.join(name);
-        std::fs::rename(&open.tmp, &path).map_err(Self::io(&path))?;
-        std::fs::File::open(&open.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Self::io(&open.dir))?;
+        publish_parquet(open.writer, &open.tmp, &open.dir.join(name))?;
         wal::write_checkpoint(&self.wal_dir, open.last_seq)?;
         let keep_from = match &self.pg {
             Some(pg) => open.last_seq.min(pg.checkpoint.load(Relaxed)),

@@ -145,8 +145,11 @@ impl PostgresSink {
             pin_mut!(writer);
             let mut rows = 0u64;
             for record in &records {
+                // The record passed its checksum, so this cannot happen short of a bug; it is
+                // logged and counted, and skipped rather than blocking the sink forever.
                 let batches = super::decode(&record.payload).unwrap_or_else(|e| {
-                    tracing::error!(seq = record.seq, error = %e, "undecodable WAL batch");
+                    self.metrics.refuse("postgres_undecodable_batch");
+                    tracing::error!(seq = record.seq, error = %e, "undecodable WAL batch skipped by the PostgreSQL sink");
                     Vec::new()
                 });
                 for batch in batches {

@@ -302,10 +302,6 @@ impl Wal {
     pub fn remove_through(&self, checkpoint: u64) -> Result<usize, WalError> {
         remove_segments_through(&self.dir, checkpoint)
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// Follows the log from a sequence on, reading each segment incrementally: for sinks that

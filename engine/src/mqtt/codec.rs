@@ -6,7 +6,7 @@
 //! never receive. Every version is lifted into the v5 packet model so the rest of the engine
 //! speaks one language; [`Codec::encode`] lowers it again for 3.x clients.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use mqttbytes::v5::{
     Connect, ConnectReturnCode, Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill,
     Login, Packet, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, RetainForwardRule,
@@ -770,16 +770,10 @@ fn varint_len(n: usize) -> usize {
     }
 }
 
-/// Payload bytes of a frame, for tests and tools that build raw packets.
-pub fn encode_to_bytes(codec: &Codec, packet: &Packet) -> Result<Bytes, CodecError> {
-    let mut out = BytesMut::new();
-    codec.encode(packet, &mut out)?;
-    Ok(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use mqttbytes::v5::{
         ConnAck, PubAckReason, PublishProperties, SubAck, SubscribeProperties, UnsubAck,
         UnsubAckReason,

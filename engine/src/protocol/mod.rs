@@ -373,79 +373,20 @@ impl Protocol {
                 format!("node {} has never joined", t.node_id),
             );
         };
-        let spec = {
-            let r = node.record.lock().expect("node record");
-            if r.functional_mode != FunctionalMode::Active {
-                let detail = format!("node {} is {}", t.node_id, r.functional_mode.as_str());
-                drop(r);
+        let accepted = match check_reading(&node, t, sensor, raw) {
+            Ok(a) => a,
+            Err((code, reason, detail)) => {
                 node.rejected.fetch_add(1, Relaxed);
-                return self.refuse(
-                    from,
-                    topic_name,
-                    raw,
-                    RefuseCode::NotAuthorized,
-                    "node_not_active",
-                    detail,
-                );
-            }
-            let config = r
-                .config
-                .as_ref()
-                .expect("active nodes have a configuration");
-            if config.location.levels() != t.location {
-                drop(r);
-                node.rejected.fetch_add(1, Relaxed);
-                return self.refuse(
-                    from,
-                    topic_name,
-                    raw,
-                    RefuseCode::NotAuthorized,
-                    "location_mismatch",
-                    "topic location differs from the node's configuration".into(),
-                );
-            }
-            config
-                .sensor_index(sensor)
-                .map(|i| (config.clone(), i, r.severity))
-        };
-        let Some((config, index, severity)) = spec else {
-            node.rejected.fetch_add(1, Relaxed);
-            return self.refuse(
-                from,
-                topic_name,
-                raw,
-                RefuseCode::PayloadFormatInvalid,
-                "undeclared_sensor",
-                format!("node {} declared no sensor {sensor:?}", t.node_id),
-            );
-        };
-        let spec = &config.sensors[index];
-        let value = match payload::check_reading(spec, raw) {
-            Ok(v) => v,
-            Err(e) => {
-                node.rejected.fetch_add(1, Relaxed);
-                return self.refuse(
-                    from,
-                    topic_name,
-                    raw,
-                    RefuseCode::PayloadFormatInvalid,
-                    e.reason(),
-                    e.to_string(),
-                );
+                return self.refuse(from, topic_name, raw, code, reason, detail);
             }
         };
         node.accepted.fetch_add(1, Relaxed);
         self.registry.mark_dirty();
         self.touch(&node, from);
-        if let Some(v) = value.as_f64() {
-            self.cross_check(&node, &spec.name, v);
+        if let Some(v) = accepted.value.as_f64() {
+            self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
         }
-        Verdict::Reading(AcceptedReading {
-            config,
-            sensor: index,
-            value,
-            severity,
-        })
+        Verdict::Reading(accepted)
     }
 
     /// Records contact from the node's connection.
@@ -458,17 +399,20 @@ impl Protocol {
             }
             newly
         };
-        let mut r = node.record.lock().expect("node record");
-        r.last_seen_ms = Some(now_ms());
-        let addr = from.peer.ip().to_string();
-        if r.address.as_deref() != Some(&addr) {
-            r.address = Some(addr.clone());
-            drop(r);
+        let ip = from.peer.ip();
+        let moved = {
+            let mut r = node.record.lock().expect("node record");
+            r.last_seen_ms = Some(now_ms());
+            // Compared parsed, so the common case (same address) allocates nothing.
+            let same = r.address.as_deref().and_then(|a| a.parse().ok()) == Some(ip);
+            (!same).then(|| {
+                r.address = Some(ip.to_string());
+                r.node_id.clone()
+            })
+        };
+        if let Some(id) = moved {
             self.registry.mark_dirty();
-            let id = node.record.lock().expect("node record").node_id.clone();
-            self.node_sys(&id, "ipAddress", addr);
-        } else {
-            drop(r);
+            self.node_sys(&id, "ipAddress", ip.to_string());
         }
         if newly {
             self.publish_connected_count();
@@ -723,6 +667,50 @@ impl Protocol {
             });
         }
     }
+}
+
+/// A refusal: how a v5 client is answered, the counter label, and the logged detail.
+type Refusal = (RefuseCode, &'static str, String);
+
+/// Checks a reading of an existing node against its state and its declared contract.
+fn check_reading(
+    node: &Node,
+    t: topic::NodeTopic<'_>,
+    sensor: &str,
+    raw: &Bytes,
+) -> Result<AcceptedReading, Refusal> {
+    let (config, index, severity) = {
+        let r = node.record.lock().expect("node record");
+        if r.functional_mode != FunctionalMode::Active {
+            let detail = format!("node {} is {}", t.node_id, r.functional_mode.as_str());
+            return Err((RefuseCode::NotAuthorized, "node_not_active", detail));
+        }
+        let config = r
+            .config
+            .as_ref()
+            .expect("active nodes have a configuration");
+        if config.location.levels() != t.location {
+            let detail = "topic location differs from the node's configuration".to_string();
+            return Err((RefuseCode::NotAuthorized, "location_mismatch", detail));
+        }
+        let Some(index) = config.sensor_index(sensor) else {
+            let detail = format!("node {} declared no sensor {sensor:?}", t.node_id);
+            return Err((
+                RefuseCode::PayloadFormatInvalid,
+                "undeclared_sensor",
+                detail,
+            ));
+        };
+        (config.clone(), index, r.severity)
+    };
+    let value = payload::check_reading(&config.sensors[index], raw)
+        .map_err(|e| (RefuseCode::PayloadFormatInvalid, e.reason(), e.to_string()))?;
+    Ok(AcceptedReading {
+        config,
+        sensor: index,
+        value,
+        severity,
+    })
 }
 
 struct Join {
