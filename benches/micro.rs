@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use samos_engine::ingest::{Reading, build_batch, encode, wal::Wal};
+use samos_engine::ingest::{Reading, build_batch, encode_record, wal::Wal};
 use samos_engine::protocol::validate::validate;
 use samos_engine::simulate::node_document;
 use samos_schemas::payload::{Severity, Value};
@@ -26,6 +26,7 @@ fn readings(n: usize) -> Vec<Reading> {
             qos: 2,
             client_id: Arc::from("bench"),
             ack: None,
+            qos2_pkid: None,
         })
         .collect()
 }
@@ -39,10 +40,12 @@ fn durable_path(c: &mut Criterion) {
     g.bench_function("build_batch_10k", |b| {
         b.iter(|| build_batch(black_box(&rs), 1))
     });
-    g.bench_function("wal_encode_10k", |b| b.iter(|| encode(black_box(&batch))));
+    g.bench_function("wal_encode_10k", |b| {
+        b.iter(|| encode_record(&[], Some(black_box(&batch))))
+    });
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), 1 << 30).unwrap();
-    let payload = encode(&batch);
+    let (mut wal, _) = Wal::open(dir.path(), 1 << 30, |_| {}).unwrap();
+    let payload = encode_record(&[], Some(&batch));
     g.bench_function("wal_append_fsync_10k", |b| {
         b.iter(|| {
             wal.append(black_box(&payload)).unwrap();

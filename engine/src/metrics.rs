@@ -102,6 +102,8 @@ pub struct Metrics {
     pub parquet_files: AtomicU64,
     pub parquet_rows: AtomicU64,
     pub parquet_compactions: AtomicU64,
+    /// Persistent sessions held in the WAL.
+    pub durable_sessions: AtomicU64,
     /// WAL batches committed but not yet in PostgreSQL.
     pub postgres_lag: AtomicU64,
     pub postgres_rows: AtomicU64,
@@ -136,6 +138,7 @@ impl Default for Metrics {
             parquet_files: AtomicU64::new(0),
             parquet_rows: AtomicU64::new(0),
             parquet_compactions: AtomicU64::new(0),
+            durable_sessions: AtomicU64::new(0),
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             refusals: Mutex::new(BTreeMap::new()),
@@ -281,6 +284,12 @@ impl Metrics {
             "counter",
             "Merges of small Parquet files into one.",
             self.parquet_compactions.load(Relaxed),
+        );
+        single(
+            "samos_durable_sessions",
+            "gauge",
+            "Persistent sessions (subscriptions, QoS 2 packet ids) kept in the WAL.",
+            self.durable_sessions.load(Relaxed),
         );
         single(
             "samos_postgres_lag_batches",

@@ -68,7 +68,7 @@ impl Server {
             info!(users = p.users().count(), "password file loaded");
         }
         let metrics = Arc::new(Metrics::default());
-        let (router, handle) = Router::new(
+        let (mut router, handle) = Router::new(
             RouterConfig {
                 max_queued_messages: config.mqtt.max_queued_messages,
                 queue_qos0_offline: config.mqtt.queue_qos0_offline,
@@ -134,6 +134,13 @@ impl Server {
             )?),
             None => None,
         };
+        if let Some(i) = &ingest {
+            let restored = i.take_restored_sessions();
+            if !restored.is_empty() {
+                info!(sessions = restored.len(), "persistent sessions restored");
+            }
+            router.restore(restored, crate::protocol::registry::now_ms());
+        }
         let shared = Arc::new(Shared {
             ingest: ingest.clone(),
             protocol: protocol.clone(),

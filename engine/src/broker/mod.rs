@@ -8,7 +8,7 @@
 pub mod router;
 pub mod subscriptions;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -67,8 +67,9 @@ pub struct SessionState {
     pub inflight: Vec<(u16, Delivery, OutPhase)>,
     /// Messages waiting to be sent.
     pub pending: VecDeque<Delivery>,
-    /// Incoming QoS 2 packet ids received (and routed) but not yet released.
-    pub incoming_qos2: HashSet<u16>,
+    /// Incoming QoS 2 packet ids received (and routed) but not yet released, each with
+    /// whether it is stored in the WAL with its reading (so its release must be too).
+    pub incoming_qos2: HashMap<u16, bool>,
     pub next_pkid: u16,
 }
 
@@ -216,6 +217,8 @@ pub enum Timer {
 #[derive(Debug)]
 pub struct ConnectGrant {
     pub session_present: bool,
+    /// A clean start discarded a session this client id had.
+    pub discarded_session: bool,
     pub state: SessionState,
     /// Identifies this connection of the client to the router.
     pub connection: u64,

@@ -15,6 +15,7 @@ use super::{
     ConnectGrant, Delivery, Kick, Message, Outbox, Request, RequestSender, SessionState,
     SubOptions, Timer, Will,
 };
+use crate::ingest::sessions::DurableSession;
 use crate::metrics::Metrics;
 use crate::mqtt::topic;
 
@@ -86,6 +87,57 @@ impl Router {
             match_buf: Vec::new(),
         };
         (router, RouterHandle { tx })
+    }
+
+    /// Recreates persistent sessions recovered from the WAL, offline: their subscriptions
+    /// receive messages again, their QoS 2 packet ids are known, and they expire as usual.
+    pub fn restore(&mut self, sessions: Vec<(Arc<str>, DurableSession)>, now_ms: i64) {
+        for (client_id, durable) in sessions {
+            let session = Session {
+                offline: SessionState {
+                    incoming_qos2: durable.qos2_received.iter().map(|p| (*p, true)).collect(),
+                    ..SessionState::default()
+                },
+                epoch: 1,
+                ..Session::default()
+            };
+            self.sessions.insert(client_id.clone(), session);
+            self.metrics.sessions.fetch_add(1, Relaxed);
+            let filters = durable
+                .subscriptions
+                .into_iter()
+                .map(|(filter, s)| {
+                    let options = SubOptions {
+                        qos: match s.qos {
+                            0 => QoS::AtMostOnce,
+                            1 => QoS::AtLeastOnce,
+                            _ => QoS::ExactlyOnce,
+                        },
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling: s.retain_handling,
+                        subscription_id: s.subscription_id.map(|id| id as usize),
+                    };
+                    (filter, options)
+                })
+                .collect();
+            self.subscribe(&client_id, filters);
+            let expiry = self
+                .config
+                .max_session_expiry
+                .map_or(durable.expiry_secs, |max| durable.expiry_secs.min(max));
+            if expiry != u32::MAX {
+                let gone_ms = now_ms.saturating_sub(durable.closed_at_ms.unwrap_or(now_ms));
+                let left = (u64::from(expiry) * 1000).saturating_sub(gone_ms.max(0) as u64);
+                self.schedule(
+                    Duration::from_millis(left),
+                    Timer::Expiry {
+                        client_id,
+                        epoch: 1,
+                    },
+                );
+            }
+        }
     }
 
     /// Runs until every handle is dropped.
@@ -181,8 +233,10 @@ impl Router {
 
     fn complete_connect(&mut self, client_id: Arc<str>, p: PendingConnect) {
         let mut session_present = false;
+        let mut discarded_session = false;
         if let Some(mut old) = self.sessions.remove(&client_id) {
             if p.clean_start {
+                discarded_session = true;
                 // The old session ends now: a will still waiting for its delay goes out.
                 if let Some(will) = old.delayed_will.take() {
                     self.publish(will.message);
@@ -209,6 +263,7 @@ impl Router {
         session.online = Some((connection, p.outbox));
         let grant = ConnectGrant {
             session_present,
+            discarded_session,
             state,
             connection,
         };

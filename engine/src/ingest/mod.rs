@@ -14,11 +14,13 @@
 //! temporary files of a crashed run are removed first, so every row reaches Parquet once.
 
 pub mod postgres;
+pub mod sessions;
 pub mod wal;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -36,6 +38,7 @@ use tracing::{error, info, warn};
 use crate::config::{Durability, StorageConfig};
 use crate::metrics::Metrics;
 use crate::protocol::validate::NodeConfig;
+use sessions::{DurableSession, SessionOp, SessionTable};
 use wal::{Wal, WalError};
 
 /// How far a connection's readings are durable: the batcher stores the highest per-connection
@@ -59,6 +62,8 @@ pub struct Reading {
     pub client_id: Arc<str>,
     /// The connection's cursor and this reading's sequence on it, when its acknowledgement waits.
     pub ack: Option<(Arc<AckCursor>, u64)>,
+    /// The QoS 2 packet id to store with the reading, for a persistent session.
+    pub qos2_pkid: Option<u16>,
 }
 
 /// Why storage could not start.
@@ -84,12 +89,21 @@ pub struct Ingest {
     pub durability: Durability,
     committed: Arc<AtomicU64>,
     pg: Option<Arc<postgres::PostgresState>>,
+    /// Client ids with a durable session, kept current by the batcher.
+    durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The sessions recovered at start, until the router takes them.
+    restored: Mutex<Vec<(Arc<str>, DurableSession)>>,
 }
 
-/// What the batcher is handed: readings, and flush requests that travel behind them.
+/// What the batcher is handed: readings, session changes and flush requests, in the order
+/// their connections sent them.
 #[derive(Debug)]
 enum Work {
     Reading(Reading),
+    Session {
+        op: SessionOp,
+        ack: Option<(Arc<AckCursor>, u64)>,
+    },
     Flush(channel::Sender<()>),
 }
 
@@ -107,7 +121,38 @@ impl Ingest {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Ingest>, IngestError> {
         let wal_dir = data_dir.join("wal");
-        let (wal, recovery) = Wal::open(&wal_dir, config.wal_segment_bytes)?;
+        let mut sessions = SessionTable::default();
+        let mut session_error = None;
+        let (mut wal, recovery) =
+            Wal::open(
+                &wal_dir,
+                config.wal_segment_bytes,
+                |record| match decode_record_sessions(&record.payload) {
+                    Ok(ops) => ops.iter().for_each(|op| sessions.apply(op)),
+                    Err(message) => {
+                        session_error.get_or_insert(IngestError::Replay {
+                            seq: record.seq,
+                            message,
+                        });
+                    }
+                },
+            )?;
+        if let Some(e) = session_error {
+            return Err(e);
+        }
+        sessions.restart(crate::protocol::registry::now_ms());
+        metrics
+            .durable_sessions
+            .store(sessions.len() as u64, Relaxed);
+        if !sessions.is_empty() {
+            // The new segment starts with the sessions, before older segments may be freed.
+            wal.append(&encode_record(&sessions.snapshot(), None))?;
+            wal.commit()?;
+            info!(
+                sessions = sessions.len(),
+                "persistent sessions recovered from the WAL"
+            );
+        }
         if let Some(cut) = &recovery.cut {
             warn!(
                 segment = %cut.segment.display(),
@@ -140,10 +185,12 @@ impl Ingest {
         let replayed = recovery.pending.len();
         let mut rows = 0;
         for record in &recovery.pending {
-            for batch in decode(&record.payload).map_err(|message| IngestError::Replay {
-                seq: record.seq,
-                message,
-            })? {
+            for batch in
+                decode_record_batches(&record.payload).map_err(|message| IngestError::Replay {
+                    seq: record.seq,
+                    message,
+                })?
+            {
                 rows += batch.num_rows();
                 sink.write(record.seq, &batch)?;
             }
@@ -170,7 +217,16 @@ impl Ingest {
             };
             spawn("samos-postgres", &wal_dir, move || pg.run())?;
         }
+        let durable_clients = Arc::new(Mutex::new(
+            sessions.sessions().map(|(c, _)| c.clone()).collect(),
+        ));
+        let restored = sessions
+            .sessions()
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect();
         let batcher = Batcher {
+            sessions,
+            durable_clients: durable_clients.clone(),
             committed: committed.clone(),
             pg: pg_state.clone(),
             max_backlog: config.max_wal_backlog_batches.max(1),
@@ -187,13 +243,42 @@ impl Ingest {
             durability: config.durability,
             committed,
             pg: pg_state,
+            durable_clients,
+            restored: Mutex::new(restored),
         }))
+    }
+
+    /// Queues a session change behind this connection's readings; `ack` is released once it
+    /// is durable.
+    pub async fn record_session(
+        &self,
+        op: SessionOp,
+        ack: Option<(Arc<AckCursor>, u64)>,
+        metrics: &Metrics,
+    ) -> Result<(), ()> {
+        self.send(Work::Session { op, ack }, metrics).await
+    }
+
+    /// Whether `client` has a durable session (one a non-persistent connect must end).
+    pub fn has_durable_session(&self, client: &str) -> bool {
+        self.durable_clients
+            .lock()
+            .expect("durable clients")
+            .contains(client)
+    }
+
+    /// The persistent sessions recovered at start (once: for the router to recreate).
+    pub fn take_restored_sessions(&self) -> Vec<(Arc<str>, DurableSession)> {
+        std::mem::take(&mut *self.restored.lock().expect("restored sessions"))
     }
 
     /// Queues a reading; while the queue is full the caller waits (and so stops reading its
     /// socket): backpressure, never a drop.
     pub async fn push(&self, reading: Reading, metrics: &Metrics) -> Result<(), ()> {
-        let mut work = Work::Reading(reading);
+        self.send(Work::Reading(reading), metrics).await
+    }
+
+    async fn send(&self, mut work: Work, metrics: &Metrics) -> Result<(), ()> {
         loop {
             match self.tx.try_send(work) {
                 Ok(()) => return Ok(()),
@@ -243,8 +328,11 @@ fn spawn(name: &str, dir: &Path, f: impl FnOnce() + Send + 'static) -> Result<()
         })
 }
 
-/// Owns the column builders and the WAL.
+/// Owns the column builders, the WAL and the durable session table.
 struct Batcher {
+    /// The sessions as the committed records leave them.
+    sessions: SessionTable,
+    durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Last committed sequence, for sinks that follow the WAL.
     committed: Arc<AtomicU64>,
     /// The PostgreSQL sink's progress, when there is one.
@@ -262,6 +350,51 @@ fn utc_day(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
 
+/// What one WAL record gathers: readings of one UTC day and session changes, in queue order.
+#[derive(Default)]
+struct Group {
+    readings: Vec<Reading>,
+    ops: Vec<SessionOp>,
+    /// Acknowledgements to release once the record is durable, in queue order.
+    acks: Vec<(Arc<AckCursor>, u64)>,
+    day: Option<i64>,
+}
+
+impl Group {
+    /// Adds `work` unless it must go into the next record (a reading of another day, a flush).
+    fn add(&mut self, work: Work) -> Option<Work> {
+        match work {
+            Work::Reading(r) => {
+                let day = utc_day(r.ingest_time_ms);
+                if self.day.is_some_and(|d| d != day) {
+                    return Some(Work::Reading(r));
+                }
+                self.day = Some(day);
+                if let Some(pkid) = r.qos2_pkid {
+                    self.ops.push(SessionOp::Received {
+                        client: r.client_id.clone(),
+                        pkid,
+                    });
+                }
+                if let Some(ack) = &r.ack {
+                    self.acks.push(ack.clone());
+                }
+                self.readings.push(r);
+            }
+            Work::Session { op, ack } => {
+                self.ops.push(op);
+                self.acks.extend(ack);
+            }
+            flush @ Work::Flush(_) => return Some(flush),
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.readings.len() + self.ops.len()
+    }
+}
+
 impl Batcher {
     fn run(mut self) {
         let mut carry: Option<Work> = None;
@@ -273,26 +406,19 @@ impl Batcher {
                     Err(_) => return,
                 },
             };
-            let first = match work {
-                Work::Reading(r) => r,
-                Work::Flush(done) => {
-                    let _ = self.sink.send(SinkMsg::Flush(done));
-                    continue;
-                }
-            };
-            let day = utc_day(first.ingest_time_ms);
-            let mut batch = vec![first];
-            while batch.len() < self.max_rows {
+            if let Work::Flush(done) = work {
+                let _ = self.sink.send(SinkMsg::Flush(done));
+                continue;
+            }
+            let mut group = Group::default();
+            carry = group.add(work);
+            while carry.is_none() && group.len() < self.max_rows {
                 match self.rx.try_recv() {
-                    Ok(Work::Reading(r)) if utc_day(r.ingest_time_ms) == day => batch.push(r),
-                    Ok(other) => {
-                        carry = Some(other);
-                        break;
-                    }
+                    Ok(w) => carry = group.add(w),
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.commit(batch) {
+            if let Err(e) = self.commit(group) {
                 // Nothing of this batch is acknowledged: clients resend after reconnecting.
                 error!(error = %e, "WAL commit failed; stopping ingest (readings stay unacknowledged)");
                 return;
@@ -323,15 +449,26 @@ impl Batcher {
         }
     }
 
-    fn commit(&mut self, readings: Vec<Reading>) -> Result<(), WalError> {
+    fn commit(&mut self, group: Group) -> Result<(), WalError> {
         self.wait_for_backlog();
         let started = Instant::now();
         let seq = self.wal.next_seq();
-        let batch = build_batch(&readings, seq);
-        let payload = encode(&batch);
+        let batch = (!group.readings.is_empty()).then(|| build_batch(&group.readings, seq));
+        let payload = if self.wal.next_append_starts_segment() {
+            // Every segment opens with the whole session table, so freeing older segments
+            // never loses a session.
+            let mut ops = self.sessions.snapshot();
+            ops.extend(group.ops.iter().cloned());
+            encode_record(&ops, batch.as_ref())
+        } else {
+            encode_record(&group.ops, batch.as_ref())
+        };
         self.wal.append(&payload)?;
         self.wal.commit()?;
         self.committed.store(seq, Relaxed);
+        if !group.ops.is_empty() {
+            self.apply_sessions(&group.ops);
+        }
         if let Some(pg) = &self.pg {
             // Kept current here too, so an outage (no sink loop running) still shows its lag.
             let lag = seq.saturating_sub(pg.checkpoint.load(Relaxed));
@@ -341,30 +478,47 @@ impl Batcher {
         m.wal_commit_latency.observe(started.elapsed());
         m.wal_bytes.fetch_add(payload.len() as u64 + 16, Relaxed);
         m.readings_committed
-            .fetch_add(readings.len() as u64, Relaxed);
+            .fetch_add(group.readings.len() as u64, Relaxed);
         m.wal_batches.fetch_add(1, Relaxed);
-        // Release acknowledgements: each connection's readings arrive in its own order.
+        // Release acknowledgements: each connection's sequence numbers arrive in its order.
         let mut last: Option<(&Arc<AckCursor>, u64)> = None;
-        for r in &readings {
-            if let Some((cursor, n)) = &r.ack {
-                match last {
-                    Some((c, _)) if Arc::ptr_eq(c, cursor) => last = Some((c, *n)),
-                    Some((c, v)) => {
-                        release(c, v);
-                        last = Some((cursor, *n));
-                    }
-                    None => last = Some((cursor, *n)),
+        for (cursor, n) in &group.acks {
+            match last {
+                Some((c, _)) if Arc::ptr_eq(c, cursor) => last = Some((c, *n)),
+                Some((c, v)) => {
+                    release(c, v);
+                    last = Some((cursor, *n));
                 }
+                None => last = Some((cursor, *n)),
             }
         }
         if let Some((c, v)) = last {
             release(c, v);
         }
-        drop(readings);
+        drop(group);
         // A slow sink blocks here, which stops commits, which fills the queue, which pauses
         // publishers: the WAL backlog stays bounded.
-        let _ = self.sink.send(SinkMsg::Batch(seq, batch));
+        if let Some(batch) = batch {
+            let _ = self.sink.send(SinkMsg::Batch(seq, batch));
+        }
         Ok(())
+    }
+
+    fn apply_sessions(&mut self, ops: &[SessionOp]) {
+        let mut clients = self.durable_clients.lock().expect("durable clients");
+        for op in ops {
+            self.sessions.apply(op);
+            if let Some(client) = op.client() {
+                if self.sessions.contains(client) {
+                    clients.insert(client.clone());
+                } else {
+                    clients.remove(client);
+                }
+            }
+        }
+        self.metrics
+            .durable_sessions
+            .store(self.sessions.len() as u64, Relaxed);
     }
 }
 
@@ -433,10 +587,20 @@ pub fn build_batch(readings: &[Reading], seq: u64) -> RecordBatch {
     RecordBatch::try_new(readings_schema(), columns).expect("columns follow readings_schema")
 }
 
-/// The WAL payload of a batch: an Arrow IPC stream.
-pub fn encode(batch: &RecordBatch) -> Vec<u8> {
-    let mut buf = Vec::new();
-    {
+/// Format byte that opens every WAL record payload.
+const RECORD_FORMAT: u8 = 1;
+
+/// A WAL record's payload: `u8` format (1) · `u32` LE length of the session section · the
+/// session operations ([`sessions`]) · the readings as an Arrow IPC stream (absent when the
+/// record holds only session changes).
+pub fn encode_record(ops: &[SessionOp], batch: Option<&RecordBatch>) -> Vec<u8> {
+    let mut buf = vec![RECORD_FORMAT, 0, 0, 0, 0];
+    for op in ops {
+        op.encode(&mut buf);
+    }
+    let ops_len = (buf.len() - 5) as u32;
+    buf[1..5].copy_from_slice(&ops_len.to_le_bytes());
+    if let Some(batch) = batch {
         let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
             .expect("IPC writer into memory");
         w.write(batch).expect("IPC write into memory");
@@ -445,9 +609,36 @@ pub fn encode(batch: &RecordBatch) -> Vec<u8> {
     buf
 }
 
-/// Decodes a WAL payload back into its batches.
-pub fn decode(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(payload), None)
+/// Splits a payload into its session section and its IPC stream.
+fn split_record(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    match payload {
+        [RECORD_FORMAT, a, b, c, d, rest @ ..] => {
+            let n = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+            if rest.len() < n {
+                return Err(format!(
+                    "session section of {n} bytes in {} left",
+                    rest.len()
+                ));
+            }
+            Ok(rest.split_at(n))
+        }
+        [f, ..] => Err(format!("unknown WAL record format {f}")),
+        [] => Err("empty WAL record".into()),
+    }
+}
+
+/// The session changes of a WAL record.
+pub fn decode_record_sessions(payload: &[u8]) -> Result<Vec<SessionOp>, String> {
+    SessionOp::decode_all(split_record(payload)?.0)
+}
+
+/// The readings of a WAL record (none when it holds only session changes).
+pub fn decode_record_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let (_, ipc) = split_record(payload)?;
+    if ipc.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
         .map_err(|e| e.to_string())?;
     reader
         .collect::<Result<Vec<_>, _>>()
@@ -811,11 +1002,15 @@ mod tests {
                     qos: *qos,
                     client_id: Arc::from(format!("n{node}").as_str()),
                     ack: None,
+                    qos2_pkid: None,
                 })
                 .collect();
             let batch = build_batch(&readings, seq);
             prop_assert_eq!(batch.num_rows(), readings.len());
-            let decoded = decode(&encode(&batch)).unwrap();
+            let ops = [SessionOp::Received { client: "n0".into(), pkid: 9 }];
+            let payload = encode_record(&ops, Some(&batch));
+            prop_assert_eq!(decode_record_sessions(&payload).unwrap(), ops);
+            let decoded = decode_record_batches(&payload).unwrap();
             prop_assert_eq!(decoded.len(), 1);
             prop_assert_eq!(&decoded[0], &batch);
             let node = batch.column(2).as_dictionary::<Int32Type>();

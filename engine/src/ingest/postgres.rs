@@ -147,7 +147,7 @@ impl PostgresSink {
             for record in &records {
                 // The record passed its checksum, so this cannot happen short of a bug; it is
                 // logged and counted, and skipped rather than blocking the sink forever.
-                let batches = super::decode(&record.payload).unwrap_or_else(|e| {
+                let batches = super::decode_record_batches(&record.payload).unwrap_or_else(|e| {
                     self.metrics.refuse("postgres_undecodable_batch");
                     tracing::error!(seq = record.seq, error = %e, "undecodable WAL batch skipped by the PostgreSQL sink");
                     Vec::new()

@@ -186,8 +186,13 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
 }
 
 impl Wal {
-    /// Recovers `dir` and opens a fresh segment for appending.
-    pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Wal, Recovery), WalError> {
+    /// Recovers `dir` and opens a fresh segment for appending. `visit` sees every intact
+    /// record still on disk, checkpointed or not, in order (for state kept across segments).
+    pub fn open(
+        dir: &Path,
+        max_segment_bytes: u64,
+        mut visit: impl FnMut(&WalRecord),
+    ) -> Result<(Wal, Recovery), WalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let checkpoint = read_checkpoint(dir)?;
         let segs = segments(dir)?;
@@ -228,6 +233,7 @@ impl Wal {
                     });
                 }
                 last_seq = last_seq.max(r.seq);
+                visit(&r);
                 if r.seq > checkpoint {
                     recovery.pending.push(r);
                 }
@@ -257,6 +263,11 @@ impl Wal {
     /// The sequence the next append gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Whether the next append is the first record of a segment.
+    pub fn next_append_starts_segment(&self) -> bool {
+        self.bytes == 0 || self.bytes >= self.max_segment_bytes
     }
 
     /// Appends a record (not yet durable: see [`Wal::commit`]); returns its sequence.
@@ -412,7 +423,7 @@ mod tests {
     #[test]
     fn records_survive_a_reopen_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (mut wal, rec) = Wal::open(dir.path(), 1 << 20, |_| {}).unwrap();
         assert!(rec.pending.is_empty());
         assert_eq!(wal.append(b"one").unwrap(), 1);
         assert_eq!(wal.append(b"two").unwrap(), 2);
@@ -422,7 +433,7 @@ mod tests {
         // A crash in the middle of a third record.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[7, 0, 0, 0, 1, 2]).unwrap();
-        let (wal, rec) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (wal, rec) = Wal::open(dir.path(), 1 << 20, |_| {}).unwrap();
         let seqs: Vec<u64> = rec.pending.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(rec.cut.as_ref().unwrap().bytes, 6);
@@ -432,7 +443,7 @@ mod tests {
     #[test]
     fn checkpoints_hide_and_free_what_parquet_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 10).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 10, |_| {}).unwrap();
         for i in 0..5u8 {
             wal.append(&[i; 20]).unwrap();
         }
@@ -440,7 +451,7 @@ mod tests {
         write_checkpoint(dir.path(), 3).unwrap();
         assert!(wal.remove_through(3).unwrap() >= 2);
         drop(wal);
-        let (_, rec) = Wal::open(dir.path(), 10).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 10, |_| {}).unwrap();
         let seqs: Vec<u64> = rec.pending.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [4, 5]);
         assert_eq!(rec.checkpoint, 3);
@@ -449,7 +460,7 @@ mod tests {
     #[test]
     fn corruption_before_the_tail_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 30).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 30, |_| {}).unwrap();
         for i in 0..4u8 {
             wal.append(&[i; 20]).unwrap();
         }
@@ -460,7 +471,7 @@ mod tests {
         bytes[HEADER + 3] ^= 0xFF;
         std::fs::write(&first, bytes).unwrap();
         assert!(matches!(
-            Wal::open(dir.path(), 30),
+            Wal::open(dir.path(), 30, |_| {}),
             Err(WalError::Corrupt { .. })
         ));
     }
@@ -468,7 +479,7 @@ mod tests {
     #[test]
     fn a_tail_follows_segments_and_stops_at_the_committed_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 50).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 50, |_| {}).unwrap();
         for i in 0..10u8 {
             wal.append(&[i; 20]).unwrap();
         }
@@ -509,7 +520,7 @@ mod tests {
         #[test]
         fn wal_matches_its_model(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
-            let (mut wal, _) = Wal::open(dir.path(), 100).unwrap();
+            let (mut wal, _) = Wal::open(dir.path(), 100, |_| {}).unwrap();
             // Model: committed records, and appended-but-unsynced ones.
             let mut durable: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut unsynced: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -546,7 +557,7 @@ mod tests {
                         let f = OpenOptions::new().write(true).open(&path).unwrap();
                         f.set_len(len - unsynced_bytes as u64 + cut).unwrap();
                         drop(f);
-                        let (w, rec) = Wal::open(dir.path(), 100).unwrap();
+                        let (w, rec) = Wal::open(dir.path(), 100, |_| {}).unwrap();
                         // What survives: every durable record after the checkpoint, then any
                         // unsynced records the OS happened to write whole.
                         let mut expected: Vec<(u64, Vec<u8>)> = durable.iter().filter(|(s, _)| *s > checkpoint).cloned().collect();

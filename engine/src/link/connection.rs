@@ -1,7 +1,7 @@
 //! One client connection: CONNECT and authentication, then the session loop that reads
 //! packets, talks to the router, and writes acknowledgements and deliveries.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +24,7 @@ use crate::auth::Access;
 use crate::broker::{
     Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, SubOptions, Will,
 };
+use crate::ingest::sessions::{DurableSubscription, SessionOp};
 use crate::mqtt::codec::{Codec, CodecError, OutgoingPublish, ProtocolVersion};
 use crate::mqtt::topic;
 
@@ -160,7 +161,10 @@ struct Connection {
     backlog: VecDeque<Delivery>,
     window: usize,
     next_pkid: u16,
-    incoming_qos2: HashSet<u16>,
+    /// Incoming QoS 2 packet ids not yet released, each with whether it is in the WAL.
+    incoming_qos2: HashMap<u16, bool>,
+    /// This connection's session is persistent and recorded in the WAL.
+    durable_session: bool,
     alias_in: HashMap<u16, String>,
     alias_out: HashMap<String, u16>,
     alias_out_max: u16,
@@ -180,12 +184,23 @@ struct Connection {
 /// An acknowledgement not yet sent.
 #[derive(Debug)]
 struct HeldAck {
-    /// This connection's reading sequence that must be durable first (0: none).
+    /// This connection's sequence (reading or session change) that must be durable first
+    /// (0: none).
     seq: u64,
-    pkid: u16,
-    qos: QoS,
-    reason: PubRecReason,
+    ack: Held,
     arrived: Instant,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// PUBACK or PUBREC.
+    Publish {
+        pkid: u16,
+        qos: QoS,
+        reason: PubRecReason,
+    },
+    /// PUBCOMP, SUBACK, UNSUBACK of a persistent session.
+    Packet(Box<Packet>),
 }
 
 impl Connection {
@@ -229,7 +244,8 @@ impl Connection {
             backlog: VecDeque::new(),
             window: receive_max.min(mqtt.max_inflight_messages as usize),
             next_pkid: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashMap::new(),
+            durable_session: false,
             alias_in: HashMap::new(),
             alias_out: HashMap::new(),
             alias_out_max,
@@ -366,6 +382,50 @@ impl Connection {
                 .await;
         };
         self.connection = grant.connection;
+        if let Some(ingest) = shared.ingest.clone() {
+            let op = if self.session_expiry > 0 {
+                self.durable_session = true;
+                Some(SessionOp::Open {
+                    client: self.client_id.clone(),
+                    clean: self.connect.clean_session,
+                    expiry_secs: self.session_expiry,
+                })
+            } else if grant.discarded_session || ingest.has_durable_session(&self.client_id) {
+                Some(SessionOp::End {
+                    client: self.client_id.clone(),
+                })
+            } else {
+                None
+            };
+            if let Some(op) = op {
+                // Discarding a stored session is durable before CONNACK says it is gone.
+                let discards = matches!(
+                    op,
+                    SessionOp::End { .. } | SessionOp::Open { clean: true, .. }
+                );
+                let ack = discards.then(|| {
+                    self.next_reading_seq += 1;
+                    (self.ack_cursor.clone(), self.next_reading_seq)
+                });
+                if ingest
+                    .record_session(op, ack, &shared.metrics)
+                    .await
+                    .is_err()
+                {
+                    return self
+                        .refuse(
+                            writer,
+                            ConnectReturnCode::ServerUnavailable,
+                            "storage stopped",
+                        )
+                        .await;
+                }
+                if discards {
+                    self.wait_durable(self.next_reading_seq, Duration::from_secs(30))
+                        .await;
+                }
+            }
+        }
 
         let mut connack = ConnAck::new(ConnectReturnCode::Success, grant.session_present);
         let mut server_keepalive = None;
@@ -602,10 +662,20 @@ impl Connection {
             Packet::PubRel(r) => {
                 let known = self.incoming_qos2.remove(&r.pkid);
                 let mut comp = PubComp::new(r.pkid);
-                if !known && !self.version.is_v3() {
+                if known.is_none() && !self.version.is_v3() {
                     comp.reason = PubCompReason::PacketIdentifierNotFound;
                 }
-                self.send(&Packet::PubComp(comp));
+                if known == Some(true) && self.durable_session {
+                    // The id may be reused once PUBCOMP is out: its release must be durable
+                    // first, or a restart would take the next message for a resend.
+                    let op = SessionOp::Released {
+                        client: self.client_id.clone(),
+                        pkid: r.pkid,
+                    };
+                    self.record_then(op, Packet::PubComp(comp)).await?;
+                } else {
+                    self.send(&Packet::PubComp(comp));
+                }
             }
             Packet::Subscribe(s) => self.on_subscribe(s).await?,
             Packet::Unsubscribe(u) => {
@@ -617,6 +687,13 @@ impl Connection {
                 };
                 self.router(req).await?;
                 let removed = rx.await.map_err(|_| router_gone())?;
+                let mut ops: Vec<SessionOp> = Vec::new();
+                if self.durable_session {
+                    ops.extend(u.filters.iter().map(|f| SessionOp::Unsubscribe {
+                        client: self.client_id.clone(),
+                        filter: f.clone(),
+                    }));
+                }
                 let mut ack = UnsubAck {
                     pkid: u.pkid,
                     reasons: Vec::new(),
@@ -632,7 +709,7 @@ impl Connection {
                         }
                     })
                     .collect();
-                self.send(&Packet::UnsubAck(ack));
+                self.record_all_then(ops, Packet::UnsubAck(ack)).await?;
             }
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
@@ -727,7 +804,7 @@ impl Connection {
         self.shared.metrics.messages_received[p.qos as usize].fetch_add(1, Relaxed);
 
         if p.qos == QoS::ExactlyOnce {
-            if self.incoming_qos2.contains(&p.pkid) {
+            if self.incoming_qos2.contains_key(&p.pkid) {
                 // A resend of a message already routed: acknowledge, do not route again.
                 self.ack_after(&p, PubRecReason::Success, arrived, 0);
                 return Ok(());
@@ -752,7 +829,7 @@ impl Connection {
             warn!(client_id = %self.client_id, topic = %p.topic, "publish denied by ACL");
             if p.qos == QoS::ExactlyOnce && !v5 {
                 // 3.x: acknowledge as usual (the client cannot be told), remember the id.
-                self.incoming_qos2.insert(p.pkid);
+                self.incoming_qos2.insert(p.pkid, false);
             }
             self.ack_after(&p, PubRecReason::NotAuthorized, arrived, 0);
             return Ok(());
@@ -770,7 +847,7 @@ impl Connection {
                 reading = Some(r);
             } else if let crate::protocol::Verdict::Refuse { code, .. } = verdict {
                 if p.qos == QoS::ExactlyOnce && !v5 {
-                    self.incoming_qos2.insert(p.pkid);
+                    self.incoming_qos2.insert(p.pkid, false);
                 }
                 let reason = match code {
                     crate::protocol::RefuseCode::NotAuthorized => PubRecReason::NotAuthorized,
@@ -810,8 +887,9 @@ impl Connection {
             expires_at,
         });
         self.batch.push(message);
+        let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
         if p.qos == QoS::ExactlyOnce {
-            self.incoming_qos2.insert(p.pkid);
+            self.incoming_qos2.insert(p.pkid, stored_qos2);
         }
         let mut wait_for = 0;
         if let (Some(r), Some(ingest)) = (reading, self.shared.ingest.clone()) {
@@ -830,6 +908,7 @@ impl Connection {
                 qos: p.qos as u8,
                 client_id: self.client_id.clone(),
                 ack: durable_ack.then(|| (self.ack_cursor.clone(), wait_for)),
+                qos2_pkid: stored_qos2.then_some(p.pkid),
             };
             if ingest.push(reading, &self.shared.metrics).await.is_err() {
                 return Err(End::Refused {
@@ -853,12 +932,53 @@ impl Connection {
         }
         self.held_acks.push_back(HeldAck {
             seq,
-            pkid: p.pkid,
-            qos: p.qos,
-            reason,
+            ack: Held::Publish {
+                pkid: p.pkid,
+                qos: p.qos,
+                reason,
+            },
             arrived,
         });
         self.release_acks();
+    }
+
+    /// Records a change of this persistent session and sends `reply` once it is durable.
+    async fn record_then(&mut self, op: SessionOp, reply: Packet) -> Result<(), End> {
+        self.record_all_then(vec![op], reply).await
+    }
+
+    /// Records changes of this persistent session (none: `reply` goes out as usual) and sends
+    /// `reply` once they are durable.
+    async fn record_all_then(&mut self, ops: Vec<SessionOp>, reply: Packet) -> Result<(), End> {
+        let Some(ingest) = self.shared.ingest.clone().filter(|_| !ops.is_empty()) else {
+            self.send(&reply);
+            return Ok(());
+        };
+        let wait = ingest.durability == crate::config::Durability::AckAfterCommit;
+        let last = ops.len() - 1;
+        for (i, op) in ops.into_iter().enumerate() {
+            let ack = (wait && i == last).then(|| {
+                self.next_reading_seq += 1;
+                (self.ack_cursor.clone(), self.next_reading_seq)
+            });
+            if ingest
+                .record_session(op, ack, &self.shared.metrics)
+                .await
+                .is_err()
+            {
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ServerBusy,
+                    why: "storage stopped".into(),
+                });
+            }
+        }
+        self.held_acks.push_back(HeldAck {
+            seq: if wait { self.next_reading_seq } else { 0 },
+            ack: Held::Packet(Box::new(reply)),
+            arrived: Instant::now(),
+        });
+        self.release_acks();
+        Ok(())
     }
 
     /// Sends the held acknowledgements whose readings are now durable, in order.
@@ -872,16 +992,21 @@ impl Connection {
                 break;
             }
             let h = self.held_acks.pop_front().expect("front exists");
-            let p = Publish {
-                dup: false,
-                qos: h.qos,
-                retain: false,
-                topic: String::new(),
-                pkid: h.pkid,
-                properties: None,
-                payload: bytes::Bytes::new(),
-            };
-            self.ack(&p, h.reason, h.arrived);
+            match h.ack {
+                Held::Publish { pkid, qos, reason } => {
+                    let p = Publish {
+                        dup: false,
+                        qos,
+                        retain: false,
+                        topic: String::new(),
+                        pkid,
+                        properties: None,
+                        payload: bytes::Bytes::new(),
+                    };
+                    self.ack(&p, reason, h.arrived);
+                }
+                Held::Packet(packet) => self.send(&packet),
+            }
         }
     }
 
@@ -969,6 +1094,20 @@ impl Connection {
                 },
             ));
         }
+        let mut ops = Vec::new();
+        if self.durable_session {
+            ops.extend(accepted.iter().map(|(filter, o)| SessionOp::Subscribe {
+                client: self.client_id.clone(),
+                filter: filter.clone(),
+                options: DurableSubscription {
+                    qos: o.qos as u8,
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    retain_handling: o.retain_handling,
+                    subscription_id: o.subscription_id.map(|id| id as u32),
+                },
+            }));
+        }
         if !accepted.is_empty() {
             let (tx, rx) = oneshot::channel();
             self.router(Request::Subscribe {
@@ -979,8 +1118,8 @@ impl Connection {
             .await?;
             rx.await.map_err(|_| router_gone())?;
         }
-        self.send(&Packet::SubAck(SubAck::new(s.pkid, codes)));
-        Ok(())
+        self.record_all_then(ops, Packet::SubAck(SubAck::new(s.pkid, codes)))
+            .await
     }
 
     fn find_inflight(&self, pkid: u16, phase: OutPhase) -> Option<usize> {
@@ -1116,6 +1255,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Waits (at most `limit`) until this connection's sequence `wanted` is durable; returns
+    /// how far it is.
+    async fn wait_durable(&self, wanted: u64, limit: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.ack_cursor.notify.notified();
+            let durable = self
+                .ack_cursor
+                .durable
+                .load(std::sync::atomic::Ordering::Acquire);
+            if durable >= wanted || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return durable;
+            }
+        }
+    }
+
     /// Says goodbye where the protocol allows, and hands the session back to the router.
     async fn finish<W: AsyncWrite + Unpin>(mut self, end: End, writer: &mut W) {
         // PUBLISHes read before the end (a DISCONNECT, an error) were acknowledged in `wbuf`:
@@ -1159,29 +1314,29 @@ impl Connection {
         // A QoS 2 packet id handed to the next connection means "already stored": resends of it
         // are acknowledged without storing. So wait (bounded) for this connection's readings to
         // be durable; any still pending after that are forgotten, so their resends are stored.
-        let wanted = self.next_reading_seq;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self
-            .ack_cursor
-            .durable
-            .load(std::sync::atomic::Ordering::Acquire)
-            < wanted
-        {
-            if tokio::time::timeout_at(deadline, self.ack_cursor.notify.notified())
-                .await
-                .is_err()
+        let durable = self
+            .wait_durable(self.next_reading_seq, Duration::from_secs(10))
+            .await;
+        for h in &self.held_acks {
+            if let Held::Publish {
+                pkid,
+                qos: QoS::ExactlyOnce,
+                ..
+            } = h.ack
+                && h.seq > durable
             {
-                break;
+                self.incoming_qos2.remove(&pkid);
             }
         }
-        let durable = self
-            .ack_cursor
-            .durable
-            .load(std::sync::atomic::Ordering::Acquire);
-        for h in &self.held_acks {
-            if h.qos == QoS::ExactlyOnce && h.seq > durable {
-                self.incoming_qos2.remove(&h.pkid);
-            }
+        if self.durable_session
+            && let Some(ingest) = &self.shared.ingest
+        {
+            let op = SessionOp::Closed {
+                client: self.client_id.clone(),
+                at_ms: crate::protocol::registry::now_ms(),
+                expiry_secs: self.session_expiry,
+            };
+            let _ = ingest.record_session(op, None, &self.shared.metrics).await;
         }
 
         let mut pending: VecDeque<Delivery> = self.scratch.drain(..).rev().collect();
