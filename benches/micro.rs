@@ -1,13 +1,18 @@
 //! Criterion micro-benchmarks of the durable path, in rows per second: building the Arrow
-//! batch, its WAL encoding, a WAL append + fsync, and a Parquet write.
+//! batch, its WAL encoding, a WAL append + fsync, a Parquet write, and a PostgreSQL load
+//! (binary COPY + idempotent insert + checkpoint, one transaction) into a throwaway cluster
+//! started from the system binaries (skipped, with a message, where there are none).
 //!
 //! `cargo bench --bench micro`
+
+#[path = "../engine/tests/common/pg.rs"]
+mod pg;
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use samos_engine::ingest::{Reading, build_batch, encode_record, wal::Wal};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use samos_engine::ingest::{Reading, build_batch, encode_record, postgres, wal::Wal};
 use samos_engine::protocol::validate::validate;
 use samos_engine::simulate::node_document;
 use samos_schemas::payload::{Severity, Value};
@@ -67,5 +72,43 @@ fn durable_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, durable_path);
+fn postgres_copy(c: &mut Criterion) {
+    const N: usize = 10_000;
+    if !std::path::Path::new("/usr/lib/postgresql").exists() {
+        eprintln!("postgres_copy skipped: no PostgreSQL server binaries (apt install postgresql)");
+        return;
+    }
+    let db = pg::TempPostgres::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut client, connection) = rt
+        .block_on(tokio_postgres::connect(&db.url(), tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(connection);
+    rt.block_on(postgres::prepare(&client)).unwrap();
+    let rs = readings(N);
+    let mut seq = 0;
+    let mut g = c.benchmark_group("durable_path");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(20);
+    g.bench_function("postgres_copy_10k", |b| {
+        b.iter_batched(
+            || {
+                // Fresh keys every time: a replayed key would be skipped, not stored.
+                seq += 1;
+                (build_batch(&rs, seq), seq)
+            },
+            |(batch, seq)| {
+                rt.block_on(postgres::load(&mut client, &[batch], seq))
+                    .unwrap()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, durable_path, postgres_copy);
 criterion_main!(benches);

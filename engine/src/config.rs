@@ -257,8 +257,13 @@ pub struct StorageConfig {
     pub wal_segment_bytes: u64,
     /// A Parquet file is closed after this many rows…
     pub parquet_max_rows: usize,
+    /// …or this many bytes written (compressed)…
+    pub parquet_max_bytes: u64,
     /// …or this many seconds, whichever comes first.
     pub parquet_rotate_secs: u64,
+    /// Readings (Parquet date partitions, and PostgreSQL rows of `readings`, `events`,
+    /// `rejected`) older than this many days are deleted, checked hourly; 0 keeps everything.
+    pub retention_days: u32,
     /// Merge a date partition's small files (under a quarter of `parquet_max_rows`) once
     /// there are this many; 0 never merges.
     pub parquet_compact_files: usize,
@@ -281,7 +286,9 @@ impl Default for StorageConfig {
             sink_queue_batches: 64,
             wal_segment_bytes: 64 * 1024 * 1024,
             parquet_max_rows: 1_000_000,
+            parquet_max_bytes: 256 * 1024 * 1024,
             parquet_rotate_secs: 10,
+            retention_days: 0,
             parquet_compact_files: 16,
             postgres: None,
             postgres_batch_records: 64,

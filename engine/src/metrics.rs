@@ -102,6 +102,7 @@ pub struct Metrics {
     pub parquet_files: AtomicU64,
     pub parquet_rows: AtomicU64,
     pub parquet_compactions: AtomicU64,
+    pub parquet_partitions_expired: AtomicU64,
     /// Persistent sessions held in the WAL.
     pub durable_sessions: AtomicU64,
     /// WAL batches committed but not yet in PostgreSQL.
@@ -139,6 +140,7 @@ impl Default for Metrics {
             parquet_rows: AtomicU64::new(0),
             parquet_compactions: AtomicU64::new(0),
             durable_sessions: AtomicU64::new(0),
+            parquet_partitions_expired: AtomicU64::new(0),
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             refusals: Mutex::new(BTreeMap::new()),
@@ -284,6 +286,12 @@ impl Metrics {
             "counter",
             "Merges of small Parquet files into one.",
             self.parquet_compactions.load(Relaxed),
+        );
+        single(
+            "samos_parquet_partitions_expired_total",
+            "counter",
+            "Date partitions deleted past storage.retention_days.",
+            self.parquet_partitions_expired.load(Relaxed),
         );
         single(
             "samos_durable_sessions",

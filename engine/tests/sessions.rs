@@ -17,18 +17,28 @@ const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
 const T: Duration = Duration::from_secs(10);
 
 fn temp_topic() -> String {
-    format!("{NET}/CN1/{LOC}/indoorTemperatureSensor")
+    topic_of("CN1")
 }
 
-/// Connects CN1 with a persistent session and has it join; waits until the registry holds
-/// it on disk (it is saved within a second), so a crash does not forget the node.
+fn topic_of(node: &str) -> String {
+    format!("{NET}/{node}/{LOC}/indoorTemperatureSensor")
+}
+
 fn join_cn1_persistent(server: &TestServer) -> Raw {
-    let config = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
-    )
+    join_persistent(server, "CN1")
+}
+
+/// Connects `node` (CN1 or CN2) with a persistent session and has it join with its paper
+/// configuration; waits until the registry holds it on disk (it is saved within a second), so
+/// a crash does not forget the node.
+fn join_persistent(server: &TestServer, node: &str) -> Raw {
+    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../datasets/node-configs/{}_config.xml",
+        node.to_lowercase()
+    )))
     .unwrap();
-    let control = format!("{NET}/CN1/{LOC}/control");
-    let (mut c, _) = Raw::connected(server.port(), 4, "CN1", false, &[]);
+    let control = format!("{NET}/{node}/{LOC}/control");
+    let (mut c, _) = Raw::connected(server.port(), 4, node, false, &[]);
     c.send(&subscribe(4, 1, &control, 0));
     let _ = c.next(T);
     c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
@@ -40,7 +50,7 @@ fn join_cn1_persistent(server: &TestServer) -> Raw {
     }
     let nodes = server.data_dir().join("nodes.json");
     let deadline = Instant::now() + T;
-    while !std::fs::read_to_string(&nodes).is_ok_and(|s| s.contains("\"CN1\"")) {
+    while !std::fs::read_to_string(&nodes).is_ok_and(|s| s.contains(&format!("\"{node}\""))) {
         assert!(Instant::now() < deadline, "registry not saved");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -55,9 +65,12 @@ enum Phase {
     Released,
 }
 
-/// What a QoS 2 client keeps of its session: the messages in flight by packet id.
-#[derive(Default)]
+/// What a QoS 1/2 client keeps of its session: the messages in flight by packet id.
 struct ClientSession {
+    qos: u8,
+    topic: String,
+    /// Added to every value, so two publishers' readings can be told apart.
+    offset: u32,
     next_value: u32,
     inflight: BTreeMap<u16, (u32, Phase)>,
     /// Packet ids in the order their messages were first sent.
@@ -72,6 +85,30 @@ const PKIDS: std::ops::Range<u16> = 100..140;
 const WINDOW: usize = 20;
 
 impl ClientSession {
+    fn new(node: &str, qos: u8, offset: u32) -> ClientSession {
+        ClientSession {
+            qos,
+            topic: topic_of(node),
+            offset,
+            next_value: 0,
+            inflight: BTreeMap::new(),
+            order: Vec::new(),
+            acknowledged: HashSet::new(),
+            completed: 0,
+        }
+    }
+
+    fn publish(&self, pkid: u16, v: u32, dup: bool) -> Vec<u8> {
+        publish(
+            4,
+            self.topic.as_bytes(),
+            self.qos,
+            pkid,
+            dup,
+            payload(v + self.offset).as_bytes(),
+        )
+    }
+
     fn free_pkid(&self) -> u16 {
         PKIDS
             .clone()
@@ -83,14 +120,7 @@ impl ClientSession {
     fn resend(&self, c: &mut Raw) {
         for pkid in &self.order {
             match self.inflight.get(pkid) {
-                Some((v, Phase::Sent)) => c.send(&publish(
-                    4,
-                    temp_topic().as_bytes(),
-                    2,
-                    *pkid,
-                    true,
-                    payload(*v).as_bytes(),
-                )),
+                Some((v, Phase::Sent)) => c.send(&self.publish(*pkid, *v, true)),
                 Some((_, Phase::Released)) => c.send(&ack(0x62, *pkid)),
                 None => {}
             }
@@ -104,14 +134,7 @@ impl ClientSession {
                 let pkid = self.free_pkid();
                 let v = self.next_value;
                 self.next_value += 1;
-                c.send(&publish(
-                    4,
-                    temp_topic().as_bytes(),
-                    2,
-                    pkid,
-                    false,
-                    payload(v).as_bytes(),
-                ));
+                c.send(&self.publish(pkid, v, false));
                 self.inflight.insert(pkid, (v, Phase::Sent));
                 self.order.retain(|p| *p != pkid);
                 self.order.push(pkid);
@@ -120,6 +143,12 @@ impl ClientSession {
                 return true;
             }
             match c.next(T) {
+                Reply::V4(Packet::PubAck(a)) => {
+                    if let Some((v, _)) = self.inflight.remove(&a.pkid) {
+                        self.acknowledged.insert(v);
+                        self.completed += 1;
+                    }
+                }
                 Reply::V4(Packet::PubRec(r)) => {
                     if let Some((v, phase)) = self.inflight.get_mut(&r.pkid) {
                         *phase = Phase::Released;
@@ -161,58 +190,129 @@ fn stored_values(data: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Runs both sessions on their own threads until `totals`; returns them when their
+/// connections end (a kill) or they are done.
+fn run_both(
+    sessions: [(ClientSession, Raw); 2],
+    totals: [u32; 2],
+) -> [std::thread::JoinHandle<(ClientSession, bool)>; 2] {
+    let [(mut a, mut ca), (mut b, mut cb)] = sessions;
+    [
+        std::thread::spawn(move || {
+            let done = a.run(&mut ca, totals[0]);
+            (a, done)
+        }),
+        std::thread::spawn(move || {
+            let done = b.run(&mut cb, totals[1]);
+            (b, done)
+        }),
+    ]
+}
+
+fn pg_count(pg: &common::pg::TempPostgres, sql: &str) -> u64 {
+    pg.psql(sql).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 #[test]
-fn qos2_is_exactly_once_across_kill_9_for_a_resending_persistent_session() {
-    let s = TestServer::start();
-    let mut c = join_cn1_persistent(&s);
-    let mut session = ClientSession::default();
-    let total = 1_000_000;
-    let mut publisher = std::thread::spawn(move || {
-        session.run(&mut c, total);
-        session
-    });
-    // Let it run, then kill the server mid-stream.
+fn qos1_and_qos2_persistent_sessions_resend_after_kill_9_and_lose_nothing() {
+    const QOS1_OFFSET: u32 = 70_000;
+    let pg = common::pg::TempPostgres::start();
+    let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let s = TestServer::with_config(&config);
+    let sessions = [
+        (ClientSession::new("CN1", 2, 0), join_persistent(&s, "CN1")),
+        (
+            ClientSession::new("CN2", 1, QOS1_OFFSET),
+            join_persistent(&s, "CN2"),
+        ),
+    ];
+    let publishers = run_both(sessions, [60_000, 60_000]);
+    // Full rate for a while, then kill the server mid-stream.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while s.metric("samos_readings_committed_total ") < 2_000 {
+    while s.metric("samos_readings_committed_total ") < 3_000 {
         assert!(Instant::now() < deadline, "too slow");
         std::thread::sleep(Duration::from_millis(5));
     }
     let dir = s.kill();
-    let mut session = publisher.join().unwrap();
-    let in_flight = session.inflight.len();
-    let sent = session.next_value;
-    assert!(in_flight > 0, "nothing in flight at the kill");
+    let [q2, q1] = publishers.map(|p| p.join().unwrap().0);
+    assert!(!q2.inflight.is_empty(), "nothing in flight at the kill");
+    let q2_in_flight: Vec<u32> = q2.inflight.values().map(|(v, _)| *v).collect();
+    let q1_in_flight: Vec<u32> = q1.inflight.values().map(|(v, _)| *v).collect();
+    let q1_acked_at_kill = q1.acknowledged.clone();
 
-    let s = TestServer::in_dir(dir, "");
+    let s = TestServer::in_dir(dir, &config);
     assert!(
         s.wait_log("persistent sessions recovered", T),
         "{}",
         s.log()
     );
-    let (mut c, present) = Raw::connected(s.port(), 4, "CN1", false, &[]);
-    assert!(present, "the persistent session survived the crash");
-    session.resend(&mut c);
-    let total = sent + 500;
-    publisher = std::thread::spawn(move || {
-        assert!(session.run(&mut c, total), "connection lost after restart");
-        session
-    });
-    let session = publisher.join().unwrap();
-    assert_eq!(session.completed, total);
+    let mut resumed = Vec::new();
+    for (session, node) in [(q2, "CN1"), (q1, "CN2")] {
+        let (mut c, present) = Raw::connected(s.port(), 4, node, false, &[]);
+        assert!(present, "{node}'s persistent session survived the crash");
+        session.resend(&mut c);
+        resumed.push((session, c));
+    }
+    let totals = [resumed[0].0.next_value + 300, resumed[1].0.next_value + 300];
+    let [a, b]: [(ClientSession, Raw); 2] = resumed.try_into().ok().unwrap();
+    let publishers = run_both([a, b], totals);
+    let [(q2, done2), (q1, done1)] = publishers.map(|p| p.join().unwrap());
+    assert!(done2 && done1, "a connection was lost after the restart");
+    assert_eq!(q2.completed, totals[0]);
+    assert_eq!(q1.next_value, totals[1]);
     let dir = s.stop();
 
+    // Parquet, read by pyarrow.
     let stored = stored_values(&dir.path().join("data"));
-    let mut seen = HashSet::new();
+    let mut count = BTreeMap::<u32, u32>::new();
     for v in &stored {
-        assert!(
-            seen.insert(*v),
-            "reading {v} stored twice ({in_flight} in flight at the kill)"
+        *count.entry(*v).or_default() += 1;
+    }
+    // QoS 2: every message exactly once, the ones in flight at the kill included.
+    for v in 0..totals[0] {
+        let n = count.get(&v).copied().unwrap_or(0);
+        assert_eq!(
+            n, 1,
+            "QoS 2 reading {v} stored {n} times (in flight at the kill: {q2_in_flight:?})"
         );
     }
-    for v in 0..total {
-        assert!(seen.contains(&v), "reading {v} lost");
+    // QoS 1: nothing lost; only a message in flight at the kill (stored, its PUBACK lost with
+    // the server) may be stored twice; one acknowledged before the kill is stored once.
+    for v in 0..totals[1] {
+        let n = count.get(&(v + QOS1_OFFSET)).copied().unwrap_or(0);
+        assert!(n >= 1, "QoS 1 reading {v} lost");
+        assert!(
+            n == 1 || q1_in_flight.contains(&v),
+            "QoS 1 reading {v} stored {n} times"
+        );
+        if q1_acked_at_kill.contains(&v) {
+            assert_eq!(n, 1, "acknowledged QoS 1 reading {v} stored {n} times");
+        }
     }
-    assert_eq!(stored.len() as u32, total);
+
+    // PostgreSQL holds the same rows, each key once.
+    let rows = stored.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg_count(&pg, "SELECT count(*) FROM readings") < rows {
+        assert!(Instant::now() < deadline, "PostgreSQL behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), rows);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"),
+        rows
+    );
+    assert_eq!(
+        pg_count(
+            &pg,
+            "SELECT count(DISTINCT value) FROM readings WHERE node_id = 'CN1' AND qos = 2"
+        ),
+        u64::from(totals[0])
+    );
+    assert_eq!(
+        pg_count(&pg, "SELECT count(*) FROM readings WHERE node_id = 'CN1'"),
+        u64::from(totals[0])
+    );
 }
 
 #[test]

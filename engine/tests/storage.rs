@@ -261,6 +261,79 @@ fn postgres_gets_every_row_once_across_an_outage() {
     );
 }
 
+/// Waits until `sql` (a count) reaches `n` in PostgreSQL.
+fn wait_pg_count(pg: &common::pg::TempPostgres, sql: &str, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg_count(pg, sql) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {} of {n}",
+            pg_count(pg, sql)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn postgres_mirrors_the_node_registry_events_and_quarantine_once() {
+    let pg = common::pg::TempPostgres::start();
+    let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let s = TestServer::with_config(&config);
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,21.5", 10), 0);
+    // Not a number: refused, quarantined (3.1.1 still gets its PUBACK).
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,99\x00x", 11), 0);
+    drop(c);
+    let events_in_file = || {
+        std::fs::read_to_string(s.data_dir().join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .count() as u64
+    };
+    wait_pg_count(&pg, "SELECT count(*) FROM rejected", 1);
+    wait_pg_count(&pg, "SELECT count(*) FROM events", events_in_file());
+    wait_pg_count(
+        &pg,
+        "SELECT count(*) FROM nodes WHERE node_id = 'CN1' AND functional_mode = 'active' \
+         AND config->>'node_id' = 'CN1' AND config_xml LIKE '%CN1%'",
+        1,
+    );
+    assert_eq!(
+        pg.psql("SELECT client_id || ' ' || reason || ' ' || payload_bytes FROM rejected")
+            .unwrap(),
+        "CN1 invalid_value 15"
+    );
+    // PostgreSQL text holds no NUL: it arrives as U+FFFD.
+    assert_eq!(
+        pg.psql("SELECT payload FROM rejected").unwrap(),
+        "float,0-70,99\u{fffd}x"
+    );
+    assert_eq!(
+        pg_count(
+            &pg,
+            "SELECT count(*) FROM events WHERE kind = 'join' AND node_id = 'CN1'"
+        ),
+        1
+    );
+    // A restart loads nothing twice.
+    let dir = s.stop();
+    let s = TestServer::in_dir(dir, &config);
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,bad", 12), 0);
+    drop(c);
+    wait_pg_count(&pg, "SELECT count(*) FROM rejected", 2);
+    let events = std::fs::read_to_string(s.data_dir().join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    wait_pg_count(&pg, "SELECT count(*) FROM events", events);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM events"), events);
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM rejected"), 2);
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM nodes"), 1);
+    drop(s);
+}
+
 #[test]
 fn postgres_and_parquet_agree_after_kill_9() {
     let pg = common::pg::TempPostgres::start();
@@ -493,6 +566,76 @@ fn small_parquet_files_are_compacted_without_losing_or_doubling_rows() {
         store["files"].as_u64().unwrap() < u64::from(n) / 5,
         "{store}"
     );
+}
+
+#[test]
+fn parquet_files_rotate_by_size() {
+    // A 1-byte limit: every committed batch closes its file.
+    let s = TestServer::with_config(
+        "[storage]\nparquet_max_bytes = 1\nparquet_rotate_secs = 3600\nparquet_compact_files = 0\n",
+    );
+    let mut c = join_cn1(s.port());
+    for i in 0..12u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 10), 0);
+    }
+    // One at a time, so one batch per reading, so one file per reading — before any stop.
+    let deadline = std::time::Instant::now() + T;
+    while s.metric("samos_parquet_files_total ") < 12 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.metrics_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = s.stop();
+    let store = read_store(&dir.path().join("data"));
+    assert_eq!(store["rows"], 12);
+    assert_eq!(store["files"], 12);
+}
+
+#[test]
+fn partitions_and_rows_past_the_retention_are_deleted() {
+    let pg = common::pg::TempPostgres::start();
+    // Tables as Samos creates them, with rows from 2020 and from now.
+    let ddl = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/sql/postgres.sql"),
+    )
+    .unwrap();
+    pg.psql(&ddl).unwrap();
+    pg.psql(
+        "INSERT INTO events VALUES ('2020-01-01T00:00:00Z', 'join', 'n', 'CN9', NULL), \
+                                   (now(), 'join', 'n', 'CN8', NULL); \
+         INSERT INTO rejected (time, client_id, topic, reason) \
+              VALUES ('2020-01-01T00:00:00Z', 'c', 't', 'r')",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("data/readings/date=2020-01-01");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("part-00000000000000000001-00000000000000000001.parquet"),
+        b"x",
+    )
+    .unwrap();
+    let config = format!(
+        "[storage]\nretention_days = 30\npostgres = {:?}\n",
+        pg.url()
+    );
+    let s = TestServer::in_dir(dir, &config);
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,20", 10), 0);
+    let deadline = std::time::Instant::now() + T;
+    while old.exists() || pg_count(&pg, "SELECT count(*) FROM events WHERE node_id = 'CN9'") > 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.metric("samos_parquet_partitions_expired_total "), 1);
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM rejected"), 0);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(*) FROM events WHERE node_id = 'CN8'"),
+        1
+    );
+    wait_pg_rows(&pg, 1);
+    let dir = s.stop();
+    assert_eq!(read_store(&dir.path().join("data"))["rows"], 1);
 }
 
 #[test]

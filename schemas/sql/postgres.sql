@@ -24,16 +24,22 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_node_sensor_time ON readings (node_id, sensor, ingest_time);
 
--- The node registry, events and quarantine (filled by later versions of the sink).
+-- The node registry (upserted from data/nodes.json whenever it changes), and the event log and
+-- quarantine (followed from data/events.jsonl and data/rejected.jsonl by byte offset, checkpointed
+-- in the same transaction as the rows, so each line arrives exactly once).
 CREATE TABLE IF NOT EXISTS nodes (
-    network          text NOT NULL,
-    node_id          text NOT NULL,
-    functional_mode  text NOT NULL,
-    severity         text NOT NULL,
-    config_xml       text,
-    config           jsonb,
-    last_seen        timestamptz,
-    address          text,
+    network            text NOT NULL,
+    node_id            text NOT NULL,
+    functional_mode    text NOT NULL,
+    severity           text NOT NULL,
+    assessed_severity  text,
+    config_xml         text,
+    config             jsonb,
+    joined_at          timestamptz,
+    last_seen          timestamptz,
+    address            text,
+    readings_accepted  bigint,
+    readings_rejected  bigint,
     PRIMARY KEY (network, node_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -43,16 +49,21 @@ CREATE TABLE IF NOT EXISTS events (
     node_id          text NOT NULL,
     detail           jsonb
 );
+CREATE INDEX IF NOT EXISTS events_node_time ON events (network, node_id, time);
 CREATE TABLE IF NOT EXISTS rejected (
     time             timestamptz NOT NULL,
     client_id        text NOT NULL,
+    peer             text,
     topic            text NOT NULL,
     reason           text NOT NULL,
     detail           text,
-    payload          text
+    payload          text,
+    payload_bytes    integer
 );
+CREATE INDEX IF NOT EXISTS rejected_time ON rejected (time);
 
--- How far each sink has loaded the WAL; updated in the same transaction as the rows.
+-- How far each sink has loaded the WAL (`readings`: a WAL sequence) or its file (`events`,
+-- `rejected`: a byte offset); updated in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS samos_sink_checkpoint (
     sink             text PRIMARY KEY,
     wal_seq          bigint NOT NULL

@@ -163,6 +163,7 @@ impl Ingest {
         }
         let readings_dir = data_dir.join("readings");
         remove_temporary_files(&readings_dir)?;
+        remove_expired_leftovers(&readings_dir)?;
         remove_compacted_inputs(&readings_dir)?;
         let committed = Arc::new(AtomicU64::new(wal.next_seq() - 1));
         let pg_state = config.postgres.as_ref().map(|_| {
@@ -178,7 +179,10 @@ impl Ingest {
             wal_dir: wal_dir.clone(),
             open: None,
             max_rows: config.parquet_max_rows,
+            max_bytes: config.parquet_max_bytes.max(1),
             max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
+            retention_days: config.retention_days,
+            retention_checked: None,
             compact_at: config.parquet_compact_files,
             metrics: metrics.clone(),
         };
@@ -210,10 +214,12 @@ impl Ingest {
             let pg = postgres::PostgresSink {
                 url: url.clone(),
                 wal_dir: wal_dir.clone(),
+                data_dir: data_dir.to_path_buf(),
                 committed: committed.clone(),
                 state: state.clone(),
                 metrics: metrics.clone(),
                 batch_records: config.postgres_batch_records.max(1),
+                retention_days: config.retention_days,
             };
             spawn("samos-postgres", &wal_dir, move || pg.run())?;
         }
@@ -655,6 +661,22 @@ fn file_range(path: &Path) -> Option<(u64, u64)> {
     Some((first.parse().ok()?, last.parse().ok()?))
 }
 
+/// The `date=YYYY-MM-DD` partitions under `root`, as (UTC day number, directory).
+fn date_partitions(root: &Path) -> Vec<(i64, PathBuf)> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let date = name.to_str()?.strip_prefix("date=")?;
+            let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+            let day = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+            Some((utc_day(day), e.path()))
+        })
+        .collect()
+}
+
 /// The finished Parquet files of one partition, by sequence range.
 fn partition_files(dir: &Path) -> Vec<((u64, u64), PathBuf)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -686,6 +708,19 @@ fn remove_compacted_inputs(root: &Path) -> Result<(), IngestError> {
                     source,
                 })?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Finishes deleting partitions a crash interrupted (renamed to `.expired-*`).
+fn remove_expired_leftovers(root: &Path) -> Result<(), IngestError> {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".expired-") {
+            std::fs::remove_dir_all(e.path()).map_err(|source| IngestError::Io {
+                path: e.path(),
+                source,
+            })?;
         }
     }
     Ok(())
@@ -774,7 +809,11 @@ struct ParquetSink {
     wal_dir: PathBuf,
     open: Option<OpenFile>,
     max_rows: usize,
+    max_bytes: u64,
     max_age: Duration,
+    /// Date partitions older than this many days are deleted (0: never).
+    retention_days: u32,
+    retention_checked: Option<Instant>,
     /// Small files in a partition that trigger a merge (0: never).
     compact_at: usize,
     metrics: Arc<Metrics>,
@@ -783,7 +822,8 @@ struct ParquetSink {
 impl ParquetSink {
     fn run(mut self, rx: Receiver<SinkMsg>) {
         loop {
-            let wait = self.open.as_ref().map_or(Duration::from_secs(3600), |o| {
+            self.apply_retention();
+            let wait = self.open.as_ref().map_or(Duration::from_secs(60), |o| {
                 self.max_age.saturating_sub(o.opened.elapsed())
             });
             match rx.recv_timeout(wait) {
@@ -863,10 +903,45 @@ impl ParquetSink {
             .map_err(|e| parquet_error(&open.tmp, e))?;
         open.rows += batch.num_rows();
         open.last_seq = seq;
-        if open.rows >= self.max_rows {
+        let bytes = open.writer.bytes_written() + open.writer.in_progress_size();
+        if open.rows >= self.max_rows || bytes as u64 >= self.max_bytes {
             self.close()?;
         }
         Ok(())
+    }
+
+    /// Deletes date partitions older than the retention, at most once an hour. A partition is
+    /// renamed away first, so readers never see it half deleted.
+    fn apply_retention(&mut self) {
+        if self.retention_days == 0
+            || self
+                .retention_checked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
+            return;
+        }
+        self.retention_checked = Some(Instant::now());
+        let today = utc_day(crate::protocol::registry::now_ms());
+        let oldest_kept = today - i64::from(self.retention_days);
+        for (day, dir) in date_partitions(&self.root) {
+            if day >= oldest_kept || self.open.as_ref().is_some_and(|o| o.day == day) {
+                continue;
+            }
+            let doomed = self.root.join(format!(".expired-{day}"));
+            let removed =
+                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
+            match removed {
+                Ok(()) => {
+                    self.metrics
+                        .parquet_partitions_expired
+                        .fetch_add(1, Relaxed);
+                    info!(partition = %dir.display(), retention_days = self.retention_days, "deleted a date partition past the retention");
+                }
+                Err(e) => {
+                    warn!(partition = %dir.display(), error = %e, "cannot delete an expired partition")
+                }
+            }
+        }
     }
 
     /// Merges a partition's small files (under a quarter of `max_rows`) once there are
