@@ -335,6 +335,67 @@ fn postgres_mirrors_the_node_registry_events_and_quarantine_once() {
 }
 
 #[test]
+fn a_replay_into_postgresql_skips_the_rows_it_already_holds() {
+    let pg = common::pg::TempPostgres::start();
+    let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let s = TestServer::with_config(&config);
+    let mut c = join_cn1(s.port());
+    for i in 0..50u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 10), 0);
+    }
+    wait_pg_rows(&pg, 50);
+    drop(c);
+    let dir = s.stop();
+    // The sink forgets how far it got: it starts over from the oldest WAL record kept.
+    pg.psql("DELETE FROM samos_sink_checkpoint WHERE sink = 'readings'")
+        .unwrap();
+    let s = TestServer::in_dir(dir, &config);
+    let mut c = join_cn1(s.port());
+    for i in 50..60u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 10), 0);
+    }
+    wait_pg_rows(&pg, 60);
+    assert!(
+        s.wait_log("already holds some of these rows", T),
+        "{}",
+        s.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), 60);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT value) FROM readings"),
+        60
+    );
+}
+
+#[test]
+fn a_database_filled_from_another_data_directory_is_refused() {
+    let pg = common::pg::TempPostgres::start();
+    let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let s = TestServer::with_config(&config);
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,1", 10), 0);
+    wait_pg_rows(&pg, 1);
+    drop(c);
+    drop(s);
+    // A fresh data directory: its WAL counts from 1 again, so its keys would collide.
+    let s = TestServer::with_config(&config);
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,2", 10), 0);
+    assert!(
+        s.wait_log("holds the rows of another Samos store", T),
+        "{}",
+        s.log()
+    );
+    assert!(s.metric("samos_refusals_total{reason=\"postgres_foreign_store\"} ") >= 1);
+    assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), 1);
+    // Still durable (acknowledged, in Parquet): only PostgreSQL is withheld.
+    assert_eq!(s.metric("samos_readings_committed_total "), 1);
+}
+
+#[test]
 fn postgres_and_parquet_agree_after_kill_9() {
     let pg = common::pg::TempPostgres::start();
     let config = format!("[storage]\npostgres = {:?}\n", pg.url());

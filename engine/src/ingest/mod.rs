@@ -220,6 +220,7 @@ impl Ingest {
                 metrics: metrics.clone(),
                 batch_records: config.postgres_batch_records.max(1),
                 retention_days: config.retention_days,
+                store_id: wal::store_id(&wal_dir)?,
             };
             spawn("samos-postgres", &wal_dir, move || pg.run())?;
         }

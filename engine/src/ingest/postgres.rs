@@ -73,6 +73,23 @@ pub struct PostgresSink {
     pub batch_records: usize,
     /// Rows older than this many days are deleted hourly (0: never).
     pub retention_days: u32,
+    /// Identifies this data directory's WAL, whose sequences the keys and checkpoint count.
+    pub store_id: String,
+}
+
+/// Why a sink session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The database was filled from another data directory: its checkpoint and keys count
+    /// another WAL's sequences, so loading this one would skip or silently drop rows.
+    #[error(
+        "the PostgreSQL database holds the rows of another Samos store ({theirs}; this data \
+         directory is {ours}): nothing is loaded. Point storage.postgres at another database, \
+         or empty this one (readings, samos_store, samos_sink_checkpoint)"
+    )]
+    ForeignStore { ours: String, theirs: String },
 }
 
 impl PostgresSink {
@@ -89,6 +106,12 @@ impl PostgresSink {
                     Ok(()) => return,
                     Err(e) => {
                         self.state.connected.store(false, Relaxed);
+                        if let SinkError::ForeignStore { .. } = e {
+                            self.metrics.refuse("postgres_foreign_store");
+                            tracing::error!(error = %e, "PostgreSQL sink refuses the database");
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            continue;
+                        }
                         self.metrics.refuse("postgres_sink_error");
                         warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PostgreSQL sink: connection lost or failed; rows wait in the WAL");
                         tokio::time::sleep(backoff).await;
@@ -99,11 +122,12 @@ impl PostgresSink {
         });
     }
 
-    async fn session(&self) -> Result<(), tokio_postgres::Error> {
+    async fn session(&self) -> Result<(), SinkError> {
         let (mut client, connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(connection);
         let checkpoint = prepare(&client).await?;
+        claim_store(&client, &self.store_id).await?;
         self.state.checkpoint.store(checkpoint, Relaxed);
         self.state.connected.store(true, Relaxed);
         info!(checkpoint, "PostgreSQL sink connected");
@@ -177,17 +201,60 @@ pub async fn prepare(client: &tokio_postgres::Client) -> Result<u64, tokio_postg
     Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
 }
 
-/// Loads batches in one transaction: binary COPY into the staging table, insert into
-/// `readings` skipping keys already there, and move the checkpoint to `through` (a WAL
-/// sequence). Returns the rows copied. Public for the COPY benchmark.
+/// Binds the database to this store on first use; refuses one bound to another store.
+async fn claim_store(client: &tokio_postgres::Client, ours: &str) -> Result<(), SinkError> {
+    client
+        .execute(
+            "INSERT INTO samos_store (store_id) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM samos_store)",
+            &[&ours],
+        )
+        .await?;
+    let theirs: String = client
+        .query_one("SELECT store_id FROM samos_store LIMIT 1", &[])
+        .await?
+        .get(0);
+    if theirs != ours {
+        return Err(SinkError::ForeignStore {
+            ours: ours.to_string(),
+            theirs,
+        });
+    }
+    Ok(())
+}
+
+/// Loads batches in one transaction and moves the checkpoint to `through` (a WAL sequence);
+/// returns the rows loaded. Public for the COPY benchmark.
+///
+/// The rows are binary-COPYed straight into `readings`. Since the checkpoint moves in the same
+/// transaction, a group is normally loaded once; should a key be there already (a replay:
+/// the checkpoint row lost, another writer), the group is loaded again through the staging
+/// table with `ON CONFLICT (key) DO NOTHING`, so a replay never duplicates a row.
 pub async fn load(
     client: &mut tokio_postgres::Client,
     batches: &[RecordBatch],
     through: u64,
 ) -> Result<u64, tokio_postgres::Error> {
+    match copy_into(client, "readings", batches, through).await {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            info!(
+                through,
+                "PostgreSQL already holds some of these rows (a replay): skipping them"
+            );
+            copy_into(client, "readings_staging", batches, through).await
+        }
+        other => other,
+    }
+}
+
+async fn copy_into(
+    client: &mut tokio_postgres::Client,
+    table: &str,
+    batches: &[RecordBatch],
+    through: u64,
+) -> Result<u64, tokio_postgres::Error> {
     let types: Vec<Type> = COLUMNS.iter().map(|(_, t)| t.clone()).collect();
     let copy_sql = format!(
-        "COPY readings_staging ({}) FROM STDIN BINARY",
+        "COPY {table} ({}) FROM STDIN BINARY",
         COLUMNS.map(|(c, _)| c).join(", ")
     );
     let tx = client.transaction().await?;
@@ -199,11 +266,13 @@ pub async fn load(
         rows += write_batch(writer.as_mut(), batch).await?;
     }
     writer.finish().await?;
-    tx.execute(
-        "INSERT INTO readings SELECT * FROM readings_staging ON CONFLICT (key) DO NOTHING",
-        &[],
-    )
-    .await?;
+    if table == "readings_staging" {
+        tx.execute(
+            "INSERT INTO readings SELECT * FROM readings_staging ON CONFLICT (key) DO NOTHING",
+            &[],
+        )
+        .await?;
+    }
     tx.execute(
         "INSERT INTO samos_sink_checkpoint (sink, wal_seq) VALUES ($1, $2) \
          ON CONFLICT (sink) DO UPDATE SET wal_seq = EXCLUDED.wal_seq",
@@ -214,14 +283,15 @@ pub async fn load(
     Ok(rows)
 }
 
-fn dict_value(batch: &RecordBatch, column: usize, row: usize) -> &str {
+/// The keys and values of a dictionary column, looked up once per batch.
+fn dictionary(batch: &RecordBatch, column: usize) -> (&[i32], &StringArray) {
     let d = batch.column(column).as_dictionary::<Int32Type>();
     let values = d
         .values()
         .as_any()
         .downcast_ref::<StringArray>()
         .expect("utf8 dictionary");
-    values.value(d.keys().value(row) as usize)
+    (d.keys().values(), values)
 }
 
 async fn write_batch(
@@ -253,24 +323,25 @@ async fn write_batch(
         .as_any()
         .downcast_ref::<UInt64Array>()
         .expect("key");
+    // network … units (1–12), severity (15), client id (17): COPY order.
+    let dicts: Vec<(&[i32], &StringArray)> = (1..=12)
+        .chain([15, 17])
+        .map(|c| dictionary(batch, c))
+        .collect();
+    let mut text: [&str; 14] = [""; 14];
     for row in 0..batch.num_rows() {
         let k = key.value(row) as i64;
         let t = chrono::DateTime::from_timestamp_millis(time.value(row)).expect("valid time");
-        let text: Vec<&str> = (1..=12).map(|c| dict_value(batch, c, row)).collect();
+        for (slot, (keys, values)) in text.iter_mut().zip(&dicts) {
+            *slot = values.value(keys[row] as usize);
+        }
         let v = (!value.is_null(row)).then(|| value.value(row));
         let r = (!raw.is_null(row)).then(|| raw.value(row));
-        let severity = dict_value(batch, 15, row);
         let q = i16::from(qos.value(row));
-        let client = dict_value(batch, 17, row);
-        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&k, &t];
-        for s in &text {
-            values.push(s);
-        }
-        values.push(&v);
-        values.push(&r);
-        values.push(&severity);
-        values.push(&q);
-        values.push(&client);
+        let [n, id, c0, c1, c2, c3, c4, c5, c6, se, dt, un, sev, client] = &text;
+        let values: [&(dyn ToSql + Sync); 19] = [
+            &k, &t, n, id, c0, c1, c2, c3, c4, c5, c6, se, dt, un, &v, &r, sev, &q, client,
+        ];
         writer.as_mut().write(&values).await?;
     }
     Ok(batch.num_rows() as u64)

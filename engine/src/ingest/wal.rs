@@ -132,6 +132,32 @@ pub fn write_checkpoint(dir: &Path, seq: u64) -> Result<(), WalError> {
     sync_dir(dir)
 }
 
+/// This WAL's identity, created with it: sinks outside the data directory (PostgreSQL) record
+/// it, so a database filled from another data directory is noticed.
+pub fn store_id(dir: &Path) -> Result<String, WalError> {
+    let path = dir.join("store-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => return Ok(id.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let tmp = dir.join("store-id.tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(id.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(dir)?;
+    Ok(id)
+}
+
 /// Deletes the segments of `dir` whose every record is at or below `checkpoint`. The newest
 /// segment (the one being appended to) is never deleted.
 pub fn remove_segments_through(dir: &Path, checkpoint: u64) -> Result<usize, WalError> {
