@@ -48,6 +48,12 @@ fn durable_path(c: &mut Criterion) {
     g.bench_function("wal_encode_10k", |b| {
         b.iter(|| encode_record(&[], Some(black_box(&batch))))
     });
+    let one = &rs[..1];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("build_and_encode_1", |b| {
+        b.iter(|| encode_record(&[], Some(&build_batch(black_box(one), 1))))
+    });
+    g.throughput(Throughput::Elements(N as u64));
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), 1 << 30, |_| {}).unwrap();
     let payload = encode_record(&[], Some(&batch));
