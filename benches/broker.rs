@@ -8,12 +8,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Samos;
+use common::{Mosquitto, Samos, certs, free_port, wait_listening};
 use mqttbytes::QoS;
 use samos_engine::loadgen::{self, ClientTls, LoadReport, LoadSpec};
 
@@ -23,6 +23,7 @@ struct Broker {
     tls: Option<SocketAddr>,
     /// Samos stops when this is dropped.
     _samos: Option<Samos>,
+    _mosquitto: Option<Mosquitto>,
     /// Other brokers' processes, killed on drop.
     child: Option<Child>,
 }
@@ -34,36 +35,6 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn certs(dir: &Path) -> PathBuf {
-    let sh = format!(
-        r#"set -e; cd {d}
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.crt 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' > ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"#,
-        d = dir.display()
-    );
-    let ok = Command::new("sh").arg("-c").arg(sh).status().unwrap();
-    assert!(ok.success(), "openssl failed");
-    dir.to_path_buf()
 }
 
 fn start_samos(dir: &Path, certs: &Path) -> Broker {
@@ -98,42 +69,20 @@ enabled = false
         tls: Some(samos.addr("mqtts")),
         _samos: Some(samos),
         child: None,
+        _mosquitto: None,
     }
 }
 
 fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let (tcp, tls) = (free_port(), free_port());
-    let conf = dir.join("mosquitto.conf");
-    // The same limits as Samos: 1000 in flight per client, a queue deep enough not to drop.
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n\
-             log_dest none\nlistener {tcp} 127.0.0.1\nallow_anonymous true\n\
-             listener {tls} 127.0.0.1\ncertfile {c}/server.crt\nkeyfile {c}/server.key\n",
-            c = certs.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let b = Broker {
+    let m = Mosquitto::start(dir, certs, None)?;
+    Some(Broker {
         name: "Mosquitto",
-        tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
-        tls: Some(SocketAddr::from(([127, 0, 0, 1], tls))),
+        tcp: m.tcp,
+        tls: Some(m.tls),
         _samos: None,
-        child: Some(child),
-    };
-    wait_listening(b.tcp);
-    Some(b)
+        child: None,
+        _mosquitto: Some(m),
+    })
 }
 
 fn start_rumqttd(dir: &Path) -> Option<Broker> {
@@ -176,6 +125,7 @@ dynamic_filters = true
         tls: None,
         _samos: None,
         child: Some(child),
+        _mosquitto: None,
     };
     wait_listening(b.tcp);
     Some(b)
@@ -280,6 +230,8 @@ fn main() {
                     idle_timeout: Duration::from_secs(10),
                     deadline: Duration::from_secs(60),
                     as_nodes: None,
+                    stored_metrics: None,
+                    progress: false,
                 };
                 let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string());
                 match &report {

@@ -120,6 +120,8 @@ fn main() {
                 network: "bench".into(),
                 server_id: "SN".into(),
             }),
+            stored_metrics: None,
+            progress: false,
         };
         let r = rt.block_on(loadgen::run(spec)).expect("load run");
         let committed = metric(samos.addr("metrics"), "samos_readings_committed_total ");

@@ -1,10 +1,97 @@
-//! Shared by the benchmark harnesses: Samos as its own process, found by its ready file.
+//! Shared by the benchmark harnesses: Samos and Mosquitto as their own processes, and test
+//! certificates.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA and a `localhost` server certificate in `dir` (`ca.crt`, `server.crt`, `server.key`).
+pub fn certs(dir: &Path) -> PathBuf {
+    let sh = format!(
+        r#"set -e; cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' > ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"#,
+        d = dir.display()
+    );
+    let ok = Command::new("sh").arg("-c").arg(sh).status().unwrap();
+    assert!(ok.success(), "openssl failed");
+    dir.to_path_buf()
+}
+
+/// Mosquitto from the Debian package on free loopback ports (TCP and TLS), killed when
+/// dropped; `None` when it is not installed.
+pub struct Mosquitto {
+    pub tcp: SocketAddr,
+    pub tls: SocketAddr,
+    child: Child,
+}
+
+impl Mosquitto {
+    /// Allows as much in flight and queued as Samos is given, persistence off (it stores
+    /// nothing); with a password file, anonymous clients are refused.
+    pub fn start(dir: &Path, certs: &Path, password_file: Option<&Path>) -> Option<Mosquitto> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let (tcp, tls) = (free_port(), free_port());
+        let conf = dir.join("mosquitto.conf");
+        let auth = match password_file {
+            Some(p) => format!("allow_anonymous false\npassword_file {}\n", p.display()),
+            None => "allow_anonymous true\n".to_string(),
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n\
+                 log_dest none\nper_listener_settings false\n{auth}listener {tcp} 127.0.0.1\n\
+                 listener {tls} 127.0.0.1\ncertfile {c}/server.crt\nkeyfile {c}/server.key\n",
+                c = certs.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let m = Mosquitto {
+            tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+            tls: SocketAddr::from(([127, 0, 0, 1], tls)),
+            child,
+        };
+        wait_listening(m.tcp);
+        Some(m)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A running `samos serve`, killed when dropped.
 pub struct Samos {

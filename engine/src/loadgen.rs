@@ -1,6 +1,7 @@
 //! A load generator usable against any MQTT 3.1.1 server: N publishers × M messages with K in
 //! flight each, and one counting subscriber. It counts what the subscriber actually receives,
-//! because some brokers acknowledge messages they then drop.
+//! because some brokers acknowledge messages they then drop. Against Samos it also counts what
+//! is stored, from the server's `samos_readings_committed_total`.
 //!
 //! Client-side frames are written with `mqttbytes` directly, independent of Samos's codec.
 
@@ -53,6 +54,34 @@ pub struct LoadSpec {
     /// Stop counting receipts this long after the first publish (what has not arrived by then
     /// is reported missing).
     pub deadline: Duration,
+    /// Samos's metrics endpoint: count the readings stored (durable in the WAL) and when the
+    /// last of them was.
+    pub stored_metrics: Option<SocketAddr>,
+    /// Print a progress line on standard error every second.
+    pub progress: bool,
+}
+
+impl LoadSpec {
+    /// One plain QoS 1 publisher of one 16-byte message, paper style; adjust from there.
+    pub fn new(addr: SocketAddr) -> LoadSpec {
+        LoadSpec {
+            addr,
+            tls: None,
+            credentials: None,
+            publishers: 1,
+            messages_per_publisher: 1,
+            qos: QoS::AtLeastOnce,
+            inflight: 1,
+            payload_bytes: 16,
+            topic_prefix: "loadgen".into(),
+            as_nodes: None,
+            subscriber: false,
+            idle_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(600),
+            stored_metrics: None,
+            progress: false,
+        }
+    }
 }
 
 /// The network simulated nodes join.
@@ -76,6 +105,11 @@ pub struct LoadReport {
     pub delivery_seconds: f64,
     /// Acknowledgement latency percentiles in milliseconds (p50, p90, p99, max).
     pub ack_latency_ms: [f64; 4],
+    /// Readings the server stored during the run (with `stored_metrics`).
+    pub stored: Option<u64>,
+    /// From the first publish until the poll (every millisecond) that saw the last reading
+    /// stored: an upper bound, whatever the server's durability mode.
+    pub stored_seconds: Option<f64>,
 }
 
 impl LoadReport {
@@ -84,6 +118,53 @@ impl LoadReport {
     }
     pub fn received_per_second(&self) -> f64 {
         self.received as f64 / self.delivery_seconds.max(1e-9)
+    }
+    pub fn stored_per_second(&self) -> Option<f64> {
+        Some(self.stored? as f64 / self.stored_seconds?.max(1e-9))
+    }
+}
+
+/// `samos_readings_committed_total` from a Samos metrics endpoint.
+pub async fn stored_readings(metrics: SocketAddr) -> Result<u64, LoadError> {
+    let mut s = tokio::net::TcpStream::connect(metrics).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: samos\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("samos_readings_committed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            LoadError::Protocol(format!(
+                "{metrics} has no samos_readings_committed_total: not a Samos metrics endpoint?"
+            ))
+        })
+}
+
+/// Polls the stored count until `target` (or until told to stop, or `idle` without change);
+/// returns the count and when it was reached, relative to `start`.
+async fn watch_stored(
+    metrics: SocketAddr,
+    target: u64,
+    start: Instant,
+    idle: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(u64, Duration), LoadError> {
+    let mut last = (0, start.elapsed());
+    let mut changed = Instant::now();
+    loop {
+        let n = stored_readings(metrics).await?;
+        if n != last.0 {
+            last = (n, start.elapsed());
+            changed = Instant::now();
+        }
+        if n >= target || (*stop.borrow() && changed.elapsed() >= idle) {
+            return Ok(last);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 
@@ -119,7 +200,7 @@ async fn join_as_node(
     )
     .await?;
     loop {
-        match c.next_message(Duration::from_secs(30)).await? {
+        match c.next_message(spec.idle_timeout).await? {
             Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") => break,
             Some((_, p)) if p.starts_with(b"SET_CN_FUNCTIONAL_MODE") => {
                 return Err(LoadError::Protocol(format!(
@@ -206,8 +287,41 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         });
     }
     let connect_seconds = connect_start.elapsed().as_secs_f64();
+    let stored_before = match spec.stored_metrics {
+        Some(m) => Some(stored_readings(m).await?),
+        None => None,
+    };
 
     let start = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = match (spec.stored_metrics, stored_before) {
+        (Some(m), Some(before)) => Some(tokio::spawn(watch_stored(
+            m,
+            before + expected,
+            start,
+            spec.idle_timeout,
+            stop_rx,
+        ))),
+        _ => None,
+    };
+    let progress = spec.progress.then(|| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = shared.acknowledged.load(Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "{:>6.1} s  {n:>10} / {expected} acknowledged  {:>9.0}/s  {:>5.1} %",
+                    secs,
+                    n as f64 / secs,
+                    100.0 * n as f64 / expected.max(1) as f64
+                );
+            }
+        })
+    });
     let sub_thread = subscriber.map(|(thread, start_tx)| {
         let _ = start_tx.send(start);
         thread
@@ -230,6 +344,17 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         latencies.extend(lat);
     }
     let publish_seconds = start.elapsed().as_secs_f64();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let _ = stop_tx.send(true);
+    let stored = match watcher {
+        Some(w) => Some(
+            w.await
+                .map_err(|e| LoadError::Protocol(format!("stored-count watcher: {e}")))??,
+        ),
+        None => None,
+    };
     if let Some(t) = sub_thread {
         tokio::task::spawn_blocking(move || t.join())
             .await
@@ -254,13 +379,22 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
         publish_seconds,
         delivery_seconds,
         ack_latency_ms: [pct(0.5), pct(0.9), pct(0.99), pct(1.0)],
+        stored: stored
+            .zip(stored_before)
+            .map(|((n, _), before)| n.saturating_sub(before)),
+        stored_seconds: stored.map(|(_, at)| at.as_secs_f64()),
     })
 }
 
 async fn subscribe(spec: &LoadSpec) -> Result<(Box<dyn Stream>, BytesMut), LoadError> {
     let mut s = open(spec, &format!("loadgen-sub-{}", std::process::id())).await?;
     let mut buf = BytesMut::new();
-    let mut sub = v4::Subscribe::new(format!("{}/#", spec.topic_prefix), spec.qos);
+    let filter = match &spec.as_nodes {
+        // The nodes' readings only, not their control traffic.
+        Some(mode) => format!("{}/+/+/+/+/+/+/+/+/indoorTemperatureSensor", mode.network),
+        None => format!("{}/#", spec.topic_prefix),
+    };
+    let mut sub = v4::Subscribe::new(filter, spec.qos);
     sub.pkid = 1;
     sub.write(&mut buf)
         .map_err(|e| LoadError::Protocol(e.to_string()))?;

@@ -566,6 +566,8 @@ async fn slow_sinks_slow_publishers_down_without_loss() {
             network: "slow".into(),
             server_id: "SN".into(),
         }),
+        stored_metrics: None,
+        progress: false,
     };
     let sampler = {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
