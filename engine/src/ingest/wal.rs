@@ -7,20 +7,32 @@
 //! u32 LE  length of the payload
 //! u32 LE  CRC-32 of (sequence ‖ payload)
 //! u64 LE  sequence (one per batch, strictly increasing across segments)
-//! [u8]    payload: the batch as an Arrow IPC stream
+//! [u8]    payload: see `encode_record` (session changes, then the batch as Arrow IPC)
 //! ```
+//!
+//! A record never has an all-zero header (its sequence is at least 1), so zeros mark the end
+//! of the log. Small records are written over a runway of zeros kept ahead of the write
+//! position: overwriting allocated blocks lets `fdatasync` skip the file-size update (on ext4,
+//! about 130 µs instead of 195 µs here), which is what a lone client waits for on every
+//! message. Large records simply extend the file, their fsync shared by many readings.
 //!
 //! and `wal/checkpoint`, the last sequence whose rows are safely in Parquet. Recovery reads the
 //! segments in order, keeps the records after the checkpoint, and cuts a torn tail — a last
 //! record that is incomplete or fails its checksum, as a crash mid-write leaves — reporting
-//! what it cut. A bad record anywhere but the tail of the last segment is corruption, and an
-//! error: nothing is skipped silently.
+//! what it cut. Non-zero bytes after the end of the log (a later page that reached the disk
+//! before an earlier one) are a torn tail too. A bad record anywhere but the tail of the last
+//! segment is corruption, and an error: nothing is skipped silently.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const HEADER: usize = 16;
+/// Zeroed bytes kept ahead of the write position for small records.
+const RUNWAY: u64 = 1 << 20;
+/// Records larger than this extend the file instead of using the runway.
+const RUNWAY_MAX_RECORD: usize = 64 << 10;
 
 /// Why the WAL could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +87,10 @@ pub struct Wal {
     dir: PathBuf,
     file: File,
     path: PathBuf,
+    /// Write position: the end of the records in the current segment.
     bytes: u64,
+    /// Length of the current segment file (records, then zeros).
+    file_len: u64,
     max_segment_bytes: u64,
     next_seq: u64,
 }
@@ -173,11 +188,16 @@ pub fn remove_segments_through(dir: &Path, checkpoint: u64) -> Result<usize, Wal
     Ok(removed)
 }
 
-/// Where a segment stops being readable: the byte offset and why.
-type BadRecord = Option<(u64, String)>;
+/// Where a segment stops being readable: the byte offset, how many bytes from there on are
+/// not zero padding, and why.
+type BadRecord = Option<(u64, u64, String)>;
 
-/// Parses one segment; returns its records and, where it ends early, the offset of the bad
-/// record and why.
+/// Whether `header` is the end-of-log marker: all zeros.
+fn is_end(header: &[u8]) -> bool {
+    header.iter().all(|b| *b == 0)
+}
+
+/// Parses one segment; returns its records and, where it ends early, the bad record.
 fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
     let mut data = Vec::new();
     File::open(path)
@@ -185,22 +205,37 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
         .map_err(io(path))?;
     let mut records = Vec::new();
     let mut at = 0usize;
+    let bad = |at: usize, message: &str| {
+        let last = data.iter().rposition(|b| *b != 0).map_or(at, |i| i + 1);
+        Some((
+            at as u64,
+            last.saturating_sub(at).max(1) as u64,
+            message.to_string(),
+        ))
+    };
     while at < data.len() {
-        if data.len() - at < HEADER {
-            return Ok((records, Some((at as u64, "incomplete header".into()))));
+        let rest = &data[at..];
+        if is_end(&rest[..rest.len().min(HEADER)]) {
+            if is_end(rest) {
+                break;
+            }
+            return Ok((records, bad(at, "data after the end of the log")));
         }
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
-        let seq_bytes = &data[at + 8..at + 16];
-        if data.len() - at - HEADER < len {
-            return Ok((records, Some((at as u64, "incomplete record".into()))));
+        if rest.len() < HEADER {
+            return Ok((records, bad(at, "incomplete header")));
         }
-        let payload = &data[at + HEADER..at + HEADER + len];
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let seq_bytes = &rest[8..16];
+        if rest.len() - HEADER < len {
+            return Ok((records, bad(at, "incomplete record")));
+        }
+        let payload = &rest[HEADER..HEADER + len];
         let mut h = crc32fast::Hasher::new();
         h.update(seq_bytes);
         h.update(payload);
         if h.finalize() != crc {
-            return Ok((records, Some((at as u64, "checksum mismatch".into()))));
+            return Ok((records, bad(at, "checksum mismatch")));
         }
         records.push(WalRecord {
             seq: u64::from_le_bytes(seq_bytes.try_into().expect("8 bytes")),
@@ -209,6 +244,17 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
         at += HEADER + len;
     }
     Ok((records, None))
+}
+
+/// Opens a segment for writing at explicit offsets.
+fn open_segment(path: &Path) -> Result<File, WalError> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io(path))
 }
 
 impl Wal {
@@ -229,7 +275,7 @@ impl Wal {
         let mut last_seq = checkpoint;
         for (i, (_, path)) in segs.iter().enumerate() {
             let (records, bad) = read_segment(path)?;
-            if let Some((offset, message)) = bad {
+            if let Some((offset, bytes, message)) = bad {
                 if i + 1 != segs.len() {
                     return Err(WalError::Corrupt {
                         path: path.clone(),
@@ -237,7 +283,6 @@ impl Wal {
                         message,
                     });
                 }
-                let total = std::fs::metadata(path).map_err(io(path))?.len();
                 let f = OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -247,7 +292,7 @@ impl Wal {
                 recovery.cut = Some(TornTail {
                     segment: path.clone(),
                     offset,
-                    bytes: total - offset,
+                    bytes,
                 });
             }
             for r in records {
@@ -267,11 +312,9 @@ impl Wal {
         }
         let next_seq = last_seq + 1;
         let path = dir.join(segment_name(next_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = open_segment(&path)?;
+        // A segment of this name exists only if an earlier start opened it and wrote nothing.
+        file.set_len(0).map_err(io(&path))?;
         sync_dir(dir)?;
         Ok((
             Wal {
@@ -279,6 +322,7 @@ impl Wal {
                 file,
                 path,
                 bytes: 0,
+                file_len: 0,
                 max_segment_bytes,
                 next_seq,
             },
@@ -311,10 +355,30 @@ impl Wal {
         record.extend_from_slice(&h.finalize().to_le_bytes());
         record.extend_from_slice(&seq_bytes);
         record.extend_from_slice(payload);
-        self.file.write_all(&record).map_err(io(&self.path))?;
-        self.bytes += record.len() as u64;
+        let end = self.bytes + record.len() as u64;
+        if end > self.file_len && record.len() <= RUNWAY_MAX_RECORD {
+            self.extend_runway((end + RUNWAY).min(self.max_segment_bytes.max(end)))?;
+        }
+        self.file
+            .write_all_at(&record, self.bytes)
+            .map_err(io(&self.path))?;
+        self.bytes = end;
+        self.file_len = self.file_len.max(end);
         self.next_seq += 1;
         Ok(seq)
+    }
+
+    /// Writes zeros from the end of the file up to `len` (made durable by the next commit).
+    fn extend_runway(&mut self, len: u64) -> Result<(), WalError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while self.file_len < len {
+            let n = (len - self.file_len).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..n], self.file_len)
+                .map_err(io(&self.path))?;
+            self.file_len += n as u64;
+        }
+        Ok(())
     }
 
     /// Makes everything appended so far durable (one fsync for the whole group).
@@ -325,13 +389,10 @@ impl Wal {
     fn rotate(&mut self) -> Result<(), WalError> {
         self.commit()?;
         let path = self.dir.join(segment_name(self.next_seq));
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        self.file = open_segment(&path)?;
         self.path = path;
         self.bytes = 0;
+        self.file_len = 0;
         sync_dir(&self.dir)
     }
 
@@ -386,55 +447,58 @@ impl WalTail {
                     p.clone()
                 }
             };
-            let mut f = File::open(&current).map_err(io(&current))?;
-            use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(self.offset))
-                .map_err(io(&current))?;
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).map_err(io(&current))?;
-            let mut at = 0usize;
-            let mut progressed = false;
-            while out.len() < max && data.len() - at >= HEADER {
-                let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4")) as usize;
-                if data.len() - at - HEADER < len {
-                    break;
+            let f = File::open(&current).map_err(io(&current))?;
+            let mut ended = false;
+            while out.len() < max {
+                // One record at a time: a segment may hold a megabyte of zeros past its end.
+                let mut header = [0u8; HEADER];
+                match f.read_exact_at(&mut header, self.offset) {
+                    Ok(()) if !is_end(&header) => {}
+                    Ok(()) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        ended = true;
+                        break;
+                    }
+                    Err(e) => return Err(io(&current)(e)),
                 }
-                let seq = u64::from_le_bytes(data[at + 8..at + 16].try_into().expect("8"));
+                let len = u32::from_le_bytes(header[..4].try_into().expect("4")) as usize;
+                let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
+                let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
                 if seq > up_to {
                     break;
                 }
-                let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4"));
-                let payload = &data[at + HEADER..at + HEADER + len];
+                let mut payload = vec![0u8; len];
+                f.read_exact_at(&mut payload, self.offset + HEADER as u64)
+                    .map_err(io(&current))?;
                 let mut h = crc32fast::Hasher::new();
-                h.update(&data[at + 8..at + 16]);
-                h.update(payload);
+                h.update(&header[8..16]);
+                h.update(&payload);
                 if h.finalize() != crc {
                     return Err(WalError::Corrupt {
                         path: current.clone(),
-                        offset: self.offset + at as u64,
+                        offset: self.offset,
                         message: "checksum mismatch".into(),
                     });
                 }
-                at += HEADER + len;
-                progressed = true;
+                self.offset += (HEADER + len) as u64;
                 if seq > self.position {
                     self.position = seq;
-                    out.push(WalRecord {
-                        seq,
-                        payload: payload.to_vec(),
-                    });
+                    out.push(WalRecord { seq, payload });
                 }
             }
-            self.offset += at as u64;
-            if !progressed {
-                // End of this segment: move on if a newer one exists.
-                match segs.iter().find(|(_, p)| *p > current) {
-                    Some((_, next)) if at == data.len() => {
-                        self.segment = Some(next.clone());
-                        self.offset = 0;
-                    }
-                    _ => break,
+            if !ended {
+                break;
+            }
+            // End of this segment: move on if a newer one exists (it is complete, then).
+            match segs.iter().find(|(_, p)| *p > current) {
+                Some((_, next)) => {
+                    self.segment = Some(next.clone());
+                    self.offset = 0;
                 }
+                None => break,
             }
         }
         Ok(out)
@@ -454,16 +518,56 @@ mod tests {
         assert_eq!(wal.append(b"one").unwrap(), 1);
         assert_eq!(wal.append(b"two").unwrap(), 2);
         wal.commit().unwrap();
-        let path = wal.path.clone();
+        let (path, end) = (wal.path.clone(), wal.bytes);
         drop(wal);
         // A crash in the middle of a third record.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[7, 0, 0, 0, 1, 2]).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[7, 0, 0, 0, 1, 2], end).unwrap();
         let (wal, rec) = Wal::open(dir.path(), 1 << 20, |_| {}).unwrap();
         let seqs: Vec<u64> = rec.pending.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(rec.cut.as_ref().unwrap().bytes, 6);
         assert_eq!(wal.next_seq(), 3);
+    }
+
+    #[test]
+    fn small_records_overwrite_a_runway_of_zeros_that_reads_as_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 64 << 20, |_| {}).unwrap();
+        for i in 1..=3u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.commit().unwrap();
+        let path = wal.path.clone();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len >= RUNWAY + 116, "runway of zeros ahead: {len}");
+        let mut tail = WalTail::new(dir.path(), 0);
+        assert_eq!(tail.read(3, 100).unwrap().len(), 3);
+        assert!(tail.read(3, 100).unwrap().is_empty());
+        wal.append(&[4; 100]).unwrap();
+        wal.commit().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "written in place"
+        );
+        assert_eq!(tail.read(4, 100).unwrap()[0].payload, [4; 100]);
+        drop(wal);
+        // The zeros are the clean end of the log, not a torn tail…
+        let (wal, rec) = Wal::open(dir.path(), 64 << 20, |_| {}).unwrap();
+        assert_eq!(rec.pending.len(), 4);
+        assert!(rec.cut.is_none());
+        drop(wal);
+        // …but bytes after them (a later page written before an earlier one) are, in the last
+        // segment (the one this reopen started is empty: take it away again).
+        std::fs::remove_file(dir.path().join(segment_name(5))).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[9, 9], 4 * 116 + 1000).unwrap();
+        drop(f);
+        let (_, rec) = Wal::open(dir.path(), 64 << 20, |_| {}).unwrap();
+        assert_eq!(rec.pending.len(), 4);
+        let cut = rec.cut.unwrap();
+        assert_eq!((cut.offset, cut.bytes), (4 * 116, 1002));
     }
 
     #[test]
@@ -575,22 +679,35 @@ mod tests {
                     }
                     Op::Crash { keep } => {
                         // The OS may have written any prefix of the unsynced bytes.
-                        let path = wal.path.clone();
+                        let (path, end) = (wal.path.clone(), wal.bytes);
                         drop(wal);
                         let unsynced_bytes: usize = unsynced.iter().map(|(_, p)| HEADER + p.len()).sum();
-                        let len = std::fs::metadata(&path).unwrap().len();
                         let cut = (unsynced_bytes.min(keep)) as u64;
-                        let f = OpenOptions::new().write(true).open(&path).unwrap();
-                        f.set_len(len - unsynced_bytes as u64 + cut).unwrap();
+                        let lost_from = end - unsynced_bytes as u64 + cut;
+                        let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+                        let mut original = vec![0; unsynced_bytes];
+                        f.read_exact_at(&mut original, end - unsynced_bytes as u64).unwrap();
+                        let zeroed = keep % 2 == 0;
+                        if zeroed {
+                            // The unwritten part reads as the runway's zeros…
+                            f.write_all_at(&vec![0; (end - lost_from) as usize], lost_from).unwrap();
+                        } else {
+                            // …or the file itself ends there.
+                            f.set_len(lost_from).unwrap();
+                        }
                         drop(f);
                         let (w, rec) = Wal::open(dir.path(), 100, |_| {}).unwrap();
                         // What survives: every durable record after the checkpoint, then any
                         // unsynced records the OS happened to write whole.
                         let mut expected: Vec<(u64, Vec<u8>)> = durable.iter().filter(|(s, _)| *s > checkpoint).cloned().collect();
-                        let mut budget = cut as usize;
+                        let mut at = 0;
                         for (s, p) in &unsynced {
-                            if budget >= HEADER + p.len() {
-                                budget -= HEADER + p.len();
+                            let next = at + HEADER + p.len();
+                            // Whole if written, or if what was lost was zeros anyway.
+                            let whole = next <= cut as usize
+                                || (zeroed && original[(cut as usize).max(at)..next].iter().all(|b| *b == 0));
+                            at = next;
+                            if whole {
                                 expected.push((*s, p.clone()));
                                 durable.push((*s, p.clone()));
                             } else {
