@@ -313,11 +313,14 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
                 tick.tick().await;
                 let n = shared.acknowledged.load(Relaxed);
                 let secs = start.elapsed().as_secs_f64();
+                let done = n as f64 / expected.max(1) as f64;
+                let filled = (done * 30.0).round() as usize;
                 eprintln!(
-                    "{:>6.1} s  {n:>10} / {expected} acknowledged  {:>9.0}/s  {:>5.1} %",
-                    secs,
+                    "[{}{}] {:>5.1} %  {n:>10} / {expected} acknowledged  {:>9.0}/s  {secs:>6.1} s",
+                    "#".repeat(filled.min(30)),
+                    ".".repeat(30 - filled.min(30)),
+                    100.0 * done,
                     n as f64 / secs,
-                    100.0 * n as f64 / expected.max(1) as f64
                 );
             }
         })
