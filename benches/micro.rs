@@ -84,7 +84,7 @@ fn postgres_copy(c: &mut Criterion) {
         eprintln!("postgres_copy skipped: no PostgreSQL server binaries (apt install postgresql)");
         return;
     }
-    let db = pg::TempPostgres::start();
+    let db = pg::TempPostgres::start_durable();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

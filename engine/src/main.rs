@@ -39,8 +39,9 @@ enum Command {
     Bench(BenchArgs),
 }
 
-#[derive(Parser)]
-struct BenchArgs {
+/// Where a client command connects, and as whom.
+#[derive(clap::Args)]
+struct ServerArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     server: SocketAddr,
@@ -55,6 +56,33 @@ struct BenchArgs {
     username: Option<String>,
     #[arg(long, short = 'P')]
     password: Option<String>,
+}
+
+impl ServerArgs {
+    fn connect_options(&self) -> Result<samos_engine::client::ConnectOptions> {
+        let tls = match &self.cafile {
+            Some(ca) => Some(
+                samos_engine::client::ClientTls::from_ca(ca, &self.server_name)
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(samos_engine::client::ConnectOptions {
+            addr: self.server,
+            tls,
+            credentials: self
+                .username
+                .clone()
+                .map(|u| (u, self.password.clone().unwrap_or_default())),
+            keep_alive: 60,
+        })
+    }
+}
+
+#[derive(Parser)]
+struct BenchArgs {
+    #[command(flatten)]
+    server: ServerArgs,
     /// Clients, each with its own connection.
     #[arg(long, short, default_value_t = 1)]
     clients: usize,
@@ -99,20 +127,8 @@ struct BenchArgs {
 
 #[derive(Parser)]
 struct SimulateArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    server: SocketAddr,
-    /// Connect with TLS, trusting this PEM CA.
-    #[arg(long)]
-    cafile: Option<PathBuf>,
-    /// Name to check the server's certificate against.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
-    /// User name and password.
-    #[arg(long, short)]
-    username: Option<String>,
-    #[arg(long, short = 'P')]
-    password: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Number of virtual nodes (SIM000, SIM001, …).
     #[arg(long, default_value_t = 5)]
     nodes: usize,
@@ -340,7 +356,6 @@ async fn shutdown_signal() {
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {
-    use samos_engine::client::{ClientTls, ConnectOptions};
     use samos_engine::simulate::{self, SimulateSpec};
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new("warn").expect("static filter"))
@@ -353,22 +368,8 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         None => simulate::DEFAULT_TRACE.to_string(),
     };
     let trace = simulate::parse_trace(&trace_text).map_err(|e| anyhow::anyhow!("trace: {e}"))?;
-    let tls = match &args.cafile {
-        Some(ca) => Some(
-            ClientTls::from_ca(ca, &args.server_name).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
-        ),
-        None => None,
-    };
     let spec = SimulateSpec {
-        connect: ConnectOptions {
-            addr: args.server,
-            tls,
-            credentials: args
-                .username
-                .clone()
-                .map(|u| (u, args.password.clone().unwrap_or_default())),
-            keep_alive: 60,
-        },
+        connect: args.server.connect_options()?,
         nodes: args.nodes,
         network: args.network,
         server_id: args.server_id,
@@ -405,24 +406,18 @@ fn simulate(args: SimulateArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    use samos_engine::loadgen::{self, ClientTls, LoadSpec, NodeMode};
+    use samos_engine::loadgen::{self, LoadSpec, NodeMode};
     raise_open_file_limit();
-    let tls = match &args.cafile {
-        Some(ca) => Some(ClientTls::from_ca(ca, &args.server_name).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    let connect = args.server.connect_options()?;
     let qos = match args.qos {
         0 => mqttbytes::QoS::AtMostOnce,
         1 => mqttbytes::QoS::AtLeastOnce,
         _ => mqttbytes::QoS::ExactlyOnce,
     };
     let spec = LoadSpec {
-        addr: args.server,
-        tls,
-        credentials: args
-            .username
-            .clone()
-            .map(|u| (u, args.password.clone().unwrap_or_default())),
+        addr: connect.addr,
+        tls: connect.tls,
+        credentials: connect.credentials,
         publishers: args.clients,
         messages_per_publisher: args.messages,
         qos,
@@ -449,7 +444,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "clients": args.clients, "messages_per_client": args.messages,
-                "qos": args.qos, "inflight": args.inflight, "tls": args.cafile.is_some(),
+                "qos": args.qos, "inflight": args.inflight, "tls": args.server.cafile.is_some(),
                 "as_nodes": !args.plain, "report": report,
                 "acknowledged_per_second": report.acknowledged_per_second(),
                 "stored_per_second": report.stored_per_second(),
@@ -467,7 +462,11 @@ fn bench(args: BenchArgs) -> Result<()> {
             args.clients,
             args.messages,
             args.qos,
-            if args.cafile.is_some() { "TLS" } else { "TCP" },
+            if args.server.cafile.is_some() {
+                "TLS"
+            } else {
+                "TCP"
+            },
             if args.plain {
                 ""
             } else {

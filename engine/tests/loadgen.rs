@@ -142,14 +142,7 @@ fn samos_bench_counts_every_stored_reading_on_a_tiny_run() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["report"]["stored"], 10, "{report}");
     let dir = s.stop();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-    let out = run(
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(dir.path().join("data")),
-        Duration::from_secs(60),
-    );
-    let store: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let store = read_store(&dir.path().join("data"));
     assert_eq!(store["rows"], 70);
     assert_eq!(store["unique_keys"], 70);
 }

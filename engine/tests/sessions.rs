@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::raw::*;
@@ -171,17 +170,7 @@ fn payload(v: u32) -> String {
 }
 
 fn stored_values(data: &Path) -> Vec<u32> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-    let out = run(
-        Command::new("python3").arg(script).arg(data),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let store: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let store = read_store(data);
     store["values"]
         .as_array()
         .unwrap()

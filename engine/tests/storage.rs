@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,20 +42,6 @@ fn join_cn1(port: u16) -> Raw {
             return c;
         }
     }
-}
-
-fn read_store(data: &Path) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-    let out = run(
-        Command::new("python3").arg(script).arg(data),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout(&out)).unwrap()
 }
 
 #[test]

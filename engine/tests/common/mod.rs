@@ -340,3 +340,19 @@ pub fn make_passwords(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     }
     path
 }
+
+/// The Parquet store of a data directory as pyarrow (an independent reader) sees it:
+/// rows, files, sorted values, distinct keys, nodes, sensors, dates, columns.
+pub fn read_store(data: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
+    let out = run(
+        Command::new("python3").arg(script).arg(data),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout(&out)).unwrap()
+}

@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster from the system binaries: `initdb` in a temporary directory,
-//! a free port, trust authentication on loopback. As root, it runs as the `postgres` user.
+//! reached only through a Unix socket in that directory (so no other test can ever reach it,
+//! even while it is stopped), trust authentication. As root, it runs as the `postgres` user.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -12,6 +13,8 @@ pub struct TempPostgres {
     pub port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// fsync and synchronous commit on (benchmarks); off for tests.
+    durable: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -47,6 +50,15 @@ fn pg_command(bin: &Path, program: &str) -> Command {
 
 impl TempPostgres {
     pub fn start() -> TempPostgres {
+        Self::start_with(false)
+    }
+
+    /// A cluster that syncs its commits like a production one (for benchmarks).
+    pub fn start_durable() -> TempPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> TempPostgres {
         let dir = tempfile::tempdir().unwrap();
         let bin = bin_dir();
         if as_root() {
@@ -87,6 +99,7 @@ impl TempPostgres {
             port,
             bin,
             child: None,
+            durable,
         };
         pg.resume();
         pg
@@ -102,11 +115,15 @@ impl TempPostgres {
                 "-p",
                 &self.port.to_string(),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                "listen_addresses=",
                 "-k",
             ])
             .arg(self.dir.path())
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(if self.durable {
+                ["-c", "fsync=on", "-c", "synchronous_commit=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -137,8 +154,13 @@ impl TempPostgres {
         }
     }
 
+    /// A connection string for the cluster's Unix socket.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     /// Runs one query with psql; `None` when the server is not answering.
@@ -146,7 +168,7 @@ impl TempPostgres {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
-                "127.0.0.1",
+                &self.dir.path().display().to_string(),
                 "-p",
                 &self.port.to_string(),
                 "-U",
