@@ -50,6 +50,7 @@ fn durable_path(c: &mut Criterion) {
     });
     let one = &rs[..1];
     g.throughput(Throughput::Elements(1));
+    g.bench_function("build_1", |b| b.iter(|| build_batch(black_box(one), 1)));
     g.bench_function("build_and_encode_1", |b| {
         b.iter(|| encode_record(&[], Some(&build_batch(black_box(one), 1))))
     });

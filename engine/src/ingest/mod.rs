@@ -463,7 +463,19 @@ impl Batcher {
         let batch = (!group.readings.is_empty()).then(|| build_batch(&group.readings, seq));
         let payload = if self.wal.next_append_starts_segment() {
             // Every segment opens with the whole session table, so freeing older segments
-            // never loses a session.
+            // never loses a session; sessions expired by now are left out.
+            let gone = self
+                .sessions
+                .drop_expired(crate::protocol::registry::now_ms());
+            if !gone.is_empty() {
+                let mut clients = self.durable_clients.lock().expect("durable clients");
+                for c in &gone {
+                    clients.remove(c);
+                }
+                self.metrics
+                    .durable_sessions
+                    .store(self.sessions.len() as u64, Relaxed);
+            }
             let mut ops = self.sessions.snapshot();
             ops.extend(group.ops.iter().cloned());
             encode_record(&ops, batch.as_ref())

@@ -387,6 +387,21 @@ impl SessionTable {
         self.sessions.retain(|_, s| !s.expired(now_ms));
     }
 
+    /// Forgets the sessions whose clients left longer ago than their expiry; returns them.
+    /// (The router has already ended them; this keeps snapshots from growing without end.)
+    pub fn drop_expired(&mut self, now_ms: i64) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expired(now_ms))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &gone {
+            self.sessions.remove(c);
+        }
+        gone
+    }
+
     /// The sessions, for the router to recreate.
     pub fn sessions(&self) -> impl Iterator<Item = (&Arc<str>, &DurableSession)> {
         self.sessions.iter()
@@ -527,6 +542,30 @@ mod tests {
         assert!(kept.contains("n1"));
         t.restart(11_000);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn expired_sessions_leave_the_table() {
+        let mut t = SessionTable::default();
+        for (c, expiry) in [("gone", 1), ("kept", u32::MAX)] {
+            t.apply(&SessionOp::Open {
+                client: c.into(),
+                clean: true,
+                expiry_secs: expiry,
+            });
+            t.apply(&SessionOp::Closed {
+                client: c.into(),
+                at_ms: 0,
+                expiry_secs: expiry,
+            });
+        }
+        t.apply(&SessionOp::Open {
+            client: "online".into(),
+            clean: true,
+            expiry_secs: 1,
+        });
+        assert_eq!(t.drop_expired(5_000), [Arc::<str>::from("gone")]);
+        assert!(t.contains("kept") && t.contains("online") && !t.contains("gone"));
     }
 
     #[test]
