@@ -37,6 +37,18 @@ enum Command {
     /// Measure an MQTT server: N clients × M messages, in the paper's mode (one exchange at a
     /// time) or pipelined; acknowledged, stored (Samos) and delivered rates.
     Bench(BenchArgs),
+    /// Run one SQL statement over the stored readings of a data directory (read-only; works
+    /// while the server runs).
+    Sql(SqlArgs),
+}
+
+#[derive(Parser)]
+struct SqlArgs {
+    /// The statement, e.g. "SELECT node_id, count(*) FROM readings GROUP BY node_id".
+    query: String,
+    /// Data directory.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
 }
 
 /// Where a client command connects, and as whom.
@@ -254,6 +266,7 @@ fn main() -> Result<()> {
         Command::Nodes(args) => nodes(args),
         Command::Simulate(args) => simulate(args),
         Command::Bench(args) => bench(args),
+        Command::Sql(args) => sql(args),
         Command::GenerateConfig => {
             print!("{}", include_str!("../../samos.toml"));
             Ok(())
@@ -535,6 +548,19 @@ fn raise_open_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+fn sql(args: SqlArgs) -> Result<()> {
+    use samos_analytics::{History, format_table};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let batches = rt.block_on(async {
+        let history = History::open(&args.data_dir).await?;
+        history.query(&args.query).await
+    })?;
+    println!("{}", format_table(&batches)?);
+    Ok(())
 }
 
 fn nodes(args: NodesArgs) -> Result<()> {

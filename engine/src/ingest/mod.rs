@@ -897,7 +897,7 @@ impl ParquetSink {
                 .to_string();
             let dir = self.root.join(format!("date={date}"));
             std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
-            let tmp = dir.join(format!(".tmp-{seq:020}.parquet"));
+            let tmp = dir.join(format!(".tmp-{seq:020}.parquet.partial"));
             let writer = parquet_writer(&tmp)?;
             self.open = Some(OpenFile {
                 day,
@@ -983,7 +983,7 @@ impl ParquetSink {
             return Ok(());
         }
         let (first, last) = (run[0].0.0, run.last().expect("non-empty").0.1);
-        let tmp = dir.join(format!(".tmp-compact-{first:020}.parquet"));
+        let tmp = dir.join(format!(".tmp-compact-{first:020}.parquet.partial"));
         let mut writer = parquet_writer(&tmp)?;
         let mut rows = 0u64;
         for (_, path) in &run {
