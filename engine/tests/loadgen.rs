@@ -89,35 +89,40 @@ fn samos_bench_counts_every_stored_reading_on_a_tiny_run() {
          [[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncert = \"{c}/server.crt\"\nkey = \"{c}/server.key\"\n",
         c = certs.display()
     ));
-    let out = run(
-        std::process::Command::new(samos_bin())
-            .arg("bench")
-            .arg("--server")
-            .arg(s.mqtts[0].to_string())
-            .arg("--cafile")
-            .arg(certs.join("ca.crt"))
-            .args([
-                "-u",
-                "bench",
-                "-P",
-                "pw",
-                "--clients",
-                "3",
-                "--messages",
-                "20",
-            ])
-            .args(["--qos", "2", "--inflight", "1", "--subscriber", "--json"])
-            .arg("--samos-metrics")
-            .arg(s.metrics.unwrap().to_string()),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "samos bench: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log()
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // `samos bench` over TLS with the password, counting storage from the server's metrics.
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let out = run(
+            std::process::Command::new(samos_bin())
+                .arg("bench")
+                .arg("--server")
+                .arg(s.mqtts[0].to_string())
+                .arg("--cafile")
+                .arg(certs.join("ca.crt"))
+                .args(["-u", "bench", "-P", "pw", "--json"])
+                .arg("--samos-metrics")
+                .arg(s.metrics.unwrap().to_string())
+                .args(extra),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "samos bench: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.log()
+        );
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let report = bench(&[
+        "--clients",
+        "3",
+        "--messages",
+        "20",
+        "--qos",
+        "2",
+        "--inflight",
+        "1",
+        "--subscriber",
+    ]);
     let r = &report["report"];
     assert_eq!(r["published"], 60, "{report}");
     assert_eq!(r["acknowledged"], 60, "{report}");
@@ -126,20 +131,7 @@ fn samos_bench_counts_every_stored_reading_on_a_tiny_run() {
     assert!(report["stored_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(s.metric("samos_readings_committed_total "), 60);
     // A second run counts only its own readings.
-    let out = run(
-        std::process::Command::new(samos_bin())
-            .arg("bench")
-            .arg("--server")
-            .arg(s.mqtts[0].to_string())
-            .arg("--cafile")
-            .arg(certs.join("ca.crt"))
-            .args(["-u", "bench", "-P", "pw", "-c", "2", "-m", "5", "--json"])
-            .arg("--samos-metrics")
-            .arg(s.metrics.unwrap().to_string()),
-        Duration::from_secs(120),
-    );
-    assert!(out.status.success());
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = bench(&["-c", "2", "-m", "5"]);
     assert_eq!(report["report"]["stored"], 10, "{report}");
     let dir = s.stop();
     let store = read_store(&dir.path().join("data"));

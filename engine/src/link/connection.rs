@@ -407,21 +407,37 @@ impl Connection {
                     self.next_reading_seq += 1;
                     (self.ack_cursor.clone(), self.next_reading_seq)
                 });
-                if ingest
+                let wanted = self.next_reading_seq;
+                let failure = if ingest
                     .record_session(op, ack, &shared.metrics)
                     .await
                     .is_err()
                 {
-                    return self
-                        .refuse(
-                            writer,
-                            ConnectReturnCode::ServerUnavailable,
-                            "storage stopped",
-                        )
+                    Some("storage stopped")
+                } else if discards
+                    && self.wait_durable(wanted, Duration::from_secs(30)).await < wanted
+                {
+                    // CONNACK would say the old session is gone while a crash could still
+                    // bring it back: refuse instead, the client retries.
+                    Some("storage did not record the end of the old session in time")
+                } else {
+                    None
+                };
+                if let Some(why) = failure {
+                    // The router counts this connection as the session's: hand it back.
+                    let _ = shared
+                        .router
+                        .tx
+                        .send(Request::Disconnected {
+                            client_id: self.client_id.clone(),
+                            connection: self.connection,
+                            state: grant.state,
+                            will: None,
+                            session_expiry: self.session_expiry,
+                        })
                         .await;
-                }
-                if discards {
-                    self.wait_durable(self.next_reading_seq, Duration::from_secs(30))
+                    return self
+                        .refuse(writer, ConnectReturnCode::ServerUnavailable, why)
                         .await;
                 }
             }
