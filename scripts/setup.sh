@@ -3,7 +3,8 @@
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
 # for test certificates, libxml2 and libclang for node-configuration validation, PostgreSQL for
 # the sink's tests (no service is started: tests run their own clusters). PyPI: paho-mqtt
-# 2.x (the independent Python client of the tests) and pyarrow (reads back the Parquet files).
+# 2.x (the independent Python client of the tests), pyarrow (reads back the Parquet files) and
+# duckdb (the SQL benchmark's baseline).
 set -euo pipefail
 
 need_apt=()
@@ -15,7 +16,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v cc >/dev/null || need_apt+=(build-essential)
 # libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
 pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# (libclang.so itself: libclang-cpp.so, present on some images, is not what bindgen loads.)
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 
@@ -44,4 +46,9 @@ fi
 if ! python3 -c 'import pyarrow.dataset' 2>/dev/null; then
   echo "setup: installing pyarrow from PyPI"
   pip_install pyarrow
+fi
+# duckdb: the baseline of the SQL benchmark (cargo bench --bench sql), on the same files.
+if ! python3 -c 'import duckdb' 2>/dev/null; then
+  echo "setup: installing duckdb from PyPI"
+  pip_install duckdb
 fi

@@ -1,20 +1,29 @@
-//! SQL over the stored history with DataFusion: the Parquet store of a data directory is the
-//! `readings` table, Hive-partitioned by `date` so that a date filter prunes whole partitions.
-//! Depends on `samos-schemas` only; it reads the files Samos writes and never writes itself,
-//! so it works on a data directory while the server runs and when it is stopped.
+//! SQL over a Samos data directory with DataFusion.
+//!
+//! Tables: `readings` (every acknowledged reading: the Hive-partitioned Parquet store, pruned
+//! by `date`, plus what is still only in the WAL — see [`readings`]), `nodes`, `events` and
+//! `rejected` (the protocol's files — see [`protocol`]), and the views `latest_readings` and
+//! `hourly_readings`. It reads what the engine writes and never writes itself, so it works on a
+//! data directory while the server runs and when it is stopped. Depends on `samos-schemas` and
+//! `samos-store` only.
+
+pub mod output;
+pub mod protocol;
+pub mod readings;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+pub use datafusion;
 pub use datafusion::arrow;
 
 /// Why a query could not be answered.
@@ -24,58 +33,193 @@ pub enum QueryError {
     DataFusion(#[from] DataFusionError),
     #[error("{0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
-    #[error("cannot read the store at {path}: {source}")]
-    Store {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The statement would change something, and this session only reads.
+    #[error("only SELECT, WITH and EXPLAIN are accepted here, not {0}")]
+    NotReadOnly(String),
+    #[error("one statement at a time, not {0}")]
+    Statements(usize),
 }
 
-/// A read-only SQL session over one data directory.
+/// What statements a session accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Queries only: SELECT, WITH … SELECT, EXPLAIN of those (the HTTP API).
+    Query,
+    /// Also definitions that live in the session's memory (CREATE VIEW, SET, SHOW): the
+    /// command line. Nothing that writes (INSERT, COPY) in either case.
+    Session,
+}
+
+/// The views every session has.
+pub const VIEWS: [(&str, &str); 2] = [
+    (
+        "latest_readings",
+        "SELECT network, node_id, sensor, max(ingest_time) AS ingest_time, \
+                last_value(value ORDER BY ingest_time, key) AS value, \
+                last_value(raw ORDER BY ingest_time, key) AS raw, \
+                last_value(CAST(units AS VARCHAR) ORDER BY ingest_time, key) AS units, \
+                last_value(CAST(severity AS VARCHAR) ORDER BY ingest_time, key) AS severity, \
+                count(*) AS readings \
+         FROM readings GROUP BY network, node_id, sensor",
+    ),
+    (
+        "hourly_readings",
+        "SELECT date_bin(INTERVAL '1 hour', ingest_time) AS hour, network, node_id, sensor, \
+                count(*) AS readings, min(value) AS min, max(value) AS max, avg(value) AS avg \
+         FROM readings GROUP BY 1, 2, 3, 4",
+    ),
+];
+
+/// A SQL session over one data directory.
 pub struct History {
     ctx: SessionContext,
+    access: Access,
 }
 
 impl History {
-    /// Registers `readings` over `data_dir/readings` (empty when nothing is stored yet).
-    pub async fn open(data_dir: &Path) -> Result<History, QueryError> {
-        let ctx = SessionContext::new();
-        let root = data_dir.join("readings");
-        if !root.exists() {
-            // Nothing stored yet: an empty table (nothing is created in the directory).
-            let schema = samos_schemas::readings::readings_schema();
-            let fields = schema.fields().iter().cloned().chain([Arc::new(
-                datafusion::arrow::datatypes::Field::new("date", DataType::Utf8, true),
-            )]);
-            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-                fields.collect::<Vec<_>>(),
-            ));
-            let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
-            ctx.register_table("readings", Arc::new(empty))?;
-            return Ok(History { ctx });
+    /// Registers the tables and views of `data_dir` (empty tables where nothing is stored).
+    pub async fn open(data_dir: &Path, access: Access) -> Result<History, QueryError> {
+        let config = SessionConfig::new().with_information_schema(true);
+        // DataFusion keeps directory listings forever by default: a long-lived session (the
+        // HTTP API) would never see a new Parquet file, and rows would vanish from it once the
+        // WAL that held them is freed. Files themselves never change once named, so their
+        // metadata may stay cached.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_table("readings", Arc::new(readings::ReadingsTable::new(data_dir)))?;
+        for file in protocol::ProtocolFile::ALL {
+            ctx.register_table(
+                file.table_name(),
+                Arc::new(protocol::ProtocolTable::new(data_dir, file)),
+            )?;
         }
-        let root = root.canonicalize().map_err(|source| QueryError::Store {
-            path: root.display().to_string(),
-            source,
-        })?;
-        let url = ListingTableUrl::parse(format!("{}/", root.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(samos_schemas::readings::readings_schema());
-        ctx.register_table("readings", Arc::new(ListingTable::try_new(config)?))?;
-        Ok(History { ctx })
+        for (name, query) in VIEWS {
+            ctx.sql(&format!("CREATE VIEW {name} AS {query}"))
+                .await?
+                .collect()
+                .await?;
+        }
+        Ok(History { ctx, access })
+    }
+
+    /// Plans one statement, refusing what this session's [`Access`] does not allow.
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
+        check(sql, self.access)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(self.access == Access::Session)
+            .with_allow_dml(false)
+            .with_allow_statements(self.access == Access::Session);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
     }
 
     /// Runs one statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        Ok(self.ctx.sql(sql).await?.collect().await?)
+        Ok(self.plan(sql).await?.collect().await?)
+    }
+
+    /// Runs one statement, streaming its result.
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+        Ok(self.plan(sql).await?.execute_stream().await?)
+    }
+
+    /// The DataFusion session, for callers that build queries with the DataFrame API.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Tables and views with their columns (`\d` in the interactive shell), or one of them.
+    pub async fn describe(&self, table: Option<&str>) -> Result<Vec<RecordBatch>, QueryError> {
+        let filter = match table {
+            Some(t) => format!("AND table_name = '{}'", t.replace('\'', "''")),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns \
+             WHERE table_schema = 'public' {filter} ORDER BY table_name, ordinal_position"
+        );
+        Ok(self.ctx.sql(&sql).await?.collect().await?)
     }
 }
 
-/// `batches` as an aligned text table.
-pub fn format_table(batches: &[RecordBatch]) -> Result<String, QueryError> {
-    Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+/// Refuses what `access` does not allow, before planning, with a message naming the statement.
+pub fn check(sql: &str, access: Access) -> Result<(), QueryError> {
+    let statements = DFParser::parse_sql(sql)?;
+    if statements.len() != 1 {
+        return Err(QueryError::Statements(statements.len()));
+    }
+    fn allowed(s: &Statement, access: Access) -> Result<(), String> {
+        match s {
+            Statement::Statement(s) => match s.as_ref() {
+                SqlStatement::Query(_) => Ok(()),
+                SqlStatement::Explain { statement, .. } => {
+                    allowed(&Statement::Statement(statement.clone()), access)
+                }
+                SqlStatement::CreateView(_)
+                | SqlStatement::Drop { .. }
+                | SqlStatement::Set(_)
+                | SqlStatement::ShowTables { .. }
+                | SqlStatement::ShowColumns { .. }
+                | SqlStatement::ShowVariable { .. }
+                    if access == Access::Session =>
+                {
+                    Ok(())
+                }
+                other => Err(first_words(&other.to_string())),
+            },
+            Statement::Explain(e) => allowed(&e.statement, access),
+            Statement::CreateExternalTable(_) if access == Access::Session => Ok(()),
+            other => Err(first_words(&other.to_string())),
+        }
+    }
+    allowed(&statements[0], access).map_err(QueryError::NotReadOnly)
+}
+
+/// The statement's first two words, for an error message.
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queries_pass_the_query_check() {
+        for ok in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+            "EXPLAIN SELECT * FROM readings",
+            "EXPLAIN ANALYZE SELECT 1",
+            "select count(*) from readings where date = '2026-01-01'",
+        ] {
+            check(ok, Access::Query).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "INSERT INTO readings VALUES (1)",
+            "DELETE FROM readings",
+            "DROP TABLE readings",
+            "CREATE VIEW v AS SELECT 1",
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY (SELECT 1) TO '/tmp/x.csv'",
+            "SET datafusion.execution.batch_size = 1",
+            "EXPLAIN INSERT INTO readings VALUES (1)",
+        ] {
+            let e = check(bad, Access::Query).unwrap_err();
+            assert!(matches!(e, QueryError::NotReadOnly(_)), "{bad}: {e}");
+        }
+        assert!(matches!(
+            check("SELECT 1; SELECT 2", Access::Query),
+            Err(QueryError::Statements(2))
+        ));
+        check("CREATE VIEW v AS SELECT 1", Access::Session).unwrap();
+        assert!(check("COPY (SELECT 1) TO '/tmp/x.csv'", Access::Session).is_err());
+        assert!(check("INSERT INTO t VALUES (1)", Access::Session).is_err());
+    }
 }

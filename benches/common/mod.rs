@@ -104,7 +104,14 @@ impl Samos {
     pub fn start(dir: &Path, args: &[&str]) -> Samos {
         let ready = dir.join("samos-ready.json");
         let child = Command::new(env!("CARGO_BIN_EXE_samos"))
-            .args(["serve", "--log", "warn", "--ready-file"])
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--ready-file",
+            ])
             .arg(&ready)
             .args(args)
             .stdout(Stdio::null())

@@ -42,6 +42,8 @@ pub struct Config {
     pub acl: Vec<AclRule>,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// The HTTP query API (SQL and open data over the stored history).
+    pub api: ApiConfig,
     /// The sensor-network protocol (node admission, readings, `$SYS`).
     pub protocol: ProtocolConfig,
     /// The durable path of readings: WAL and Parquet.
@@ -58,6 +60,7 @@ impl Default for Config {
             listeners: Vec::new(),
             acl: Vec::new(),
             metrics: MetricsConfig::default(),
+            api: ApiConfig::default(),
             protocol: ProtocolConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -316,6 +319,41 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The HTTP query API: `GET /api/v1/query`, `/api/v1/nodes`, `/api/v1/readings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API at all.
+    pub enabled: bool,
+    /// Address of the HTTP endpoint.
+    pub bind: SocketAddr,
+    /// Bearer token every request must carry (`Authorization: Bearer …`). Required on a
+    /// non-loopback address unless `allow_anonymous` is set.
+    pub token: Option<String>,
+    /// Serve without a token on a non-loopback address (the data becomes open data).
+    pub allow_anonymous: bool,
+    /// Most rows one answer carries; longer results are cut and marked `truncated`.
+    pub max_rows: usize,
+    /// A query still running after this many milliseconds is cancelled (HTTP 408).
+    pub query_timeout_ms: u64,
+    /// Longest SQL text accepted, in bytes (HTTP 400 past it).
+    pub max_query_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9884)),
+            token: None,
+            allow_anonymous: false,
+            max_rows: 10_000,
+            query_timeout_ms: 30_000,
+            max_query_bytes: 16 * 1024,
+        }
+    }
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -366,6 +404,26 @@ impl Config {
                 )));
             }
         }
+        if self.api.enabled
+            && !self.api.bind.ip().is_loopback()
+            && self.api.token.is_none()
+            && !self.api.allow_anonymous
+        {
+            return Err(ConfigError::Invalid(format!(
+                "api.bind {} is not a loopback address: set api.token, or api.allow_anonymous = true to serve the data openly",
+                self.api.bind
+            )));
+        }
+        if self.api.token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid("api.token must not be empty".into()));
+        }
+        if self.api.max_rows == 0 || self.api.max_query_bytes == 0 || self.api.query_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "api.max_rows, api.max_query_bytes and api.query_timeout_ms must be at least 1"
+                    .into(),
+            ));
+        }
         Ok(self)
     }
 
@@ -411,5 +469,23 @@ mod tests {
             ..Config::default()
         };
         assert!(open.anonymous_allowed(&public));
+    }
+
+    #[test]
+    fn a_public_api_needs_a_token_or_an_explicit_opening() {
+        let public = |token: Option<&str>, open: bool| Config {
+            api: ApiConfig {
+                bind: "0.0.0.0:9884".parse().unwrap(),
+                token: token.map(str::to_string),
+                allow_anonymous: open,
+                ..ApiConfig::default()
+            },
+            ..Config::default()
+        };
+        let err = public(None, false).finish().unwrap_err().to_string();
+        assert!(err.contains("api.token"), "{err}");
+        public(Some("s3cret"), false).finish().unwrap();
+        public(None, true).finish().unwrap();
+        assert!(public(Some(""), false).finish().is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! Data flows listener → [`link::connection`] (codec, auth, keep-alive, QoS state) →
 //! [`broker::router`] (subscriptions, retained, wills) → subscribers' outboxes.
 
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod client;

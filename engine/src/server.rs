@@ -25,6 +25,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the history for the HTTP API: {0}")]
+    History(#[from] samos_analytics::QueryError),
     #[error(transparent)]
     Protocol(#[from] crate::protocol::ProtocolError),
     #[error(transparent)]
@@ -42,6 +49,7 @@ pub struct Endpoints {
     pub mqtt: Vec<SocketAddr>,
     pub mqtts: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
 }
 
 /// A started server; dropping it does not stop the tasks (they belong to the runtime).
@@ -95,6 +103,16 @@ impl Server {
         } else {
             None
         };
+        let api_listener = if config.api.enabled {
+            let addr = config.api.bind;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Api { addr, source })?,
+            )
+        } else {
+            None
+        };
         let endpoints = Endpoints {
             mqtt: listeners
                 .iter()
@@ -107,6 +125,7 @@ impl Server {
                 .map(|l| l.local_addr)
                 .collect(),
             metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            api: api_listener.as_ref().and_then(|l| l.local_addr().ok()),
         };
 
         let protocol = if config.protocol.enabled {
@@ -171,6 +190,24 @@ impl Server {
             tokio::spawn(async move {
                 if let Err(e) = metrics::serve(l, m).await {
                     tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        if let Some(l) = api_listener {
+            let history = samos_analytics::History::open(
+                &shared.config.data_dir,
+                samos_analytics::Access::Query,
+            )
+            .await?;
+            let api = Arc::new(crate::api::Api::new(
+                history,
+                shared.config.api.clone(),
+                metrics.clone(),
+            ));
+            info!(addr = ?endpoints.api, "HTTP API on /api/v1/query, /api/v1/nodes, /api/v1/readings");
+            tokio::spawn(async move {
+                if let Err(e) = crate::api::serve(l, api).await {
+                    tracing::error!(error = %e, "HTTP API stopped");
                 }
             });
         }

@@ -9,7 +9,10 @@ use common::*;
 
 fn serve(args: &[&str]) -> std::process::Output {
     run(
-        Command::new(samos_bin()).arg("serve").args(args),
+        Command::new(samos_bin())
+            .arg("serve")
+            .args(["--api-listen", "127.0.0.1:0"])
+            .args(args),
         Duration::from_secs(20),
     )
 }

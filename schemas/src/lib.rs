@@ -1,11 +1,12 @@
 //! The one source of truth for Samos's data model: the sensor-network topic and payload
-//! grammar ([`topic`], [`payload`]) and the node-configuration XSD. The Arrow schemas of
-//! `readings`/`nodes`/`events` and the PostgreSQL DDL join them with the durable-ingest work.
+//! grammar ([`topic`], [`payload`]), the node-configuration XSD, the Arrow schemas of the
+//! tables ([`readings`], [`tables`]: `nodes`, `events`, `rejected`) and their PostgreSQL DDL.
 //!
 //! `engine`, `analytics` and `offload` depend on this crate, never the reverse.
 
 pub mod payload;
 pub mod readings;
+pub mod tables;
 pub mod topic;
 
 /// The node-configuration schema (version 1.0), as published in `schemas/xsd/`.
@@ -77,22 +78,31 @@ mod tests {
         assert_eq!(fill("alerts", &[]), topic::alert_topic("net", "CN1"));
     }
 
-    /// The PostgreSQL `readings` table has the Arrow schema's columns.
+    /// Every PostgreSQL table has its Arrow schema's columns.
     #[test]
-    fn postgres_ddl_matches_the_arrow_schema() {
+    fn postgres_ddl_matches_the_arrow_schemas() {
         let ddl = super::POSTGRES_DDL;
-        let start = ddl.find("CREATE TABLE IF NOT EXISTS readings (").unwrap();
-        let body = &ddl[start..start + ddl[start..].find(");").unwrap()];
-        let mut columns: Vec<&str> = body
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
-        columns.sort();
-        let schema = super::readings::readings_schema();
-        let mut want: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        want.sort();
-        assert_eq!(columns, want);
+        for (table, schema) in [
+            ("readings", super::readings::readings_schema()),
+            ("nodes", super::tables::nodes_schema()),
+            ("events", super::tables::events_schema()),
+            ("rejected", super::tables::rejected_schema()),
+        ] {
+            let start = ddl
+                .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
+                .unwrap();
+            let body = &ddl[start..start + ddl[start..].find(");").unwrap()];
+            let mut columns: Vec<&str> = body
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|c| *c != "PRIMARY")
+                .collect();
+            columns.sort();
+            let mut want: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            want.sort();
+            assert_eq!(columns, want, "{table}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 
 pub mod postgres;
 pub mod sessions;
-pub mod wal;
+
+pub use samos_store::wal;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use arrow::record_batch::RecordBatch;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use samos_schemas::payload::{Severity, Value};
 use samos_schemas::readings::{ROWS_PER_BATCH, readings_schema};
+use samos_store::layout::{merged_into_another, partition_files};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -606,73 +608,25 @@ pub fn build_batch(readings: &[Reading], seq: u64) -> RecordBatch {
     RecordBatch::try_new(readings_schema(), columns).expect("columns follow readings_schema")
 }
 
-/// Format byte that opens every WAL record payload.
-const RECORD_FORMAT: u8 = 1;
-
-/// A WAL record's payload: `u8` format (1) · `u32` LE length of the session section · the
-/// session operations ([`sessions`]) · the readings as an Arrow IPC stream (absent when the
-/// record holds only session changes).
+/// A WAL record's payload: the session operations ([`sessions`]) and the readings (see
+/// [`samos_store::record`]).
 pub fn encode_record(ops: &[SessionOp], batch: Option<&RecordBatch>) -> Vec<u8> {
-    let mut buf = vec![RECORD_FORMAT, 0, 0, 0, 0];
-    for op in ops {
-        op.encode(&mut buf);
-    }
-    let ops_len = (buf.len() - 5) as u32;
-    buf[1..5].copy_from_slice(&ops_len.to_le_bytes());
-    if let Some(batch) = batch {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
-            .expect("IPC writer into memory");
-        w.write(batch).expect("IPC write into memory");
-        w.finish().expect("IPC finish into memory");
-    }
-    buf
-}
-
-/// Splits a payload into its session section and its IPC stream.
-fn split_record(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
-    match payload {
-        [RECORD_FORMAT, a, b, c, d, rest @ ..] => {
-            let n = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
-            if rest.len() < n {
-                return Err(format!(
-                    "session section of {n} bytes in {} left",
-                    rest.len()
-                ));
+    samos_store::record::encode(
+        |buf| {
+            for op in ops {
+                op.encode(buf);
             }
-            Ok(rest.split_at(n))
-        }
-        [f, ..] => Err(format!("unknown WAL record format {f}")),
-        [] => Err("empty WAL record".into()),
-    }
+        },
+        batch,
+    )
 }
 
 /// The session changes of a WAL record.
 pub fn decode_record_sessions(payload: &[u8]) -> Result<Vec<SessionOp>, String> {
-    SessionOp::decode_all(split_record(payload)?.0)
+    SessionOp::decode_all(samos_store::record::sections(payload)?.0)
 }
 
-/// The readings of a WAL record (none when it holds only session changes).
-pub fn decode_record_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
-    let (_, ipc) = split_record(payload)?;
-    if ipc.is_empty() {
-        return Ok(Vec::new());
-    }
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
-        .map_err(|e| e.to_string())?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
-}
-
-/// A Parquet file's WAL sequence range, from its name `part-{first}-{last}.parquet`.
-fn file_range(path: &Path) -> Option<(u64, u64)> {
-    let name = path.file_name()?.to_str()?;
-    let (first, last) = name
-        .strip_prefix("part-")?
-        .strip_suffix(".parquet")?
-        .split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
-}
+pub use samos_store::record::decode_batches as decode_record_batches;
 
 /// The `date=YYYY-MM-DD` partitions under `root`, as (UTC day number, directory).
 fn date_partitions(root: &Path) -> Vec<(i64, PathBuf)> {
@@ -690,18 +644,6 @@ fn date_partitions(root: &Path) -> Vec<(i64, PathBuf)> {
         .collect()
 }
 
-/// The finished Parquet files of one partition, by sequence range.
-fn partition_files(dir: &Path) -> Vec<((u64, u64), PathBuf)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| file_range(&e.path()).map(|r| (r, e.path())))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Completes a compaction a crash interrupted: a compacted file's range covers its inputs,
 /// so any file inside another file's range is an input already merged, and is removed.
 fn remove_compacted_inputs(root: &Path) -> Result<(), IngestError> {
@@ -710,11 +652,9 @@ fn remove_compacted_inputs(root: &Path) -> Result<(), IngestError> {
     };
     for day in days.flatten() {
         let files = partition_files(&day.path());
-        for ((first, last), path) in &files {
-            let covered = files
-                .iter()
-                .any(|((f, l), p)| p != path && f <= first && last <= l && (f, l) != (first, last));
-            if covered {
+        let ranges: Vec<(u64, u64)> = files.iter().map(|(r, _)| *r).collect();
+        for (range, path) in &files {
+            if merged_into_another(*range, &ranges) {
                 info!(file = %path.display(), "removing a Parquet file already merged by compaction");
                 std::fs::remove_file(path).map_err(|source| IngestError::Io {
                     path: path.clone(),
@@ -761,7 +701,9 @@ fn remove_temporary_files(root: &Path) -> Result<(), IngestError> {
 }
 
 /// Opens a Parquet writer for `readings` at `path` (ZSTD, page statistics, 128k-row groups).
-fn parquet_writer(path: &Path) -> Result<parquet::arrow::ArrowWriter<std::fs::File>, IngestError> {
+pub fn parquet_writer(
+    path: &Path,
+) -> Result<parquet::arrow::ArrowWriter<std::fs::File>, IngestError> {
     let file = std::fs::File::create(path).map_err(ParquetSink::io(path))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))

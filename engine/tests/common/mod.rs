@@ -18,6 +18,7 @@ pub struct TestServer {
     pub mqtt: Vec<SocketAddr>,
     pub mqtts: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -56,6 +57,8 @@ impl TestServer {
             .arg(&config)
             .arg("--metrics-listen")
             .arg("127.0.0.1:0")
+            .arg("--api-listen")
+            .arg("127.0.0.1:0")
             .arg("--ready-file")
             .arg(&ready)
             .arg("--log")
@@ -73,6 +76,7 @@ impl TestServer {
             mqtt: Vec::new(),
             mqtts: Vec::new(),
             metrics: None,
+            api: None,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -91,6 +95,7 @@ impl TestServer {
                 server.mqtt = addrs("mqtt");
                 server.mqtts = addrs("mqtts");
                 server.metrics = v["metrics"].as_str().map(|s| s.parse().unwrap());
+                server.api = v["api"].as_str().map(|s| s.parse().unwrap());
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {

@@ -1,0 +1,236 @@
+//! The protocol's tables — `nodes`, `events`, `rejected` — read from the files the server keeps
+//! (`nodes.json`, `events.jsonl`, `rejected.jsonl`) on every scan, so a long-lived session
+//! (the HTTP API) always answers from the current files. A line still being written (no
+//! newline yet) or torn by a crash is left out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use samos_store::layout::{EVENTS_FILE, NODES_FILE, REJECTED_FILE};
+use serde_json::Value;
+
+/// Which file a table reads.
+#[derive(Debug, Clone, Copy)]
+pub enum ProtocolFile {
+    Nodes,
+    Events,
+    Rejected,
+}
+
+impl ProtocolFile {
+    pub const ALL: [ProtocolFile; 3] = [Self::Nodes, Self::Events, Self::Rejected];
+
+    pub fn table_name(self) -> &'static str {
+        match self {
+            Self::Nodes => "nodes",
+            Self::Events => "events",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    fn file_name(self) -> &'static str {
+        match self {
+            Self::Nodes => NODES_FILE,
+            Self::Events => EVENTS_FILE,
+            Self::Rejected => REJECTED_FILE,
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        match self {
+            Self::Nodes => samos_schemas::tables::nodes_schema(),
+            Self::Events => samos_schemas::tables::events_schema(),
+            Self::Rejected => samos_schemas::tables::rejected_schema(),
+        }
+    }
+
+    /// The JSON key each column is read from (times are stored as milliseconds).
+    fn key(self, column: &str) -> String {
+        match (self, column) {
+            (Self::Nodes, "joined_at" | "last_seen") => format!("{column}_ms"),
+            (_, "time") => "time_ms".into(),
+            _ => column.into(),
+        }
+    }
+}
+
+/// One of the protocol's tables over a data directory.
+#[derive(Debug)]
+pub struct ProtocolTable {
+    file: ProtocolFile,
+    path: PathBuf,
+}
+
+impl ProtocolTable {
+    pub fn new(data_dir: &Path, file: ProtocolFile) -> ProtocolTable {
+        ProtocolTable {
+            file,
+            path: data_dir.join(file.file_name()),
+        }
+    }
+
+    /// The file's objects: the registry is one JSON array, the logs one object a line.
+    fn objects(&self) -> Result<Vec<Value>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(DataFusionError::External(
+                    format!("cannot read {}: {e}", self.path.display()).into(),
+                ));
+            }
+        };
+        Ok(match self.file {
+            ProtocolFile::Nodes => match serde_json::from_str(&text) {
+                Ok(Value::Array(nodes)) => nodes,
+                _ => {
+                    return Err(DataFusionError::External(
+                        format!("{} is not a JSON array", self.path.display()).into(),
+                    ));
+                }
+            },
+            _ => text
+                .split_inclusive('\n')
+                .filter(|line| line.ends_with('\n'))
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect(),
+        })
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let schema = self.file.schema();
+        let objects = self.objects()?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let key = self.file.key(field.name());
+            let values = objects.iter().map(|o| o.get(&key).filter(|v| !v.is_null()));
+            let column: ArrayRef = match field.data_type() {
+                DataType::Timestamp(_, _) => {
+                    let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+                    values.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+                    finish(b)
+                }
+                DataType::Int64 => {
+                    let mut b = Int64Builder::new();
+                    values.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+                    finish(b)
+                }
+                DataType::Int32 => {
+                    let mut b = Int32Builder::new();
+                    values.for_each(|v| {
+                        b.append_option(v.and_then(Value::as_i64).and_then(|n| n.try_into().ok()))
+                    });
+                    finish(b)
+                }
+                _ => {
+                    // Text as it is; any other JSON (a configuration, a detail) as JSON text.
+                    let mut b = StringBuilder::new();
+                    let mut missing = false;
+                    values.for_each(|v| match v {
+                        Some(Value::String(s)) => b.append_value(s),
+                        Some(other) => b.append_value(other.to_string()),
+                        None if field.is_nullable() => b.append_null(),
+                        None => {
+                            missing = true;
+                            b.append_value("");
+                        }
+                    });
+                    if missing {
+                        // Read as empty text rather than failing every query on the table.
+                        tracing::warn!(file = %self.path.display(), column = %field.name(), "entries without a required field");
+                    }
+                    finish(b)
+                }
+            };
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+fn finish(mut b: impl ArrayBuilder) -> ArrayRef {
+    b.finish()
+}
+
+#[async_trait]
+impl TableProvider for ProtocolTable {
+    fn schema(&self) -> SchemaRef {
+        self.file.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_skip_a_line_still_being_written_and_registry_fields_map() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(EVENTS_FILE),
+            "{\"time_ms\":1000,\"kind\":\"join\",\"network\":\"n\",\"node_id\":\"CN1\",\"detail\":{\"a\":1}}\n\
+             not json\n{\"time_ms\":2000,\"kind\":\"blo",
+        )
+        .unwrap();
+        let events = ProtocolTable::new(dir.path(), ProtocolFile::Events)
+            .batch()
+            .unwrap();
+        assert_eq!(events.num_rows(), 1);
+        let detail = events.column_by_name("detail").unwrap();
+        let detail = detail
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(detail.value(0), "{\"a\":1}");
+
+        std::fs::write(
+            dir.path().join(NODES_FILE),
+            r#"[{"network":"n","node_id":"CN1","functional_mode":"active","severity":"normalMode",
+                "assessed_severity":"normalMode","config_xml":null,"config":null,"refusal":[],
+                "joined_at_ms":5000,"last_seen_ms":null,"address":"127.0.0.1:5",
+                "readings_accepted":7,"readings_rejected":1}]"#,
+        )
+        .unwrap();
+        let nodes = ProtocolTable::new(dir.path(), ProtocolFile::Nodes)
+            .batch()
+            .unwrap();
+        assert_eq!(nodes.num_rows(), 1);
+        assert_eq!(nodes.column_by_name("config").unwrap().null_count(), 1);
+        assert_eq!(nodes.column_by_name("last_seen").unwrap().null_count(), 1);
+        assert_eq!(nodes.column_by_name("joined_at").unwrap().null_count(), 0);
+
+        let rejected = ProtocolTable::new(dir.path(), ProtocolFile::Rejected)
+            .batch()
+            .unwrap();
+        assert_eq!(rejected.num_rows(), 0, "no file: an empty table");
+    }
+}

@@ -1,0 +1,241 @@
+//! The `readings` table: every acknowledged reading, whether already in Parquet or still only
+//! in the write-ahead log.
+//!
+//! Each scan takes a snapshot in an order that neither loses nor doubles a row while the
+//! server writes: first the WAL records after the checkpoint are read (everything
+//! acknowledged is there: acknowledgements follow the fsync), then the Parquet store is
+//! listed (a file is only ever published before the WAL segments it covers are freed). A
+//! Parquet file's name carries the WAL sequences it holds, so the WAL records covered by a
+//! listed file are dropped and the rest are scanned from memory beside the files. A listing
+//! caught in the middle of a compaction (the merged file renamed in, its inputs not yet
+//! deleted) is taken again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use samos_store::layout::{READINGS_DIR, WAL_DIR, file_range, merged_into_another};
+
+/// The Hive partition column Parquet paths carry: the UTC date of `ingest_time`.
+pub const DATE_COLUMN: &str = "date";
+
+/// How often a listing caught mid-compaction is taken again before giving up.
+const LISTING_ATTEMPTS: usize = 20;
+
+/// The schema of `readings` as SQL sees it: the stored columns plus `date`.
+pub fn table_schema() -> SchemaRef {
+    let stored = samos_schemas::readings::readings_schema();
+    let fields = stored.fields().iter().cloned().chain([Arc::new(Field::new(
+        DATE_COLUMN,
+        DataType::Utf8,
+        false,
+    ))]);
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+/// `readings` over one data directory.
+#[derive(Debug)]
+pub struct ReadingsTable {
+    data_dir: PathBuf,
+    schema: SchemaRef,
+}
+
+impl ReadingsTable {
+    pub fn new(data_dir: &Path) -> ReadingsTable {
+        ReadingsTable {
+            data_dir: data_dir.to_path_buf(),
+            schema: table_schema(),
+        }
+    }
+
+    /// The Parquet store as a listing table (pruning by `date`, file statistics), or `None`
+    /// while nothing has been written.
+    fn parquet(&self) -> Result<Option<ListingTable>> {
+        let root = self.data_dir.join(READINGS_DIR);
+        let root = match root.canonicalize() {
+            Ok(root) => root,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(DataFusionError::External(
+                    format!("cannot read the store at {}: {e}", root.display()).into(),
+                ));
+            }
+        };
+        let url = ListingTableUrl::parse(format!("{}/", root.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![(DATE_COLUMN.to_string(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(samos_schemas::readings::readings_schema());
+        Ok(Some(ListingTable::try_new(config)?))
+    }
+
+    /// The readings of WAL records not in `covered`, each batch with its `date` column.
+    fn unflushed(
+        &self,
+        records: Vec<samos_store::wal::WalRecord>,
+        covered: &[(u64, u64)],
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for record in records {
+            if covered
+                .iter()
+                .any(|&(first, last)| first <= record.seq && record.seq <= last)
+            {
+                continue;
+            }
+            let batches = samos_store::record::decode_batches(&record.payload).map_err(|e| {
+                DataFusionError::External(
+                    format!("WAL record {} is unreadable: {e}", record.seq).into(),
+                )
+            })?;
+            for batch in batches {
+                if batch.num_rows() > 0 {
+                    out.push(with_date(&batch, &self.schema)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `batch` (the stored columns) with the `date` column: a batch never spans two UTC dates.
+fn with_date(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let times = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| DataFusionError::Internal("ingest_time is not a timestamp".into()))?;
+    let date = chrono_date(times.value(0));
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![
+        date.as_str();
+        batch.num_rows()
+    ])));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// `YYYY-MM-DD` of a UTC millisecond timestamp: the partition the engine files it under.
+fn chrono_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// The WAL ranges of the Parquet files a plan reads.
+fn planned_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(u64, u64)>) {
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+    {
+        for group in &config.file_groups {
+            for file in group.iter() {
+                if let Some(range) = file_range(Path::new(file.object_meta.location.as_ref())) {
+                    out.push(range);
+                }
+            }
+        }
+    }
+    for child in plan.children() {
+        planned_files(child, out);
+    }
+}
+
+#[async_trait]
+impl TableProvider for ReadingsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Filters go down to the Parquet scan (partition pruning, statistics) and are applied
+    /// again above it, so they hold for the in-memory part too.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The limit is left to the operator above: a listing cut short by it would not show
+        // which WAL records the files cover.
+        let wal_dir = self.data_dir.join(WAL_DIR);
+        let records =
+            tokio::task::spawn_blocking(move || samos_store::wal::read_unflushed(&wal_dir))
+                .await
+                .map_err(|e| DataFusionError::External(e.into()))?
+                .map_err(|e| DataFusionError::External(e.into()))?;
+        let mut attempt = 0;
+        let (files, covered) = loop {
+            attempt += 1;
+            let files: Arc<dyn ExecutionPlan> = match self.parquet()? {
+                Some(table) => table.scan(state, projection, filters, None).await?,
+                None => Arc::new(EmptyExec::new(datafusion::physical_plan::project_schema(
+                    &self.schema,
+                    projection,
+                )?)),
+            };
+            let mut covered = Vec::new();
+            planned_files(&files, &mut covered);
+            let mid_compaction = covered.iter().any(|r| merged_into_another(*r, &covered));
+            if !mid_compaction || attempt == LISTING_ATTEMPTS {
+                if mid_compaction {
+                    return Err(DataFusionError::External(
+                        "the Parquet store is being compacted; try the query again".into(),
+                    ));
+                }
+                break (files, covered);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let unflushed = self.unflushed(records, &covered)?;
+        if unflushed.is_empty() {
+            return Ok(files);
+        }
+        let memory = MemorySourceConfig::try_new_exec(
+            &[unflushed],
+            self.schema.clone(),
+            projection.cloned(),
+        )?;
+        UnionExec::try_new(vec![files, memory])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(chrono_date(0), "1970-01-01");
+        assert_eq!(chrono_date(-1), "1969-12-31");
+        assert_eq!(chrono_date(951_782_400_000), "2000-02-29");
+        assert_eq!(chrono_date(4_102_444_800_000), "2100-01-01");
+    }
+}

@@ -1,0 +1,348 @@
+//! The HTTP query API: the stored history as open data in JSON, read-only.
+//!
+//! - `GET /api/v1/query?sql=…` — one SELECT / WITH / EXPLAIN statement (DataFusion, the tables
+//!   of `samos sql`);
+//! - `GET /api/v1/nodes` — the node registry;
+//! - `GET /api/v1/readings?node=&sensor=&from=&to=` — readings in time order (`from`/`to`: an
+//!   RFC 3339 time or a `YYYY-MM-DD` date, `to` exclusive).
+//!
+//! Answers are `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated",
+//! "elapsed_ms"}`; errors are `{"error": "…"}` with 400 (bad or refused query), 401 (token),
+//! 408 (ran past `query_timeout_ms`) or 500. Every refusal is logged and counted in
+//! `samos_refusals_total{reason="api_…"}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use samos_analytics::datafusion::arrow::datatypes::SchemaRef;
+use samos_analytics::datafusion::arrow::record_batch::RecordBatch;
+use samos_analytics::datafusion::prelude::{col, lit};
+use samos_analytics::datafusion::scalar::ScalarValue;
+use samos_analytics::{History, QueryError};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::config::ApiConfig;
+use crate::metrics::Metrics;
+
+/// What the handlers share.
+pub struct Api {
+    history: History,
+    config: ApiConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// A refusal: status, counter reason, message.
+struct Refusal(StatusCode, &'static str, String);
+
+impl Api {
+    pub fn new(history: History, config: ApiConfig, metrics: Arc<Metrics>) -> Api {
+        Api {
+            history,
+            config,
+            metrics,
+        }
+    }
+
+    fn refuse(&self, r: Refusal) -> Response {
+        let Refusal(status, reason, message) = r;
+        self.metrics.refuse(reason);
+        warn!(status = status.as_u16(), reason, %message, "API request refused");
+        (status, axum::Json(json!({ "error": message }))).into_response()
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(token) = &self.config.token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "api_unauthorized",
+                "missing or wrong bearer token".into(),
+            ))
+        }
+    }
+
+    /// Runs `query` (a planned DataFrame) under the row cap and the timeout.
+    async fn answer(
+        &self,
+        frame: impl Future<Output = Result<samos_analytics::datafusion::prelude::DataFrame, QueryError>>,
+    ) -> Result<Value, Refusal> {
+        let started = Instant::now();
+        let cap = self.config.max_rows;
+        let run = async {
+            let frame = frame.await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut stream = frame.execute_stream().await?;
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            let mut rows = 0usize;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                if rows + batch.num_rows() > cap {
+                    batches.push(batch.slice(0, cap - rows));
+                    rows = cap;
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+            Ok::<_, QueryError>((schema, batches, rows, truncated))
+        };
+        let timeout = Duration::from_millis(self.config.query_timeout_ms);
+        let (schema, batches, rows, truncated) = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                return Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "api_bad_query",
+                    e.to_string(),
+                ));
+            }
+            Err(_) => {
+                return Err(Refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "api_query_timeout",
+                    format!(
+                        "the query ran longer than {} ms and was cancelled",
+                        self.config.query_timeout_ms
+                    ),
+                ));
+            }
+        };
+        let mut json_rows = Vec::new();
+        samos_analytics::output::write(
+            &batches,
+            &schema,
+            samos_analytics::output::Format::Json,
+            &mut json_rows,
+        )
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_encode",
+                e.to_string(),
+            )
+        })?;
+        let rows_value: Value = serde_json::from_slice(&json_rows).map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_encode",
+                e.to_string(),
+            )
+        })?;
+        let columns: Vec<Value> = schema
+            .fields()
+            .iter()
+            .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+            .collect();
+        Ok(json!({
+            "columns": columns,
+            "rows": rows_value,
+            "row_count": rows,
+            "truncated": truncated,
+            "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+        }))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type Params = Query<HashMap<String, String>>;
+
+async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let sql = p.get("sql").map(String::as_str).unwrap_or("").trim();
+        if sql.is_empty() {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "api_bad_query",
+                "give the statement as ?sql=…".into(),
+            ));
+        }
+        if sql.len() > api.config.max_query_bytes {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "api_query_too_long",
+                format!(
+                    "the query is {} bytes; at most {} are accepted (api.max_query_bytes)",
+                    sql.len(),
+                    api.config.max_query_bytes
+                ),
+            ));
+        }
+        if let Err(e) = samos_analytics::check(sql, samos_analytics::Access::Query) {
+            let reason = match e {
+                QueryError::NotReadOnly(_) | QueryError::Statements(_) => "api_not_read_only",
+                _ => "api_bad_query",
+            };
+            return Err(Refusal(StatusCode::BAD_REQUEST, reason, e.to_string()));
+        }
+        api.answer(api.history.plan(sql)).await
+    }
+    .await;
+    respond(&api, result)
+}
+
+async fn nodes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let mut answer = api
+            .answer(api.history.plan(
+                "SELECT network, node_id, functional_mode, severity, assessed_severity, config, \
+                 joined_at, last_seen, address, readings_accepted, readings_rejected \
+                 FROM nodes ORDER BY network, node_id",
+            ))
+            .await?;
+        // The configuration as a JSON object, not a string holding one.
+        if let Some(rows) = answer["rows"].as_array_mut() {
+            for row in rows {
+                if let Some(config) = row.get("config").and_then(Value::as_str) {
+                    row["config"] = serde_json::from_str(config).unwrap_or(Value::Null);
+                }
+            }
+        }
+        Ok(answer)
+    }
+    .await;
+    respond(&api, result)
+}
+
+/// `2026-11-25T10:00:00Z` (or any RFC 3339 time) or `2026-11-25` (midnight UTC), as ms.
+fn parse_time(name: &str, text: &str) -> Result<i64, Refusal> {
+    let bad = || {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            "api_bad_query",
+            format!("{name}={text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"),
+        )
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?;
+    Ok(day
+        .and_hms_opt(0, 0, 0)
+        .ok_or_else(bad)?
+        .and_utc()
+        .timestamp_millis())
+}
+
+fn utc_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+async fn readings(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params) -> Response {
+    let result = async {
+        api.authorize(&headers)?;
+        let from = p.get("from").map(|t| parse_time("from", t)).transpose()?;
+        let to = p.get("to").map(|t| parse_time("to", t)).transpose()?;
+        let time = |ms: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
+        let frame = async {
+            let mut frame = api.history.context().table("readings").await?;
+            for (column, param) in [
+                ("node_id", "node"),
+                ("sensor", "sensor"),
+                ("network", "network"),
+            ] {
+                if let Some(v) = p.get(param) {
+                    frame = frame.filter(col(column).eq(lit(v.as_str())))?;
+                }
+            }
+            if let Some(ms) = from {
+                // The date bound lets whole partitions be skipped.
+                frame = frame.filter(col("date").gt_eq(lit(utc_date(ms))))?;
+                frame = frame.filter(col("ingest_time").gt_eq(time(ms)))?;
+            }
+            if let Some(ms) = to {
+                frame = frame.filter(col("date").lt_eq(lit(utc_date(ms))))?;
+                frame = frame.filter(col("ingest_time").lt(time(ms)))?;
+            }
+            let frame = frame
+                .select_columns(&[
+                    "ingest_time",
+                    "network",
+                    "node_id",
+                    "room",
+                    "sensor",
+                    "value",
+                    "raw",
+                    "units",
+                    "severity",
+                    "key",
+                ])?
+                .sort(vec![
+                    col("ingest_time").sort(true, false),
+                    col("key").sort(true, false),
+                ])?
+                .limit(0, Some(api.config.max_rows + 1))?;
+            Ok::<_, QueryError>(frame)
+        };
+        api.answer(frame).await
+    }
+    .await;
+    respond(&api, result)
+}
+
+fn respond(api: &Api, result: Result<Value, Refusal>) -> Response {
+    match result {
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(r) => api.refuse(r),
+    }
+}
+
+/// Serves the API until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/api/v1/query", get(query))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/readings", get(readings))
+        .with_state(api);
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_tokens() {
+        assert_eq!(parse_time("from", "1970-01-02").ok().unwrap(), 86_400_000);
+        assert_eq!(
+            parse_time("from", "1970-01-01T00:00:01+00:00")
+                .ok()
+                .unwrap(),
+            1000
+        );
+        assert!(parse_time("from", "yesterday").is_err());
+        assert_eq!(utc_date(86_400_000), "1970-01-02");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

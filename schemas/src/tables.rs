@@ -1,0 +1,78 @@
+//! The Arrow schemas of the protocol's tables — `nodes` (the registry, `nodes.json`), `events`
+//! (`events.jsonl`) and `rejected` (the quarantine, `rejected.jsonl`) — as SQL sees them and
+//! as PostgreSQL stores them (same columns; a test checks the DDL). JSON documents (a node's
+//! configuration, an event's detail) are JSON text.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+fn time(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        nullable,
+    )
+}
+
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+/// `nodes`: one row per node the server has heard from.
+pub fn nodes_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                text("network", false),
+                text("node_id", false),
+                text("functional_mode", false),
+                text("severity", false),
+                text("assessed_severity", true),
+                text("config_xml", true),
+                text("config", true),
+                time("joined_at", true),
+                time("last_seen", true),
+                text("address", true),
+                Field::new("readings_accepted", DataType::Int64, true),
+                Field::new("readings_rejected", DataType::Int64, true),
+            ]))
+        })
+        .clone()
+}
+
+/// `events`: joins, blocks, severity changes and alerts.
+pub fn events_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                time("time", false),
+                text("kind", false),
+                text("network", false),
+                text("node_id", false),
+                text("detail", true),
+            ]))
+        })
+        .clone()
+}
+
+/// `rejected`: every refused reading or message, with its reason.
+pub fn rejected_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                time("time", false),
+                text("client_id", false),
+                text("peer", true),
+                text("topic", false),
+                text("reason", false),
+                text("detail", true),
+                text("payload", true),
+                Field::new("payload_bytes", DataType::Int32, true),
+            ]))
+        })
+        .clone()
+}
