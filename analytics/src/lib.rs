@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -122,11 +121,6 @@ impl History {
     /// Runs one statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         Ok(self.plan(sql).await?.collect().await?)
-    }
-
-    /// Runs one statement, streaming its result.
-    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        Ok(self.plan(sql).await?.execute_stream().await?)
     }
 
     /// The DataFusion session, for callers that build queries with the DataFrame API.

@@ -107,11 +107,11 @@ impl Api {
         let (schema, batches, rows, truncated) = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                return Err(Refusal(
-                    StatusCode::BAD_REQUEST,
-                    "api_bad_query",
-                    e.to_string(),
-                ));
+                let reason = match e {
+                    QueryError::NotReadOnly(_) | QueryError::Statements(_) => "api_not_read_only",
+                    _ => "api_bad_query",
+                };
+                return Err(Refusal(StatusCode::BAD_REQUEST, reason, e.to_string()));
             }
             Err(_) => {
                 return Err(Refusal(
@@ -187,13 +187,6 @@ async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params
                     api.config.max_query_bytes
                 ),
             ));
-        }
-        if let Err(e) = samos_analytics::check(sql, samos_analytics::Access::Query) {
-            let reason = match e {
-                QueryError::NotReadOnly(_) | QueryError::Statements(_) => "api_not_read_only",
-                _ => "api_bad_query",
-            };
-            return Err(Refusal(StatusCode::BAD_REQUEST, reason, e.to_string()));
         }
         api.answer(api.history.plan(sql)).await
     }

@@ -7,7 +7,7 @@
 //! u32 LE  length of the payload
 //! u32 LE  CRC-32 of (sequence ‖ payload)
 //! u64 LE  sequence (one per batch, strictly increasing across segments)
-//! [u8]    payload: see `encode_record` (session changes, then the batch as Arrow IPC)
+//! [u8]    payload: see [`crate::record`] (session changes, then the batch as Arrow IPC)
 //! ```
 //!
 //! A record never has an all-zero header (its sequence is at least 1), so zeros mark the end
@@ -197,6 +197,22 @@ fn is_end(header: &[u8]) -> bool {
     header.iter().all(|b| *b == 0)
 }
 
+/// A record header's payload length and sequence (the CRC: [`checksum_ok`]).
+fn parse_header(header: &[u8]) -> (usize, u64) {
+    (
+        u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize,
+        u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+    )
+}
+
+/// Whether `payload` matches the CRC of its header (which covers sequence ‖ payload).
+fn checksum_ok(header: &[u8], payload: &[u8]) -> bool {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[8..16]);
+    h.update(payload);
+    h.finalize() == u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"))
+}
+
 /// Parses one segment; returns its records and, where it ends early, the bad record.
 fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
     let mut data = Vec::new();
@@ -224,21 +240,16 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
         if rest.len() < HEADER {
             return Ok((records, bad(at, "incomplete header")));
         }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        let seq_bytes = &rest[8..16];
+        let (len, seq) = parse_header(rest);
         if rest.len() - HEADER < len {
             return Ok((records, bad(at, "incomplete record")));
         }
         let payload = &rest[HEADER..HEADER + len];
-        let mut h = crc32fast::Hasher::new();
-        h.update(seq_bytes);
-        h.update(payload);
-        if h.finalize() != crc {
+        if !checksum_ok(rest, payload) {
             return Ok((records, bad(at, "checksum mismatch")));
         }
         records.push(WalRecord {
-            seq: u64::from_le_bytes(seq_bytes.try_into().expect("8 bytes")),
+            seq,
             payload: payload.to_vec(),
         });
         at += HEADER + len;
@@ -464,19 +475,14 @@ impl WalTail {
                     }
                     Err(e) => return Err(io(&current)(e)),
                 }
-                let len = u32::from_le_bytes(header[..4].try_into().expect("4")) as usize;
-                let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
-                let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
+                let (len, seq) = parse_header(&header);
                 if seq > up_to {
                     break;
                 }
                 let mut payload = vec![0u8; len];
                 f.read_exact_at(&mut payload, self.offset + HEADER as u64)
                     .map_err(io(&current))?;
-                let mut h = crc32fast::Hasher::new();
-                h.update(&header[8..16]);
-                h.update(&payload);
-                if h.finalize() != crc {
+                if !checksum_ok(&header, &payload) {
                     return Err(WalError::Corrupt {
                         path: current.clone(),
                         offset: self.offset,
@@ -537,9 +543,8 @@ pub fn read_unflushed(dir: &Path) -> Result<Vec<WalRecord>, WalError> {
             if is_end(&header) {
                 break;
             }
-            let n = u32::from_le_bytes(header[..4].try_into().expect("4")) as u64;
-            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
-            let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
+            let (n, seq) = parse_header(&header);
+            let n = n as u64;
             let torn = |message: &str| WalError::Corrupt {
                 path: path.clone(),
                 offset,
@@ -555,10 +560,7 @@ pub fn read_unflushed(dir: &Path) -> Result<Vec<WalRecord>, WalError> {
                 let mut payload = vec![0u8; n as usize];
                 f.read_exact_at(&mut payload, offset + HEADER as u64)
                     .map_err(io(path))?;
-                let mut h = crc32fast::Hasher::new();
-                h.update(&header[8..16]);
-                h.update(&payload);
-                if h.finalize() != crc {
+                if !checksum_ok(&header, &payload) {
                     if last {
                         break;
                     }

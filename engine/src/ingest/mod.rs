@@ -192,9 +192,11 @@ impl Ingest {
         let mut rows = 0;
         for record in &recovery.pending {
             for batch in
-                decode_record_batches(&record.payload).map_err(|message| IngestError::Replay {
-                    seq: record.seq,
-                    message,
+                samos_store::record::decode_batches(&record.payload).map_err(|message| {
+                    IngestError::Replay {
+                        seq: record.seq,
+                        message,
+                    }
                 })?
             {
                 rows += batch.num_rows();
@@ -626,8 +628,6 @@ pub fn decode_record_sessions(payload: &[u8]) -> Result<Vec<SessionOp>, String> 
     SessionOp::decode_all(samos_store::record::sections(payload)?.0)
 }
 
-pub use samos_store::record::decode_batches as decode_record_batches;
-
 /// The `date=YYYY-MM-DD` partitions under `root`, as (UTC day number, directory).
 fn date_partitions(root: &Path) -> Vec<(i64, PathBuf)> {
     std::fs::read_dir(root)
@@ -1040,7 +1040,7 @@ mod tests {
             let ops = [SessionOp::Received { client: "n0".into(), pkid: 9 }];
             let payload = encode_record(&ops, Some(&batch));
             prop_assert_eq!(decode_record_sessions(&payload).unwrap(), ops);
-            let decoded = decode_record_batches(&payload).unwrap();
+            let decoded = samos_store::record::decode_batches(&payload).unwrap();
             prop_assert_eq!(decoded.len(), 1);
             prop_assert_eq!(&decoded[0], &batch);
             let node = batch.column(2).as_dictionary::<Int32Type>();

@@ -168,7 +168,7 @@ impl PostgresSink {
             for record in &records {
                 // The record passed its checksum, so this cannot happen short of a bug; it is
                 // logged and counted, and skipped rather than blocking the sink forever.
-                match super::decode_record_batches(&record.payload) {
+                match samos_store::record::decode_batches(&record.payload) {
                     Ok(b) => batches.extend(b),
                     Err(e) => {
                         self.metrics.refuse("postgres_undecodable_batch");
