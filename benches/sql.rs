@@ -9,7 +9,8 @@
 //! `read_parquet(…, hive_partitioning = true)`. Each side runs the query once to warm the page
 //! cache, then `RUNS` times; medians are compared. Both answers are checked to agree.
 //!
-//! `cargo bench --bench sql`; writes `target/samos-bench/sql.json`.
+//! `cargo bench --bench sql` (`-- --quick`: 1 million readings); writes
+//! `target/samos-bench/sql.json`.
 
 use std::path::Path;
 use std::process::Command;
@@ -198,10 +199,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` asks harnesses for their benchmarks
     }
+    let quick = std::env::args().any(|a| a == "--quick");
     let rows: usize = std::env::var("SAMOS_SQL_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+        .unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let t = Instant::now();

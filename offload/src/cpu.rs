@@ -1,0 +1,465 @@
+//! The CPU backend: multi-threaded, in f64.
+//!
+//! The matrix profile walks the distance matrix along its diagonals: on a diagonal the dot
+//! product of window pairs (i, j) and (i+1, j+1) differ by one product leaving and one
+//! entering, so each pair costs O(1) instead of O(m). The running dot product is recomputed
+//! from scratch every [`RESEED`] steps so rounding cannot drift, and the series is centered on
+//! its mean first so the products stay small. Window means and deviations are computed per
+//! window with two passes (exact, O(n·m), negligible beside the O(n²) join). Diagonals are
+//! dealt to the threads in interleaved blocks so each gets long and short ones; each thread
+//! keeps its own profile and they are merged at the end.
+
+use std::num::NonZeroUsize;
+
+use arrow::array::Float64Array;
+
+use crate::{
+    Backend, MatrixProfile, MiningError, WindowSpec, WindowStats, check_window, exclusion_zone,
+    values,
+};
+
+/// Steps along a diagonal between recomputations of the dot product.
+pub const RESEED: usize = 256;
+/// Diagonals handed to a thread at a time.
+const BLOCK: usize = 64;
+
+/// The CPU backend.
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    threads: usize,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu::new(
+            std::thread::available_parallelism()
+                .map(NonZeroUsize::get)
+                .unwrap_or(1),
+        )
+    }
+}
+
+impl Cpu {
+    pub fn new(threads: usize) -> Cpu {
+        Cpu {
+            threads: threads.max(1),
+        }
+    }
+}
+
+/// Per-window moments of a centered series.
+struct Windows {
+    t: Vec<f64>,
+    mean: Vec<f64>,
+    /// 1/σ, or 0 for a constant window.
+    inv_sd: Vec<f64>,
+    /// The window holds a gap.
+    gap: Vec<bool>,
+    constant: Vec<bool>,
+}
+
+impl Windows {
+    fn new(raw: &[f64], m: usize, center: f64) -> Windows {
+        let t: Vec<f64> = raw
+            .iter()
+            .map(|v| if v.is_finite() { v - center } else { 0.0 })
+            .collect();
+        let l = raw.len() + 1 - m;
+        let mut last_gap: Option<usize> = None;
+        let mut gap = Vec::with_capacity(l);
+        for (i, v) in raw.iter().enumerate() {
+            if !v.is_finite() {
+                last_gap = Some(i);
+            }
+            if i + 1 >= m {
+                gap.push(last_gap.is_some_and(|g| g + m > i));
+            }
+        }
+        let mut mean = vec![0.0; l];
+        let mut inv_sd = vec![0.0; l];
+        let mut constant = vec![false; l];
+        for i in 0..l {
+            let w = &t[i..i + m];
+            let mu = w.iter().sum::<f64>() / m as f64;
+            let var = w.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / m as f64;
+            mean[i] = mu;
+            constant[i] = w.iter().all(|v| *v == w[0]);
+            inv_sd[i] = if constant[i] { 0.0 } else { 1.0 / var.sqrt() };
+        }
+        Windows {
+            t,
+            mean,
+            inv_sd,
+            gap,
+            constant,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.mean.len()
+    }
+}
+
+/// Squared distance of windows `i` of `a` and `j` of `b` given their dot product.
+#[inline]
+fn dist2(a: &Windows, b: &Windows, i: usize, j: usize, qt: f64, m: f64) -> f64 {
+    match (a.constant[i], b.constant[j]) {
+        (false, false) => {
+            let rho = (qt - m * a.mean[i] * b.mean[j]) * a.inv_sd[i] * b.inv_sd[j] / m;
+            (2.0 * m * (1.0 - rho.clamp(-1.0, 1.0))).max(0.0)
+        }
+        (true, true) => 0.0,
+        _ => m,
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A profile under construction: squared distances.
+struct Partial {
+    d2: Vec<f64>,
+    index: Vec<i64>,
+}
+
+impl Partial {
+    fn new(l: usize) -> Partial {
+        Partial {
+            d2: vec![f64::INFINITY; l],
+            index: vec![-1; l],
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, i: usize, d2: f64, j: usize) {
+        if d2 < self.d2[i] || (d2 == self.d2[i] && (j as i64) < self.index[i]) {
+            self.d2[i] = d2;
+            self.index[i] = j as i64;
+        }
+    }
+
+    fn merge(mut self, other: Partial) -> Partial {
+        for i in 0..self.d2.len() {
+            if other.index[i] >= 0 {
+                self.offer(i, other.d2[i], other.index[i] as usize);
+            }
+        }
+        self
+    }
+
+    fn finish(self, m: usize) -> MatrixProfile {
+        MatrixProfile {
+            window: m,
+            profile: self.d2.iter().map(|d| d.sqrt()).collect(),
+            index: self.index,
+        }
+    }
+}
+
+/// Walks diagonal `k` (pairs (i, i + k) for k ≥ 0, (i − k, i) for k < 0) of `a` × `b`,
+/// offering each pair to `a`'s profile (and `b`'s when `both`).
+fn walk_diagonal(a: &Windows, b: &Windows, k: isize, m: usize, both: bool, out: &mut Partial) {
+    let (i0, j0) = if k >= 0 {
+        (0usize, k as usize)
+    } else {
+        ((-k) as usize, 0usize)
+    };
+    let steps = (a.len() - i0).min(b.len() - j0);
+    let mf = m as f64;
+    let mut qt = 0.0;
+    for s in 0..steps {
+        let (i, j) = (i0 + s, j0 + s);
+        if s % RESEED == 0 {
+            qt = dot(&a.t[i..i + m], &b.t[j..j + m]);
+        } else {
+            qt += a.t[i + m - 1] * b.t[j + m - 1] - a.t[i - 1] * b.t[j - 1];
+        }
+        if a.gap[i] || b.gap[j] {
+            continue;
+        }
+        let d2 = dist2(a, b, i, j, qt, mf);
+        out.offer(i, d2, j);
+        if both {
+            out.offer(j, d2, i);
+        }
+    }
+}
+
+impl Cpu {
+    /// Runs `walk` over `diagonals` on the backend's threads and merges the profiles.
+    fn run(
+        &self,
+        l: usize,
+        diagonals: Vec<isize>,
+        walk: impl Fn(isize, &mut Partial) + Sync,
+    ) -> Partial {
+        let threads = self.threads.min(diagonals.len().div_ceil(BLOCK)).max(1);
+        let blocks: Vec<&[isize]> = diagonals.chunks(BLOCK).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let blocks = &blocks;
+                    let walk = &walk;
+                    scope.spawn(move || {
+                        let mut partial = Partial::new(l);
+                        for block in blocks.iter().skip(t).step_by(threads) {
+                            for &k in *block {
+                                walk(k, &mut partial);
+                            }
+                        }
+                        partial
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("mining thread"))
+                .reduce(Partial::merge)
+                .unwrap_or_else(|| Partial::new(l))
+        })
+    }
+}
+
+/// Mean of the finite values (0 when there are none): the series is centered on it.
+fn finite_mean(t: &[f64]) -> f64 {
+    let (sum, n) = t
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+impl Backend for Cpu {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn self_join(&self, series: &Float64Array, m: usize) -> Result<MatrixProfile, MiningError> {
+        let t = values(series);
+        check_window(m, t.len())?;
+        let w = Windows::new(&t, m, finite_mean(&t));
+        let l = w.len();
+        let first = exclusion_zone(m) + 1;
+        let diagonals: Vec<isize> = (first..l).map(|k| k as isize).collect();
+        let partial = self.run(l, diagonals, |k, out| {
+            walk_diagonal(&w, &w, k, m, true, out)
+        });
+        Ok(partial.finish(m))
+    }
+
+    fn ab_join(
+        &self,
+        query: &Float64Array,
+        target: &Float64Array,
+        m: usize,
+    ) -> Result<MatrixProfile, MiningError> {
+        let (q, t) = (values(query), values(target));
+        check_window(m, q.len())?;
+        check_window(m, t.len())?;
+        // One centre for both, so their dot products share an origin.
+        let both: Vec<f64> = q.iter().chain(&t).copied().collect();
+        let center = finite_mean(&both);
+        let (wq, wt) = (Windows::new(&q, m, center), Windows::new(&t, m, center));
+        let diagonals: Vec<isize> = (-(wq.len() as isize) + 1..wt.len() as isize).collect();
+        let partial = self.run(wq.len(), diagonals, |k, out| {
+            walk_diagonal(&wq, &wt, k, m, false, out)
+        });
+        Ok(partial.finish(m))
+    }
+
+    fn window_stats(
+        &self,
+        series: &[&Float64Array],
+        spec: WindowSpec,
+    ) -> Result<Vec<WindowStats>, MiningError> {
+        if spec.window == 0 || spec.step == 0 {
+            return Err(MiningError::WindowSpec {
+                window: spec.window,
+                step: spec.step,
+            });
+        }
+        Ok(series.iter().map(|s| stats_of(&values(s), spec)).collect())
+    }
+}
+
+/// Window statistics of one series, one pass over each window.
+fn stats_of(t: &[f64], spec: WindowSpec) -> WindowStats {
+    let mut out = WindowStats::default();
+    let mut start = 0;
+    while start + spec.window <= t.len() {
+        let w = &t[start..start + spec.window];
+        let (mut n, mut sum, mut min, mut max) = (0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        let mut sx = 0.0;
+        for (x, v) in w.iter().enumerate() {
+            if v.is_finite() {
+                n += 1.0;
+                sum += v;
+                sx += x as f64;
+                min = min.min(*v);
+                max = max.max(*v);
+            }
+        }
+        if n == 0.0 {
+            for col in [
+                &mut out.min,
+                &mut out.max,
+                &mut out.mean,
+                &mut out.std,
+                &mut out.slope,
+            ] {
+                col.push(f64::NAN);
+            }
+        } else {
+            let (mean, mx) = (sum / n, sx / n);
+            let (mut ss, mut sxx, mut sxy) = (0.0, 0.0, 0.0);
+            for (x, v) in w.iter().enumerate() {
+                if v.is_finite() {
+                    let (dx, dv) = (x as f64 - mx, v - mean);
+                    ss += dv * dv;
+                    sxx += dx * dx;
+                    sxy += dx * dv;
+                }
+            }
+            out.min.push(min);
+            out.max.push(max);
+            out.mean.push(mean);
+            out.std.push((ss / n).sqrt());
+            out.slope.push(if sxx > 0.0 { sxy / sxx } else { f64::NAN });
+        }
+        start += spec.step;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use proptest::prelude::*;
+
+    fn column(v: &[f64]) -> Float64Array {
+        Float64Array::from(v.to_vec())
+    }
+
+    /// Profiles agree within `tol`; where distances tie the indices may differ, so an index
+    /// is checked by the distance it points at.
+    fn assert_close(fast: &MatrixProfile, slow: &MatrixProfile, tol: f64) {
+        assert_eq!(fast.profile.len(), slow.profile.len());
+        for i in 0..fast.profile.len() {
+            let (a, b) = (fast.profile[i], slow.profile[i]);
+            if b.is_infinite() {
+                assert!(a.is_infinite(), "window {i}: {a} vs none");
+                assert_eq!(fast.index[i], -1);
+                continue;
+            }
+            assert!((a - b).abs() <= tol, "window {i}: {a} vs {b}");
+        }
+    }
+
+    fn series() -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(
+            prop_oneof![
+                20 => -100.0..100.0f64,
+                1 => Just(f64::NAN),
+                1 => Just(5.0),
+            ],
+            8..160,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn self_join_matches_brute_force(t in series(), m in 3usize..12, threads in 1usize..4) {
+            prop_assume!(m <= t.len());
+            let fast = Cpu::new(threads).self_join(&column(&t), m).unwrap();
+            let slow = reference::matrix_profile(&t, &t, m, true);
+            assert_close(&fast, &slow, 1e-9);
+            // The index points at a window that far away.
+            for i in 0..fast.index.len() {
+                if fast.index[i] >= 0 {
+                    let j = fast.index[i] as usize;
+                    let d = reference::matrix_profile(&t[i..i + m], &t[j..j + m], m, false).profile[0];
+                    prop_assert!((d - fast.profile[i]).abs() <= 1e-9);
+                }
+            }
+        }
+
+        #[test]
+        fn ab_join_matches_brute_force(a in series(), b in series(), m in 3usize..10) {
+            prop_assume!(m <= a.len() && m <= b.len());
+            let fast = Cpu::new(2).ab_join(&column(&a), &column(&b), m).unwrap();
+            assert_close(&fast, &reference::matrix_profile(&a, &b, m, false), 1e-9);
+        }
+
+        #[test]
+        fn window_stats_match_the_definitions(t in series(), window in 1usize..20, step in 1usize..20) {
+            let stats = &Cpu::new(1).window_stats(&[&column(&t)], WindowSpec { window, step }).unwrap()[0];
+            let mut start = 0;
+            let mut w = 0;
+            while start + window <= t.len() {
+                let want = reference::window_stats(&t[start..start + window]);
+                let got = [stats.min[w], stats.max[w], stats.mean[w], stats.std[w], stats.slope[w]];
+                for (g, e) in got.iter().zip(want) {
+                    prop_assert!((g.is_nan() && e.is_nan()) || (g - e).abs() <= 1e-9 * (1.0 + e.abs()), "{got:?} vs {want:?}");
+                }
+                start += step;
+                w += 1;
+            }
+            prop_assert_eq!(stats.mean.len(), w);
+        }
+    }
+
+    #[test]
+    fn a_planted_motif_and_a_planted_discord_are_found() {
+        // A slow wave with noise; one shape planted twice, one spike once.
+        let mut state = 7u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.6
+        };
+        let mut t: Vec<f64> = (0..2000)
+            .map(|i| (i as f64 / 40.0).sin() + noise())
+            .collect();
+        let shape: Vec<f64> = (0..50).map(|i| ((i * i) % 17) as f64 - 8.0).collect();
+        for (k, v) in shape.iter().enumerate() {
+            t[300 + k] = *v;
+            t[1400 + k] = *v + 0.01 * noise();
+        }
+        let mp = Cpu::default().self_join(&column(&t), 50).unwrap();
+        let motif = &mp.motifs(1)[0];
+        assert_eq!((motif.first, motif.second), (300, 1400), "{motif:?}");
+
+        // A clean wave with a short zig-zag burst: the burst is the discord.
+        let mut t: Vec<f64> = (0..2000)
+            .map(|i| (i as f64 / 10.0).sin() + 0.05 * noise())
+            .collect();
+        for (k, v) in t[900..910].iter_mut().enumerate() {
+            *v += if k % 2 == 0 { 1.5 } else { -1.5 };
+        }
+        let mp = Cpu::default().self_join(&column(&t), 50).unwrap();
+        let discord = &mp.discords(1)[0];
+        assert!((860..=910).contains(&discord.start), "{discord:?}");
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        let c = Cpu::new(1);
+        assert!(matches!(
+            c.self_join(&column(&[1.0; 5]), 6),
+            Err(MiningError::Window { .. })
+        ));
+        assert!(matches!(
+            c.self_join(&column(&[1.0; 5]), 2),
+            Err(MiningError::Window { .. })
+        ));
+        assert!(
+            c.window_stats(&[], WindowSpec { window: 0, step: 1 })
+                .is_err()
+        );
+    }
+}
