@@ -56,6 +56,10 @@ struct Windows {
     /// The window holds a gap.
     gap: Vec<bool>,
     constant: Vec<bool>,
+    /// Gap or constant: the pair needs the slow path.
+    special: Vec<bool>,
+    /// m · mean.
+    scaled_mean: Vec<f64>,
 }
 
 impl Windows {
@@ -86,12 +90,16 @@ impl Windows {
             constant[i] = w.iter().all(|v| *v == w[0]);
             inv_sd[i] = if constant[i] { 0.0 } else { 1.0 / var.sqrt() };
         }
+        let special = gap.iter().zip(&constant).map(|(g, c)| *g || *c).collect();
+        let scaled_mean = mean.iter().map(|mu| mu * m as f64).collect();
         Windows {
             t,
             mean,
             inv_sd,
             gap,
             constant,
+            special,
+            scaled_mean,
         }
     }
 
@@ -100,16 +108,33 @@ impl Windows {
     }
 }
 
-/// Squared distance of windows `i` of `a` and `j` of `b` given their dot product.
-#[inline]
-fn dist2(a: &Windows, b: &Windows, i: usize, j: usize, qt: f64, m: f64) -> f64 {
-    match (a.constant[i], b.constant[j]) {
-        (false, false) => {
-            let rho = (qt - m * a.mean[i] * b.mean[j]) * a.inv_sd[i] * b.inv_sd[j] / m;
-            (2.0 * m * (1.0 - rho.clamp(-1.0, 1.0))).max(0.0)
-        }
-        (true, true) => 0.0,
-        _ => m,
+/// Below this squared distance the dot-product form has cancelled away most of its digits
+/// (d² = 2(m − corr) with corr ≈ m), so the pair is recomputed from the windows themselves.
+/// Only near-identical windows get here: rare, and then exact.
+pub const REFINE_BELOW: f64 = 1e-6;
+
+/// Squared z-normalized distance of windows `i` of `a` and `j` of `b`, computed directly.
+#[cold]
+fn exact_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: usize) -> f64 {
+    let (ma, mb) = (a.mean[i], b.mean[j]);
+    let (sa, sb) = (a.inv_sd[i], b.inv_sd[j]);
+    a.t[i..i + m]
+        .iter()
+        .zip(&b.t[j..j + m])
+        .map(|(x, y)| {
+            let d = (x - ma) * sa - (y - mb) * sb;
+            d * d
+        })
+        .sum()
+}
+
+/// Squared distance of windows `i` of `a` and `j` of `b` where one of them is constant.
+#[inline(never)]
+fn special_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: f64) -> f64 {
+    if a.constant[i] && b.constant[j] {
+        0.0
+    } else {
+        m
     }
 }
 
@@ -167,22 +192,38 @@ fn walk_diagonal(a: &Windows, b: &Windows, k: isize, m: usize, both: bool, out: 
     };
     let steps = (a.len() - i0).min(b.len() - j0);
     let mf = m as f64;
-    let mut qt = 0.0;
-    for s in 0..steps {
-        let (i, j) = (i0 + s, j0 + s);
-        if s % RESEED == 0 {
-            qt = dot(&a.t[i..i + m], &b.t[j..j + m]);
-        } else {
-            qt += a.t[i + m - 1] * b.t[j + m - 1] - a.t[i - 1] * b.t[j - 1];
+    let mut chunk = 0;
+    while chunk < steps {
+        // Re-seed: the dot product of the chunk's first pair, computed whole.
+        let mut qt = dot(
+            &a.t[i0 + chunk..i0 + chunk + m],
+            &b.t[j0 + chunk..j0 + chunk + m],
+        );
+        for s in chunk..(chunk + RESEED).min(steps) {
+            let (i, j) = (i0 + s, j0 + s);
+            if s > chunk {
+                qt += a.t[i + m - 1] * b.t[j + m - 1] - a.t[i - 1] * b.t[j - 1];
+            }
+            let d2 = if a.special[i] | b.special[j] {
+                if a.gap[i] || b.gap[j] {
+                    continue;
+                }
+                special_dist2(a, b, i, j, mf)
+            } else {
+                let corr = (qt - a.scaled_mean[i] * b.mean[j]) * a.inv_sd[i] * b.inv_sd[j];
+                let d2 = (2.0 * (mf - corr)).clamp(0.0, 4.0 * mf);
+                if d2 < REFINE_BELOW {
+                    exact_dist2(a, b, i, j, m)
+                } else {
+                    d2
+                }
+            };
+            out.offer(i, d2, j);
+            if both {
+                out.offer(j, d2, i);
+            }
         }
-        if a.gap[i] || b.gap[j] {
-            continue;
-        }
-        let d2 = dist2(a, b, i, j, qt, mf);
-        out.offer(i, d2, j);
-        if both {
-            out.offer(j, d2, i);
-        }
+        chunk += RESEED;
     }
 }
 
