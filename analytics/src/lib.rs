@@ -2,11 +2,13 @@
 //!
 //! Tables: `readings` (every acknowledged reading: the Hive-partitioned Parquet store, pruned
 //! by `date`, plus what is still only in the WAL — see [`readings`]), `nodes`, `events` and
-//! `rejected` (the protocol's files — see [`protocol`]), and the views `latest_readings` and
-//! `hourly_readings`. It reads what the engine writes and never writes itself, so it works on a
+//! `rejected` (the protocol's files — see [`protocol`]), `motifs`, `discords` and
+//! `window_stats` (what `samos mine` stored — see [`mining`]), and the views `latest_readings`
+//! and `hourly_readings`. It reads what the engine writes and never writes itself, so it works on a
 //! data directory while the server runs and when it is stopped. Depends on `samos-schemas` and
 //! `samos-store` only.
 
+pub mod mining;
 pub mod output;
 pub mod protocol;
 pub mod readings;
@@ -97,6 +99,12 @@ impl History {
             ctx.register_table(
                 file.table_name(),
                 Arc::new(protocol::ProtocolTable::new(data_dir, file)),
+            )?;
+        }
+        for (name, schema) in mining::tables() {
+            ctx.register_table(
+                name,
+                Arc::new(mining::ResultTable::new(data_dir, name, schema)),
             )?;
         }
         for (name, query) in VIEWS {

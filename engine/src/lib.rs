@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod link;
 pub mod loadgen;
 pub mod metrics;
+pub mod mine;
 pub mod mqtt;
 pub mod protocol;
 pub mod server;

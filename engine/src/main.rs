@@ -40,6 +40,50 @@ enum Command {
     /// Run one SQL statement over the stored readings of a data directory (read-only; works
     /// while the server runs).
     Sql(SqlArgs),
+    /// Mine one stored series (or a CSV/Parquet column) for motifs and discords (matrix
+    /// profile) and window statistics; results go to the `motifs`, `discords` and
+    /// `window_stats` tables of the store.
+    Mine(MineArgs),
+}
+
+#[derive(Parser)]
+struct MineArgs {
+    /// Node whose readings to mine (with --sensor).
+    #[arg(long, requires = "sensor", conflicts_with = "file")]
+    node: Option<String>,
+    /// Sensor (its dataName) of that node.
+    #[arg(long, requires = "node")]
+    sensor: Option<String>,
+    /// Mine a column of this CSV (with a header) or Parquet file instead.
+    #[arg(long, required_unless_present = "node")]
+    file: Option<PathBuf>,
+    /// Column of --file holding the values.
+    #[arg(long, default_value = "value")]
+    column: String,
+    /// Column of --file holding the times, if any.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Window (subsequence) length in samples; also the width of the window statistics.
+    #[arg(long, short = 'm')]
+    window: usize,
+    /// Only readings at or after this time (e.g. 2026-12-01 or 2026-12-01T10:00:00Z).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only readings before this time.
+    #[arg(long)]
+    to: Option<String>,
+    /// auto, cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// How many motifs and discords to keep.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Data directory (read from, and the results stored in).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Draw the series with the motifs and discords marked (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -280,6 +324,7 @@ fn main() -> Result<()> {
         Command::Simulate(args) => simulate(args),
         Command::Bench(args) => bench(args),
         Command::Sql(args) => sql(args),
+        Command::Mine(args) => mine(args),
         Command::GenerateConfig => {
             print!("{}", include_str!("../../samos.toml"));
             Ok(())
@@ -725,6 +770,89 @@ fn sql_shell(
     }
     if let (Some(e), Some(f)) = (editor.as_mut(), &history_file) {
         let _ = e.save_history(f);
+    }
+    Ok(())
+}
+
+fn mine(args: MineArgs) -> Result<()> {
+    use samos_engine::mine::{self, Run, Source};
+    use samos_offload::Backend;
+    let source = match (&args.node, &args.sensor, &args.file) {
+        (Some(node), Some(sensor), None) => Source::Store {
+            node: node.clone(),
+            sensor: sensor.clone(),
+        },
+        (None, None, Some(path)) => Source::File {
+            path: path.clone(),
+            column: args.column.clone(),
+            time_column: args.time_column.clone(),
+        },
+        _ => bail!("give --node and --sensor, or --file"),
+    };
+    let cpu = samos_offload::cpu::Cpu::default();
+    let backend: &dyn Backend = match args.backend.as_str() {
+        "cpu" => &cpu,
+        "auto" => {
+            eprintln!(
+                "backend auto: this build has no GPU backend yet; using {}",
+                cpu.describe()
+            );
+            &cpu
+        }
+        "gpu" => bail!("the GPU backend is not built yet (use --backend cpu)"),
+        other => bail!("unknown backend {other:?} (auto, cpu, gpu)"),
+    };
+    if let Some(p) = &args.plot
+        && p.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        bail!("--plot writes SVG: give a file name ending in .svg");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let series = rt.block_on(async {
+        let history =
+            samos_analytics::History::open(&args.data_dir, samos_analytics::Access::Session)
+                .await?;
+        mine::load(&history, &source, args.from.as_deref(), args.to.as_deref()).await
+    })?;
+    let n = series.values.len();
+    eprintln!(
+        "mining {n} values, window {}, on {}",
+        args.window,
+        backend.describe()
+    );
+    let started = std::time::Instant::now();
+    let mined = mine::mine(backend, &series, args.window, args.top)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let run = Run::new(&source, args.window, backend.describe());
+    let tables = mine::result_batches(&run, &series, &mined);
+    println!(
+        "run {} ({:.2} s, {:.3e} window pairs/s)",
+        run.id,
+        seconds,
+        (n - args.window + 1).pow(2) as f64 / 2.0 / seconds.max(1e-9)
+    );
+    for (name, batch) in &tables[..2] {
+        println!("{name}:");
+        println!(
+            "{}",
+            samos_analytics::arrow::util::pretty::pretty_format_batches(&[
+                batch.project(&(7..batch.num_columns()).collect::<Vec<_>>())?
+            ])?
+        );
+    }
+    mine::store(&args.data_dir, &run, &tables)?;
+    println!(
+        "stored in {}: query with samos sql \"SELECT * FROM motifs WHERE run = '{}'\"",
+        args.data_dir.join("mining").display(),
+        run.id
+    );
+    if let Some(path) = &args.plot {
+        let title = format!("{} — window {}, {}", run.source, args.window, run.backend);
+        std::fs::write(path, mine::plot_svg(&series, &mined, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("plot: {}", path.display());
     }
     Ok(())
 }

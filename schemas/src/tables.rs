@@ -1,7 +1,8 @@
 //! The Arrow schemas of the protocol's tables — `nodes` (the registry, `nodes.json`), `events`
 //! (`events.jsonl`) and `rejected` (the quarantine, `rejected.jsonl`) — as SQL sees them and
 //! as PostgreSQL stores them (same columns; a test checks the DDL). JSON documents (a node's
-//! configuration, an event's detail) are JSON text.
+//! configuration, an event's detail) are JSON text. Then the results `samos mine` stores —
+//! `motifs`, `discords`, `window_stats` under `data/mining/` — one row set per run.
 
 use std::sync::{Arc, OnceLock};
 
@@ -73,6 +74,75 @@ pub fn rejected_schema() -> SchemaRef {
                 text("payload", true),
                 Field::new("payload_bytes", DataType::Int32, true),
             ]))
+        })
+        .clone()
+}
+
+/// Columns every mining result shares: which run, over what.
+fn mining_fields() -> Vec<Field> {
+    vec![
+        text("run", false),
+        time("mined_at", false),
+        text("source", false),
+        text("node_id", true),
+        text("sensor", true),
+        Field::new("window", DataType::UInt32, false),
+        text("backend", false),
+    ]
+}
+
+/// `motifs`: the closest pairs of windows a `samos mine` run found (rank 1 = closest).
+pub fn motifs_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut f = mining_fields();
+            f.extend([
+                Field::new("rank", DataType::UInt32, false),
+                Field::new("first_index", DataType::UInt64, false),
+                time("first_time", true),
+                Field::new("second_index", DataType::UInt64, false),
+                time("second_time", true),
+                Field::new("distance", DataType::Float64, false),
+            ]);
+            Arc::new(Schema::new(f))
+        })
+        .clone()
+}
+
+/// `discords`: the windows farthest from all others (rank 1 = most anomalous).
+pub fn discords_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut f = mining_fields();
+            f.extend([
+                Field::new("rank", DataType::UInt32, false),
+                Field::new("start_index", DataType::UInt64, false),
+                time("start_time", true),
+                Field::new("distance", DataType::Float64, false),
+            ]);
+            Arc::new(Schema::new(f))
+        })
+        .clone()
+}
+
+/// `window_stats`: min, max, mean, std and slope (per sample) of consecutive windows.
+pub fn window_stats_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut f = mining_fields();
+            f.extend([
+                Field::new("start_index", DataType::UInt64, false),
+                time("start_time", true),
+                Field::new("min", DataType::Float64, true),
+                Field::new("max", DataType::Float64, true),
+                Field::new("mean", DataType::Float64, true),
+                Field::new("std", DataType::Float64, true),
+                Field::new("slope", DataType::Float64, true),
+            ]);
+            Arc::new(Schema::new(f))
         })
         .clone()
 }

@@ -1,0 +1,228 @@
+//! `samos mine` on readings a real server stored and on a CSV file: motifs, discords and window
+//! statistics found, stored, and queryable with `samos sql`; a plot drawn.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::raw::*;
+use common::*;
+
+const NET: &str = "Karlovasi_IoT_network";
+const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+
+fn samos(args: &[&str]) -> std::process::Output {
+    let out = run(
+        Command::new(samos_bin()).args(args),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "samos {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A wave with one shape planted twice (at 100 and 400) and a zig-zag burst at 250.
+fn planted(n: usize) -> Vec<f64> {
+    let mut state = 99u64;
+    let mut t: Vec<f64> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            30.0 + 5.0 * (i as f64 / 6.0).sin() + noise
+        })
+        .collect();
+    for k in 0..20 {
+        let v = 30.0 + ((k * k) % 11) as f64;
+        t[100 + k] = v;
+        t[400 + k] = v + 0.001 * k as f64;
+    }
+    for (k, v) in t[250..258].iter_mut().enumerate() {
+        *v += if k % 2 == 0 { 9.0 } else { -9.0 };
+    }
+    t
+}
+
+#[test]
+fn mining_a_csv_stores_queryable_results_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("series.csv");
+    let body: String = planted(600)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("2026-01-01T00:{:02}:{:02}Z,{v}\n", i / 60, i % 60))
+        .collect();
+    std::fs::write(&csv, format!("time,temperature\n{body}")).unwrap();
+    let plot = dir.path().join("plot.svg");
+    let out = samos(&[
+        "mine",
+        "--file",
+        csv.to_str().unwrap(),
+        "--column",
+        "temperature",
+        "--time-column",
+        "time",
+        "--window",
+        "20",
+        "--top",
+        "1",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("motifs:"), "{text}");
+    let q = |sql: &str| {
+        stdout(&samos(&[
+            "sql",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--format",
+            "csv",
+            sql,
+        ]))
+    };
+    assert_eq!(
+        q("SELECT rank, first_index, second_index, first_time FROM motifs"),
+        "rank,first_index,second_index,first_time\n1,100,400,2026-01-01T00:01:40Z\n"
+    );
+    let discord = q("SELECT start_index FROM discords");
+    let start: usize = discord.lines().nth(1).unwrap().parse().unwrap();
+    assert!((231..=257).contains(&start), "{discord}");
+    assert_eq!(
+        q("SELECT count(*) AS n, min(start_index) AS first, max(window) AS w FROM window_stats"),
+        "n,first,w\n30,0,20\n"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("motif 1") && svg.contains("discord 1"));
+
+    // A second run is a second set of rows.
+    samos(&[
+        "mine",
+        "--file",
+        csv.to_str().unwrap(),
+        "--column",
+        "temperature",
+        "--window",
+        "30",
+        "--top",
+        "2",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        q("SELECT count(DISTINCT run) AS runs, count(*) AS n FROM motifs"),
+        "runs,n\n2,3\n"
+    );
+}
+
+#[test]
+fn mining_stored_readings_and_refusals() {
+    let s = TestServer::start();
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
+    )
+    .unwrap();
+    let control = format!("{NET}/CN1/{LOC}/control");
+    let (mut c, _) = Raw::connected(s.port(), 4, "CN1", true, &[]);
+    c.send(&subscribe(4, 1, &control, 0));
+    let _ = c.next(Duration::from_secs(10));
+    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
+    while !c
+        .next_publish(Duration::from_secs(10))
+        .expect("join reply")
+        .1
+        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
+    {}
+    let topic = format!("{NET}/CN1/{LOC}/indoorTemperatureSensor");
+    for (i, v) in planted(600).iter().enumerate() {
+        let payload = format!("float,0-70,{v:.3}");
+        assert_eq!(
+            c.publish_qos1(&topic, payload.as_bytes(), (i % 60000) as u16 + 10),
+            0
+        );
+    }
+    drop(c);
+    let data = s.data_dir();
+    let d = data.to_str().unwrap();
+    // While the server runs: the readings are read through SQL, unflushed ones included.
+    samos(&[
+        "mine",
+        "--node",
+        "CN1",
+        "--sensor",
+        "indoorTemperatureSensor",
+        "--window",
+        "20",
+        "--top",
+        "1",
+        "--data-dir",
+        d,
+    ]);
+    let q = |sql: &str| stdout(&samos(&["sql", "--data-dir", d, "--format", "csv", sql]));
+    assert_eq!(
+        q("SELECT node_id, sensor, first_index, second_index FROM motifs"),
+        "node_id,sensor,first_index,second_index\nCN1,indoorTemperatureSensor,100,400\n"
+    );
+    assert_eq!(q("SELECT count(*) AS n FROM window_stats"), "n\n30\n");
+
+    let fails = |args: &[&str]| {
+        let out = run(
+            Command::new(samos_bin()).args(args),
+            Duration::from_secs(60),
+        );
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = fails(&[
+        "mine",
+        "--node",
+        "CN9",
+        "--sensor",
+        "x",
+        "--window",
+        "20",
+        "--data-dir",
+        d,
+    ]);
+    assert!(e.contains("no values for CN9/x"), "{e}");
+    let e = fails(&[
+        "mine",
+        "--node",
+        "CN1",
+        "--sensor",
+        "indoorTemperatureSensor",
+        "--window",
+        "5000",
+        "--data-dir",
+        d,
+    ]);
+    assert!(
+        e.contains("window 5000 does not fit a series of 600"),
+        "{e}"
+    );
+    let e = fails(&[
+        "mine",
+        "--node",
+        "CN1",
+        "--sensor",
+        "indoorTemperatureSensor",
+        "--window",
+        "20",
+        "--backend",
+        "gpu",
+        "--data-dir",
+        d,
+    ]);
+    assert!(e.contains("GPU backend is not built yet"), "{e}");
+}
