@@ -227,6 +227,111 @@ fn walk_diagonal(a: &Windows, b: &Windows, k: isize, m: usize, both: bool, out: 
     }
 }
 
+/// Adjacent diagonals a self-join walks together.
+const LANES: usize = 16;
+
+/// The squared distance of one pair given its dot product, through the careful paths (gaps,
+/// constant windows, near-identical windows); `None` for a gap.
+#[inline]
+fn pair_dist2(a: &Windows, b: &Windows, i: usize, j: usize, qt: f64, m: usize) -> Option<f64> {
+    let mf = m as f64;
+    if a.special[i] || b.special[j] {
+        if a.gap[i] || b.gap[j] {
+            return None;
+        }
+        return Some(special_dist2(a, b, i, j, mf));
+    }
+    let corr = (qt - a.scaled_mean[i] * b.mean[j]) * a.inv_sd[i] * b.inv_sd[j];
+    let d2 = (2.0 * (mf - corr)).clamp(0.0, 4.0 * mf);
+    Some(if d2 < REFINE_BELOW {
+        exact_dist2(a, b, i, j, m)
+    } else {
+        d2
+    })
+}
+
+/// Walks the self-join's diagonals `k0 .. k0 + LANES` in lockstep: eight independent running
+/// dot products (no chain of dependent additions), one profile update for row `i` per step,
+/// and contiguous slices the compiler can vectorize. Gaps, constant and near-identical windows
+/// drop a step to [`pair_dist2`].
+fn walk_band(w: &Windows, k0: usize, m: usize, out: &mut Partial) {
+    let l = w.len();
+    if l - k0 < LANES {
+        for k in k0..l {
+            walk_diagonal(w, w, k as isize, m, true, out);
+        }
+        return;
+    }
+    // Steps on which every lane is inside the matrix; the shorter lanes end right after.
+    let full = l - k0 - (LANES - 1);
+    let mf = m as f64;
+    let mut qt = [0.0f64; LANES];
+    let mut chunk = 0;
+    while chunk < full {
+        for (d, q) in qt.iter_mut().enumerate() {
+            let j = chunk + k0 + d;
+            *q = dot(&w.t[chunk..chunk + m], &w.t[j..j + m]);
+        }
+        let end = (chunk + RESEED).min(full);
+        for i in chunk..end {
+            let j0 = i + k0;
+            if i > chunk {
+                let (leaving, entering) = (w.t[i - 1], w.t[i + m - 1]);
+                let out_j = &w.t[j0 - 1..j0 - 1 + LANES];
+                let in_j = &w.t[j0 + m - 1..j0 + m - 1 + LANES];
+                for d in 0..LANES {
+                    qt[d] += entering * in_j[d] - leaving * out_j[d];
+                }
+            }
+            let (smi, invi) = (w.scaled_mean[i], w.inv_sd[i]);
+            let (mean_j, inv_j) = (&w.mean[j0..j0 + LANES], &w.inv_sd[j0..j0 + LANES]);
+            let mut d2 = [0.0f64; LANES];
+            for d in 0..LANES {
+                let corr = (qt[d] - smi * mean_j[d]) * invi * inv_j[d];
+                d2[d] = (2.0 * (mf - corr)).max(0.0).min(4.0 * mf);
+            }
+            let careful = w.special[i]
+                || w.special[j0..j0 + LANES].iter().any(|x| *x)
+                || d2.iter().any(|x| *x < REFINE_BELOW);
+            if careful {
+                for (d, q) in qt.iter().enumerate() {
+                    if let Some(v) = pair_dist2(w, w, i, j0 + d, *q, m) {
+                        out.offer(i, v, j0 + d);
+                        out.offer(j0 + d, v, i);
+                    }
+                }
+                continue;
+            }
+            let (mut best, mut at) = (d2[0], 0);
+            for (d, v) in d2.iter().enumerate().skip(1) {
+                if *v < best {
+                    (best, at) = (*v, d);
+                }
+            }
+            out.offer(i, best, j0 + at);
+            let (pd, pi) = (&mut out.d2[j0..j0 + LANES], &mut out.index[j0..j0 + LANES]);
+            for d in 0..LANES {
+                if d2[d] < pd[d] {
+                    pd[d] = d2[d];
+                    pi[d] = i as i64;
+                }
+            }
+        }
+        chunk = end;
+    }
+    // The last steps of the longer lanes (at most LANES − 1 each), dot products whole.
+    for d in 0..LANES - 1 {
+        for i in full..l - k0 - d {
+            let j = i + k0 + d;
+            let q = dot(&w.t[i..i + m], &w.t[j..j + m]);
+            if let Some(v) = pair_dist2(w, w, i, j, q, m) {
+                out.offer(i, v, j);
+                out.offer(j, v, i);
+            }
+        }
+    }
+}
+
 impl Cpu {
     /// Runs `walk` over `diagonals` on the backend's threads and merges the profiles.
     fn run(
@@ -282,10 +387,8 @@ impl Backend for Cpu {
         let w = Windows::new(&t, m, finite_mean(&t));
         let l = w.len();
         let first = exclusion_zone(m) + 1;
-        let diagonals: Vec<isize> = (first..l).map(|k| k as isize).collect();
-        let partial = self.run(l, diagonals, |k, out| {
-            walk_diagonal(&w, &w, k, m, true, out)
-        });
+        let bands: Vec<isize> = (first..l).step_by(LANES).map(|k| k as isize).collect();
+        let partial = self.run(l, bands, |k0, out| walk_band(&w, k0 as usize, m, out));
         Ok(partial.finish(m))
     }
 
