@@ -9,10 +9,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -68,19 +64,12 @@ impl TableProvider for ResultTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Ok(dir) = self.dir.canonicalize() else {
+        let Some(table) = crate::readings::parquet_listing(&self.dir, self.schema.clone(), &[])?
+        else {
             return Ok(Arc::new(EmptyExec::new(
                 datafusion::physical_plan::project_schema(&self.schema, projection)?,
             )));
         };
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(self.schema.clone());
-        ListingTable::try_new(config)?
-            .scan(state, projection, filters, limit)
-            .await
+        table.scan(state, projection, filters, limit).await
     }
 }

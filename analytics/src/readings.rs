@@ -67,24 +67,11 @@ impl ReadingsTable {
     /// The Parquet store as a listing table (pruning by `date`, file statistics), or `None`
     /// while nothing has been written.
     fn parquet(&self) -> Result<Option<ListingTable>> {
-        let root = self.data_dir.join(READINGS_DIR);
-        let root = match root.canonicalize() {
-            Ok(root) => root,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(DataFusionError::External(
-                    format!("cannot read the store at {}: {e}", root.display()).into(),
-                ));
-            }
-        };
-        let url = ListingTableUrl::parse(format!("{}/", root.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![(DATE_COLUMN.to_string(), DataType::Utf8)]);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(samos_schemas::readings::readings_schema());
-        Ok(Some(ListingTable::try_new(config)?))
+        parquet_listing(
+            &self.data_dir.join(READINGS_DIR),
+            samos_schemas::readings::readings_schema(),
+            &[DATE_COLUMN],
+        )
     }
 
     /// The readings of WAL records not in `covered`, each batch with its `date` column.
@@ -114,6 +101,37 @@ impl ReadingsTable {
         }
         Ok(out)
     }
+}
+
+/// The `*.parquet` files under `dir` as a table of `schema`, Hive-partitioned by `partitions`
+/// (string columns); `None` while `dir` does not exist. Built per scan: files come and go.
+pub(crate) fn parquet_listing(
+    dir: &Path,
+    schema: SchemaRef,
+    partitions: &[&str],
+) -> Result<Option<ListingTable>> {
+    let dir = match dir.canonicalize() {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(DataFusionError::External(
+                format!("cannot read {}: {e}", dir.display()).into(),
+            ));
+        }
+    };
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partitions
+                .iter()
+                .map(|p| (p.to_string(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Some(ListingTable::try_new(config)?))
 }
 
 /// `batch` (the stored columns) with the `date` column: a batch never spans two UTC dates.

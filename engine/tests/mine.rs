@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::raw::*;
 use common::*;
 
 const NET: &str = "Karlovasi_IoT_network";
@@ -129,21 +127,7 @@ fn mining_a_csv_stores_queryable_results_and_a_plot() {
 #[test]
 fn mining_stored_readings_and_refusals() {
     let s = TestServer::start();
-    let config = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
-    )
-    .unwrap();
-    let control = format!("{NET}/CN1/{LOC}/control");
-    let (mut c, _) = Raw::connected(s.port(), 4, "CN1", true, &[]);
-    c.send(&subscribe(4, 1, &control, 0));
-    let _ = c.next(Duration::from_secs(10));
-    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
-    while !c
-        .next_publish(Duration::from_secs(10))
-        .expect("join reply")
-        .1
-        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
-    {}
+    let mut c = join_paper_node(&s, "CN1");
     let topic = format!("{NET}/CN1/{LOC}/indoorTemperatureSensor");
     for (i, v) in planted(600).iter().enumerate() {
         let payload = format!("float,0-70,{v:.3}");

@@ -38,27 +38,6 @@ fn sql(data: &Path, query: &str) -> String {
     stdout(&out)
 }
 
-/// Node `id` joins with its paper configuration; returns the connection.
-fn join(s: &TestServer, id: &str) -> Raw {
-    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../datasets/node-configs/{}_config.xml",
-        id.to_lowercase()
-    )))
-    .unwrap();
-    let control = format!("{NET}/{id}/{LOC}/control");
-    let (mut c, _) = Raw::connected(s.port(), 4, id, true, &[]);
-    c.send(&subscribe(4, 1, &control, 0));
-    let _ = c.next(Duration::from_secs(10));
-    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
-    while !c
-        .next_publish(Duration::from_secs(10))
-        .expect("join reply")
-        .1
-        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
-    {}
-    c
-}
-
 /// Publishes `values` (QoS 1, each acknowledged before the next) from node `id`.
 fn publish(c: &mut Raw, id: &str, values: impl IntoIterator<Item = f64>, first_pkid: u16) {
     let topic = format!("{NET}/{id}/{LOC}/{SENSOR}");
@@ -129,8 +108,8 @@ fn readings_not_yet_in_parquet_are_queried_and_agree_with_pyarrow() {
     let s =
         TestServer::with_config("[storage]\nparquet_max_rows = 25\nparquet_rotate_secs = 3600\n");
     let api_addr = s.api.expect("API on");
-    let mut cn1 = join(&s, "CN1");
-    let mut cn2 = join(&s, "CN2");
+    let mut cn1 = join_paper_node(&s, "CN1");
+    let mut cn2 = join_paper_node(&s, "CN2");
     publish(&mut cn1, "CN1", (1..=30).map(|i| f64::from(i) / 2.0), 10);
     publish(&mut cn2, "CN2", (1..=10).map(f64::from), 10);
     // Acknowledged just now: the HTTP API already answers with it.
@@ -260,7 +239,7 @@ fn the_http_api_answers_and_refuses() {
     );
     let addr = s.api.expect("API on");
     let tok = Some("s3cret");
-    let mut cn1 = join(&s, "CN1");
+    let mut cn1 = join_paper_node(&s, "CN1");
     publish(&mut cn1, "CN1", (1..=8).map(f64::from), 10);
 
     let (status, body) = query(addr, "SELECT count(*) AS n FROM readings", None);
@@ -369,7 +348,7 @@ fn the_http_api_answers_and_refuses() {
 #[test]
 fn samos_sql_formats_and_the_shell() {
     let s = TestServer::start();
-    let mut cn1 = join(&s, "CN1");
+    let mut cn1 = join_paper_node(&s, "CN1");
     publish(&mut cn1, "CN1", [20.5, 21.0, 21.5], 10);
     drop(cn1);
     let data = s.data_dir();

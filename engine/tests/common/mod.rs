@@ -361,3 +361,27 @@ pub fn read_store(data: &Path) -> serde_json::Value {
     );
     serde_json::from_str(&stdout(&out)).unwrap()
 }
+
+/// Node `id` (`cn1` or `cn2` of the paper) joins with its configuration over MQTT 3.1.1 on the
+/// paper's Karlovasi topics; returns the connection once the server answered `active`.
+pub fn join_paper_node(s: &TestServer, id: &str) -> raw::Raw {
+    const NET: &str = "Karlovasi_IoT_network";
+    const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../datasets/node-configs/{}_config.xml",
+        id.to_lowercase()
+    )))
+    .unwrap();
+    let control = format!("{NET}/{id}/{LOC}/control");
+    let (mut c, _) = raw::Raw::connected(s.port(), 4, id, true, &[]);
+    c.send(&raw::subscribe(4, 1, &control, 0));
+    let _ = c.next(Duration::from_secs(10));
+    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
+    while !c
+        .next_publish(Duration::from_secs(10))
+        .expect("join reply")
+        .1
+        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
+    {}
+    c
+}
