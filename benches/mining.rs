@@ -35,13 +35,6 @@ fn random_walk(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Window pairs a self-join compares: |i − j| beyond the exclusion zone, each pair once.
-fn pairs(n: usize, m: usize) -> f64 {
-    let l = (n - m + 1) as f64;
-    let k = (samos_offload::exclusion_zone(m) + 1) as f64;
-    (l - k) * (l - k + 1.0) / 2.0
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -106,7 +99,7 @@ fn main() {
             times.push(s.elapsed().as_secs_f64());
         }
         let ours = median(times);
-        let rate = pairs(n, M) / ours;
+        let rate = samos_offload::self_join_pairs(n, M) / ours;
         println!(
             "n = {n}, m = {M}: {} {ours:.3} s, {rate:.3e} pairs/s",
             cpu.describe()
@@ -125,7 +118,7 @@ fn main() {
                 let ratio = theirs / ours;
                 println!(
                     "           {version} {theirs:.3} s, {:.3e} pairs/s → CPU backend {ratio:.2}× stumpy (target ≥ {TARGET_RATIO}×: {})",
-                    pairs(n, M) / theirs,
+                    samos_offload::self_join_pairs(n, M) / theirs,
                     if ratio >= TARGET_RATIO {
                         "met"
                     } else {

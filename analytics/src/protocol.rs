@@ -101,11 +101,22 @@ impl ProtocolTable {
                     ));
                 }
             },
-            _ => text
-                .split_inclusive('\n')
-                .filter(|line| line.ends_with('\n'))
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect(),
+            _ => {
+                let mut unreadable = 0usize;
+                let objects = text
+                    .split_inclusive('\n')
+                    .filter(|line| line.ends_with('\n'))
+                    .filter_map(|line| {
+                        let v = serde_json::from_str(line).ok();
+                        unreadable += usize::from(v.is_none());
+                        v
+                    })
+                    .collect();
+                if unreadable > 0 {
+                    tracing::warn!(file = %self.path.display(), lines = unreadable, "lines that are not JSON left out of the table");
+                }
+                objects
+            }
         })
     }
 

@@ -685,6 +685,7 @@ fn sql_shell(
     let history_file =
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".samos_sql_history"));
     if let (Some(e), Some(f)) = (editor.as_mut(), &history_file) {
+        // No history yet on first use: nothing to load.
         let _ = e.load_history(f);
     }
     if interactive {
@@ -768,8 +769,10 @@ fn sql_shell(
             Err(e) => eprintln!("error: {e}"),
         }
     }
-    if let (Some(e), Some(f)) = (editor.as_mut(), &history_file) {
-        let _ = e.save_history(f);
+    if let (Some(e), Some(f)) = (editor.as_mut(), &history_file)
+        && let Err(err) = e.save_history(f)
+    {
+        eprintln!("warning: cannot save the history to {}: {err}", f.display());
     }
     Ok(())
 }
@@ -831,7 +834,7 @@ fn mine(args: MineArgs) -> Result<()> {
         "run {} ({:.2} s, {:.3e} window pairs/s)",
         run.id,
         seconds,
-        (n - args.window + 1).pow(2) as f64 / 2.0 / seconds.max(1e-9)
+        samos_offload::self_join_pairs(n, args.window) / seconds.max(1e-9)
     );
     for (name, batch) in &tables[..2] {
         println!("{name}:");

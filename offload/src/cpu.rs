@@ -591,6 +591,19 @@ mod tests {
     }
 
     #[test]
+    fn the_pair_count_is_what_a_self_join_compares() {
+        for (n, m) in [(100, 8), (30, 10), (12, 9), (5, 6)] {
+            let l = if n >= m { n - m + 1 } else { 0 };
+            let zone = crate::exclusion_zone(m);
+            let counted = (0..l)
+                .flat_map(|i| (i + 1..l).map(move |j| j - i))
+                .filter(|d| *d > zone)
+                .count();
+            assert_eq!(crate::self_join_pairs(n, m), counted as f64, "n {n} m {m}");
+        }
+    }
+
+    #[test]
     fn bad_windows_are_refused() {
         let c = Cpu::new(1);
         assert!(matches!(

@@ -35,6 +35,20 @@ pub fn exclusion_zone(m: usize) -> usize {
     m.div_ceil(4)
 }
 
+/// Window pairs a self-join of `n` values compares: |i − j| beyond the exclusion zone, each
+/// pair once (the unit of throughput figures).
+pub fn self_join_pairs(n: usize, m: usize) -> f64 {
+    if n < m {
+        return 0.0;
+    }
+    let l = (n - m + 1) as f64;
+    let k = (exclusion_zone(m) + 1) as f64;
+    if l < k {
+        return 0.0;
+    }
+    (l - k) * (l - k + 1.0) / 2.0
+}
+
 /// For each window of a series, the distance to its nearest neighbour and where that starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatrixProfile {
