@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
-# for test certificates, libxml2 and libclang for node-configuration validation, PostgreSQL for
-# the sink's tests (no service is started: tests run their own clusters). PyPI: paho-mqtt
-# 2.x (the independent Python client of the tests), pyarrow (reads back the Parquet files) and
-# duckdb (the SQL benchmark's baseline).
+# for test certificates, libxml2 and libclang for node-configuration validation, Mesa's software
+# Vulkan (lavapipe) for the GPU backend without a GPU, a sans-serif font for PNG plots,
+# PostgreSQL for the sink's tests (no service is started: tests run their own clusters).
+# PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
+# Parquet files) and duckdb (the SQL benchmark's baseline).
 set -euo pipefail
 
 need_apt=()
@@ -18,6 +19,11 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
 # (libclang.so itself: libclang-cpp.so, present on some images, is not what bindgen loads.)
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# The GPU backend's software path (CI has no GPU): Mesa's lavapipe Vulkan driver and the loader.
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+ls /usr/lib/*/libvulkan.so.1 /usr/lib/libvulkan.so.1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+# Labels of PNG plots (samos mine --plot FILE.png).
+ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 

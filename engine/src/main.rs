@@ -72,16 +72,17 @@ struct MineArgs {
     /// Only readings before this time.
     #[arg(long)]
     to: Option<String>,
-    /// auto, cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    backend: String,
+    /// Where the work runs: auto (a hardware GPU if wgpu finds one, else the CPU), cpu, or
+    /// gpu (any adapter, software ones included; fails without one).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: samos_engine::mine::BackendChoice,
     /// How many motifs and discords to keep.
     #[arg(long, default_value_t = 3)]
     top: usize,
     /// Data directory (read from, and the results stored in).
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
-    /// Draw the series with the motifs and discords marked (SVG).
+    /// Draw the series with the motifs and discords marked (FILE.svg or FILE.png).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -779,7 +780,6 @@ fn sql_shell(
 
 fn mine(args: MineArgs) -> Result<()> {
     use samos_engine::mine::{self, Run, Source};
-    use samos_offload::Backend;
     let source = match (&args.node, &args.sensor, &args.file) {
         (Some(node), Some(sensor), None) => Source::Store {
             node: node.clone(),
@@ -792,24 +792,18 @@ fn mine(args: MineArgs) -> Result<()> {
         },
         _ => bail!("give --node and --sensor, or --file"),
     };
-    let cpu = samos_offload::cpu::Cpu::default();
-    let backend: &dyn Backend = match args.backend.as_str() {
-        "cpu" => &cpu,
-        "auto" => {
-            eprintln!(
-                "backend auto: this build has no GPU backend yet; using {}",
-                cpu.describe()
-            );
-            &cpu
-        }
-        "gpu" => bail!("the GPU backend is not built yet (use --backend cpu)"),
-        other => bail!("unknown backend {other:?} (auto, cpu, gpu)"),
-    };
-    if let Some(p) = &args.plot
-        && p.extension().and_then(|e| e.to_str()) != Some("svg")
+    let plot_png = match args
+        .plot
+        .as_ref()
+        .map(|p| p.extension().and_then(|e| e.to_str()))
     {
-        bail!("--plot writes SVG: give a file name ending in .svg");
-    }
+        None | Some(Some("svg")) => false,
+        Some(Some("png")) => true,
+        Some(_) => bail!("--plot draws SVG or PNG: give a file name ending in .svg or .png"),
+    };
+    let progress = samos_offload::Progress::new();
+    let (backend, note) = mine::open_backend(args.backend, &progress)?;
+    eprintln!("{note}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -826,7 +820,10 @@ fn mine(args: MineArgs) -> Result<()> {
         backend.describe()
     );
     let started = std::time::Instant::now();
-    let mined = mine::mine(backend, &series, args.window, args.top)?;
+    let mined = {
+        let _display = mine::show_progress(progress, "self-join");
+        mine::mine(backend.as_ref(), &series, args.window, args.top)?
+    };
     let seconds = started.elapsed().as_secs_f64();
     let run = Run::new(&source, args.window, backend.describe());
     let tables = mine::result_batches(&run, &series, &mined);
@@ -853,8 +850,13 @@ fn mine(args: MineArgs) -> Result<()> {
     );
     if let Some(path) = &args.plot {
         let title = format!("{} — window {}, {}", run.source, args.window, run.backend);
-        std::fs::write(path, mine::plot_svg(&series, &mined, &title))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let svg = mine::plot_svg(&series, &mined, &title);
+        let bytes = if plot_png {
+            mine::plot_png(&svg)?
+        } else {
+            svg.into_bytes()
+        };
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
         println!("plot: {}", path.display());
     }
     Ok(())

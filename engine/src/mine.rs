@@ -16,7 +16,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use samos_analytics::History;
 use samos_analytics::datafusion::prelude::CsvReadOptions;
-use samos_offload::{Backend, Discord, MatrixProfile, Motif, WindowSpec, WindowStats};
+use samos_offload::cpu::Cpu;
+use samos_offload::gpu::Gpu;
+use samos_offload::{Backend, Discord, MatrixProfile, Motif, Progress, WindowSpec, WindowStats};
 
 /// Why mining could not run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,130 @@ pub enum MineError {
     Input(String),
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
+    #[error(
+        "--backend gpu: {0}. Install a Vulkan driver (Debian's mesa-vulkan-drivers gives a \
+         software one) or use --backend cpu"
+    )]
+    NoGpu(String),
+    #[error("cannot draw the PNG plot: {0}")]
+    Plot(String),
+}
+
+/// Which backend `samos mine` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// A hardware GPU when wgpu finds one, else the CPU.
+    Auto,
+    Cpu,
+    /// Whatever adapter wgpu finds, software ones (lavapipe) included.
+    Gpu,
+}
+
+/// Opens the chosen backend, reporting to `progress`; also says what was chosen and why.
+pub fn open_backend(
+    choice: BackendChoice,
+    progress: &Progress,
+) -> Result<(Box<dyn Backend>, String), MineError> {
+    let cpu = || Cpu::default().with_progress(progress.clone());
+    match choice {
+        BackendChoice::Cpu => {
+            let cpu = cpu();
+            let note = format!("backend cpu: {}", cpu.describe());
+            Ok((Box::new(cpu), note))
+        }
+        BackendChoice::Gpu => {
+            let gpu = Gpu::new()
+                .map_err(|e| {
+                    MineError::NoGpu(match e {
+                        samos_offload::MiningError::Device { message, .. } => message,
+                        other => other.to_string(),
+                    })
+                })?
+                .with_progress(progress.clone());
+            let note = format!("backend gpu: {}", gpu.describe());
+            Ok((Box::new(gpu), note))
+        }
+        BackendChoice::Auto => match Gpu::new() {
+            Ok(gpu) if !gpu.is_software() => {
+                let gpu = gpu.with_progress(progress.clone());
+                let note = format!("backend auto: found a GPU, using {}", gpu.describe());
+                Ok((Box::new(gpu), note))
+            }
+            Ok(gpu) => {
+                let cpu = cpu();
+                let note = format!(
+                    "backend auto: the only GPU adapter, {}, is a software renderer (slower \
+                     than the CPU backend); using {} (--backend gpu runs on it anyway)",
+                    gpu.adapter().name,
+                    cpu.describe()
+                );
+                Ok((Box::new(cpu), note))
+            }
+            Err(e) => {
+                let cpu = cpu();
+                let note = format!("backend auto: no GPU ({e}); using {}", cpu.describe());
+                Ok((Box::new(cpu), note))
+            }
+        },
+    }
+}
+
+/// Draws `progress` on standard error (a terminal only) until the returned guard is dropped.
+pub fn show_progress(progress: Progress, label: &'static str) -> ProgressDisplay {
+    use std::io::{IsTerminal, Write};
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if !std::io::stderr().is_terminal() {
+        return ProgressDisplay { stop, thread: None };
+    }
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut drew = false;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let (done, total) = progress.get();
+            let elapsed = started.elapsed().as_secs_f64();
+            if total == 0 || elapsed < 1.0 {
+                continue;
+            }
+            let rate = done as f64 / elapsed;
+            let left = if rate > 0.0 {
+                format!("{:.0} s left", (total - done.min(total)) as f64 / rate)
+            } else {
+                "…".into()
+            };
+            eprint!(
+                "\r{label}: {:>3.0}% of {:.2e} pairs, {:.2e} pairs/s, {left}   ",
+                100.0 * done as f64 / total as f64,
+                total as f64,
+                rate
+            );
+            let _ = std::io::stderr().flush();
+            drew = true;
+        }
+        if drew {
+            eprint!("\r{:80}\r", "");
+        }
+    });
+    ProgressDisplay {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// Stops the progress line when dropped.
+pub struct ProgressDisplay {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Where the series comes from.
@@ -344,6 +470,39 @@ pub fn store(
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, &e))?;
     }
     Ok(())
+}
+
+/// The SVG plot rasterized at twice its size, labels in the system's sans-serif font
+/// (DejaVu Sans on Debian).
+pub fn plot_png(svg: &str) -> Result<Vec<u8>, MineError> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    let family = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial"]
+        .into_iter()
+        .find(|want| {
+            fonts
+                .faces()
+                .any(|f| f.families.iter().any(|(name, _)| name == want))
+        });
+    if let Some(family) = family {
+        fonts.set_sans_serif_family(family);
+    }
+    let tree = usvg::Tree::from_data(svg.as_bytes(), &options)
+        .map_err(|e| MineError::Plot(e.to_string()))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width() * 2, size.height() * 2)
+        .ok_or_else(|| MineError::Plot("empty image".into()))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::from_scale(2.0, 2.0),
+        &mut pixmap.as_mut(),
+    );
+    pixmap
+        .encode_png()
+        .map_err(|e| MineError::Plot(e.to_string()))
 }
 
 /// An SVG of the series with the motifs (one colour per rank) and discords (red) shaded.

@@ -203,10 +203,89 @@ fn mining_stored_readings_and_refusals() {
         "indoorTemperatureSensor",
         "--window",
         "20",
-        "--backend",
-        "gpu",
+        "--plot",
+        "plot.pdf",
         "--data-dir",
         d,
     ]);
-    assert!(e.contains("GPU backend is not built yet"), "{e}");
+    assert!(e.contains("give a file name ending in .svg or .png"), "{e}");
+}
+
+/// A CSV of the planted series, and the arguments that mine it with window 20.
+fn planted_csv(dir: &std::path::Path) -> std::path::PathBuf {
+    let csv = dir.join("series.csv");
+    let body: String = planted(600).iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&csv, format!("value\n{body}")).unwrap();
+    csv
+}
+
+#[test]
+fn the_gpu_backend_finds_what_the_cpu_finds_and_draws_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = planted_csv(dir.path());
+    let data = dir.path().join("data");
+    let plot = dir.path().join("plot.png");
+    let out = samos(&[
+        "mine",
+        "--file",
+        csv.to_str().unwrap(),
+        "--window",
+        "20",
+        "--top",
+        "1",
+        "--backend",
+        "gpu",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backend gpu: gpu ("), "{err}");
+    let q = |sql: &str| {
+        let d = data.to_str().unwrap();
+        stdout(&samos(&["sql", "--data-dir", d, "--format", "csv", sql]))
+    };
+    assert_eq!(
+        q("SELECT first_index, second_index, backend LIKE 'gpu (%' AS on_gpu FROM motifs"),
+        "first_index,second_index,on_gpu\n100,400,true\n"
+    );
+    let png = std::fs::read(&plot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+}
+
+#[test]
+fn without_an_adapter_auto_falls_back_and_gpu_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = planted_csv(dir.path());
+    let data = dir.path().join("data");
+    let mine = |backend: &str| {
+        run(
+            Command::new(samos_bin())
+                .args(["mine", "--file", csv.to_str().unwrap(), "--window", "20"])
+                .args(["--backend", backend, "--data-dir", data.to_str().unwrap()])
+                // No Vulkan driver, and no GL fallback: no adapter at all.
+                .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+                .env("WGPU_BACKEND", "vulkan"),
+            Duration::from_secs(60),
+        )
+    };
+    let auto = mine("auto");
+    let err = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{err}");
+    assert!(
+        err.contains("backend auto: no GPU") && err.contains("using cpu ("),
+        "{err}"
+    );
+    let gpu = mine("gpu");
+    let err = String::from_utf8_lossy(&gpu.stderr);
+    assert!(!gpu.status.success());
+    assert!(
+        err.contains("--backend gpu: no GPU adapter") && err.contains("--backend cpu"),
+        "{err}"
+    );
 }

@@ -14,8 +14,8 @@ use std::num::NonZeroUsize;
 use arrow::array::Float64Array;
 
 use crate::{
-    Backend, MatrixProfile, MiningError, WindowSpec, WindowStats, check_window, exclusion_zone,
-    values,
+    Backend, MatrixProfile, MiningError, Progress, WindowSpec, WindowStats, check_window,
+    diagonal_pairs, exclusion_zone, values,
 };
 
 /// Steps along a diagonal between recomputations of the dot product.
@@ -27,6 +27,7 @@ const BLOCK: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Cpu {
     threads: usize,
+    progress: Option<Progress>,
 }
 
 impl Default for Cpu {
@@ -43,19 +44,38 @@ impl Cpu {
     pub fn new(threads: usize) -> Cpu {
         Cpu {
             threads: threads.max(1),
+            progress: None,
+        }
+    }
+
+    /// Reports pairs compared to `progress` as diagonals complete.
+    pub fn with_progress(mut self, progress: Progress) -> Cpu {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn started(&self, total: u64) {
+        if let Some(p) = &self.progress {
+            p.start(total);
+        }
+    }
+
+    fn advanced(&self, pairs: u64) {
+        if let Some(p) = &self.progress {
+            p.add(pairs);
         }
     }
 }
 
 /// Per-window moments of a centered series.
-struct Windows {
-    t: Vec<f64>,
-    mean: Vec<f64>,
+pub(crate) struct Windows {
+    pub(crate) t: Vec<f64>,
+    pub(crate) mean: Vec<f64>,
     /// 1/σ, or 0 for a constant window.
-    inv_sd: Vec<f64>,
+    pub(crate) inv_sd: Vec<f64>,
     /// The window holds a gap.
-    gap: Vec<bool>,
-    constant: Vec<bool>,
+    pub(crate) gap: Vec<bool>,
+    pub(crate) constant: Vec<bool>,
     /// Gap or constant: the pair needs the slow path.
     special: Vec<bool>,
     /// m · mean.
@@ -63,7 +83,7 @@ struct Windows {
 }
 
 impl Windows {
-    fn new(raw: &[f64], m: usize, center: f64) -> Windows {
+    pub(crate) fn new(raw: &[f64], m: usize, center: f64) -> Windows {
         let t: Vec<f64> = raw
             .iter()
             .map(|v| if v.is_finite() { v - center } else { 0.0 })
@@ -103,7 +123,7 @@ impl Windows {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.mean.len()
     }
 }
@@ -115,7 +135,7 @@ pub const REFINE_BELOW: f64 = 1e-6;
 
 /// Squared z-normalized distance of windows `i` of `a` and `j` of `b`, computed directly.
 #[cold]
-fn exact_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: usize) -> f64 {
+pub(crate) fn exact_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: usize) -> f64 {
     let (ma, mb) = (a.mean[i], b.mean[j]);
     let (sa, sb) = (a.inv_sd[i], b.inv_sd[j]);
     a.t[i..i + m]
@@ -130,7 +150,7 @@ fn exact_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: usize) -> f64 {
 
 /// Squared distance of windows `i` of `a` and `j` of `b` where one of them is constant.
 #[inline(never)]
-fn special_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: f64) -> f64 {
+pub(crate) fn special_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: f64) -> f64 {
     if a.constant[i] && b.constant[j] {
         0.0
     } else {
@@ -368,7 +388,7 @@ impl Cpu {
 }
 
 /// Mean of the finite values (0 when there are none): the series is centered on it.
-fn finite_mean(t: &[f64]) -> f64 {
+pub(crate) fn finite_mean(t: &[f64]) -> f64 {
     let (sum, n) = t
         .iter()
         .filter(|v| v.is_finite())
@@ -388,7 +408,16 @@ impl Backend for Cpu {
         let l = w.len();
         let first = exclusion_zone(m) + 1;
         let bands: Vec<isize> = (first..l).step_by(LANES).map(|k| k as isize).collect();
-        let partial = self.run(l, bands, |k0, out| walk_band(&w, k0 as usize, m, out));
+        let band_pairs = |k0: isize| -> u64 {
+            (k0..(k0 + LANES as isize).min(l as isize))
+                .map(|k| diagonal_pairs(l, l, k))
+                .sum()
+        };
+        self.started(bands.iter().map(|k| band_pairs(*k)).sum());
+        let partial = self.run(l, bands, |k0, out| {
+            walk_band(&w, k0 as usize, m, out);
+            self.advanced(band_pairs(k0));
+        });
         Ok(partial.finish(m))
     }
 
@@ -406,8 +435,11 @@ impl Backend for Cpu {
         let center = finite_mean(&both);
         let (wq, wt) = (Windows::new(&q, m, center), Windows::new(&t, m, center));
         let diagonals: Vec<isize> = (-(wq.len() as isize) + 1..wt.len() as isize).collect();
-        let partial = self.run(wq.len(), diagonals, |k, out| {
-            walk_diagonal(&wq, &wt, k, m, false, out)
+        let (la, lb) = (wq.len(), wt.len());
+        self.started(diagonals.iter().map(|k| diagonal_pairs(la, lb, *k)).sum());
+        let partial = self.run(la, diagonals, |k, out| {
+            walk_diagonal(&wq, &wt, k, m, false, out);
+            self.advanced(diagonal_pairs(la, lb, k));
         });
         Ok(partial.finish(m))
     }
@@ -588,6 +620,18 @@ mod tests {
         let mp = Cpu::default().self_join(&column(&t), 50).unwrap();
         let discord = &mp.discords(1)[0];
         assert!((860..=910).contains(&discord.start), "{discord:?}");
+    }
+
+    #[test]
+    fn progress_counts_every_pair_once() {
+        let t: Vec<f64> = (0..900).map(|i| (i as f64 * 0.37).sin()).collect();
+        let progress = crate::Progress::new();
+        let cpu = Cpu::new(3).with_progress(progress.clone());
+        cpu.self_join(&column(&t), 20).unwrap();
+        assert_eq!(progress.get().0, progress.get().1);
+        assert_eq!(progress.get().1 as f64, crate::self_join_pairs(900, 20));
+        cpu.ab_join(&column(&t[..300]), &column(&t), 20).unwrap();
+        assert_eq!(progress.get(), (281 * 881, 281 * 881));
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! than the exclusion zone ⌈m/4⌉ (trivial matches of a window with itself shifted a little).
 
 pub mod cpu;
+pub mod gpu;
 pub mod reference;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::Float64Array;
 
@@ -47,6 +51,49 @@ pub fn self_join_pairs(n: usize, m: usize) -> f64 {
         return 0.0;
     }
     (l - k) * (l - k + 1.0) / 2.0
+}
+
+/// Pairs compared so far by a running join, shared with whoever displays progress. A backend
+/// given one (`with_progress`) sets the total when a join starts and adds as work completes.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// A join of `total` pairs begins.
+    pub fn start(&self, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, pairs: u64) {
+        self.done.fetch_add(pairs, Ordering::Relaxed);
+    }
+
+    /// (pairs done, pairs in all).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Pairs on diagonal `k` (pairs (i, i + k)) of `la` windows against `lb`.
+pub fn diagonal_pairs(la: usize, lb: usize, k: isize) -> u64 {
+    let first = if k < 0 { (-k) as usize } else { 0 };
+    let end = if k < 0 {
+        la.min(lb + first)
+    } else {
+        la.min(lb.saturating_sub(k as usize))
+    };
+    end.saturating_sub(first) as u64
 }
 
 /// For each window of a series, the distance to its nearest neighbour and where that starts.

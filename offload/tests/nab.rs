@@ -79,3 +79,60 @@ fn discords_and_motifs_of_the_machine_temperature() {
         }
     }
 }
+
+/// The GPU backend (lavapipe in CI) on the whole series: the same profile as the CPU within
+/// the documented f32 bound, the same discords, and window statistics within theirs.
+#[test]
+fn the_gpu_backend_agrees_with_the_cpu_on_the_machine_temperature() {
+    use samos_offload::gpu::{CORRELATION_TOLERANCE, Gpu, STATS_TOLERANCE};
+    use samos_offload::{WindowSpec, exclusion_zone};
+    let (_, values) = nab();
+    let column = Float64Array::from(values.clone());
+    let gpu = Gpu::new().unwrap_or_else(|e| panic!("{e}: bash scripts/setup.sh installs lavapipe"));
+    for m in [64usize, 288] {
+        let cpu = Cpu::default().self_join(&column, m).unwrap();
+        let got = gpu.self_join(&column, m).unwrap();
+        let mut worst = 0.0f64;
+        for (i, (g, c)) in got.profile.iter().zip(&cpu.profile).enumerate() {
+            let excess = (g * g - c * c) / (2.0 * m as f64);
+            assert!(
+                *g >= c - 1e-9 && excess <= 2.0 * CORRELATION_TOLERANCE,
+                "m = {m}, window {i}: gpu {g} vs cpu {c}"
+            );
+            worst = worst.max(excess);
+        }
+        println!(
+            "m = {m}: {} — largest excess over the CPU {worst:.2e} (as a correlation)",
+            gpu.describe()
+        );
+        let (a, b) = (got.discords(3), cpu.discords(3));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                x.start.abs_diff(y.start) <= exclusion_zone(m),
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+    let spec = WindowSpec {
+        window: 288,
+        step: 288,
+    };
+    let got = &gpu.window_stats(&[&column], spec).unwrap()[0];
+    let want = &Cpu::new(1).window_stats(&[&column], spec).unwrap()[0];
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let scale = values.iter().map(|v| (v - mean).abs()).fold(0.0, f64::max);
+    for (g, w) in got
+        .mean
+        .iter()
+        .zip(&want.mean)
+        .chain(got.std.iter().zip(&want.std))
+    {
+        assert!((g - w).abs() <= STATS_TOLERANCE * scale, "{g} vs {w}");
+    }
+    for (g, w) in got.slope.iter().zip(&want.slope) {
+        assert!(
+            (g - w).abs() <= STATS_TOLERANCE * scale / 288.0,
+            "{g} vs {w}"
+        );
+    }
+}
