@@ -9,6 +9,8 @@
 set -euo pipefail
 
 need_apt=()
+# True when some file matches one of the glob patterns.
+have() { for p in "$@"; do compgen -G "$p" >/dev/null && return 0; done; return 1; }
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || need_apt+=(mosquitto)
 command -v openssl >/dev/null || need_apt+=(openssl)
@@ -18,14 +20,14 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 # libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
 pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
 # (libclang.so itself: libclang-cpp.so, present on some images, is not what bindgen loads.)
-ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+have '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' || need_apt+=(libclang-dev)
 # The GPU backend's software path (CI has no GPU): Mesa's lavapipe Vulkan driver and the loader.
-ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
-ls /usr/lib/*/libvulkan.so.1 /usr/lib/libvulkan.so.1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+have '/usr/share/vulkan/icd.d/lvp_icd.*.json' || need_apt+=(mesa-vulkan-drivers)
+have '/usr/lib/*/libvulkan.so.1' '/usr/lib/libvulkan.so.1' || need_apt+=(libvulkan1)
 # Labels of PNG plots (samos mine --plot FILE.png).
-ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
+have /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || need_apt+=(fonts-dejavu-core)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+have '/usr/lib/postgresql/*/bin/initdb' || need_apt+=(postgresql)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
