@@ -107,21 +107,28 @@ impl Drop for Stumpy {
     }
 }
 
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+/// Where criterion may have written its estimates: `CARGO_TARGET_DIR`, the workspace's target
+/// directory, or `target` under the working directory (the binary run by hand).
+fn criterion_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("criterion")
+        .into_iter()
+        .collect();
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    dirs.push(PathBuf::from("target"));
+    dirs.into_iter().map(|d| d.join("criterion")).collect()
 }
 
 /// The median criterion recorded for `mining/{name}/{n}` since `since`, in seconds.
 fn median(name: &str, n: usize, since: SystemTime) -> Option<f64> {
-    let path = criterion_dir().join(format!("mining/{name}/{n}/new/estimates.json"));
-    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    Some(v["median"]["point_estimate"].as_f64()? / 1e9)
+    criterion_dirs().into_iter().find_map(|dir| {
+        let path = dir.join(format!("mining/{name}/{n}/new/estimates.json"));
+        if std::fs::metadata(&path).ok()?.modified().ok()? < since {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        Some(v["median"]["point_estimate"].as_f64()? / 1e9)
+    })
 }
 
 fn main() {

@@ -396,15 +396,35 @@ pub(crate) fn finite_mean(t: &[f64]) -> f64 {
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
+/// The windows of one series for a self-join, centred on its mean.
+pub(crate) fn self_windows(series: &Float64Array, m: usize) -> Result<Windows, MiningError> {
+    let t = values(series);
+    check_window(m, t.len())?;
+    Ok(Windows::new(&t, m, finite_mean(&t)))
+}
+
+/// The windows of two series for an AB-join, centred on one mean so their products share an
+/// origin.
+pub(crate) fn ab_windows(
+    query: &Float64Array,
+    target: &Float64Array,
+    m: usize,
+) -> Result<(Windows, Windows), MiningError> {
+    let (q, t) = (values(query), values(target));
+    check_window(m, q.len())?;
+    check_window(m, t.len())?;
+    let both: Vec<f64> = q.iter().chain(&t).copied().collect();
+    let center = finite_mean(&both);
+    Ok((Windows::new(&q, m, center), Windows::new(&t, m, center)))
+}
+
 impl Backend for Cpu {
     fn describe(&self) -> String {
         format!("cpu ({} threads)", self.threads)
     }
 
     fn self_join(&self, series: &Float64Array, m: usize) -> Result<MatrixProfile, MiningError> {
-        let t = values(series);
-        check_window(m, t.len())?;
-        let w = Windows::new(&t, m, finite_mean(&t));
+        let w = self_windows(series, m)?;
         let l = w.len();
         let first = exclusion_zone(m) + 1;
         let bands: Vec<isize> = (first..l).step_by(LANES).map(|k| k as isize).collect();
@@ -427,13 +447,7 @@ impl Backend for Cpu {
         target: &Float64Array,
         m: usize,
     ) -> Result<MatrixProfile, MiningError> {
-        let (q, t) = (values(query), values(target));
-        check_window(m, q.len())?;
-        check_window(m, t.len())?;
-        // One centre for both, so their dot products share an origin.
-        let both: Vec<f64> = q.iter().chain(&t).copied().collect();
-        let center = finite_mean(&both);
-        let (wq, wt) = (Windows::new(&q, m, center), Windows::new(&t, m, center));
+        let (wq, wt) = ab_windows(query, target, m)?;
         let diagonals: Vec<isize> = (-(wq.len() as isize) + 1..wt.len() as isize).collect();
         let (la, lb) = (wq.len(), wt.len());
         self.started(diagonals.iter().map(|k| diagonal_pairs(la, lb, *k)).sum());

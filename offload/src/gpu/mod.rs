@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use arrow::array::Float64Array;
 
-use crate::cpu::{Windows, exact_dist2, finite_mean, special_dist2};
+use crate::cpu::{Windows, ab_windows, exact_dist2, finite_mean, self_windows, special_dist2};
 use crate::{
-    Backend, MatrixProfile, MiningError, Progress, WindowSpec, WindowStats, check_window,
-    diagonal_pairs, exclusion_zone, values,
+    Backend, MatrixProfile, MiningError, Progress, WindowSpec, WindowStats, diagonal_pairs,
+    exclusion_zone, values,
 };
 
 /// Documented bound on the f32 error of a correlation on the device: a reported distance d
@@ -549,9 +549,7 @@ impl Backend for Gpu {
     }
 
     fn self_join(&self, series: &Float64Array, m: usize) -> Result<MatrixProfile, MiningError> {
-        let t = values(series);
-        check_window(m, t.len())?;
-        let w = Windows::new(&t, m, finite_mean(&t));
+        let w = self_windows(series, m)?;
         let index = self.join_indices(&Prepared::new(&w, m), None, m)?;
         Ok(exact_profile(&w, &w, index, m))
     }
@@ -562,12 +560,7 @@ impl Backend for Gpu {
         target: &Float64Array,
         m: usize,
     ) -> Result<MatrixProfile, MiningError> {
-        let (q, t) = (values(query), values(target));
-        check_window(m, q.len())?;
-        check_window(m, t.len())?;
-        let both: Vec<f64> = q.iter().chain(&t).copied().collect();
-        let center = finite_mean(&both);
-        let (wq, wt) = (Windows::new(&q, m, center), Windows::new(&t, m, center));
+        let (wq, wt) = ab_windows(query, target, m)?;
         let index = self.join_indices(&Prepared::new(&wq, m), Some(&Prepared::new(&wt, m)), m)?;
         Ok(exact_profile(&wq, &wt, index, m))
     }
