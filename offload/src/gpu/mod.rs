@@ -72,9 +72,13 @@ impl Pool {
             return b.clone();
         }
         self.buffers.retain(|(n, _)| *n != name);
+        // Room to grow, but never past what the device allows in one buffer.
+        let room = size
+            .next_power_of_two()
+            .min(device.limits().max_buffer_size);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
-            size: size.next_power_of_two(),
+            size: room.max(size),
             usage,
             mapped_at_creation: false,
         });
