@@ -463,12 +463,7 @@ impl Backend for Cpu {
         series: &[&Float64Array],
         spec: WindowSpec,
     ) -> Result<Vec<WindowStats>, MiningError> {
-        if spec.window == 0 || spec.step == 0 {
-            return Err(MiningError::WindowSpec {
-                window: spec.window,
-                step: spec.step,
-            });
-        }
+        spec.check()?;
         Ok(series.iter().map(|s| stats_of(&values(s), spec)).collect())
     }
 }
@@ -491,15 +486,7 @@ fn stats_of(t: &[f64], spec: WindowSpec) -> WindowStats {
             }
         }
         if n == 0.0 {
-            for col in [
-                &mut out.min,
-                &mut out.max,
-                &mut out.mean,
-                &mut out.std,
-                &mut out.slope,
-            ] {
-                col.push(f64::NAN);
-            }
+            out.push_gap();
         } else {
             let (mean, mx) = (sum / n, sx / n);
             let (mut ss, mut sxx, mut sxy) = (0.0, 0.0, 0.0);

@@ -184,6 +184,19 @@ pub struct WindowSpec {
     pub step: usize,
 }
 
+impl WindowSpec {
+    /// Refuses a zero window or step.
+    pub fn check(&self) -> Result<(), MiningError> {
+        if self.window == 0 || self.step == 0 {
+            return Err(MiningError::WindowSpec {
+                window: self.window,
+                step: self.step,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Statistics of consecutive windows of one series; entry `w` covers values
 /// `w·step .. w·step + window`. Gaps are left out; a window of gaps only is NaN throughout.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -195,6 +208,21 @@ pub struct WindowStats {
     pub std: Vec<f64>,
     /// Least-squares slope per sample (the paper's severity logic uses it per minute).
     pub slope: Vec<f64>,
+}
+
+impl WindowStats {
+    /// Appends a window that held only gaps: NaN throughout.
+    pub fn push_gap(&mut self) {
+        for col in [
+            &mut self.min,
+            &mut self.max,
+            &mut self.mean,
+            &mut self.std,
+            &mut self.slope,
+        ] {
+            col.push(f64::NAN);
+        }
+    }
 }
 
 /// A pattern-mining backend.

@@ -574,12 +574,7 @@ impl Backend for Gpu {
         series: &[&Float64Array],
         spec: WindowSpec,
     ) -> Result<Vec<WindowStats>, MiningError> {
-        if spec.window == 0 || spec.step == 0 {
-            return Err(MiningError::WindowSpec {
-                window: spec.window,
-                step: spec.step,
-            });
-        }
+        spec.check()?;
         let raw: Vec<Vec<f64>> = series.iter().map(|s| values(s)).collect();
         let centers: Vec<f64> = raw.iter().map(|t| finite_mean(t)).collect();
         let counts: Vec<usize> = raw
@@ -667,15 +662,7 @@ impl Backend for Gpu {
                 let count = row[0];
                 let f = |v: f32| f64::from(v);
                 if count == 0.0 {
-                    for col in [
-                        &mut stats.min,
-                        &mut stats.max,
-                        &mut stats.mean,
-                        &mut stats.std,
-                        &mut stats.slope,
-                    ] {
-                        col.push(f64::NAN);
-                    }
+                    stats.push_gap();
                     continue;
                 }
                 stats.min.push(f(row[1]) + c);
