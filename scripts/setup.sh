@@ -2,7 +2,8 @@
 # Installs what Samos needs on a Debian machine that has the Rust toolchain; idempotent.
 # Debian packages: the MQTT reference clients and broker used by tests and benchmarks, openssl
 # for test certificates, libxml2 and libclang for node-configuration validation, Mesa's software
-# Vulkan (lavapipe) for the GPU backend without a GPU, a sans-serif font for PNG plots,
+# Vulkan (lavapipe) for the GPU backend without a GPU, a sans-serif font for PNG plots, the
+# open FPGA tools (Verilator, Icarus Verilog, yosys, nextpnr-ice40, icestorm),
 # PostgreSQL for the sink's tests (no service is started: tests run their own clusters).
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
 # Parquet files) and duckdb (the SQL benchmark's baseline).
@@ -17,6 +18,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v cc >/dev/null || need_apt+=(build-essential)
+# The C++ compiler builds the Verilator model of the FPGA kernel.
+command -v c++ >/dev/null || need_apt+=(g++)
 # libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
 pkg-config --exists libxml-2.0 2>/dev/null || need_apt+=(libxml2-dev)
 # (libclang.so itself: libclang-cpp.so, present on some images, is not what bindgen loads.)
@@ -26,6 +29,14 @@ have '/usr/share/vulkan/icd.d/lvp_icd.*.json' || need_apt+=(mesa-vulkan-drivers)
 have '/usr/lib/*/libvulkan.so.1' '/usr/lib/libvulkan.so.1' || need_apt+=(libvulkan1)
 # Labels of PNG plots (samos mine --plot FILE.png).
 have /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || need_apt+=(fonts-dejavu-core)
+# The FPGA kernel (hw/): Verilator builds the co-simulation model linked into the offload crate
+# and lints the RTL, Icarus Verilog runs the test benches, yosys + nextpnr-ice40 + icepack give
+# the synthesis report (hw/synth.sh).
+command -v verilator >/dev/null || need_apt+=(verilator)
+command -v iverilog >/dev/null || need_apt+=(iverilog)
+command -v yosys >/dev/null || need_apt+=(yosys)
+command -v nextpnr-ice40 >/dev/null || need_apt+=(nextpnr-ice40)
+command -v icepack >/dev/null || need_apt+=(fpga-icestorm)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
 have '/usr/lib/postgresql/*/bin/initdb' || need_apt+=(postgresql)
 

@@ -11,6 +11,7 @@
 //! than the exclusion zone ⌈m/4⌉ (trivial matches of a window with itself shifted a little).
 
 pub mod cpu;
+pub mod fpga;
 pub mod gpu;
 pub mod reference;
 

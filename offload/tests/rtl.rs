@@ -1,0 +1,275 @@
+//! Test benches of the RTL in Icarus Verilog (hw/tb/tb_script.v), driven by transaction
+//! scripts whose expected answers come from the CPU reference: exact window sums, and the
+//! brute-force nearest neighbour of every window where it is unambiguous under the documented
+//! error bound. Plus Verilator's lint of the kernel.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use samos_offload::fpga::format::{
+    self, CLASS_SPREAD, KEY_RHO_ERROR, Quantizer, StatsSums, sample_word,
+};
+use samos_offload::fpga::regs;
+use samos_offload::{exclusion_zone, reference};
+
+fn hw() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw")
+}
+
+/// Card memory of the test bench build (MEM_AW = 14).
+const TB_WORDS: usize = 1 << 14;
+
+struct Script(String);
+
+impl Script {
+    fn new() -> Script {
+        let mut s = Script(String::new());
+        s.read(regs::ID, regs::ID_VALUE, u32::MAX);
+        s.read(regs::VERSION, regs::VERSION_MAJOR << 16, 0xFFFF_0000);
+        // CAPS: 20-bit samples, MEM_AW 14.
+        s.read(regs::CAPS, 14 << 8 | 20, 0xFFFF);
+        s
+    }
+    fn write(&mut self, reg: u32, value: u32) {
+        writeln!(self.0, "W {reg:02x} {value:08x}").unwrap();
+    }
+    fn read(&mut self, reg: u32, expect: u32, mask: u32) {
+        writeln!(self.0, "R {reg:02x} {expect:08x} {mask:08x}").unwrap();
+    }
+    fn start(&mut self, op: u32) {
+        self.write(regs::CTRL, regs::CTRL_START | op << 4);
+    }
+    fn push(&mut self, word: u32) {
+        writeln!(self.0, "S {word:08x}").unwrap();
+    }
+    fn expect(&mut self, word: Option<u32>) {
+        match word {
+            Some(w) => writeln!(self.0, "E {w:08x}").unwrap(),
+            None => writeln!(self.0, "X").unwrap(),
+        }
+    }
+    fn done(&mut self, code: u32) {
+        writeln!(self.0, "D {code:x}").unwrap();
+    }
+    fn load(&mut self, region: u32, offset: usize, words: &[u32]) {
+        self.write(regs::ADDR, regs::addr(region, offset));
+        self.write(regs::LEN, words.len() as u32);
+        self.start(regs::OP_LOAD);
+        for w in words {
+            self.push(*w);
+        }
+        self.done(0);
+    }
+    fn finish(mut self) -> String {
+        self.0.push_str("Q\n");
+        self.0
+    }
+}
+
+/// Runs one script through the test bench; returns the number of checks that passed.
+fn run(name: &str, script: &str) -> usize {
+    let dir = std::env::temp_dir().join(format!("samos-rtl-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, script_path) = (dir.join("tb"), dir.join("script.txt"));
+    std::fs::write(&script_path, script).unwrap();
+    let built = Command::new("iverilog")
+        .args(["-g2012", "-Wall", "-o"])
+        .arg(&tb)
+        .arg(hw().join("tb/tb_script.v"))
+        .arg(hw().join("rtl/samos_mine.v"))
+        .output()
+        .expect("iverilog is installed (bash scripts/setup.sh)");
+    assert!(
+        built.status.success(),
+        "iverilog: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = Command::new("vvp")
+        .arg("-n")
+        .arg(&tb)
+        .arg(format!("+script={}", script_path.display()))
+        .output()
+        .expect("vvp runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    let pass = text.lines().find_map(|l| l.strip_prefix("PASS "));
+    let Some(checks) = pass else {
+        panic!("{name}: the test bench failed:\n{text}");
+    };
+    checks.trim().parse().unwrap()
+}
+
+/// A deterministic test series: a wave, noise, a flat stretch and a gap.
+fn series(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed;
+    let mut t: Vec<f64> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (i as f64 / 6.0).sin() * 20.0 + ((state >> 11) as f64 / (1u64 << 53) as f64) * 4.0
+        })
+        .collect();
+    t[n / 3..n / 3 + 10].iter_mut().for_each(|v| *v = 1.5);
+    t[2 * n / 3] = f64::NAN;
+    t
+}
+
+#[test]
+fn stats_sums_match_the_reference_word_for_word() {
+    let t = series(300, 1);
+    let quantizer = Quantizer::for_series(&t);
+    let q: Vec<Option<i32>> = t.iter().map(|v| quantizer.quantize(*v)).collect();
+    let mut s = Script::new();
+    for (window, step) in [(16usize, 16usize), (7, 3), (1, 1), (40, 5)] {
+        let starts: Vec<usize> = (0..)
+            .map(|w| w * step)
+            .take_while(|x| x + window <= t.len())
+            .collect();
+        s.write(regs::WINDOW, window as u32);
+        s.write(regs::LEN, starts.len() as u32);
+        s.start(regs::OP_STATS);
+        for &x in &starts {
+            for v in &q[x..x + window] {
+                s.push(sample_word(*v));
+            }
+            for w in StatsSums::of(&q[x..x + window]).to_words() {
+                s.expect(Some(w));
+            }
+        }
+        s.done(0);
+    }
+    assert!(run("stats", &s.finish()) > 1000);
+}
+
+#[test]
+fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
+    let (a, b, m) = (series(150, 2), series(110, 3), 8usize);
+    let mut checked = 0;
+    for (name, query, target, self_join) in [("self", &a, &a, true), ("ab", &a, &b, false)] {
+        let (qq, qt) = (Quantizer::for_series(query), Quantizer::for_series(target));
+        let (tq, tt) = (
+            format::window_tables(query, &qq, m),
+            format::window_tables(target, &qt, m),
+        );
+        let (lq, lt) = (tq.sums.len(), tt.sums.len());
+        let t_base = TB_WORDS / 2;
+        let mut s = Script::new();
+        for (tables, base) in [(&tq, 0), (&tt, t_base)] {
+            s.load(regs::REGION_SAMPLES, base, &tables.samples);
+            s.load(regs::REGION_SUMS, base, &tables.sums);
+            s.load(regs::REGION_NORMS, base, &tables.norms);
+        }
+        let zone = exclusion_zone(m) as i32;
+        let (skip_lo, skip_hi) = if self_join { (-zone, zone) } else { (1, 0) };
+        // Two operations over halves of the diagonals: the second accumulates.
+        let mid = (lt as i32 - lq as i32) / 2;
+        for (first, end, flags) in [(-(lq as i32 - 1), mid, 0), (mid, lt as i32, 1)] {
+            for (reg, value) in [
+                (regs::WINDOW, m as u32),
+                (regs::Q_BASE, 0),
+                (regs::Q_WINDOWS, lq as u32),
+                (regs::T_BASE, t_base as u32),
+                (regs::T_WINDOWS, lt as u32),
+                (regs::DIAG_FIRST, first as u32),
+                (regs::DIAG_END, end as u32),
+                (regs::SKIP_LO, skip_lo as u32),
+                (regs::SKIP_HI, skip_hi as u32),
+                (regs::FLAGS, flags),
+            ] {
+                s.write(reg, value);
+            }
+            s.start(regs::OP_JOIN);
+            s.done(0);
+        }
+        // Expected neighbours from the brute-force reference.
+        let sigma = |t: &[f64], i: usize| {
+            let w = &t[i..i + m];
+            let mean = w.iter().sum::<f64>() / m as f64;
+            (w.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m as f64).sqrt()
+        };
+        let dist = |i: usize, j: usize| {
+            reference::matrix_profile(&query[i..i + m], &target[j..j + m], m, false).profile[0]
+        };
+        s.write(regs::ADDR, regs::addr(regs::REGION_PROFILE, 0));
+        s.write(regs::LEN, lq as u32);
+        s.start(regs::OP_READ);
+        for i in 0..lq {
+            if tq.class[i] != CLASS_SPREAD {
+                s.expect(Some(regs::NO_INDEX));
+                continue;
+            }
+            let mut cands: Vec<(f64, usize)> = (0..lt)
+                .filter(|&j| tt.class[j] == CLASS_SPREAD)
+                .filter(|&j| !self_join || i.abs_diff(j) > zone as usize)
+                .map(|j| (dist(i, j), j))
+                .collect();
+            cands.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let drho = |j: usize| qq.step / sigma(query, i) + qt.step / sigma(target, j);
+            let clear = cands.len() >= 2 && {
+                let ((d1, j1), (d2, j2)) = (cands[0], cands[1]);
+                d2 * d2 - d1 * d1 > 2.0 * m as f64 * (drho(j1) + drho(j2) + 2.0 * KEY_RHO_ERROR)
+            };
+            if clear {
+                checked += 1;
+                s.expect(Some(cands[0].1 as u32));
+            } else {
+                s.expect(None);
+            }
+        }
+        s.done(0);
+        run(name, &s.finish());
+    }
+    assert!(
+        checked > 100,
+        "only {checked} rows had a clear nearest neighbour"
+    );
+}
+
+#[test]
+fn refusals_carry_their_error_codes() {
+    let mut s = Script::new();
+    s.start(7);
+    s.done(1); // unknown operation
+    s.write(regs::ADDR, regs::addr(regs::REGION_SAMPLES, TB_WORDS - 2));
+    s.write(regs::LEN, 3);
+    s.start(regs::OP_LOAD);
+    s.done(2); // past the end of card memory
+    s.write(regs::ADDR, regs::addr(regs::REGION_PROFILE, 0));
+    s.write(regs::LEN, 1);
+    s.start(regs::OP_LOAD);
+    s.done(2); // the profile is read-only
+    s.write(regs::WINDOW, 2);
+    s.write(regs::Q_WINDOWS, 1);
+    s.write(regs::T_WINDOWS, 1);
+    s.start(regs::OP_JOIN);
+    s.done(3); // window below 3
+    s.write(regs::WINDOW, 0);
+    s.start(regs::OP_STATS);
+    s.done(3);
+    // The kernel still works after refusals.
+    s.load(regs::REGION_SAMPLES, 5, &[1, 2, 3]);
+    s.write(regs::ADDR, regs::addr(regs::REGION_SAMPLES, 5));
+    s.write(regs::LEN, 3);
+    s.start(regs::OP_READ);
+    for w in [1, 2, 3] {
+        s.expect(Some(w));
+    }
+    s.done(0);
+    assert!(run("errors", &s.finish()) >= 10);
+}
+
+#[test]
+fn the_kernel_is_lint_clean() {
+    let out = Command::new("verilator")
+        .args(["--lint-only", "-Wall"])
+        .arg(hw().join("rtl/samos_mine.v"))
+        .output()
+        .expect("verilator is installed (bash scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
