@@ -72,10 +72,15 @@ struct MineArgs {
     /// Only readings before this time.
     #[arg(long)]
     to: Option<String>,
-    /// Where the work runs: auto (a hardware GPU if wgpu finds one, else the CPU), cpu, or
-    /// gpu (any adapter, software ones included; fails without one).
+    /// Where the work runs: auto (a hardware GPU if wgpu finds one, else the CPU), cpu, gpu
+    /// (any adapter, software ones included; fails without one), fpga-sim (the FPGA kernel's
+    /// Verilator model) or fpga (a card behind XDMA device files, see --fpga-device).
     #[arg(long, value_enum, default_value = "auto")]
     backend: samos_engine::mine::BackendChoice,
+    /// Device-file prefix of the FPGA card for --backend fpga: {PREFIX}_user (registers),
+    /// {PREFIX}_h2c_0 and {PREFIX}_c2h_0 (streams).
+    #[arg(long, default_value = "/dev/xdma0")]
+    fpga_device: String,
     /// How many motifs and discords to keep.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -802,7 +807,7 @@ fn mine(args: MineArgs) -> Result<()> {
         Some(_) => bail!("--plot draws SVG or PNG: give a file name ending in .svg or .png"),
     };
     let progress = samos_offload::Progress::new();
-    let (backend, note) = mine::open_backend(args.backend, &progress)?;
+    let (backend, note) = mine::open_backend(args.backend, &progress, &args.fpga_device)?;
     eprintln!("{note}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

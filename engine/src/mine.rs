@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use samos_analytics::History;
 use samos_analytics::datafusion::prelude::CsvReadOptions;
 use samos_offload::cpu::Cpu;
+use samos_offload::fpga::Fpga;
 use samos_offload::gpu::Gpu;
 use samos_offload::{Backend, Discord, MatrixProfile, Motif, Progress, WindowSpec, WindowStats};
 
@@ -48,15 +49,31 @@ pub enum BackendChoice {
     Cpu,
     /// Whatever adapter wgpu finds, software ones (lavapipe) included.
     Gpu,
+    /// The FPGA kernel co-simulated: its Verilator model, driven through the register map.
+    FpgaSim,
+    /// An FPGA card running the kernel behind XDMA device files (`--fpga-device`).
+    Fpga,
 }
 
 /// Opens the chosen backend, reporting to `progress`; also says what was chosen and why.
+/// `fpga_device` is the device-file prefix of an FPGA card (`--backend fpga`).
 pub fn open_backend(
     choice: BackendChoice,
     progress: &Progress,
+    fpga_device: &str,
 ) -> Result<(Box<dyn Backend>, String), MineError> {
     let cpu = || Cpu::default().with_progress(progress.clone());
     match choice {
+        BackendChoice::FpgaSim => {
+            let fpga = Fpga::sim()?.with_progress(progress.clone());
+            let note = format!("backend fpga-sim: {}", fpga.describe());
+            Ok((Box::new(fpga), note))
+        }
+        BackendChoice::Fpga => {
+            let fpga = Fpga::xdma(fpga_device)?.with_progress(progress.clone());
+            let note = format!("backend fpga: {}", fpga.describe());
+            Ok((Box::new(fpga), note))
+        }
         BackendChoice::Cpu => {
             let cpu = cpu();
             let note = format!("backend cpu: {}", cpu.describe());

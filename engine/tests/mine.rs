@@ -289,3 +289,99 @@ fn without_an_adapter_auto_falls_back_and_gpu_refuses() {
         "{err}"
     );
 }
+
+/// Real data through the co-simulated FPGA kernel: the first 3,000 readings of NAB's machine
+/// temperature (the first labelled failure included), window 64. The discords are the CPU's,
+/// every profile distance is an exact distance no shorter than the CPU's nearest one, and the
+/// window statistics are within half a quantization step of the CPU's.
+#[test]
+fn the_fpga_sim_backend_matches_the_cpu_on_real_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let nab = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../datasets/nab/machine_temperature_system_failure.csv"),
+    )
+    .unwrap();
+    let slice: String = nab.lines().take(3001).map(|l| format!("{l}\n")).collect();
+    let csv = dir.path().join("nab.csv");
+    std::fs::write(&csv, slice).unwrap();
+    let values: Vec<f64> = nab
+        .lines()
+        .skip(1)
+        .take(3000)
+        .map(|l| l.split_once(',').unwrap().1.parse().unwrap())
+        .collect();
+    let mine = |backend: &str| {
+        let data = dir.path().join(backend);
+        let out = samos(&[
+            "mine",
+            "--file",
+            csv.to_str().unwrap(),
+            "--time-column",
+            "timestamp",
+            "--window",
+            "64",
+            "--backend",
+            backend,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        let q = |sql: &str| {
+            let d = data.to_str().unwrap();
+            stdout(&samos(&["sql", "--data-dir", d, "--format", "csv", sql]))
+        };
+        (
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            q("SELECT start_index FROM discords ORDER BY rank"),
+            q("SELECT distance FROM discords ORDER BY rank"),
+            q("SELECT mean, std FROM window_stats ORDER BY start_index"),
+        )
+    };
+    let (err, fpga_starts, fpga_dist, fpga_stats) = mine("fpga-sim");
+    assert!(
+        err.contains("backend fpga-sim: fpga (Verilator model of hw/rtl/samos_mine.v"),
+        "{err}"
+    );
+    let (_, cpu_starts, cpu_dist, cpu_stats) = mine("cpu");
+    assert_eq!(fpga_starts, cpu_starts);
+    let numbers = |csv: &str| -> Vec<f64> {
+        csv.lines()
+            .skip(1)
+            .flat_map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>())
+            .collect()
+    };
+    for (f, c) in numbers(&fpga_dist).iter().zip(numbers(&cpu_dist)) {
+        assert!(*f >= c - 1e-9 && *f - c <= 0.05, "discord distance {f} vs {c}");
+    }
+    let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let half_step = (hi - lo) / 2.0 / ((1 << 19) - 1) as f64 / 2.0;
+    let (f, c) = (numbers(&fpga_stats), numbers(&cpu_stats));
+    assert_eq!(f.len(), c.len());
+    for (a, b) in f.iter().zip(&c) {
+        assert!((a - b).abs() <= half_step + 1e-9, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn the_fpga_backend_without_a_card_says_which_files_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = planted_csv(dir.path());
+    let out = run(
+        Command::new(samos_bin()).args([
+            "mine",
+            "--file",
+            csv.to_str().unwrap(),
+            "--window",
+            "20",
+            "--backend",
+            "fpga",
+            "--fpga-device",
+            dir.path().join("xdma9").to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fpga backend: cannot open") && err.contains("xdma9_user"), "{err}");
+}

@@ -169,13 +169,13 @@ module samos_mine #(
     reg signed [19:0] xmem [0:DEPTH-1];
     reg signed [31:0] smem [0:DEPTH-1];
     reg        [31:0] rmem [0:DEPTH-1];
-    reg signed [89:0] bmem [0:DEPTH-1];
+    reg signed [55:0] bmem [0:DEPTH-1];
     reg        [31:0] pmem [0:DEPTH-1];
 
     // ---- operation sequencer -------------------------------------------------------------
     localparam [3:0] S_IDLE = 4'd0, S_LOAD = 4'd1, S_READ_ISSUE = 4'd2, S_READ_WAIT = 4'd3,
                      S_STATS = 4'd4, S_CLEAR = 4'd5, S_DIAG = 4'd6, S_SEED = 4'd7,
-                     S_ROWS = 4'd8, S_FINISH = 4'd10, S_STATS_FLUSH = 4'd11;
+                     S_ROWS = 4'd8, S_DIAG_WAIT = 4'd9, S_FINISH = 4'd10, S_STATS_FLUSH = 4'd11;
     reg [3:0] state;
 
     wire [3:0]        region = r_addr[31:28];
@@ -197,10 +197,11 @@ module samos_mine #(
     // JOIN walk
     reg signed [31:0] k;      // current diagonal
     reg [31:0] row, row_end, seed_t;
+    reg [MEM_AW-1:0] ptr_q, ptr_t, start_q, start_t, mm1_r;
 
     // STATS accumulators
     reg [31:0] st_pos, st_cnt;
-    reg signed [63:0] st_sum, st_sumsq, st_sumjx;
+    reg signed [63:0] st_sum, st_sumsq, st_runsum;
     reg signed [19:0] st_min, st_max;
     reg [31:0] st_windows;
     // result bank being streamed out: 9 words per window
@@ -224,13 +225,25 @@ module samos_mine #(
     wire [31:0] i_last_t = t_minus_k[33] ? 32'd0 : (t_minus_k[33:32] != 2'b00 ? 32'hFFFFFFFF : t_minus_k[31:0]);
     wire [31:0] i_stop = (r_qwin < i_last_t) ? r_qwin : i_last_t;         // min(lq, lt - k)
     wire skip_k = ($signed(k) >= $signed(r_skip_lo)) && ($signed(k) <= $signed(r_skip_hi));
+    // The diagonal's bounds, registered: S_DIAG_WAIT gives them a cycle after k changes.
+    reg [31:0] i_first_r, i_stop_r;
+    reg        skip_r, past_end_r;
+    reg [MEM_AW-1:0] t_diag_r;   // T_BASE + k: target word of query row 0 on this diagonal
+    always @(posedge clk) begin
+        t_diag_r <= r_tbase[MEM_AW-1:0] + k[MEM_AW-1:0];
+        i_first_r <= i_first;
+        i_stop_r <= i_stop;
+        skip_r <= skip_k || i_first >= i_stop;
+        past_end_r <= $signed(k) >= $signed(r_diag_end);
+    end
 
     // STATS: the window's running values with the incoming sample folded in
     wire signed [39:0] sq = s_val * s_val;
-    wire signed [52:0] jx = $signed({1'b0, st_pos}) * s_val;
     wire signed [63:0] st_sum_n = s_gap ? st_sum : st_sum + {{44{s_val[19]}}, s_val};
     wire signed [63:0] st_sumsq_n = s_gap ? st_sumsq : st_sumsq + {{24{1'b0}}, sq};
-    wire signed [63:0] st_sumjx_n = s_gap ? st_sumjx : st_sumjx + {{11{jx[52]}}, jx};
+    // Σ over positions of the running sum: w·Σx − Σ p·x, so the host gets Σ p·x (the slope's
+    // numerator) without a multiplier on the card.
+    wire signed [63:0] st_runsum_n = st_runsum + st_sum_n;
     wire signed [19:0] st_min_n = (!s_gap && s_val < st_min) ? s_val : st_min;
     wire signed [19:0] st_max_n = (!s_gap && s_val > st_max) ? s_val : st_max;
 
@@ -246,9 +259,8 @@ module samos_mine #(
         p0_i = row; p0_j = row + k;
         if (state == S_SEED) begin
             p0_valid = 1'b1; p0_seed = 1'b1; p0_seed0 = (seed_t == 0);
-            p0_i = row + seed_t; p0_j = row + k + seed_t;
         end else if (state == S_ROWS) begin
-            p0_valid = 1'b1; p0_first = (row == i_first);
+            p0_valid = 1'b1; p0_first = (row == i_first_r);
         end
     end
 
@@ -259,7 +271,8 @@ module samos_mine #(
             m_axis_tvalid <= 1'b0; m_axis_tlast <= 1'b0; m_axis_tdata <= 0;
             ob_full <= 1'b0; ob_idx <= 0;
             cycles <= 0; pairs <= 0; k <= 0; row <= 0; row_end <= 0; seed_t <= 0;
-            st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_sumjx <= 0;
+            ptr_q <= 0; ptr_t <= 0; start_q <= 0; start_t <= 0; mm1_r <= 0;
+            st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_runsum <= 0;
             st_min <= 0; st_max <= 0; st_windows <= 0;
         end else begin
             fin_ok_r <= 1'b0; fin_err_r <= 1'b0;
@@ -306,7 +319,7 @@ module samos_mine #(
                     if (m == 0 || m > 32'd65536) begin
                         fin_code_r <= E_WINDOW; state <= S_FINISH;
                     end else begin
-                        st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_sumjx <= 0;
+                        st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_runsum <= 0;
                         st_min <= 20'sh7FFFF; st_max <= -20'sh80000; st_windows <= 0;
                         state <= (r_len == 0) ? S_FINISH : S_STATS;
                         fin_code_r <= E_NONE;
@@ -318,8 +331,8 @@ module samos_mine #(
                     end else if (q_end > DEPTH || t_end > DEPTH || r_qwin == 0 || r_twin == 0) begin
                         fin_code_r <= E_RANGE; state <= S_FINISH;
                     end else begin
-                        k <= r_diag_first; row <= 0;
-                        state <= r_flags[0] ? S_DIAG : S_CLEAR;
+                        k <= r_diag_first; row <= 0; mm1_r <= m[MEM_AW-1:0] - 1'b1;
+                        state <= r_flags[0] ? S_DIAG_WAIT : S_CLEAR;
                         fin_code_r <= E_NONE;
                     end
                 end
@@ -361,17 +374,18 @@ module samos_mine #(
                     ob[2] <= {{12{st_max_n[19]}}, st_max_n};
                     ob[3] <= st_sum_n[31:0];   ob[4] <= st_sum_n[63:32];
                     ob[5] <= st_sumsq_n[31:0]; ob[6] <= st_sumsq_n[63:32];
-                    ob[7] <= st_sumjx_n[31:0]; ob[8] <= st_sumjx_n[63:32];
+                    ob[7] <= st_runsum_n[31:0]; ob[8] <= st_runsum_n[63:32];
                     ob_full <= 1'b1; ob_idx <= 0;
-                    st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_sumjx <= 0;
+                    st_pos <= 0; st_cnt <= 0; st_sum <= 0; st_sumsq <= 0; st_runsum <= 0;
                     st_min <= 20'sh7FFFF; st_max <= -20'sh80000;
                     st_windows <= st_windows + 1;
                     if (st_windows + 1 == r_len) state <= S_STATS_FLUSH;
                 end else begin
                     st_pos <= st_pos + 1;
+                    st_runsum <= st_runsum_n;
                     if (!s_gap) begin
                         st_cnt <= st_cnt + 1;
-                        st_sum <= st_sum_n; st_sumsq <= st_sumsq_n; st_sumjx <= st_sumjx_n;
+                        st_sum <= st_sum_n; st_sumsq <= st_sumsq_n;
                         st_min <= st_min_n; st_max <= st_max_n;
                     end
                 end
@@ -383,31 +397,43 @@ module samos_mine #(
                 row <= row + 1;
                 if (row + 1 >= r_qwin) begin
                     row <= 0;
-                    state <= S_DIAG;
+                    state <= S_DIAG_WAIT;
                 end
             end
+            S_DIAG_WAIT: state <= S_DIAG;
             S_DIAG: begin
-                if ($signed(k) >= $signed(r_diag_end)) begin
+                if (past_end_r) begin
                     state <= S_FINISH;
-                end else if (skip_k || i_first >= i_stop) begin
+                end else if (skip_r) begin
                     k <= k + 1;
+                    state <= S_DIAG_WAIT;
                 end else begin
-                    row <= i_first; row_end <= i_stop; seed_t <= 0;
+                    row <= i_first_r; row_end <= i_stop_r; seed_t <= 0;
+                    ptr_q <= r_qbase[MEM_AW-1:0] + i_first_r[MEM_AW-1:0];
+                    ptr_t <= t_diag_r + i_first_r[MEM_AW-1:0];
+                    start_q <= r_qbase[MEM_AW-1:0] + i_first_r[MEM_AW-1:0];
+                    start_t <= t_diag_r + i_first_r[MEM_AW-1:0];
                     state <= S_SEED;
                 end
             end
             S_SEED: begin
                 seed_t <= seed_t + 1;
-                if (seed_t + 1 == m) state <= S_ROWS;
+                ptr_q <= ptr_q + 1'b1; ptr_t <= ptr_t + 1'b1;
+                if (seed_t + 1 == m) begin
+                    state <= S_ROWS;
+                    ptr_q <= start_q; ptr_t <= start_t;
+                end
             end
             S_ROWS: begin
                 row <= row + 1;
+                ptr_q <= ptr_q + 1'b1; ptr_t <= ptr_t + 1'b1;
                 if (row + 1 == row_end) begin
-                    // No drain: the next diagonal's first row reads the best-so-far at least
-                    // m + 1 >= 4 cycles later than this row writes it (one S_DIAG cycle and m
-                    // seed steps), and its seed resets QT only after this row has used it.
+                    // No drain: the next diagonal's first row is issued at least m + 3 >= 6
+                    // cycles after this one (S_DIAG_WAIT, S_DIAG and m seed steps), so it reads
+                    // the best-so-far (8 edges after issue) after this row wrote it (10), and
+                    // its seed resets QT (3) only after this row has used it (4).
                     k <= k + 1;
-                    state <= S_DIAG;
+                    state <= S_DIAG_WAIT;
                 end
             end
 
@@ -433,12 +459,15 @@ module samos_mine #(
     end
 
     // ---- JOIN pipeline -------------------------------------------------------------------
-    // stage 0 issues addresses; reads land at stage 1; products at 2; the running dot product
-    // QT at 3; the numerator m·QT − S_i·S_j at 4; times the target's norm mantissa at 5; the
-    // shifted key meets the stored best at 6, which writes back.
-    wire [MEM_AW-1:0] a_qi  = r_qbase[MEM_AW-1:0] + p0_i[MEM_AW-1:0];
-    wire [MEM_AW-1:0] a_tj  = r_tbase[MEM_AW-1:0] + p0_j[MEM_AW-1:0];
-    wire [MEM_AW-1:0] a_mm1 = m[MEM_AW-1:0] - 1'b1;
+    // stage 0 issues addresses; reads land at stage 1 and are registered at 1b; products at 2;
+    // the running dot product QT at 3; the numerator m·QT − S_i·S_j at 4; times the target's
+    // norm mantissa at 5 and 6; shifted by its exponent at 7, where the row's best so far is
+    // read; registered at 8; compared and written back at 9.
+    // ptr_q / ptr_t: the words of the issuing step (a seed step's x[i+t], x[j+t]; a row's
+    // window i, j), kept as counters so no adder chain sits in front of the block RAMs.
+    wire [MEM_AW-1:0] a_qi  = ptr_q;
+    wire [MEM_AW-1:0] a_tj  = ptr_t;
+    wire [MEM_AW-1:0] a_mm1 = mm1_r;
 
     reg signed [19:0] x_out_q, x_out_t, x_in_q, x_in_t;
     reg signed [31:0] s_q, s_t;
@@ -460,16 +489,29 @@ module samos_mine #(
         p1_first <= p0_first; p1_i <= p0_i; p1_j <= p0_j;
     end
 
+    // stage 1b: the block-RAM outputs registered before they meet the multipliers
+    reg signed [19:0] b_out_q, b_out_t, b_in_q, b_in_t;
+    reg signed [31:0] b_s_q, b_s_t;
+    reg        [31:0] b_r_q, b_r_t;
+    reg        b_valid, b_seed, b_seed0, b_first;
+    reg [31:0] b_i, b_j;
+    always @(posedge clk) begin
+        b_out_q <= x_out_q; b_out_t <= x_out_t; b_in_q <= x_in_q; b_in_t <= x_in_t;
+        b_s_q <= s_q; b_s_t <= s_t; b_r_q <= r_q; b_r_t <= r_t;
+        b_valid <= p1_valid && rst_n; b_seed <= p1_seed; b_seed0 <= p1_seed0;
+        b_first <= p1_first; b_i <= p1_i; b_j <= p1_j;
+    end
+
     reg signed [39:0] prod_out, prod_in;
     reg signed [63:0] ss;
     reg        p2_valid, p2_seed, p2_seed0;
     reg [31:0] p2_i, p2_j, p2_rq, p2_rt;
     always @(posedge clk) begin
-        prod_out <= (p1_seed || p1_first) ? 40'sd0 : x_out_q * x_out_t;
-        prod_in <= p1_first ? 40'sd0 : x_in_q * x_in_t;
-        ss <= s_q * s_t;
-        p2_valid <= p1_valid && rst_n; p2_seed <= p1_seed; p2_seed0 <= p1_seed0;
-        p2_i <= p1_i; p2_j <= p1_j; p2_rq <= r_q; p2_rt <= r_t;
+        prod_out <= (b_seed || b_first) ? 40'sd0 : b_out_q * b_out_t;
+        prod_in <= b_first ? 40'sd0 : b_in_q * b_in_t;
+        ss <= b_s_q * b_s_t;
+        p2_valid <= b_valid && rst_n; p2_seed <= b_seed; p2_seed0 <= b_seed0;
+        p2_i <= b_i; p2_j <= b_j; p2_rq <= b_r_q; p2_rt <= b_r_t;
     end
 
     reg signed [51:0] qt;
@@ -493,31 +535,69 @@ module samos_mine #(
         p4_i <= p3_i; p4_j <= p3_j; p4_rq <= p3_rq; p4_rt <= p3_rt;
     end
 
-    reg signed [89:0] scaled;
+    // stage 5: the 66 × 25 product in two halves (each fits a short DSP cascade)
+    reg signed [56:0] part_hi;   // num[65:33] · mantissa (|num| < 2^64: fits 57 bits)
+    reg        [56:0] part_lo;   // num[32:0] · mantissa
     reg        p5_valid;
-    /* verilator lint_off UNUSEDSIGNAL */
     reg [31:0] p5_i, p5_j, p5_rq, p5_rt;
-    /* verilator lint_on UNUSEDSIGNAL */
-    reg signed [89:0] best_q;
     always @(posedge clk) begin
-        scaled <= num * $signed({1'b0, p4_rt[23:0]});
-        best_q <= bmem[p4_i[MEM_AW-1:0]];
+        part_hi <= $signed(num[65:33]) * $signed({1'b0, p4_rt[23:0]});
+        part_lo <= num[32:0] * p4_rt[23:0];
         p5_valid <= p4_valid && rst_n;
         p5_i <= p4_i; p5_j <= p4_j; p5_rq <= p4_rq; p5_rt <= p4_rt;
     end
 
-    wire signed [89:0] key = scaled >>> p5_rt[29:24];
-    // class 0 = a window with spread; constant and gap windows are the host's business
-    wire pair_ok = (p5_rq[31:30] == 2'd0) && (p5_rt[31:30] == 2'd0);
-    assign pipe_write = p5_valid && pair_ok;
-    localparam signed [89:0] NO_KEY = {1'b1, 89'd0};
+    // stage 6: the halves summed
+    reg signed [89:0] scaled;
+    reg        p6_valid;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [31:0] p6_i, p6_j, p6_rq, p6_rt;
+    /* verilator lint_on UNUSEDSIGNAL */
+    always @(posedge clk) begin
+        scaled <= $signed({part_hi, 33'd0}) + $signed({33'd0, part_lo});
+        p6_valid <= p5_valid && rst_n;
+        p6_i <= p5_i; p6_j <= p5_j; p6_rq <= p5_rq; p6_rt <= p5_rt;
+    end
+
+    // stage 7: shifted by the norm's exponent; the row's best so far is read. The key is
+    // ρ̂·√(m·Σx_i² − (Σx_i)²)·2^23 with |ρ̂| <= 1 and the root below 2^31: 56 bits hold it.
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire signed [89:0] shifted = scaled >>> p6_rt[29:24];
+    /* verilator lint_on UNUSEDSIGNAL */
+    reg signed [55:0] key, best_q;
+    reg        p7_valid;
+    reg [31:0] p7_i, p7_j;
+    reg [1:0]  p7_cq, p7_ct;   // the two windows' classes
+    always @(posedge clk) begin
+        key <= shifted[55:0];
+        best_q <= bmem[p6_i[MEM_AW-1:0]];
+        p7_valid <= p6_valid && rst_n;
+        p7_i <= p6_i; p7_j <= p6_j; p7_cq <= p6_rq[31:30]; p7_ct <= p6_rt[31:30];
+    end
+
+    // stage 8: the block-RAM output registered before it meets the comparator
+    reg signed [55:0] key8, best8;
+    reg        p8_write;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [31:0] p8_i, p8_j;
+    /* verilator lint_on UNUSEDSIGNAL */
+    // Class 0 = a window with spread; constant and gap windows are the host's business.
+    assign pipe_write = p7_valid && p7_cq == 2'd0 && p7_ct == 2'd0;
+    always @(posedge clk) begin
+        key8 <= key; best8 <= best_q;
+        p8_write <= pipe_write && rst_n;
+        p8_i <= p7_i; p8_j <= p7_j;
+    end
+
+    // stage 9: compare and write back
+    localparam signed [55:0] NO_KEY = {1'b1, 55'd0};
     always @(posedge clk) begin
         if (state == S_CLEAR) begin
             bmem[row[MEM_AW-1:0]] <= NO_KEY;
             pmem[row[MEM_AW-1:0]] <= 32'hFFFF_FFFF;
-        end else if (pipe_write && (key > best_q || best_q == NO_KEY)) begin
-            bmem[p5_i[MEM_AW-1:0]] <= key;
-            pmem[p5_i[MEM_AW-1:0]] <= p5_j;
+        end else if (p8_write && (key8 > best8 || best8 == NO_KEY)) begin
+            bmem[p8_i[MEM_AW-1:0]] <= key8;
+            pmem[p8_i[MEM_AW-1:0]] <= p8_j;
         end
     end
 endmodule

@@ -164,6 +164,52 @@ impl Device for XdmaDevice {
 #[cfg(samos_fpga_sim)]
 pub use super::sim::SimDevice;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain files in place of the XDMA character devices: registers land at their byte
+    /// offsets in `_user`, the input stream in `_h2c_0`, and results come from `_c2h_0`.
+    fn fake_card(dir: &Path, results: &[u32]) -> String {
+        let prefix = dir.join("xdma0").to_str().unwrap().to_string();
+        std::fs::write(format!("{prefix}_user"), [0u8; 0x58]).unwrap();
+        std::fs::write(format!("{prefix}_h2c_0"), []).unwrap();
+        let bytes: Vec<u8> = results.iter().flat_map(|w| w.to_le_bytes()).collect();
+        std::fs::write(format!("{prefix}_c2h_0"), bytes).unwrap();
+        prefix
+    }
+
+    #[test]
+    fn xdma_registers_and_streams_use_the_documented_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = fake_card(dir.path(), &[7, 8, 9]);
+        let mut card = XdmaDevice::open(&prefix).unwrap();
+        card.write_reg(regs::WINDOW, 0x0102_0304).unwrap();
+        assert_eq!(card.read_reg(regs::WINDOW).unwrap(), 0x0102_0304);
+        let user = std::fs::read(format!("{prefix}_user")).unwrap();
+        assert_eq!(&user[0x18..0x1C], &[4, 3, 2, 1], "little-endian at the register offset");
+        assert_eq!(card.stream(&[0xAABB_CCDD, 1], 3).unwrap(), vec![7, 8, 9]);
+        let h2c = std::fs::read(format!("{prefix}_h2c_0")).unwrap();
+        assert_eq!(h2c, [0xDD, 0xCC, 0xBB, 0xAA, 1, 0, 0, 0]);
+        card.write_reg(regs::STATUS, regs::STATUS_DONE).unwrap();
+        card.wait_done(1000).unwrap();
+    }
+
+    #[test]
+    fn xdma_reports_missing_files_and_silent_cards() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nothing").to_str().unwrap().to_string();
+        let err = XdmaDevice::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("nothing_user"), "{err}");
+        let prefix = fake_card(dir.path(), &[]);
+        let mut card = XdmaDevice::open(&prefix).unwrap();
+        let err = card.wait_done(0).unwrap_err().to_string();
+        assert!(err.contains("did not complete in time"), "{err}");
+        let err = card.stream(&[], 1).unwrap_err().to_string();
+        assert!(err.contains("card-to-host stream"), "{err}");
+    }
+}
+
 /// The Verilator model is not in this build (Verilator was missing when it was compiled).
 #[cfg(not(samos_fpga_sim))]
 pub struct SimDevice;

@@ -174,8 +174,9 @@ pub struct StatsSums {
     pub max: i32,
     pub sum: i64,
     pub sum_sq: i64,
-    /// Σ position · q over the window's samples (position from 0).
-    pub sum_pos_q: i64,
+    /// Σ over the window's positions of the running sum of q; Σ position · q (position from 0)
+    /// is `positions · sum − running_sums`.
+    pub running_sums: i64,
 }
 
 impl StatsSums {
@@ -188,7 +189,7 @@ impl StatsSums {
             max: w[2] as i32,
             sum: wide(w[3], w[4]),
             sum_sq: wide(w[5], w[6]),
-            sum_pos_q: wide(w[7], w[8]),
+            running_sums: wide(w[7], w[8]),
         }
     }
 
@@ -200,17 +201,17 @@ impl StatsSums {
             max: -(SAMPLE_MAX as i32) - 1,
             sum: 0,
             sum_sq: 0,
-            sum_pos_q: 0,
+            running_sums: 0,
         };
-        for (x, q) in window.iter().enumerate() {
+        for q in window {
             if let Some(q) = *q {
                 s.count += 1;
                 s.min = s.min.min(q);
                 s.max = s.max.max(q);
                 s.sum += q as i64;
                 s.sum_sq += (q as i64) * (q as i64);
-                s.sum_pos_q += x as i64 * q as i64;
             }
+            s.running_sums += s.sum;
         }
         s
     }
@@ -225,8 +226,8 @@ impl StatsSums {
             (self.sum >> 32) as u32,
             self.sum_sq as u32,
             (self.sum_sq >> 32) as u32,
-            self.sum_pos_q as u32,
-            (self.sum_pos_q >> 32) as u32,
+            self.running_sums as u32,
+            (self.running_sums >> 32) as u32,
         ]
     }
 }
@@ -246,7 +247,8 @@ pub fn finish_window(out: &mut WindowStats, s: &StatsSums, valid: &[bool], quant
     }
     let sum = s.sum as i128;
     let var_num = n * s.sum_sq as i128 - sum * sum;
-    let sxy = n * s.sum_pos_q as i128 - sx * sum;
+    let sum_pos_q = valid.len() as i128 * sum - s.running_sums as i128;
+    let sxy = n * sum_pos_q - sx * sum;
     let sxx = n * sxx - sx * sx;
     let step = quantizer.step;
     out.min.push(quantizer.value(s.min as f64));
