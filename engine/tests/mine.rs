@@ -347,11 +347,18 @@ fn the_fpga_sim_backend_matches_the_cpu_on_real_data() {
     let numbers = |csv: &str| -> Vec<f64> {
         csv.lines()
             .skip(1)
-            .flat_map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>())
+            .flat_map(|l| {
+                l.split(',')
+                    .map(|v| v.parse::<f64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     for (f, c) in numbers(&fpga_dist).iter().zip(numbers(&cpu_dist)) {
-        assert!(*f >= c - 1e-9 && *f - c <= 0.05, "discord distance {f} vs {c}");
+        assert!(
+            *f >= c - 1e-9 && *f - c <= 0.05,
+            "discord distance {f} vs {c}"
+        );
     }
     let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -383,5 +390,8 @@ fn the_fpga_backend_without_a_card_says_which_files_it_needs() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fpga backend: cannot open") && err.contains("xdma9_user"), "{err}");
+    assert!(
+        err.contains("fpga backend: cannot open") && err.contains("xdma9_user"),
+        "{err}"
+    );
 }

@@ -187,7 +187,11 @@ mod tests {
         card.write_reg(regs::WINDOW, 0x0102_0304).unwrap();
         assert_eq!(card.read_reg(regs::WINDOW).unwrap(), 0x0102_0304);
         let user = std::fs::read(format!("{prefix}_user")).unwrap();
-        assert_eq!(&user[0x18..0x1C], &[4, 3, 2, 1], "little-endian at the register offset");
+        assert_eq!(
+            &user[0x18..0x1C],
+            &[4, 3, 2, 1],
+            "little-endian at the register offset"
+        );
         assert_eq!(card.stream(&[0xAABB_CCDD, 1], 3).unwrap(), vec![7, 8, 9]);
         let h2c = std::fs::read(format!("{prefix}_h2c_0")).unwrap();
         assert_eq!(h2c, [0xDD, 0xCC, 0xBB, 0xAA, 1, 0, 0, 0]);
