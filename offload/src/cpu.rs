@@ -162,14 +162,14 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// A profile under construction: squared distances.
-struct Partial {
+/// A profile under construction: squared distances (ties go to the lower index).
+pub(crate) struct Partial {
     d2: Vec<f64>,
     index: Vec<i64>,
 }
 
 impl Partial {
-    fn new(l: usize) -> Partial {
+    pub(crate) fn new(l: usize) -> Partial {
         Partial {
             d2: vec![f64::INFINITY; l],
             index: vec![-1; l],
@@ -177,7 +177,7 @@ impl Partial {
     }
 
     #[inline]
-    fn offer(&mut self, i: usize, d2: f64, j: usize) {
+    pub(crate) fn offer(&mut self, i: usize, d2: f64, j: usize) {
         if d2 < self.d2[i] || (d2 == self.d2[i] && (j as i64) < self.index[i]) {
             self.d2[i] = d2;
             self.index[i] = j as i64;
@@ -193,7 +193,7 @@ impl Partial {
         self
     }
 
-    fn finish(self, m: usize) -> MatrixProfile {
+    pub(crate) fn finish(self, m: usize) -> MatrixProfile {
         MatrixProfile {
             window: m,
             profile: self.d2.iter().map(|d| d.sqrt()).collect(),

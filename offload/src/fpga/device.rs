@@ -214,9 +214,10 @@ mod tests {
     }
 }
 
-/// The Verilator model is not in this build (Verilator was missing when it was compiled).
+/// The Verilator model is not in this build (Verilator was missing when it was compiled):
+/// [`SimDevice::new`] says so, and nothing else can make one.
 #[cfg(not(samos_fpga_sim))]
-pub struct SimDevice;
+pub struct SimDevice(());
 
 #[cfg(not(samos_fpga_sim))]
 impl SimDevice {

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use arrow::array::Float64Array;
 
-use crate::cpu::{Windows, ab_windows, exact_dist2, self_windows, special_dist2};
+use crate::cpu::{Partial, Windows, ab_windows, exact_dist2, self_windows, special_dist2};
 use crate::{
     Backend, MatrixProfile, MiningError, Progress, WindowSpec, WindowStats, diagonal_pairs,
     exclusion_zone, values,
@@ -261,7 +261,7 @@ impl Fpga {
         let tb = format::window_tables(b_raw, &qb, m);
         let zone = self_join.then(|| exclusion_zone(m));
 
-        let mut best = Best::new(la);
+        let mut best = Partial::new(la);
         let blocks = |l: usize| (0..l).step_by(block).map(move |s| (s, (l - s).min(block)));
         if let Some(p) = &self.progress {
             let mut total = 0;
@@ -287,13 +287,13 @@ impl Fpga {
                 for (i, &j) in index.iter().enumerate() {
                     if j != regs::NO_INDEX {
                         let (i, j) = (q0 + i, t0 + j as usize);
-                        best.offer(i, j, exact_dist2(a, b, i, j, m));
+                        best.offer(i, exact_dist2(a, b, i, j, m), j);
                     }
                 }
             }
         }
         resolve_on_host(&mut best, a, &ta.class, b, &tb.class, m, zone);
-        Ok(best.into_profile(m))
+        Ok(best.finish(m))
     }
 }
 
@@ -307,42 +307,11 @@ fn slice_tables(t: &WindowTables, start: usize, len: usize, m: usize) -> WindowT
     }
 }
 
-/// The best candidate per query window, by exact squared distance (ties to the lower index).
-struct Best {
-    d2: Vec<f64>,
-    index: Vec<i64>,
-}
-
-impl Best {
-    fn new(l: usize) -> Best {
-        Best {
-            d2: vec![f64::INFINITY; l],
-            index: vec![-1; l],
-        }
-    }
-
-    fn offer(&mut self, i: usize, j: usize, d2: f64) {
-        let better = d2 < self.d2[i] || (d2 == self.d2[i] && (j as i64) < self.index[i]);
-        if better || self.index[i] < 0 {
-            self.d2[i] = d2;
-            self.index[i] = j as i64;
-        }
-    }
-
-    fn into_profile(self, m: usize) -> MatrixProfile {
-        MatrixProfile {
-            window: m,
-            profile: self.d2.iter().map(|d| d.max(0.0).sqrt()).collect(),
-            index: self.index,
-        }
-    }
-}
-
 /// The pairs the card does not compare: those with a constant window (distance 0 between
 /// two, √m with a varying one: one eligible partner of each kind is enough) and those with a
 /// window below one quantization step (compared exactly, one by one).
 fn resolve_on_host(
-    best: &mut Best,
+    best: &mut Partial,
     a: &Windows,
     a_class: &[u32],
     b: &Windows,
@@ -373,14 +342,14 @@ fn resolve_on_host(
             CLASS_GAP => {}
             CLASS_CONSTANT => {
                 if let Some(j) = partner(i, constant) {
-                    best.offer(i, j, 0.0);
+                    best.offer(i, 0.0, j);
                 } else if let Some(j) = partner(i, varying) {
-                    best.offer(i, j, mf);
+                    best.offer(i, mf, j);
                 }
             }
             _ => {
                 if let Some(j) = partner(i, constant) {
-                    best.offer(i, j, special_dist2(a, b, i, j, mf));
+                    best.offer(i, special_dist2(a, b, i, j, mf), j);
                 }
                 let targets: Box<dyn Iterator<Item = usize>> = if class == CLASS_BELOW_STEP {
                     Box::new(0..b_class.len())
@@ -390,7 +359,7 @@ fn resolve_on_host(
                 for j in targets {
                     let c = b_class[j];
                     if eligible(i, j) && c != CLASS_GAP && c != CLASS_CONSTANT {
-                        best.offer(i, j, exact_dist2(a, b, i, j, m));
+                        best.offer(i, exact_dist2(a, b, i, j, m), j);
                     }
                 }
             }
