@@ -123,19 +123,35 @@ impl Fpga {
         cycles: u64,
     ) -> Result<Vec<u32>, MiningError> {
         let mut dev = self.device.lock().unwrap_or_else(|e| e.into_inner());
-        let out = (|| {
+        let (out, status) = (|| {
             for &(reg, value) in setup {
                 dev.write_reg(reg, value)?;
             }
             dev.write_reg(regs::CTRL, regs::CTRL_START | (op << 4))?;
-            let out = dev.stream(input, output_words)?;
-            dev.wait_done(cycles + (input.len() + output_words) as u64)?;
-            let status = dev.read_reg(regs::STATUS)?;
+            // A refused operation moves no data: streaming into it would only hang until a
+            // timeout, so a refusal already visible (or one that explains a stalled stream)
+            // is reported as such.
+            let mut status = dev.read_reg(regs::STATUS)?;
+            let mut out = Vec::new();
+            if status & regs::STATUS_ERROR == 0 {
+                match dev.stream(input, output_words) {
+                    Ok(words) => out = words,
+                    Err(e) => {
+                        status = dev.read_reg(regs::STATUS)?;
+                        if status & regs::STATUS_ERROR == 0 {
+                            return Err(e);
+                        }
+                    }
+                }
+                if status & regs::STATUS_ERROR == 0 {
+                    dev.wait_done(cycles + (input.len() + output_words) as u64)?;
+                    status = dev.read_reg(regs::STATUS)?;
+                }
+            }
             dev.write_reg(regs::STATUS, regs::STATUS_CLEAR)?;
             Ok::<_, DeviceError>((out, status))
         })()
         .map_err(device_error)?;
-        let (out, status) = out;
         if status & regs::STATUS_ERROR != 0 {
             let code = (status >> 8) & 0xFF;
             return Err(fpga_error(format!(
@@ -459,5 +475,34 @@ impl Backend for Fpga {
             out.push(stats);
         }
         Ok(out)
+    }
+}
+
+#[cfg(all(test, samos_fpga_sim))]
+mod tests {
+    use super::*;
+
+    /// Operations the kernel refuses come back with its error code, not as a stalled stream,
+    /// and the card works on afterwards.
+    #[test]
+    fn refusals_carry_the_kernels_error_code() {
+        let fpga = Fpga::sim().unwrap();
+        let past_end = fpga.capacity - 1;
+        let err = fpga
+            .load(regs::REGION_SAMPLES, past_end, &[1, 2, 3])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("address range outside card memory (code 2)"),
+            "{err}"
+        );
+        let setup = [(regs::WINDOW, 0), (regs::LEN, 1)];
+        let err = fpga
+            .run(&setup, regs::OP_STATS, &[1, 2, 3], regs::STATS_WORDS, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("window out of range (code 3)"), "{err}");
+        fpga.load(regs::REGION_SAMPLES, 0, &[5, 6]).unwrap();
+        assert_eq!(fpga.read(regs::REGION_SAMPLES, 0, 2).unwrap(), vec![5, 6]);
     }
 }
