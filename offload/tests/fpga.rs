@@ -2,7 +2,7 @@
 //! hw/rtl/samos_mine.v through the register map and the two streams, and every result is
 //! checked against the brute-force reference within the documented error bound.
 
-use std::path::Path;
+mod common;
 
 use arrow::array::Float64Array;
 use proptest::prelude::*;
@@ -186,22 +186,11 @@ fn windows_the_kernel_cannot_take_are_refused_clearly() {
     assert!(err.contains("longer than the kernel's 4096"), "{err}");
 }
 
-fn nab() -> Vec<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../datasets/nab/machine_temperature_system_failure.csv");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split_once(',').unwrap().1.parse::<f64>().unwrap())
-        .collect()
-}
-
 /// Real data: four weeks of NAB's machine temperature (5-minute readings, the first failure
 /// included), co-simulated with a 64-sample window and with the day-long 288-sample window.
 #[test]
 fn nab_machine_temperature_matches_the_reference_within_the_bound() {
-    let values = nab();
+    let (_, values) = common::nab();
     let slice = &values[..2500];
     for m in [64usize, 288] {
         let got = sim().self_join(&column(slice), m).unwrap();

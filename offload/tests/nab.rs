@@ -1,25 +1,13 @@
 //! The CPU backend on a real series: NAB's machine temperature (22,695 readings, 5 minutes
 //! apart) with a day-long window. Its discords fall inside the failures NAB labels.
 
-use std::path::Path;
+mod common;
 
 use arrow::array::Float64Array;
 use samos_offload::Backend;
 use samos_offload::cpu::Cpu;
 
-fn nab() -> (Vec<String>, Vec<f64>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../datasets/nab/machine_temperature_system_failure.csv");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (t, v) = l.split_once(',').unwrap();
-            (t.to_string(), v.parse::<f64>().unwrap())
-        })
-        .unzip()
-}
+use common::nab;
 
 /// NAB's labelled anomaly windows for this series (datasets/nab/anomaly_windows.json).
 const FAILURES: [(&str, &str); 4] = [
