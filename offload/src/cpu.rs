@@ -331,8 +331,8 @@ fn walk_band_body(w: &Windows, k0: usize, m: usize, out: &mut Partial) {
                 d2[d] = (2.0 * (mf - corr)).max(0.0).min(4.0 * mf);
             }
             let careful = w.special[i]
-                || w.special[j0..j0 + LANES].iter().any(|x| *x)
-                || d2.iter().any(|x| *x < REFINE_BELOW);
+                | w.special[j0..j0 + LANES].iter().fold(false, |a, x| a | *x)
+                | d2.iter().fold(false, |a, x| a | (*x < REFINE_BELOW));
             if careful {
                 for (d, q) in qt.iter().enumerate() {
                     if let Some(v) = pair_dist2(w, w, i, j0 + d, *q, m) {
