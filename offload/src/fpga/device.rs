@@ -164,6 +164,41 @@ impl Device for XdmaDevice {
 #[cfg(samos_fpga_sim)]
 pub use super::sim::SimDevice;
 
+/// The Verilator model is not in this build (Verilator was missing when it was compiled):
+/// [`SimDevice::new`] says so, and nothing else can make one.
+#[cfg(not(samos_fpga_sim))]
+pub struct SimDevice(());
+
+#[cfg(not(samos_fpga_sim))]
+impl SimDevice {
+    pub fn new() -> Result<SimDevice, DeviceError> {
+        Err(DeviceError::Unavailable(
+            "this build has no Verilator model of the FPGA kernel: install verilator \
+             (bash scripts/setup.sh) and rebuild"
+                .into(),
+        ))
+    }
+}
+
+#[cfg(not(samos_fpga_sim))]
+impl Device for SimDevice {
+    fn describe(&self) -> String {
+        unreachable!("SimDevice::new fails in this build")
+    }
+    fn read_reg(&mut self, _: u32) -> Result<u32, DeviceError> {
+        unreachable!("SimDevice::new fails in this build")
+    }
+    fn write_reg(&mut self, _: u32, _: u32) -> Result<(), DeviceError> {
+        unreachable!("SimDevice::new fails in this build")
+    }
+    fn stream(&mut self, _: &[u32], _: usize) -> Result<Vec<u32>, DeviceError> {
+        unreachable!("SimDevice::new fails in this build")
+    }
+    fn wait_done(&mut self, _: u64) -> Result<(), DeviceError> {
+        unreachable!("SimDevice::new fails in this build")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,40 +246,5 @@ mod tests {
         assert!(err.contains("did not complete in time"), "{err}");
         let err = card.stream(&[], 1).unwrap_err().to_string();
         assert!(err.contains("card-to-host stream"), "{err}");
-    }
-}
-
-/// The Verilator model is not in this build (Verilator was missing when it was compiled):
-/// [`SimDevice::new`] says so, and nothing else can make one.
-#[cfg(not(samos_fpga_sim))]
-pub struct SimDevice(());
-
-#[cfg(not(samos_fpga_sim))]
-impl SimDevice {
-    pub fn new() -> Result<SimDevice, DeviceError> {
-        Err(DeviceError::Unavailable(
-            "this build has no Verilator model of the FPGA kernel: install verilator \
-             (bash scripts/setup.sh) and rebuild"
-                .into(),
-        ))
-    }
-}
-
-#[cfg(not(samos_fpga_sim))]
-impl Device for SimDevice {
-    fn describe(&self) -> String {
-        unreachable!("SimDevice::new fails in this build")
-    }
-    fn read_reg(&mut self, _: u32) -> Result<u32, DeviceError> {
-        unreachable!("SimDevice::new fails in this build")
-    }
-    fn write_reg(&mut self, _: u32, _: u32) -> Result<(), DeviceError> {
-        unreachable!("SimDevice::new fails in this build")
-    }
-    fn stream(&mut self, _: &[u32], _: usize) -> Result<Vec<u32>, DeviceError> {
-        unreachable!("SimDevice::new fails in this build")
-    }
-    fn wait_done(&mut self, _: u64) -> Result<(), DeviceError> {
-        unreachable!("SimDevice::new fails in this build")
     }
 }
