@@ -28,20 +28,6 @@ const SIZES: [usize; 2] = [1 << 14, 1 << 16];
 /// The target: the CPU backend at least this many times stumpy's rate.
 const TARGET_RATIO: f64 = 2.0;
 
-fn random_walk(n: usize) -> Vec<f64> {
-    let mut state = 0x5a40_5a40u64;
-    let mut v = 0.0;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            v += (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            v
-        })
-        .collect()
-}
-
 /// stumpy in a long-lived Python process: one line in (`path iterations`), seconds out.
 struct Stumpy {
     child: Child,
@@ -157,7 +143,7 @@ fn main() {
     let mut group = c.benchmark_group("mining");
     group.sampling_mode(SamplingMode::Flat);
     for n in SIZES {
-        let t = random_walk(n);
+        let t = samos_offload::reference::random_walk(n, 0x5a40_5a40);
         let column = Float64Array::from(t.clone());
         let pairs = samos_offload::self_join_pairs(n, M);
         group.throughput(Throughput::Elements(pairs as u64));

@@ -291,9 +291,10 @@ fn without_an_adapter_auto_falls_back_and_gpu_refuses() {
 }
 
 /// Real data through the co-simulated FPGA kernel: the first 3,000 readings of NAB's machine
-/// temperature (the first labelled failure included), window 64. The discords are the CPU's,
-/// every profile distance is an exact distance no shorter than the CPU's nearest one, and the
-/// window statistics are within half a quantization step of the CPU's.
+/// temperature (the first labelled failure included), window 64. The discords start where the
+/// CPU's do, their distances are no shorter than the CPU's and within 0.05 of them (the full
+/// per-window bound is checked in offload/tests/fpga.rs), and the window statistics are within
+/// half a quantization step of the CPU's.
 #[test]
 fn the_fpga_sim_backend_matches_the_cpu_on_real_data() {
     let dir = tempfile::tempdir().unwrap();

@@ -102,3 +102,19 @@ pub fn window_stats(window: &[f64]) -> [f64; 5] {
     let slope = if sxx > 0.0 { sxy / sxx } else { f64::NAN };
     [min, max, mean, std, slope]
 }
+
+/// A seeded random walk (steps uniform in [−0.5, 0.5)): the series property tests and the
+/// mining benchmark use where the values do not matter, only that they vary.
+pub fn random_walk(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed;
+    let mut v = 0.0;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            v += (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            v
+        })
+        .collect()
+}

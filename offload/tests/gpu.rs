@@ -25,20 +25,6 @@ fn column(v: &[f64]) -> Float64Array {
     Float64Array::from(v.to_vec())
 }
 
-fn random_walk(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    let mut v = 0.0;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            v += (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            v
-        })
-        .collect()
-}
-
 /// The GPU's profile is never below the reference (its distances are exact for the pairs it
 /// reports) and above it only by what a correlation error of the documented bound allows:
 /// d² = 2m(1 − r), so gpu² ≤ exact² + 2m·2ε. Gaps agree exactly. Returns the largest excess
@@ -134,13 +120,16 @@ proptest! {
 #[test]
 fn long_series_span_many_tiles_and_bands() {
     // 5000 values, m = 64: 5 row tiles, 19 bands of diagonals; an AB-join of unequal lengths.
-    let t = random_walk(5000, 1);
+    let t = reference::random_walk(5000, 1);
     let exact = Cpu::default().self_join(&column(&t), 64).unwrap();
     let got = gpu().self_join(&column(&t), 64).unwrap();
     let worst = assert_within_bound(&got, &exact, &t, &t);
     eprintln!("self-join n = 5000, m = 64: largest excess {worst:.2e}");
 
-    let (a, b) = (random_walk(1500, 2), random_walk(2600, 3));
+    let (a, b) = (
+        reference::random_walk(1500, 2),
+        reference::random_walk(2600, 3),
+    );
     let exact = Cpu::default()
         .ab_join(&column(&a), &column(&b), 32)
         .unwrap();
@@ -151,8 +140,11 @@ fn long_series_span_many_tiles_and_bands() {
 
 #[test]
 fn many_series_at_once() {
-    let a = random_walk(700, 4);
-    let b: Vec<f64> = random_walk(300, 5).iter().map(|v| 1e4 + v).collect();
+    let a = reference::random_walk(700, 4);
+    let b: Vec<f64> = reference::random_walk(300, 5)
+        .iter()
+        .map(|v| 1e4 + v)
+        .collect();
     let spec = WindowSpec {
         window: 24,
         step: 24,

@@ -102,8 +102,9 @@ pub struct WindowTables {
     pub class: Vec<u32>,
 }
 
-/// Builds the tables of `values` (one series) for windows of `m`; `constant` marks windows the
-/// CPU reference calls constant (all values equal), whatever their integers.
+/// Builds the tables of `values` (one series) for windows of `m`, in one pass: the window
+/// sums slide exactly (integers), and runs of gaps and of equal values give each window's
+/// class. "Constant" is the CPU reference's test (all values equal), whatever their integers.
 pub fn window_tables(values: &[f64], quantizer: &Quantizer, m: usize) -> WindowTables {
     let q: Vec<Option<i32>> = values.iter().map(|v| quantizer.quantize(*v)).collect();
     let samples = q.iter().map(|v| v.unwrap_or(0) as u32).collect();
@@ -111,30 +112,41 @@ pub fn window_tables(values: &[f64], quantizer: &Quantizer, m: usize) -> WindowT
     let mut sums = Vec::with_capacity(l);
     let mut norms = Vec::with_capacity(l);
     let mut class = Vec::with_capacity(l);
-    for i in 0..l {
-        let w = &q[i..i + m];
-        let raw = &values[i..i + m];
-        let (mut s, mut ss, mut gap) = (0i64, 0i128, false);
-        for v in w {
-            match v {
-                Some(v) => {
-                    s += *v as i64;
-                    ss += (*v as i128) * (*v as i128);
-                }
-                None => gap = true,
-            }
+    let (mut s, mut ss) = (0i64, 0i128);
+    // The last gap seen, and how many values up to here equal this one.
+    let (mut last_gap, mut equal_run) = (None::<usize>, 0usize);
+    for (end, v) in q.iter().enumerate() {
+        let x = v.unwrap_or(0) as i64;
+        s += x;
+        ss += (x as i128) * (x as i128);
+        if v.is_none() {
+            last_gap = Some(end);
+        }
+        equal_run = if end > 0 && values[end] == values[end - 1] {
+            equal_run + 1
+        } else {
+            1
+        };
+        if end + 1 < m {
+            continue;
+        }
+        let start = end + 1 - m;
+        if start > 0 {
+            let leaving = q[start - 1].unwrap_or(0) as i64;
+            s -= leaving;
+            ss -= (leaving as i128) * (leaving as i128);
         }
         let arg = m as i128 * ss - (s as i128) * (s as i128);
-        let c = if gap {
+        let c = if last_gap.is_some_and(|g| g >= start) {
             CLASS_GAP
-        } else if raw.iter().all(|v| *v == raw[0]) {
+        } else if equal_run >= m {
             CLASS_CONSTANT
         } else if arg == 0 {
             CLASS_BELOW_STEP
         } else {
             CLASS_SPREAD
         };
-        sums.push(if gap { 0 } else { s as i32 as u32 });
+        sums.push(if c == CLASS_GAP { 0 } else { s as i32 as u32 });
         norms.push(if c == CLASS_SPREAD {
             norm_word(arg)
         } else {
@@ -142,6 +154,7 @@ pub fn window_tables(values: &[f64], quantizer: &Quantizer, m: usize) -> WindowT
         });
         class.push(c);
     }
+    debug_assert_eq!(class.len(), l);
     WindowTables {
         samples,
         sums,
@@ -319,6 +332,46 @@ mod tests {
                 ((r - want) / want).abs() <= 2f64.powi(-24),
                 "{arg}: {r} vs {want}"
             );
+        }
+    }
+
+    #[test]
+    fn window_tables_follow_their_definitions() {
+        let mut values: Vec<f64> = (0..200).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
+        values[40..60].iter_mut().for_each(|v| *v = 2.5);
+        values[90] = f64::NAN;
+        values[120..126]
+            .iter_mut()
+            .for_each(|v| *v = 1.0 + 1e-12 * *v);
+        let quantizer = Quantizer::for_series(&values);
+        let m = 7;
+        let t = window_tables(&values, &quantizer, m);
+        for i in 0..values.len() + 1 - m {
+            let w: Vec<Option<i32>> = values[i..i + m]
+                .iter()
+                .map(|v| quantizer.quantize(*v))
+                .collect();
+            let raw = &values[i..i + m];
+            let gap = w.iter().any(|v| v.is_none());
+            let s: i64 = w.iter().map(|v| v.unwrap_or(0) as i64).sum();
+            let ss: i128 = w.iter().map(|v| (v.unwrap_or(0) as i128).pow(2)).sum();
+            let arg = m as i128 * ss - (s as i128) * (s as i128);
+            let want = if gap {
+                CLASS_GAP
+            } else if raw.iter().all(|v| *v == raw[0]) {
+                CLASS_CONSTANT
+            } else if arg == 0 {
+                CLASS_BELOW_STEP
+            } else {
+                CLASS_SPREAD
+            };
+            assert_eq!(t.class[i], want, "window {i}");
+            if !gap {
+                assert_eq!(t.sums[i], s as i32 as u32, "window {i}");
+            }
+            if want == CLASS_SPREAD {
+                assert_eq!(t.norms[i], norm_word(arg), "window {i}");
+            }
         }
     }
 
