@@ -273,18 +273,46 @@ pub enum Access {
 }
 
 /// The configured ACL rules.
+///
+/// Precedence: `$SYS` (any `$` topic) is published by the server alone; then a deny wins over
+/// any allow (among the rules that apply to the client, whatever their order); then a topic is
+/// allowed when some applying rule allows it. Without rules, or when every rule only denies,
+/// what is not denied is allowed; once a rule allows something (or names nothing at all), what
+/// no rule allows is denied.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     rules: Vec<AclRule>,
+    /// What no rule allows is denied.
+    closed: bool,
 }
 
 impl Acl {
     pub fn new(rules: Vec<AclRule>) -> Acl {
-        Acl { rules }
+        let closed = rules.iter().any(|r| {
+            let denies = !r.deny_publish.is_empty() || !r.deny_subscribe.is_empty();
+            let allows = !r.publish.is_empty() || !r.subscribe.is_empty();
+            allows || !denies
+        });
+        Acl { rules, closed }
     }
 
-    /// May this client publish to `topic` / subscribe to `filter`? `$SYS` is the server's alone
-    /// to publish; without rules everything else is allowed.
+    /// The rules whose selectors match this client.
+    fn applying<'a>(
+        &'a self,
+        username: Option<&'a str>,
+        client_id: &'a str,
+    ) -> impl Iterator<Item = &'a AclRule> + 'a {
+        self.rules.iter().filter(move |r| {
+            r.user
+                .as_deref()
+                .is_none_or(|u| username.is_some_and(|name| glob(u, name)))
+                && r.client_id.as_deref().is_none_or(|c| glob(c, client_id))
+        })
+    }
+
+    /// May this client publish to `topic` / subscribe to `filter`? A subscription is refused
+    /// when it lies within a denied filter; one that only overlaps a denied filter is accepted,
+    /// and the denied topics are filtered out at delivery ([`Self::read_denied`]).
     pub fn allowed(
         &self,
         access: Access,
@@ -295,17 +323,27 @@ impl Acl {
         if access == Access::Publish && topic_or_filter.starts_with('$') {
             return false;
         }
-        if self.rules.is_empty() {
+        let denied = self
+            .applying(username, client_id)
+            .flat_map(|r| match access {
+                Access::Publish => r.deny_publish.iter(),
+                Access::Subscribe => r.deny_subscribe.iter(),
+            })
+            .any(|pattern| match deny_pattern(pattern, username, client_id) {
+                Deny::Never => false,
+                Deny::Everything => true,
+                Deny::Filter(denied) => match access {
+                    Access::Publish => topic::matches(&denied, topic_or_filter),
+                    Access::Subscribe => filter_within(&denied, topic_or_filter),
+                },
+            });
+        if denied {
+            return false;
+        }
+        if !self.closed {
             return true;
         }
-        self.rules
-            .iter()
-            .filter(|r| {
-                r.user
-                    .as_deref()
-                    .is_none_or(|u| username.is_some_and(|name| glob(u, name)))
-                    && r.client_id.as_deref().is_none_or(|c| glob(c, client_id))
-            })
+        self.applying(username, client_id)
             .flat_map(|r| match access {
                 Access::Publish => r.publish.iter(),
                 Access::Subscribe => r.subscribe.iter(),
@@ -315,6 +353,63 @@ impl Acl {
                 Access::Publish => topic::matches(&allowed, topic_or_filter),
                 Access::Subscribe => filter_within(&allowed, topic_or_filter),
             })
+    }
+
+    /// The topics this client may not receive, whatever it subscribed to: its `deny_subscribe`
+    /// filters with `%u` / `%c` substituted (empty for almost every client). A connection
+    /// checks each delivery against them.
+    pub fn read_denied(&self, username: Option<&str>, client_id: &str) -> ReadDenied {
+        let mut filters = Vec::new();
+        for pattern in self
+            .applying(username, client_id)
+            .flat_map(|r| r.deny_subscribe.iter())
+        {
+            match deny_pattern(pattern, username, client_id) {
+                Deny::Never => {}
+                Deny::Everything => {
+                    filters.push("#".to_string());
+                    filters.push("$SYS/#".to_string());
+                }
+                Deny::Filter(f) => filters.push(f),
+            }
+        }
+        ReadDenied(filters)
+    }
+}
+
+/// Topic filters a client may not receive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadDenied(Vec<String>);
+
+impl ReadDenied {
+    /// True when a message on `topic` must not be delivered to this client.
+    pub fn denies(&self, topic_name: &str) -> bool {
+        self.0.iter().any(|f| topic::matches(f, topic_name))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a deny pattern means for one client.
+enum Deny {
+    /// It names an identity the client does not have (`%u` without a user name).
+    Never,
+    /// The client's identity contains `+`, `#` or `/`: it cannot be substituted safely, so
+    /// the rule denies everything (fail closed).
+    Everything,
+    Filter(String),
+}
+
+fn deny_pattern(pattern: &str, username: Option<&str>, client_id: &str) -> Deny {
+    if let Some(f) = topic::substitute(pattern, username, client_id) {
+        return Deny::Filter(f);
+    }
+    if pattern.contains("%u") && username.is_none() {
+        Deny::Never
+    } else {
+        Deny::Everything
     }
 }
 
@@ -429,6 +524,56 @@ mod tests {
         assert!(a(Access::Subscribe, None, "public/a/+"));
         assert!(!a(Access::Subscribe, None, "#"));
         assert!(!Acl::default().allowed(Access::Publish, None, "c", "$SYS/x"));
+    }
+
+    #[test]
+    fn deny_rules_win_over_allows() {
+        let acl = Acl::new(vec![
+            AclRule {
+                publish: vec!["#".into()],
+                subscribe: vec!["#".into()],
+                deny_subscribe: vec!["test/nosubscribe".into(), "private/%u/#".into()],
+                deny_publish: vec!["readonly/#".into()],
+                ..AclRule::default()
+            },
+            AclRule {
+                user: Some("admin".into()),
+                publish: vec!["readonly/#".into()],
+                ..AclRule::default()
+            },
+        ]);
+        let sub = |u: Option<&str>, f| acl.allowed(Access::Subscribe, u, "c", f);
+        let publ = |u: Option<&str>, t| acl.allowed(Access::Publish, u, "c", t);
+        assert!(!sub(None, "test/nosubscribe"));
+        assert!(sub(None, "test/subscribe"));
+        // Overlapping a denied filter is allowed; delivery leaves the denied topics out.
+        assert!(sub(None, "#") && sub(None, "test/+"));
+        assert!(!sub(Some("ann"), "private/ann/x") && !sub(Some("ann"), "private/ann/#"));
+        assert!(sub(Some("ann"), "private/bob/x") && sub(None, "private/ann/x"));
+        // A deny wins whatever the order: admin's allow does not lift the general deny.
+        assert!(!publ(None, "readonly/a") && !publ(Some("admin"), "readonly/a"));
+        assert!(publ(None, "other/a"));
+        let read = acl.read_denied(Some("ann"), "c");
+        assert!(read.denies("test/nosubscribe") && read.denies("private/ann/x/y"));
+        assert!(!read.denies("test/other") && !read.denies("private/bob/x"));
+        assert!(acl.read_denied(None, "c").denies("test/nosubscribe"));
+        // An identity that would widen the pattern denies everything that rule covers.
+        assert!(!sub(Some("a/#"), "anything") && acl.read_denied(Some("a+"), "c").denies("x"));
+    }
+
+    #[test]
+    fn deny_only_rules_leave_the_rest_open() {
+        let acl = Acl::new(vec![AclRule {
+            client_id: Some("guest-*".into()),
+            deny_publish: vec!["#".into()],
+            ..AclRule::default()
+        }]);
+        assert!(!acl.allowed(Access::Publish, None, "guest-1", "a/b"));
+        assert!(acl.allowed(Access::Publish, None, "node-1", "a/b"));
+        assert!(acl.allowed(Access::Subscribe, None, "guest-1", "a/#"));
+        // A rule that names nothing still closes the list (what no rule allows is denied).
+        let closed = Acl::new(vec![AclRule::default()]);
+        assert!(!closed.allowed(Access::Publish, None, "c", "a"));
     }
 
     #[test]

@@ -148,8 +148,9 @@ pub struct TlsConfig {
 }
 
 /// One access-control rule. A rule applies to a client when every selector it sets matches;
-/// a rule with no selector applies to everyone. With rules present, whatever no rule allows
-/// is denied.
+/// a rule with no selector applies to everyone. A deny of any applying rule wins over every
+/// allow; once some rule allows anything (or a rule names nothing), whatever no rule allows is
+/// denied; rules that only deny leave the rest open. See [`crate::auth::Acl`].
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclRule {
@@ -161,6 +162,11 @@ pub struct AclRule {
     pub publish: Vec<String>,
     /// Topic filters this client may subscribe to (a subscription must lie within one).
     pub subscribe: Vec<String>,
+    /// Topic filters this client may not publish to, whatever allows them.
+    pub deny_publish: Vec<String>,
+    /// Topic filters this client may not receive: a subscription within one is refused, and a
+    /// wider subscription is delivered nothing that matches one.
+    pub deny_subscribe: Vec<String>,
 }
 
 /// Which identity a node's topics are bound to: a client may publish under

@@ -112,3 +112,79 @@ fn acl_refusals_carry_v5_reason_codes() {
     scenario(&s, "denied", &[]);
     assert!(s.metric("samos_refusals_total{reason=\"publish_not_authorized\"}") == 1);
 }
+
+#[test]
+fn session_expiry_set_on_disconnect_raises_cuts_and_cannot_revive() {
+    let s = TestServer::start();
+    scenario(&s, "session_expiry_on_disconnect", &[]);
+    assert_eq!(
+        s.metric("samos_refusals_total{reason=\"session_expiry_raised_from_zero\"}"),
+        1
+    );
+}
+
+#[test]
+fn deny_rules_inside_an_allow_of_everything() {
+    let s = TestServer::with_config(
+        "[[acl]]\npublish = [\"#\"]\nsubscribe = [\"#\"]\n\
+         deny_subscribe = [\"test/nosubscribe\"]\n\
+         deny_publish = [\"test/nopublish\", \"own/%c/readonly\"]\n",
+    );
+    scenario(&s, "deny_inside_allow", &[]);
+    for (reason, n) in [
+        ("subscribe_not_authorized", 2),
+        ("delivery_not_authorized", 2),
+        ("publish_not_authorized", 4),
+    ] {
+        assert_eq!(
+            s.metric(&format!("samos_refusals_total{{reason=\"{reason}\"}}")),
+            n,
+            "{reason}"
+        );
+    }
+}
+
+fn node_configs() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../datasets/node-configs")
+        .display()
+        .to_string()
+}
+
+fn rejected_reasons(s: &TestServer) -> Vec<String> {
+    samos_engine::protocol::registry::JsonLines::read(&s.data_dir().join("rejected.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_papers_nodes_join_with_pahos_default_client_id() {
+    let s = TestServer::start();
+    scenario(&s, "paper_nodes_any_client_id", &[&node_configs()]);
+    let reasons = rejected_reasons(&s);
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "foreign_node").count(),
+        6,
+        "{reasons:?}"
+    );
+    let dir = s.stop();
+    let store = read_store(&dir.path().join("data"));
+    assert_eq!(store["rows"], 4, "{store}");
+    assert_eq!(store["nodes"], serde_json::json!(["CN1", "CN2", "SN"]));
+    assert_eq!(store["values"], serde_json::json!([20.5, 21.5, 22.5, 30.0]));
+}
+
+#[test]
+fn with_passwords_a_node_is_the_verified_user_whatever_its_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = make_passwords(dir.path(), &[("CN1", "one"), ("CN2", "two")]);
+    let s = TestServer::with_config(&format!("password_file = {pw:?}\n"));
+    scenario(
+        &s,
+        "paper_node_with_password",
+        &[&node_configs(), "CN1", "one", "CN2", "two"],
+    );
+    assert_eq!(rejected_reasons(&s), ["foreign_node", "foreign_node"]);
+}

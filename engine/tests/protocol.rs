@@ -282,6 +282,35 @@ fn exceeding_receive_maximum_ends_the_connection_with_0x93() {
 }
 
 #[test]
+fn a_client_still_writing_reads_the_disconnect_instead_of_a_reset() {
+    // The client goes on publishing after it broke the limit, as a busy one does (paho's
+    // interoperability suite: flow control). The server must not close with unread input: the
+    // kernel would reset the connection and the client would see a broken pipe instead of
+    // DISCONNECT 0x93. It drains until the client closes.
+    let s = TestServer::with_config("[mqtt]\nreceive_maximum = 2\n");
+    for round in 0..3 {
+        let (mut c, _) = Raw::connected(s.port(), 5, &format!("flood-{round}"), true, &[]);
+        let mut w = c.writer();
+        let mut burst = Vec::new();
+        for id in 1..=3 {
+            burst.extend(publish(5, b"rm", 2, id, false, b"x"));
+        }
+        let filler = publish(5, b"rm", 0, 0, false, &[b'f'; 1000]);
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            w.write_all(&burst)?;
+            for _ in 0..1000 {
+                w.write_all(&filler)?;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        assert_eq!(c.closed_with(T), Some(0x93), "round {round}");
+        let written = writer.join().unwrap();
+        assert!(written.is_ok(), "round {round}: {written:?}");
+    }
+}
+
+#[test]
 fn client_receive_maximum_limits_what_is_in_flight() {
     let s = TestServer::start();
     // Receive Maximum (0x21) = 2.

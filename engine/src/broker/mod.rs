@@ -34,6 +34,9 @@ pub struct Message {
     pub publisher: Option<Arc<str>>,
     /// When the v5 Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
+    /// Deliver to this client's matching subscriptions only (the server's answer to one
+    /// client on a topic others share); never retained.
+    pub recipient: Option<Arc<str>>,
 }
 
 impl Message {

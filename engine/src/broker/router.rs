@@ -42,7 +42,9 @@ struct Session {
     subscriptions: HashMap<String, SubOptions>,
     online: Option<(u64, Arc<Outbox>)>,
     offline: SessionState,
-    /// Bumped at every connect and disconnect, so stale timers do nothing.
+    /// Set from the router's counter at every connect and disconnect, so stale timers do
+    /// nothing — also timers of an earlier session of the same client id, which a clean start
+    /// replaced (a per-session count would start again and could match them).
     epoch: u64,
     delayed_will: Option<Will>,
     pending_connect: Option<PendingConnect>,
@@ -64,6 +66,8 @@ pub struct Router {
     subscriptions: SubscriptionTable,
     retained: HashMap<String, Arc<Message>>,
     next_connection: u64,
+    /// The last epoch handed to a session (see `Session::epoch`).
+    epoch: u64,
     drop_warned_at: Option<Instant>,
     /// Deliveries to online clients gathered while routing a batch, pushed per client at once.
     staged: Vec<(Arc<str>, Arc<Outbox>, Vec<Delivery>)>,
@@ -82,6 +86,7 @@ impl Router {
             subscriptions: SubscriptionTable::default(),
             retained: HashMap::new(),
             next_connection: 1,
+            epoch: 1,
             drop_warned_at: None,
             staged: Vec::new(),
             match_buf: Vec::new(),
@@ -255,7 +260,8 @@ impl Router {
         if is_new {
             self.metrics.sessions.fetch_add(1, Relaxed);
         }
-        session.epoch += 1;
+        self.epoch += 1;
+        session.epoch = self.epoch;
         let state = std::mem::take(&mut session.offline);
         self.metrics
             .queued_messages
@@ -310,7 +316,8 @@ impl Router {
             }
         }
         session.online = None;
-        session.epoch += 1;
+        self.epoch += 1;
+        session.epoch = self.epoch;
         let epoch = session.epoch;
         self.metrics
             .queued_messages
@@ -338,18 +345,24 @@ impl Router {
         }
 
         let session = self.sessions.get_mut(&client_id).expect("present above");
-        if let Some(pending) = session.pending_connect.take() {
-            self.complete_connect(client_id, pending);
-            return;
-        }
+        // A connection that took over waits for this one to end; the session it finds is what
+        // this end leaves behind, so an expiry of 0 ends the session first (MQTT 5 §3.1.2.11.2:
+        // a client that reconnects at once after DISCONNECT with expiry 0 has no session).
+        let pending = session.pending_connect.take();
         if expiry == 0 {
             let session = self.sessions.remove(&client_id).expect("present above");
             self.drop_subscriptions(&client_id, &session);
-        } else if expiry != u32::MAX {
+        } else if pending.is_none() && expiry != u32::MAX {
             self.schedule(
                 Duration::from_secs(expiry.into()),
-                Timer::Expiry { client_id, epoch },
+                Timer::Expiry {
+                    client_id: client_id.clone(),
+                    epoch,
+                },
             );
+        }
+        if let Some(pending) = pending {
+            self.complete_connect(client_id, pending);
         }
     }
 
@@ -416,6 +429,9 @@ impl Router {
         self.subscriptions
             .matches_into(&message.topic, message.publisher.as_deref(), &mut matches);
         for m in matches.drain(..) {
+            if message.recipient.as_ref().is_some_and(|r| *r != m.client) {
+                continue;
+            }
             let delivery = Delivery {
                 qos: min_qos(message.qos, m.qos),
                 retain: message.retain && m.retain_as_published,
@@ -570,6 +586,7 @@ impl Router {
             properties: None,
             publisher: None,
             expires_at: None,
+            recipient: None,
         })
     }
 
@@ -616,4 +633,148 @@ impl Router {
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if a as u8 <= b as u8 { a } else { b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        let config = RouterConfig {
+            max_queued_messages: 100,
+            queue_qos0_offline: false,
+            max_session_expiry: None,
+            sys_interval: None,
+            queue_capacity: 16,
+            version: "test".into(),
+        };
+        Router::new(config, Arc::new(Metrics::default())).0
+    }
+
+    /// Sends CONNECT for `client` and returns the grant's receiver and the connection's outbox.
+    fn connect(
+        r: &mut Router,
+        client: &str,
+        clean_start: bool,
+    ) -> (oneshot::Receiver<ConnectGrant>, Arc<Outbox>) {
+        let (reply, rx) = oneshot::channel();
+        let outbox = Outbox::new(16);
+        r.handle(Request::Connect {
+            client_id: client.into(),
+            clean_start,
+            session_expiry: 60,
+            outbox: outbox.clone(),
+            reply,
+        });
+        (rx, outbox)
+    }
+
+    fn subscribe(r: &mut Router, client: &str, filter: &str) {
+        let (reply, _rx) = oneshot::channel();
+        let options = SubOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            subscription_id: None,
+        };
+        r.handle(Request::Subscribe {
+            client_id: client.into(),
+            filters: vec![(filter.into(), options)],
+            reply,
+        });
+    }
+
+    /// The first connection ends (with `expiry` on its DISCONNECT) after a second connection
+    /// of the same client asked to take over: what does the second one find?
+    fn takeover_after_disconnect_with(expiry: u32) -> bool {
+        let mut r = router();
+        let (mut first, _) = connect(&mut r, "c", true);
+        let connection = first.try_recv().expect("granted").connection;
+        subscribe(&mut r, "c", "a/#");
+        let (mut second, _) = connect(&mut r, "c", false);
+        assert!(
+            second.try_recv().is_err(),
+            "waits for the first connection to end"
+        );
+        r.handle(Request::Disconnected {
+            client_id: "c".into(),
+            connection,
+            state: SessionState::default(),
+            will: None,
+            session_expiry: expiry,
+        });
+        second.try_recv().expect("granted now").session_present
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_with_expiry_zero_ends_the_session_before_a_waiting_takeover() {
+        assert!(!takeover_after_disconnect_with(0));
+        assert!(takeover_after_disconnect_with(5));
+    }
+
+    fn disconnect(r: &mut Router, client: &str, connection: u64, expiry: u32) {
+        r.handle(Request::Disconnected {
+            client_id: client.into(),
+            connection,
+            state: SessionState::default(),
+            will: None,
+            session_expiry: expiry,
+        });
+    }
+
+    #[tokio::test]
+    async fn the_expiry_timer_of_a_replaced_session_does_not_end_the_new_one() {
+        let mut r = router();
+        let (mut first, _) = connect(&mut r, "c", true);
+        disconnect(&mut r, "c", first.try_recv().unwrap().connection, 5);
+        let stale = r.sessions["c"].epoch;
+        // A clean start replaces the session; the new one is away with its own expiry.
+        let (mut second, _) = connect(&mut r, "c", true);
+        subscribe(&mut r, "c", "a/#");
+        disconnect(&mut r, "c", second.try_recv().unwrap().connection, 5);
+        r.handle(Request::Timer(Timer::Expiry {
+            client_id: "c".into(),
+            epoch: stale,
+        }));
+        assert!(
+            r.sessions.contains_key("c"),
+            "the old session's timer ended the new one"
+        );
+        let current = r.sessions["c"].epoch;
+        r.handle(Request::Timer(Timer::Expiry {
+            client_id: "c".into(),
+            epoch: current,
+        }));
+        assert!(!r.sessions.contains_key("c"));
+    }
+
+    #[tokio::test]
+    async fn a_message_with_a_recipient_reaches_that_client_alone() {
+        let mut r = router();
+        let (_a, outbox_a) = connect(&mut r, "a", true);
+        let (_b, outbox_b) = connect(&mut r, "b", true);
+        subscribe(&mut r, "a", "n/+/control");
+        subscribe(&mut r, "b", "n/#");
+        let message = |recipient: Option<&str>| {
+            Arc::new(Message {
+                topic: "n/1/control".into(),
+                payload: bytes::Bytes::from_static(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+                publisher: None,
+                expires_at: None,
+                recipient: recipient.map(Arc::from),
+            })
+        };
+        r.handle(Request::Publish(vec![message(Some("b")), message(None)]));
+        let taken = |outbox: &Outbox| {
+            let mut got = Vec::new();
+            outbox.take(10, &mut got);
+            got.len()
+        };
+        assert_eq!(taken(&outbox_a), 1, "a gets the broadcast only");
+        assert_eq!(taken(&outbox_b), 2, "b gets both");
+    }
 }

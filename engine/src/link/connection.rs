@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use crate::auth::Access;
+use crate::auth::{Access, ReadDenied};
 use crate::broker::{
     Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, SubOptions, Will,
 };
@@ -123,6 +123,7 @@ pub async fn run<S>(
     );
     let Some(grant_state) = conn.admit(&mut writer).await else {
         let _ = writer.shutdown().await;
+        linger(&mut reader).await;
         return;
     };
     shared.metrics.connections_total.fetch_add(1, Relaxed);
@@ -131,7 +132,30 @@ pub async fn run<S>(
 
     let end = conn.session(&mut reader, &mut writer, rbuf).await;
     shared.metrics.connections_current.fetch_sub(1, Relaxed);
+    let server_closed = !matches!(end, End::Graceful { .. } | End::Closed);
     conn.finish(end, &mut writer).await;
+    if server_closed {
+        linger(&mut reader).await;
+    }
+}
+
+/// How long a connection the server closed keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and discards until the client closes (at most [`LINGER`]). Closing a socket that has
+/// unread input makes the kernel answer with a reset, and a reset destroys what the client has
+/// not read yet: the DISCONNECT that says why (a busy client then sees a broken pipe instead
+/// of, say, 0x93 Receive Maximum exceeded).
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = reader.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 struct Connection {
@@ -143,6 +167,8 @@ struct Connection {
     shared: Arc<Shared>,
     client_id: Arc<str>,
     assigned_id: bool,
+    /// Topics this client may not receive (ACL `deny_subscribe`), checked at delivery.
+    read_denied: ReadDenied,
     /// Common Name of a verified client certificate.
     identity: Option<String>,
     /// The user name was verified by the password file or a client certificate.
@@ -231,6 +257,7 @@ impl Connection {
             peer,
             client_id: Arc::from(connect.client_id.as_str()),
             assigned_id: false,
+            read_denied: ReadDenied::default(),
             identity,
             authenticated: false,
             username: None,
@@ -287,6 +314,9 @@ impl Connection {
         if let Some(code) = self.authenticate().await {
             return self.refuse(writer, code, "authentication failed").await;
         }
+        self.read_denied = shared
+            .acl
+            .read_denied(self.username.as_deref(), &self.client_id);
 
         if let Some(w) = &self.connect.last_will {
             if !topic::valid_topic_name(&w.topic) {
@@ -333,6 +363,7 @@ impl Connection {
                     }),
                     publisher: Some(self.client_id.clone()),
                     expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s.into())),
+                    recipient: None,
                 }),
             });
         }
@@ -735,12 +766,17 @@ impl Connection {
                     .and_then(|p| p.session_expiry_interval)
                 {
                     if self.session_expiry == 0 && expiry != 0 {
+                        // §3.14.2.2.2: the session stays at 0 and ends with this connection.
+                        self.shared
+                            .metrics
+                            .refuse("session_expiry_raised_from_zero");
                         return Err(End::Refused {
                             reason: DisconnectReasonCode::ProtocolError,
                             why: "session expiry set on DISCONNECT after 0 on CONNECT".into(),
                         });
                     }
-                    self.session_expiry = expiry;
+                    let max = self.shared.config.mqtt.max_session_expiry_secs;
+                    self.session_expiry = max.map_or(expiry, |max| expiry.min(max));
                 }
                 return Err(End::Graceful {
                     keep_will: d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
@@ -901,6 +937,7 @@ impl Connection {
             properties,
             publisher: Some(self.client_id.clone()),
             expires_at,
+            recipient: None,
         });
         self.batch.push(message);
         let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
@@ -1171,6 +1208,11 @@ impl Connection {
                 self.shared.metrics.messages_expired.fetch_add(1, Relaxed);
                 continue;
             }
+            if !self.read_denied.is_empty() && self.read_denied.denies(&delivery.message.topic) {
+                self.shared.metrics.refuse("delivery_not_authorized");
+                debug!(client_id = %self.client_id, topic = %delivery.message.topic, "delivery denied by ACL");
+                continue;
+            }
             let pkid = if delivery.qos == QoS::AtMostOnce {
                 0
             } else {
@@ -1181,8 +1223,7 @@ impl Connection {
             }
             self.shared.metrics.messages_sent[delivery.qos as usize].fetch_add(1, Relaxed);
             if delivery.qos != QoS::AtMostOnce {
-                self.inflight
-                    .push_back((pkid, delivery, OutPhase::Published));
+                self.track_inflight(pkid, delivery, OutPhase::Published);
             }
         }
     }

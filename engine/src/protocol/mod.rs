@@ -10,10 +10,11 @@ pub mod registry;
 pub mod severity;
 pub mod validate;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,6 +108,9 @@ pub struct Protocol {
     rejected: JsonLines,
     metrics: Arc<Metrics>,
     router: RouterHandle,
+    /// (client id, node id) pairs already told that the client may not speak for the node,
+    /// so a refused stream of readings is answered once per connection, not per reading.
+    answered: Mutex<HashSet<(Arc<str>, String)>>,
 }
 
 impl Protocol {
@@ -158,6 +162,7 @@ impl Protocol {
             node_identity: config.node_identity,
             metrics,
             router,
+            answered: Mutex::new(HashSet::new()),
         })
     }
 
@@ -220,49 +225,52 @@ impl Protocol {
         let Some(t) = topic::parse(topic_name) else {
             return Verdict::Pass;
         };
-        let by_username = match self.node_identity {
-            NodeIdentity::Auto => from.authenticated,
-            NodeIdentity::Username => true,
-            NodeIdentity::ClientId | NodeIdentity::None => false,
+        let binding = self.binding(from);
+        let fixed = match binding {
+            Binding::Anyone | Binding::Session => None,
+            Binding::User => Some(from.username),
+            Binding::ClientId => Some(Some(&**from.client_id)),
         };
-        let bound = match (self.node_identity, by_username) {
-            (NodeIdentity::None, _) => true,
-            (_, true) => from.username == Some(t.node_id),
-            (_, false) => &**from.client_id == t.node_id,
-        };
-        if !bound {
+        if let Some(identity) = fixed
+            && identity != Some(t.node_id)
+        {
+            let (what, option) = if binding == Binding::User {
+                ("user name", "the password file or client certificate")
+            } else {
+                ("client id", "protocol.node_identity = \"client_id\"")
+            };
             let detail = format!(
-                "{} may not publish for node {} (bound to the {})",
-                if by_username {
-                    from.username.unwrap_or("an anonymous client")
-                } else {
-                    from.client_id
-                },
+                "{} may not speak for node {}: nodes are bound to the {what} ({option})",
+                identity.unwrap_or("an anonymous client"),
                 t.node_id,
-                if by_username {
-                    "user name"
-                } else {
-                    "client id"
-                },
             );
-            return self.refuse(
-                from,
-                topic_name,
-                payload,
-                RefuseCode::NotAuthorized,
-                "foreign_node",
-                detail,
-            );
+            return self.refuse_speaker(from, topic_name, &t, payload, "foreign_node", detail);
         }
+        let session = (binding == Binding::Session).then_some(&**from.client_id);
         match t.kind {
-            TopicKind::Control => self.control(from, topic_name, t, payload),
-            TopicKind::Data { sensor } => self.reading(from, topic_name, t, sensor, payload),
+            TopicKind::Control => self.control(from, session, topic_name, t, payload),
+            TopicKind::Data { sensor } => {
+                self.reading(from, session, topic_name, t, sensor, payload)
+            }
         }
     }
 
+    /// Which identity a node's topics are bound to for this sender.
+    fn binding(&self, from: Sender<'_>) -> Binding {
+        match self.node_identity {
+            NodeIdentity::None => Binding::Anyone,
+            NodeIdentity::Username => Binding::User,
+            NodeIdentity::ClientId => Binding::ClientId,
+            NodeIdentity::Auto if from.authenticated => Binding::User,
+            NodeIdentity::Auto => Binding::Session,
+        }
+    }
+
+    /// `session`: the sender's client id when nodes are bound to the session that joined them.
     fn control(
         self: &Arc<Self>,
         from: Sender<'_>,
+        session: Option<&str>,
         topic_name: &str,
         t: topic::NodeTopic<'_>,
         raw: &Bytes,
@@ -283,6 +291,36 @@ impl Protocol {
         match control {
             Control::PubConfigFile { document } => {
                 let node = self.registry.get_or_insert(t.network, t.node_id);
+                if let Some(client) = session {
+                    let speaking = node.session.lock().expect("session").clone();
+                    if let Some(other) = speaking.filter(|s| **s != *client) {
+                        let detail = format!(
+                            "node {} is bound to client {other}, which is connected: a node \
+                             without credentials belongs to the session that joined it \
+                             (protocol.node_identity = \"auto\"); set a password_file to bind \
+                             nodes to user names",
+                            t.node_id
+                        );
+                        return self.refuse_speaker(
+                            from,
+                            topic_name,
+                            &t,
+                            raw,
+                            "foreign_node",
+                            detail,
+                        );
+                    }
+                    let mut r = node.record.lock().expect("node record");
+                    if r.bound_client() != client {
+                        info!(
+                            node = t.node_id,
+                            from = r.bound_client(),
+                            to = client,
+                            "node bound to a new session"
+                        );
+                        r.bound_client = Some(client.to_string());
+                    }
+                }
                 *node.session.lock().expect("session") = Some(from.client_id.clone());
                 let job = Join {
                     document: document.to_string(),
@@ -297,15 +335,11 @@ impl Protocol {
                 Verdict::Accept
             }
             Control::PubSeverityMode { mode } => {
-                let Some(node) = self.active_node(t.network, t.node_id) else {
-                    return self.refuse(
-                        from,
-                        topic_name,
-                        raw,
-                        RefuseCode::NotAuthorized,
-                        "node_not_active",
-                        format!("node {} has not joined", t.node_id),
-                    );
+                let node = match self.active_node(t.network, t.node_id, session) {
+                    Ok(node) => node,
+                    Err((reason, detail)) => {
+                        return self.refuse_speaker(from, topic_name, &t, raw, reason, detail);
+                    }
                 };
                 let previous = {
                     let mut r = node.record.lock().expect("node record");
@@ -349,34 +383,55 @@ impl Protocol {
         }
     }
 
-    fn active_node(&self, network: &str, node_id: &str) -> Option<Arc<Node>> {
-        self.registry.get(network, node_id).filter(|n| {
-            n.record.lock().expect("node record").functional_mode == FunctionalMode::Active
-        })
+    /// The node, when it is active and (bound to a session) `session` speaks for it.
+    fn active_node(
+        &self,
+        network: &str,
+        node_id: &str,
+        session: Option<&str>,
+    ) -> Result<Arc<Node>, (&'static str, String)> {
+        let not_joined = || ("node_not_active", format!("node {node_id} has not joined"));
+        let node = self.registry.get(network, node_id).ok_or_else(not_joined)?;
+        {
+            let r = node.record.lock().expect("node record");
+            if let Some(client) = session
+                && r.bound_client() != client
+            {
+                return Err((
+                    "foreign_node",
+                    foreign_session(node_id, r.bound_client(), client),
+                ));
+            }
+            if r.functional_mode != FunctionalMode::Active {
+                return Err(not_joined());
+            }
+        }
+        Ok(node)
     }
 
     fn reading(
         self: &Arc<Self>,
         from: Sender<'_>,
+        session: Option<&str>,
         topic_name: &str,
         t: topic::NodeTopic<'_>,
         sensor: &str,
         raw: &Bytes,
     ) -> Verdict {
         let Some(node) = self.registry.get(t.network, t.node_id) else {
-            return self.refuse(
-                from,
-                topic_name,
-                raw,
-                RefuseCode::NotAuthorized,
-                "unknown_node",
-                format!("node {} has never joined", t.node_id),
+            let detail = format!(
+                "node {} has never joined: send PUB_CONFIG_FILE on its control topic first",
+                t.node_id
             );
+            return self.refuse_speaker(from, topic_name, &t, raw, "unknown_node", detail);
         };
-        let accepted = match check_reading(&node, t, sensor, raw) {
+        let accepted = match check_reading(&node, session, t, sensor, raw) {
             Ok(a) => a,
             Err((code, reason, detail)) => {
                 node.rejected.fetch_add(1, Relaxed);
+                if code == RefuseCode::NotAuthorized {
+                    return self.refuse_speaker(from, topic_name, &t, raw, reason, detail);
+                }
                 return self.refuse(from, topic_name, raw, code, reason, detail);
             }
         };
@@ -560,6 +615,10 @@ impl Protocol {
 
     /// A client went away: its nodes are offline.
     pub fn client_disconnected(&self, client_id: &str) {
+        self.answered
+            .lock()
+            .expect("answered senders")
+            .retain(|(c, _)| &**c != client_id);
         let mut changed = false;
         for node in self.registry.all() {
             let mut s = node.session.lock().expect("session");
@@ -623,6 +682,49 @@ impl Protocol {
         Verdict::Refuse { code, reason }
     }
 
+    /// Refuses a PUBLISH whose sender may not speak for the node (not bound to it, or the
+    /// node is unknown or not active), and tells that sender — and only it — on the node's
+    /// control topic: `SET_CN_FUNCTIONAL_MODE, blocked, <reason>`, once per connection and
+    /// node (a join is answered every time). The node's own session never sees the answer.
+    fn refuse_speaker(
+        &self,
+        from: Sender<'_>,
+        topic_name: &str,
+        t: &topic::NodeTopic<'_>,
+        raw: &Bytes,
+        reason: &'static str,
+        detail: String,
+    ) -> Verdict {
+        let join = t.kind == TopicKind::Control
+            && matches!(
+                payload::parse_control(raw),
+                Ok(Control::PubConfigFile { .. })
+            );
+        let first = {
+            let mut answered = self.answered.lock().expect("answered senders");
+            answered.insert((from.client_id.clone(), t.node_id.to_string()))
+        };
+        if join || first {
+            let control = match t.kind {
+                TopicKind::Control => topic_name.to_string(),
+                TopicKind::Data { .. } => match topic_name.rsplit_once('/') {
+                    Some((node_path, _sensor)) => format!("{node_path}/control"),
+                    None => topic_name.to_string(),
+                },
+            };
+            let reply = payload::functional_mode_reply(FunctionalMode::Blocked, &detail);
+            self.publish_to(control, reply, Some(from.client_id.clone()));
+        }
+        self.refuse(
+            from,
+            topic_name,
+            raw,
+            RefuseCode::NotAuthorized,
+            reason,
+            detail,
+        )
+    }
+
     fn event(&self, kind: &str, network: &str, node_id: &str, detail: serde_json::Value) {
         let line = json!({"time_ms": now_ms(), "kind": kind, "network": network, "node_id": node_id, "detail": detail});
         if let Err(e) = self.events.append(&line) {
@@ -644,8 +746,22 @@ impl Protocol {
         self.sys(&format!("{node_id}/{name}"), value.into());
     }
 
+    /// Sends `payload` at QoS 1 to the subscriptions of `recipient` alone.
+    fn publish_to(&self, topic_name: String, payload: String, recipient: Option<Arc<str>>) {
+        self.send_message(Message {
+            topic: topic_name,
+            payload: Bytes::from(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            publisher: None,
+            expires_at: None,
+            recipient,
+        });
+    }
+
     fn publish(&self, topic_name: String, payload: String, qos: QoS, retain: bool) {
-        let message = Arc::new(Message {
+        self.send_message(Message {
             topic: topic_name,
             payload: Bytes::from(payload),
             qos,
@@ -653,7 +769,12 @@ impl Protocol {
             properties: None,
             publisher: None,
             expires_at: None,
+            recipient: None,
         });
+    }
+
+    fn send_message(&self, message: Message) {
+        let message = Arc::new(message);
         if self
             .router
             .tx
@@ -673,14 +794,22 @@ impl Protocol {
 type Refusal = (RefuseCode, &'static str, String);
 
 /// Checks a reading of an existing node against its state and its declared contract.
+/// `session`: the sender's client id when nodes are bound to the session that joined them.
 fn check_reading(
     node: &Node,
+    session: Option<&str>,
     t: topic::NodeTopic<'_>,
     sensor: &str,
     raw: &Bytes,
 ) -> Result<AcceptedReading, Refusal> {
     let (config, index, severity) = {
         let r = node.record.lock().expect("node record");
+        if let Some(client) = session
+            && r.bound_client() != client
+        {
+            let detail = foreign_session(t.node_id, r.bound_client(), client);
+            return Err((RefuseCode::NotAuthorized, "foreign_node", detail));
+        }
         if r.functional_mode != FunctionalMode::Active {
             let detail = format!("node {} is {}", t.node_id, r.functional_mode.as_str());
             return Err((RefuseCode::NotAuthorized, "node_not_active", detail));
@@ -711,6 +840,29 @@ fn check_reading(
         value,
         severity,
     })
+}
+
+/// Why a client may not speak for a node bound to another session.
+fn foreign_session(node_id: &str, bound: &str, client: &str) -> String {
+    format!(
+        "client {client} may not speak for node {node_id}, which is bound to client {bound}: a \
+         node without credentials belongs to the session that sent its accepted \
+         PUB_CONFIG_FILE (protocol.node_identity = \"auto\"); join again from this client, or \
+         set a password_file to bind nodes to user names"
+    )
+}
+
+/// Which identity a node's topics are bound to, for one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// `node_identity = "none"`.
+    Anyone,
+    /// The verified user name (or certificate CN) must be the node id.
+    User,
+    /// The MQTT client id must be the node id.
+    ClientId,
+    /// The node belongs to the session that sent its accepted join.
+    Session,
 }
 
 struct Join {

@@ -40,9 +40,19 @@ pub struct NodeRecord {
     pub readings_rejected: u64,
     /// The server's own assessment from the node's readings.
     pub assessed_severity: Severity,
+    /// Client id of the session that sent the node's last join, when nodes are bound to the
+    /// session that joined them (`protocol.node_identity = "auto"` without credentials).
+    /// Absent (a node that never joined that way): the node id itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_client: Option<String>,
 }
 
 impl NodeRecord {
+    /// The client id this node's topics are bound to when bound to a session.
+    pub fn bound_client(&self) -> &str {
+        self.bound_client.as_deref().unwrap_or(&self.node_id)
+    }
+
     pub fn new(network: &str, node_id: &str) -> NodeRecord {
         NodeRecord {
             network: network.into(),
@@ -58,6 +68,7 @@ impl NodeRecord {
             readings_accepted: 0,
             readings_rejected: 0,
             assessed_severity: Severity::Normal,
+            bound_client: None,
         }
     }
 }

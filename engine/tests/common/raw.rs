@@ -120,6 +120,11 @@ impl Raw {
         }
     }
 
+    /// A second handle on the socket, to write from another thread while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.s.try_clone().expect("clone the socket")
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         let _ = self.s.write_all(bytes);
     }
