@@ -4,6 +4,8 @@
 //! `cargo bench --bench broker` (add `-- --quick` for a short run). Each broker runs as its own
 //! process on loopback; the load generator runs in this process. Rates count what the
 //! subscriber actually received. Writes `target/samos-bench/broker.md` and `broker.json`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use common::{Mosquitto, Samos, certs, free_port, wait_listening};
 use mqttbytes::QoS;
-use samos_engine::loadgen::{self, ClientTls, LoadReport, LoadSpec};
+use samos_tools::loadgen::{self, ClientTls, LoadReport, LoadSpec};
 
 struct Broker {
     name: &'static str,
@@ -268,7 +270,7 @@ fn main() {
             .iter()
             .find(|m| m.broker == "Mosquitto" && m.transport == r.transport && m.qos == r.qos)
             .and_then(|m| m.report.as_ref().ok())
-            .map(|m| m.received_per_second());
+            .map(LoadReport::received_per_second);
         match &r.report {
             Ok(rep) => {
                 let ratio = mosq.map_or("–".to_string(), |m| {

@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench ingest` (add `-- --quick` for a short run). Writes
 //! `target/samos-bench/ingest.md` and `ingest.json`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use common::Samos;
 
 use mqttbytes::QoS;
-use samos_engine::loadgen::{self, LoadSpec, NodeMode};
+use samos_tools::loadgen::{self, LoadSpec, NodeMode};
 
 fn start(dir: &Path) -> Samos {
     let data = dir.join("data");

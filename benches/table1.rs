@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench table1` (`-- --quick`: smaller pipelined loads, the whole run in a few
 //! minutes). Writes `target/samos-bench/report.md`, `report.json` and `table1.svg`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
 
 #[path = "common/mod.rs"]
 mod common;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use common::{Mosquitto, Samos, certs};
 use mqttbytes::QoS;
-use samos_engine::loadgen::{self, ClientTls, LoadReport, LoadSpec, NodeMode};
+use samos_tools::loadgen::{self, ClientTls, LoadReport, LoadSpec, NodeMode};
 
 /// The paper's Table I: clients, messages per client, stored messages/s.
 const PAPER: [(usize, usize, f64); 5] = [
@@ -127,7 +129,7 @@ impl Bench {
         };
         let report = self.rt.block_on(loadgen::run(spec));
         let run = Run {
-            rate: report.as_ref().map_or(0.0, |r| r.received_per_second()),
+            rate: report.as_ref().map_or(0.0, LoadReport::received_per_second),
             report: report.map_err(|e| e.to_string()),
         };
         eprintln!(
@@ -153,7 +155,7 @@ impl Run {
             rate: report
                 .as_ref()
                 .ok()
-                .and_then(|r| r.stored_per_second())
+                .and_then(LoadReport::stored_per_second)
                 .unwrap_or(0.0),
             report: report.map_err(|e| e.to_string()),
         }

@@ -33,7 +33,7 @@ pub enum QueryError {
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
     #[error("{0}")]
-    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error("{0}")]

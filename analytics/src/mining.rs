@@ -34,7 +34,7 @@ pub struct ResultTable {
 impl ResultTable {
     pub fn new(data_dir: &Path, name: &str, schema: SchemaRef) -> ResultTable {
         ResultTable {
-            dir: data_dir.join("mining").join(name),
+            dir: data_dir.join(samos_store::layout::MINING_DIR).join(name),
             schema,
         }
     }

@@ -141,7 +141,7 @@ impl ProtocolTable {
                 DataType::Int32 => {
                     let mut b = Int32Builder::new();
                     values.for_each(|v| {
-                        b.append_option(v.and_then(Value::as_i64).and_then(|n| n.try_into().ok()))
+                        b.append_option(v.and_then(Value::as_i64).and_then(|n| n.try_into().ok()));
                     });
                     finish(b)
                 }

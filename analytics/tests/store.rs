@@ -1,6 +1,8 @@
 //! `readings` over a store laid out as the engine lays it out: Parquet files named by WAL
 //! ranges in date partitions, and WAL records past the checkpoint. Every row is seen once,
 //! whether in Parquet, only in the WAL, or (mid-compaction) in two files; a date filter prunes.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,7 +141,7 @@ async fn every_reading_once_from_parquet_and_the_wal() {
         .await
         .unwrap()
         .iter()
-        .map(|b| b.num_rows())
+        .map(RecordBatch::num_rows)
         .sum();
     assert_eq!(rows, 7);
 

@@ -1,6 +1,8 @@
 //! Shared by the benchmark harnesses: Samos and Mosquitto as their own processes, and test
 //! certificates.
 #![allow(dead_code)]
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

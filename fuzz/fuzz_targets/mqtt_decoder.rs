@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use samos_engine::mqtt::codec::{Codec, ProtocolVersion};
+use samos_mqtt::codec::{Codec, ProtocolVersion};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else {

@@ -280,13 +280,13 @@ fn walk_band(w: &Windows, k0: usize, m: usize, out: &mut Partial) {
         unsafe { walk_band_avx2(w, k0, m, out) };
         return;
     }
-    walk_band_body(w, k0, m, out)
+    walk_band_body(w, k0, m, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn walk_band_avx2(w: &Windows, k0: usize, m: usize, out: &mut Partial) {
-    walk_band_body(w, k0, m, out)
+    walk_band_body(w, k0, m, out);
 }
 
 /// Walks the self-join's diagonals `k0 .. k0 + LANES` in lockstep: independent running dot
@@ -620,9 +620,9 @@ mod tests {
             ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.6
         };
         let mut t: Vec<f64> = (0..2000)
-            .map(|i| (i as f64 / 40.0).sin() + noise())
+            .map(|i| (f64::from(i) / 40.0).sin() + noise())
             .collect();
-        let shape: Vec<f64> = (0..50).map(|i| ((i * i) % 17) as f64 - 8.0).collect();
+        let shape: Vec<f64> = (0..50).map(|i| f64::from((i * i) % 17) - 8.0).collect();
         for (k, v) in shape.iter().enumerate() {
             t[300 + k] = *v;
             t[1400 + k] = *v + 0.01 * noise();
@@ -633,7 +633,7 @@ mod tests {
 
         // A clean wave with a short zig-zag burst: the burst is the discord.
         let mut t: Vec<f64> = (0..2000)
-            .map(|i| (i as f64 / 10.0).sin() + 0.05 * noise())
+            .map(|i| (f64::from(i) / 10.0).sin() + 0.05 * noise())
             .collect();
         for (k, v) in t[900..910].iter_mut().enumerate() {
             *v += if k % 2 == 0 { 1.5 } else { -1.5 };
@@ -645,8 +645,8 @@ mod tests {
 
     #[test]
     fn progress_counts_every_pair_once() {
-        let t: Vec<f64> = (0..900).map(|i| (i as f64 * 0.37).sin()).collect();
-        let progress = crate::Progress::new();
+        let t: Vec<f64> = (0..900).map(|i| (f64::from(i) * 0.37).sin()).collect();
+        let progress = Progress::new();
         let cpu = Cpu::new(3).with_progress(progress.clone());
         cpu.self_join(&column(&t), 20).unwrap();
         assert_eq!(progress.get().0, progress.get().1);
@@ -659,7 +659,7 @@ mod tests {
     fn the_pair_count_is_what_a_self_join_compares() {
         for (n, m) in [(100, 8), (30, 10), (12, 9), (5, 6)] {
             let l = if n >= m { n - m + 1 } else { 0 };
-            let zone = crate::exclusion_zone(m);
+            let zone = exclusion_zone(m);
             let counted = (0..l)
                 .flat_map(|i| (i + 1..l).map(move |j| j - i))
                 .filter(|d| *d > zone)

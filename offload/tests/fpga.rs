@@ -1,6 +1,8 @@
 //! The FPGA backend co-simulated: the host driver talks to the Verilator model of
 //! hw/rtl/samos_mine.v through the register map and the two streams, and every result is
 //! checked against the brute-force reference within the documented error bound.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -150,9 +152,9 @@ proptest! {
 #[test]
 fn series_larger_than_card_memory_are_joined_in_blocks() {
     let t: Vec<f64> = (0..900)
-        .map(|i| (i as f64 / 13.0).sin() * 10.0 + ((i * 7919) % 61) as f64 * 0.05)
+        .map(|i| (f64::from(i) / 13.0).sin() * 10.0 + f64::from((i * 7919) % 61) * 0.05)
         .collect();
-    let b: Vec<f64> = (0..500).map(|i| (i as f64 / 7.0).cos() * 3.0).collect();
+    let b: Vec<f64> = (0..500).map(|i| (f64::from(i) / 7.0).cos() * 3.0).collect();
     // 256 words per memory: blocks of 128 − (m − 1) windows, several in each direction.
     let fpga = sim().with_capacity_limit(256);
     check_join(&t, &t, 20, true, &fpga.self_join(&column(&t), 20).unwrap());
@@ -167,7 +169,7 @@ fn series_larger_than_card_memory_are_joined_in_blocks() {
 
 #[test]
 fn progress_counts_every_pair_the_card_compares() {
-    let t: Vec<f64> = (0..400).map(|i| (i as f64 * 0.37).sin()).collect();
+    let t: Vec<f64> = (0..400).map(|i| (f64::from(i) * 0.37).sin()).collect();
     let progress = samos_offload::Progress::new();
     let fpga = sim().with_progress(progress.clone());
     fpga.self_join(&column(&t), 16).unwrap();
@@ -181,7 +183,7 @@ fn progress_counts_every_pair_the_card_compares() {
 
 #[test]
 fn windows_the_kernel_cannot_take_are_refused_clearly() {
-    let t: Vec<f64> = (0..5000).map(|i| (i as f64).sin()).collect();
+    let t: Vec<f64> = (0..5000).map(|i| f64::from(i).sin()).collect();
     let err = sim().self_join(&column(&t), 4097).unwrap_err().to_string();
     assert!(err.contains("longer than the kernel's 4096"), "{err}");
 }

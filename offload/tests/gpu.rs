@@ -1,6 +1,8 @@
 //! The GPU backend against the brute-force reference and the CPU backend. CI runs it on Mesa's
 //! lavapipe (software Vulkan): `scripts/setup.sh` installs it, and a missing adapter fails
 //! these tests rather than skipping them.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::OnceLock;
 

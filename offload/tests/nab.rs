@@ -1,5 +1,7 @@
 //! The CPU backend on a real series: NAB's machine temperature (22,695 readings, 5 minutes
 //! apart) with a day-long window. Its discords fall inside the failures NAB labels.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! scripts whose expected answers come from the CPU reference: exact window sums, and the
 //! brute-force nearest neighbour of every window where it is unambiguous under the documented
 //! error bound. Plus Verilator's lint of the kernel.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

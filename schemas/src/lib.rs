@@ -1,11 +1,18 @@
 //! The one source of truth for Samos's data model: the sensor-network topic and payload
 //! grammar ([`topic`], [`payload`]), the node-configuration XSD, the Arrow schemas of the
-//! tables ([`readings`], [`tables`]: `nodes`, `events`, `rejected`) and their PostgreSQL DDL.
+//! tables ([`readings`], [`tables`]: `nodes`, `events`, `rejected`) and their PostgreSQL DDL,
+//! the paper's severity rules ([`severity`]) and, with the `node-config` feature, node
+//! admission: a configuration document validated against the XSD with libxml2 and read into a
+//! `NodeConfig` (`node_config`).
 //!
-//! `engine`, `analytics` and `offload` depend on this crate, never the reverse.
+//! This crate sits at the bottom of the workspace: it must never import another Samos crate,
+//! an async runtime or anything that does I/O. The server and the tools depend on it.
 
+#[cfg(feature = "node-config")]
+pub mod node_config;
 pub mod payload;
 pub mod readings;
+pub mod severity;
 pub mod tables;
 pub mod topic;
 

@@ -16,6 +16,86 @@ pub const NODES_FILE: &str = "nodes.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
 /// The quarantine under a data directory.
 pub const REJECTED_FILE: &str = "rejected.jsonl";
+/// `samos mine` results under a data directory: `mining/{table}/run-{id}.parquet`.
+pub const MINING_DIR: &str = "mining";
+
+/// The file of one mining run in its table's directory.
+pub fn mining_run_name(run_id: &str) -> String {
+    format!("run-{run_id}.parquet")
+}
+
+/// The name a mining run's file is written under before it is published.
+pub fn mining_run_temporary_name(run_id: &str) -> String {
+    format!("{TEMPORARY_PREFIX}run-{run_id}.parquet.partial")
+}
+
+/// Milliseconds in a UTC day.
+const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day number (days since 1970-01-01) of a time in milliseconds.
+pub fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// The partition directory of a UTC day: `date=YYYY-MM-DD`.
+pub fn partition_dir(root: &Path, day: i64) -> PathBuf {
+    let date = chrono::DateTime::from_timestamp_millis(day.saturating_mul(DAY_MS))
+        .unwrap_or_default()
+        .format("%Y-%m-%d");
+    root.join(format!("date={date}"))
+}
+
+/// The `date=YYYY-MM-DD` partitions under `root`, as (UTC day number, directory).
+pub fn date_partitions(root: &Path) -> Vec<(i64, PathBuf)> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let date = name.to_str()?.strip_prefix("date=")?;
+            let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+            let ms = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+            Some((utc_day(ms), e.path()))
+        })
+        .collect()
+}
+
+/// The final name of a file holding WAL sequences `first..=last`.
+pub fn part_name(first: u64, last: u64) -> String {
+    format!("part-{first:020}-{last:020}.parquet")
+}
+
+/// Prefix of every file not yet published: removed at the next start if a crash left it.
+const TEMPORARY_PREFIX: &str = ".tmp-";
+
+/// The name a file starting at WAL sequence `first` is written under before it is published.
+pub fn temporary_name(first: u64) -> String {
+    format!("{TEMPORARY_PREFIX}{first:020}.parquet.partial")
+}
+
+/// The name a compaction starting at `first` writes its merged file under.
+pub fn compaction_temporary_name(first: u64) -> String {
+    format!("{TEMPORARY_PREFIX}compact-{first:020}.parquet.partial")
+}
+
+/// Whether a file name is a not-yet-published file.
+pub fn is_temporary_name(name: &str) -> bool {
+    name.starts_with(TEMPORARY_PREFIX)
+}
+
+/// Prefix of a partition being deleted past the retention.
+const EXPIRED_PREFIX: &str = ".expired-";
+
+/// The name a partition of UTC day `day` is renamed to before it is deleted.
+pub fn expired_name(day: i64) -> String {
+    format!("{EXPIRED_PREFIX}{day}")
+}
+
+/// Whether a directory name is a partition whose deletion a crash interrupted.
+pub fn is_expired_name(name: &str) -> bool {
+    name.starts_with(EXPIRED_PREFIX)
+}
 
 /// A Parquet file's WAL sequence range, from its name `part-{first}-{last}.parquet`.
 pub fn file_range(path: &Path) -> Option<(u64, u64)> {
@@ -49,6 +129,22 @@ pub fn merged_into_another(range: (u64, u64), ranges: &[(u64, u64)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let name = part_name(3, 9);
+        assert_eq!(file_range(Path::new(&name)), Some((3, 9)));
+        assert!(is_temporary_name(&temporary_name(3)));
+        assert!(is_temporary_name(&compaction_temporary_name(3)));
+        assert!(file_range(Path::new(&temporary_name(3))).is_none());
+        assert!(is_expired_name(&expired_name(20_000)));
+        let day = utc_day(1_764_633_600_000 + 5_000);
+        assert_eq!(
+            partition_dir(Path::new("r"), day),
+            Path::new("r/date=2025-12-02")
+        );
+        assert_eq!(utc_day(-1), -1);
+    }
 
     #[test]
     fn names_give_ranges() {

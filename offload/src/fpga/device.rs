@@ -93,7 +93,7 @@ impl Device for XdmaDevice {
     fn read_reg(&mut self, offset: u32) -> Result<u32, DeviceError> {
         let mut word = [0u8; 4];
         self.user
-            .read_exact_at(&mut word, offset as u64)
+            .read_exact_at(&mut word, u64::from(offset))
             .map_err(|source| DeviceError::Io {
                 what: "register read",
                 source,
@@ -103,7 +103,7 @@ impl Device for XdmaDevice {
 
     fn write_reg(&mut self, offset: u32, value: u32) -> Result<(), DeviceError> {
         self.user
-            .write_all_at(&value.to_le_bytes(), offset as u64)
+            .write_all_at(&value.to_le_bytes(), u64::from(offset))
             .map_err(|source| DeviceError::Io {
                 what: "register write",
                 source,

@@ -116,9 +116,9 @@ pub fn window_tables(values: &[f64], quantizer: &Quantizer, m: usize) -> WindowT
     // The last gap seen, and how many values up to here equal this one.
     let (mut last_gap, mut equal_run) = (None::<usize>, 0usize);
     for (end, v) in q.iter().enumerate() {
-        let x = v.unwrap_or(0) as i64;
+        let x = i64::from(v.unwrap_or(0));
         s += x;
-        ss += (x as i128) * (x as i128);
+        ss += i128::from(x) * i128::from(x);
         if v.is_none() {
             last_gap = Some(end);
         }
@@ -132,11 +132,11 @@ pub fn window_tables(values: &[f64], quantizer: &Quantizer, m: usize) -> WindowT
         }
         let start = end + 1 - m;
         if start > 0 {
-            let leaving = q[start - 1].unwrap_or(0) as i64;
+            let leaving = i64::from(q[start - 1].unwrap_or(0));
             s -= leaving;
-            ss -= (leaving as i128) * (leaving as i128);
+            ss -= i128::from(leaving) * i128::from(leaving);
         }
-        let arg = m as i128 * ss - (s as i128) * (s as i128);
+        let arg = m as i128 * ss - i128::from(s) * i128::from(s);
         let c = if last_gap.is_some_and(|g| g >= start) {
             CLASS_GAP
         } else if equal_run >= m {
@@ -195,7 +195,7 @@ pub struct StatsSums {
 impl StatsSums {
     /// Decodes the nine words of one window.
     pub fn from_words(w: &[u32]) -> StatsSums {
-        let wide = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64) as i64;
+        let wide = |lo: u32, hi: u32| (u64::from(hi) << 32 | u64::from(lo)) as i64;
         StatsSums {
             count: w[0],
             min: w[1] as i32,
@@ -221,8 +221,8 @@ impl StatsSums {
                 s.count += 1;
                 s.min = s.min.min(q);
                 s.max = s.max.max(q);
-                s.sum += q as i64;
-                s.sum_sq += (q as i64) * (q as i64);
+                s.sum += i64::from(q);
+                s.sum_sq += i64::from(q) * i64::from(q);
             }
             s.running_sums += s.sum;
         }
@@ -252,24 +252,24 @@ pub fn finish_window(out: &mut WindowStats, s: &StatsSums, valid: &[bool], quant
         out.push_gap();
         return;
     }
-    let n = s.count as i128;
+    let n = i128::from(s.count);
     let (mut sx, mut sxx) = (0i128, 0i128);
     for (x, _) in valid.iter().enumerate().filter(|(_, v)| **v) {
         sx += x as i128;
         sxx += (x * x) as i128;
     }
-    let sum = s.sum as i128;
-    let var_num = n * s.sum_sq as i128 - sum * sum;
-    let sum_pos_q = valid.len() as i128 * sum - s.running_sums as i128;
+    let sum = i128::from(s.sum);
+    let var_num = n * i128::from(s.sum_sq) - sum * sum;
+    let sum_pos_q = valid.len() as i128 * sum - i128::from(s.running_sums);
     let sxy = n * sum_pos_q - sx * sum;
     let sxx = n * sxx - sx * sx;
     let step = quantizer.step;
-    out.min.push(quantizer.value(s.min as f64));
-    out.max.push(quantizer.value(s.max as f64));
+    out.min.push(quantizer.value(f64::from(s.min)));
+    out.max.push(quantizer.value(f64::from(s.max)));
     out.mean
-        .push(quantizer.value(s.sum as f64 / s.count as f64));
+        .push(quantizer.value(s.sum as f64 / f64::from(s.count)));
     out.std
-        .push(step * (var_num.max(0) as f64).sqrt() / s.count as f64);
+        .push(step * (var_num.max(0) as f64).sqrt() / f64::from(s.count));
     out.slope.push(if sxx > 0 {
         step * (sxy as f64 / sxx as f64)
     } else {
@@ -306,11 +306,11 @@ mod tests {
     #[test]
     fn quantization_stays_within_half_a_step() {
         let values: Vec<f64> = (0..1000)
-            .map(|i| (i as f64 * 0.37).sin() * 40.0 + 75.0)
+            .map(|i| (f64::from(i) * 0.37).sin() * 40.0 + 75.0)
             .collect();
         let q = Quantizer::for_series(&values);
         for v in &values {
-            let back = q.value(q.quantize(*v).unwrap() as f64);
+            let back = q.value(f64::from(q.quantize(*v).unwrap()));
             assert!(
                 (back - v).abs() <= q.step / 2.0 * (1.0 + 1e-9),
                 "{v} {back}"
@@ -326,7 +326,7 @@ mod tests {
             let w = norm_word(arg);
             let (e, mant) = ((w >> 24) & 0x3F, w & 0xFF_FFFF);
             assert!((1 << 23..1 << 24).contains(&mant), "{arg}: {mant:x}");
-            let r = mant as f64 * 2f64.powi(-(e as i32) - 23);
+            let r = f64::from(mant) * 2f64.powi(-(e as i32) - 23);
             let want = 1.0 / (arg as f64).sqrt();
             assert!(
                 ((r - want) / want).abs() <= 2f64.powi(-24),
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn window_tables_follow_their_definitions() {
-        let mut values: Vec<f64> = (0..200).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
+        let mut values: Vec<f64> = (0..200).map(|i| f64::from((i * 37) % 23) - 11.0).collect();
         values[40..60].iter_mut().for_each(|v| *v = 2.5);
         values[90] = f64::NAN;
         values[120..126]
@@ -352,10 +352,10 @@ mod tests {
                 .map(|v| quantizer.quantize(*v))
                 .collect();
             let raw = &values[i..i + m];
-            let gap = w.iter().any(|v| v.is_none());
-            let s: i64 = w.iter().map(|v| v.unwrap_or(0) as i64).sum();
-            let ss: i128 = w.iter().map(|v| (v.unwrap_or(0) as i128).pow(2)).sum();
-            let arg = m as i128 * ss - (s as i128) * (s as i128);
+            let gap = w.iter().any(Option::is_none);
+            let s: i64 = w.iter().map(|v| i64::from(v.unwrap_or(0))).sum();
+            let ss: i128 = w.iter().map(|v| i128::from(v.unwrap_or(0)).pow(2)).sum();
+            let arg = m as i128 * ss - i128::from(s) * i128::from(s);
             let want = if gap {
                 CLASS_GAP
             } else if raw.iter().all(|v| *v == raw[0]) {

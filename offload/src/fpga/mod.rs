@@ -122,7 +122,10 @@ impl Fpga {
         output_words: usize,
         cycles: u64,
     ) -> Result<Vec<u32>, MiningError> {
-        let mut dev = self.device.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dev = self
+            .device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (out, status) = (|| {
             for &(reg, value) in setup {
                 dev.write_reg(reg, value)?;

@@ -412,7 +412,10 @@ impl Gpu {
             p.start((0..bands).map(pairs_of_band).sum());
         }
 
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pool = &mut *pool;
         self.scoped(|| {
             let xa = self.storage(pool, "xa", bytemuck::cast_slice(&a.x));
@@ -450,7 +453,7 @@ impl Gpu {
                     la: la as u32,
                     lb: lb as u32,
                     m: m as u32,
-                    self_join: self_join as u32,
+                    self_join: u32::from(self_join),
                     k_first: k_first as i32,
                     band0: band0 as u32,
                     nbands: nbands as u32,
@@ -600,7 +603,7 @@ impl Backend for Gpu {
             first_window += *n as u32;
             for v in t {
                 vals.push(if v.is_finite() { (v - c) as f32 } else { 0.0 });
-                valid.push(v.is_finite() as u32);
+                valid.push(u32::from(v.is_finite()));
             }
         }
         let params: Vec<u8> = [
@@ -619,7 +622,10 @@ impl Backend for Gpu {
                 vals.len()
             )));
         }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pool = &mut *pool;
         let out = self.scoped(|| {
             let uniform = self.uniform(pool, "stats_params", &params);
@@ -688,7 +694,7 @@ mod tests {
     fn several_batches_give_what_one_batch_gives() {
         let mut gpu = Gpu::new().expect("a GPU adapter (bash scripts/setup.sh installs lavapipe)");
         let t: Vec<f64> = (0..3000)
-            .map(|i| (i as f64 / 17.0).sin() + ((i * 7919) % 101) as f64 / 300.0)
+            .map(|i| (f64::from(i) / 17.0).sin() + f64::from((i * 7919) % 101) / 300.0)
             .collect();
         let column = Float64Array::from(t);
         let one = gpu.self_join(&column, 40).unwrap();

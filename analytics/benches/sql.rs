@@ -1,0 +1,290 @@
+//! SQL over the stored history against DuckDB, in one run on the same files: an hourly average
+//! per node and sensor over 10 million readings (`SAMOS_SQL_BENCH_ROWS` to change).
+//!
+//! The store is written the way the engine writes it (`readings/date=…/part-….parquet`, the
+//! engine's writer settings, 1,000,000-row files): 100 nodes × 4 sensors, one reading each
+//! every 15 s, values replayed from the bundled UCI office trace (temperature, humidity, light,
+//! CO2). Samos answers through `samos_analytics::History` (the `readings` table of `samos sql`
+//! and the HTTP API, WAL check included); DuckDB (the Python package) reads the same files with
+//! `read_parquet(…, hive_partitioning = true)`. Each side runs the query once to warm the page
+//! cache, then `RUNS` times; medians are compared. Both answers are checked to agree.
+//!
+//! `cargo bench --bench sql` (`-- --quick`: 1 million readings); writes
+//! `target/samos-bench/sql.json`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, Float64Array, StringArray, StringDictionaryBuilder, TimestampMillisecondArray,
+    UInt8Array, UInt64Array,
+};
+use arrow::datatypes::Int32Type;
+use arrow::record_batch::RecordBatch;
+use samos_analytics::datafusion::arrow;
+use samos_analytics::{Access, History};
+use samos_schemas::readings::{ROWS_PER_BATCH, readings_schema};
+
+const NODES: usize = 100;
+const SENSORS: [&str; 4] = ["temperature", "humidity", "light", "co2"];
+const STEP_MS: i64 = 15_000;
+const START_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
+const FILE_ROWS: usize = 1_000_000;
+const RUNS: usize = 5;
+/// The target: Samos within this factor of DuckDB.
+const TARGET_RATIO: f64 = 1.5;
+
+const SAMOS_QUERY: &str = "SELECT node_id, sensor, date_bin(INTERVAL '1 hour', ingest_time) AS hour, \
+     avg(value) AS avg_value, count(*) AS n FROM readings GROUP BY 1, 2, 3";
+const DUCKDB_QUERY: &str = "SELECT node_id, sensor, time_bucket(INTERVAL '1 hour', ingest_time) AS hour, \
+     avg(value) AS avg_value, count(*) AS n FROM read_parquet('{glob}', hive_partitioning = true) \
+     GROUP BY ALL";
+
+/// The office trace's four columns, one row a minute.
+fn trace() -> Vec<[f64; 4]> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../datasets/uci-occupancy-detection/datatest.txt");
+    std::fs::read_to_string(path)
+        .expect("the bundled UCI trace")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some([
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+                f.get(4)?.parse().ok()?,
+                f.get(5)?.parse().ok()?,
+            ])
+        })
+        .collect()
+}
+
+fn dict(values: impl Iterator<Item = String>) -> ArrayRef {
+    let mut b = StringDictionaryBuilder::<Int32Type>::new();
+    values.for_each(|v| {
+        b.append_value(v);
+    });
+    Arc::new(b.finish())
+}
+
+/// Rows `first..first + n` of the series, in time order (all series sample at each step).
+fn batch(first: usize, n: usize, trace: &[[f64; 4]], seq: u64) -> RecordBatch {
+    let series = NODES * SENSORS.len();
+    let rows = first..first + n;
+    let step = |r: usize| r / series;
+    let node = |r: usize| (r % series) / SENSORS.len();
+    let sensor = |r: usize| r % SENSORS.len();
+    let schema = readings_schema();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for field in schema.fields() {
+        let column: ArrayRef = match field.name().as_str() {
+            "ingest_time" => Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    rows.clone().map(|r| START_MS + step(r) as i64 * STEP_MS),
+                )
+                .with_timezone("UTC"),
+            ),
+            "node_id" | "client_id" => dict(rows.clone().map(|r| format!("N{:03}", node(r)))),
+            "sensor" => dict(rows.clone().map(|r| SENSORS[sensor(r)].to_string())),
+            "units" => dict(
+                rows.clone()
+                    .map(|r| ["C", "%RH", "lx", "ppm"][sensor(r)].into()),
+            ),
+            "data_type" => dict(rows.clone().map(|_| "float".to_string())),
+            "severity" => dict(rows.clone().map(|_| "normalMode".to_string())),
+            "network" => dict(rows.clone().map(|_| "bench".to_string())),
+            "room" => dict(rows.clone().map(|r| format!("R{:02}", node(r) % 20))),
+            "value" => Arc::new(Float64Array::from_iter_values(rows.clone().map(|r| {
+                let minute = (step(r) / 4 + node(r) * 7) % trace.len();
+                trace[minute][sensor(r)]
+            }))),
+            "raw" => Arc::new(StringArray::new_null(n)),
+            "qos" => Arc::new(UInt8Array::from_iter_values(rows.clone().map(|_| 1))),
+            "key" => Arc::new(UInt64Array::from_iter_values(
+                (0..n as u64).map(|i| seq * ROWS_PER_BATCH + i),
+            )),
+            _ => dict(rows.clone().map(|_| "x".to_string())),
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// Writes `rows` readings as the engine would; one WAL sequence per 65,536-row batch.
+fn write_store(data: &Path, rows: usize) {
+    let trace = trace();
+    let day_rows = (86_400_000 / STEP_MS) as usize * NODES * SENSORS.len();
+    let mut seq = 1u64;
+    let mut at = 0usize;
+    while at < rows {
+        let date_end = (at / day_rows + 1) * day_rows;
+        let end = (at + FILE_ROWS).min(rows).min(date_end);
+        let day_ms = START_MS + (at / day_rows) as i64 * 86_400_000;
+        let date = chrono::DateTime::from_timestamp_millis(day_ms)
+            .unwrap()
+            .format("%Y-%m-%d")
+            .to_string();
+        let dir = data.join(format!("readings/date={date}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first_seq = seq;
+        let tmp = dir.join(".tmp.parquet.partial");
+        let mut w = samos_store::parquet::readings_writer(&tmp).unwrap();
+        let mut i = at;
+        while i < end {
+            let n = (end - i).min(65_536);
+            w.write(&batch(i, n, &trace, seq)).unwrap();
+            seq += 1;
+            i += n;
+        }
+        w.close().unwrap();
+        std::fs::rename(
+            &tmp,
+            dir.join(format!("part-{first_seq:020}-{:020}.parquet", seq - 1)),
+        )
+        .unwrap();
+        at = end;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// DuckDB's median seconds, groups and rows, from the Python package.
+fn duckdb(data: &Path) -> Option<(f64, u64, u64, String)> {
+    let glob = format!("{}/readings/*/*.parquet", data.display());
+    let query = DUCKDB_QUERY.replace("{glob}", &glob);
+    let script = format!(
+        r#"
+import json, statistics, time, duckdb
+con = duckdb.connect()
+q = {query:?}
+rows = con.execute(q).fetchall()
+times = []
+for _ in range({RUNS}):
+    t = time.perf_counter(); rows = con.execute(q).fetchall(); times.append(time.perf_counter() - t)
+print(json.dumps({{"median": statistics.median(times), "groups": len(rows),
+                  "rows": sum(r[4] for r in rows), "version": duckdb.__version__,
+                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}}))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "DuckDB baseline unavailable (bash scripts/setup.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        v["median"].as_f64()?,
+        v["groups"].as_u64()?,
+        v["rows"].as_u64()?,
+        format!("{} ({} threads)", v["version"].as_str()?, v["threads"]),
+    ))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` asks harnesses for their benchmarks
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rows: usize = std::env::var("SAMOS_SQL_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let t = Instant::now();
+    write_store(&data, rows);
+    println!(
+        "store: {rows} readings ({NODES} nodes × {} sensors, one each every 15 s) written in {:.1} s",
+        SENSORS.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (samos_s, groups, counted) = rt.block_on(async {
+        let history = History::open(&data, Access::Query).await.unwrap();
+        let run = || async {
+            let batches = history.query(SAMOS_QUERY).await.unwrap();
+            let groups: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let n: i64 = batches
+                .iter()
+                .map(|b| {
+                    arrow::compute::sum(
+                        b.column(4)
+                            .as_any()
+                            .downcast_ref::<arrow::array::Int64Array>()
+                            .unwrap(),
+                    )
+                    .unwrap_or(0)
+                })
+                .sum();
+            (groups, n as u64)
+        };
+        run().await;
+        let mut times = Vec::new();
+        let mut last = (0, 0);
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            last = run().await;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        (median(times), last.0, last.1)
+    });
+    assert_eq!(counted, rows as u64, "Samos counted every reading once");
+    println!("Samos (DataFusion): median {samos_s:.3} s, {groups} groups");
+    let mut report = serde_json::json!({
+        "rows": rows,
+        "query": SAMOS_QUERY,
+        "samos_median_s": samos_s,
+        "groups": groups,
+        "runs": RUNS,
+        "cores": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1),
+    });
+    match duckdb(&data) {
+        Some((duck_s, duck_groups, duck_rows, version)) => {
+            assert_eq!(duck_groups as usize, groups, "DuckDB found the same groups");
+            assert_eq!(duck_rows, rows as u64, "DuckDB counted the same rows");
+            let ratio = samos_s / duck_s;
+            println!("DuckDB {version}: median {duck_s:.3} s, {duck_groups} groups");
+            println!(
+                "Samos / DuckDB = {ratio:.2}× (target ≤ {TARGET_RATIO}×: {})",
+                if ratio <= TARGET_RATIO {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+            report["duckdb_median_s"] = duck_s.into();
+            report["duckdb_version"] = version.into();
+            report["ratio"] = ratio.into();
+        }
+        None => println!("DuckDB: not installed; no ratio"),
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("sql.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+}

@@ -1,0 +1,389 @@
+//! Test support: a real `samos serve` process on ephemeral ports, and helpers for driving
+//! real clients (mosquitto_pub/sub, paho-mqtt, raw sockets) against it.
+#![allow(dead_code)]
+// Test support: a panic here is the failing test's report.
+#![allow(clippy::unwrap_used)]
+
+pub mod pg;
+pub mod raw;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server, killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub mqtt: Vec<SocketAddr>,
+    pub mqtts: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    log: PathBuf,
+}
+
+pub fn samos_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_samos")
+}
+
+impl TestServer {
+    /// Starts with a plain loopback listener on a free port and the defaults.
+    pub fn start() -> TestServer {
+        Self::with_config("")
+    }
+
+    /// Starts with `toml` as the configuration file (top-level keys first, then tables).
+    /// Without a `[[listener]]` table a plain loopback listener on port 0 is added.
+    pub fn with_config(toml: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::in_dir(dir, toml)
+    }
+
+    /// Starts in an existing directory (for restarts keeping the data directory).
+    pub fn in_dir(dir: tempfile::TempDir, toml: &str) -> TestServer {
+        let config = dir.path().join("samos.toml");
+        let data = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!("data_dir = {:?}\n{toml}", data.display().to_string()),
+        )
+        .expect("write config");
+        let ready = dir.path().join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = dir.path().join("samos.log");
+        let mut cmd = Command::new(samos_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
+            .arg("--api-listen")
+            .arg("127.0.0.1:0")
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--log")
+            .arg("info,samos_server=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if !toml.contains("[[listener]]") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        let child = cmd.spawn().expect("spawn samos");
+        let mut server = TestServer {
+            child,
+            dir,
+            mqtt: Vec::new(),
+            mqtts: Vec::new(),
+            metrics: None,
+            api: None,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("ready json");
+                let addrs = |k: &str| -> Vec<SocketAddr> {
+                    v[k].as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|s| s.as_str().unwrap().parse().unwrap())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                server.mqtt = addrs("mqtt");
+                server.mqtts = addrs("mqtts");
+                server.metrics = v["metrics"].as_str().map(|s| s.parse().unwrap());
+                server.api = v["api"].as_str().map(|s| s.parse().unwrap());
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("samos exited with {status}: {}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "samos did not start: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.mqtt[0].port()
+    }
+
+    pub fn tls_port(&self) -> u16 {
+        self.mqtts[0].port()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `GET /metrics` over a real socket.
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics.expect("metrics enabled"), "/metrics")
+    }
+
+    /// One counter's value from /metrics (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> u64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM (an orderly shutdown) and wait, keeping the directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// SIGKILL, keeping the directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- samos log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET returning the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
+
+/// Runs a command to completion, killing it after `timeout`.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    wait_output(child, timeout)
+}
+
+/// Collects a spawned child's output, killing it after `timeout`.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait: {e}"),
+        }
+    }
+    child.wait_with_output().expect("output")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `mosquitto_pub` against the server with extra arguments.
+pub fn mosquitto_pub(port: u16, args: &[&str]) -> Output {
+    run(
+        Command::new("mosquitto_pub")
+            .arg("-h")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args),
+        Duration::from_secs(20),
+    )
+}
+
+/// Starts `mosquitto_sub` in the background; read its output with [`wait_output`].
+pub fn mosquitto_sub(port: u16, args: &[&str]) -> Child {
+    Command::new("mosquitto_sub")
+        .arg("-h")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (package mosquitto-clients)")
+}
+
+/// Gives a background subscriber time to subscribe: polls the server's subscription gauge.
+pub fn wait_subscriptions(server: &TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("samos_subscriptions ") < n {
+        assert!(Instant::now() < deadline, "subscriptions never reached {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a paho-mqtt scenario from `tests/paho_scenarios.py`.
+pub fn paho(scenario: &str, port: u16, extra: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho_scenarios.py");
+    run(
+        Command::new("python3")
+            .arg(script)
+            .arg(scenario)
+            .arg(port.to_string())
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+/// Creates a CA, a server certificate for 127.0.0.1/localhost and a client certificate with
+/// CN `cn`, using the openssl command line. Returns the directory.
+pub fn make_certs(dir: &Path, client_cn: &str) -> PathBuf {
+    let d = dir.join("certs");
+    std::fs::create_dir_all(&d).unwrap();
+    let sh = format!(
+        r#"set -e
+cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Samos Test CA" \
+  -keyout ca.key -out ca.crt -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN={client_cn}" -keyout client.key -out client.csr 2>/dev/null
+printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.crt 2>/dev/null
+"#,
+        d = d.display()
+    );
+    let out = run(
+        Command::new("sh").arg("-c").arg(sh),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+/// Writes a password file with `samos passwd` (few iterations to keep tests quick).
+pub fn make_passwords(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("passwords");
+    for (u, p) in users {
+        let out = run(
+            Command::new(samos_bin())
+                .args(["passwd", "--iterations", "1000", "--password", p])
+                .arg(&path)
+                .arg(u),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
+/// The Parquet store of a data directory as pyarrow (an independent reader) sees it:
+/// rows, files, sorted values, distinct keys, nodes, sensors, dates, columns.
+pub fn read_store(data: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
+    let out = run(
+        Command::new("python3").arg(script).arg(data),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// Node `id` (`cn1` or `cn2` of the paper) joins with its configuration over MQTT 3.1.1 on the
+/// paper's Karlovasi topics; returns the connection once the server answered `active`.
+pub fn join_paper_node(s: &TestServer, id: &str) -> raw::Raw {
+    const NET: &str = "Karlovasi_IoT_network";
+    const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+    let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../datasets/node-configs/{}_config.xml",
+        id.to_lowercase()
+    )))
+    .unwrap();
+    let control = format!("{NET}/{id}/{LOC}/control");
+    let (mut c, _) = raw::Raw::connected(s.port(), 4, id, true, &[]);
+    c.send(&raw::subscribe(4, 1, &control, 0));
+    let _ = c.next(Duration::from_secs(10));
+    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
+    while !c
+        .next_publish(Duration::from_secs(10))
+        .expect("join reply")
+        .1
+        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
+    {}
+    c
+}

@@ -1,0 +1,251 @@
+//! The batcher thread: takes readings and session changes off the queue in arrival order,
+//! gathers what is waiting into one WAL record (group commit: a lone reading commits at once,
+//! under load records grow while the previous fsync runs), appends and fsyncs it, releases the
+//! acknowledgement tickets it held, and hands the Arrow batch to the Parquet sink.
+//!
+//! Invariants: a ticket is released only after the record holding its reading or session
+//! change is fsync'd; a record never spans two UTC days; the queue's slots are given back as
+//! work leaves the queue, and closed when the batcher stops.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender};
+use samos_store::layout::utc_day;
+use tokio::sync::Semaphore;
+use tracing::{error, warn};
+
+use super::columns::{build_batch, encode_record};
+use super::parquet_sink::SinkMsg;
+use super::wal::{Wal, WalError};
+use super::{Reading, Ticket, Work, postgres};
+use crate::broker::durable::{SessionOp, SessionTable};
+use crate::metrics::Metrics;
+
+/// Owns the column builders, the WAL and the durable session table.
+pub(super) struct Batcher {
+    /// The sessions as the committed records leave them.
+    pub(super) sessions: SessionTable,
+    pub(super) durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// Last committed sequence, for sinks that follow the WAL.
+    pub(super) committed: Arc<AtomicU64>,
+    /// The PostgreSQL sink's progress, when there is one.
+    pub(super) pg: Option<Arc<postgres::PostgresState>>,
+    /// Committed batches PostgreSQL may fall behind before commits (and so publishers) wait.
+    pub(super) max_backlog: u64,
+    pub(super) rx: Receiver<Work>,
+    /// Queue slots: one is given back for every reading or session change taken off `rx`.
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) wal: Wal,
+    pub(super) max_rows: usize,
+    pub(super) sink: Sender<SinkMsg>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// What one WAL record gathers: readings of one UTC day and session changes, in queue order.
+#[derive(Default)]
+struct Group {
+    readings: Vec<Reading>,
+    ops: Vec<SessionOp>,
+    /// Acknowledgements to release once the record is durable, in queue order.
+    acks: Vec<Ticket>,
+    day: Option<i64>,
+}
+
+impl Group {
+    /// Adds `work` unless it must go into the next record (a reading of another day, a flush).
+    fn add(&mut self, work: Work) -> Option<Work> {
+        match work {
+            Work::Reading(r) => {
+                let day = utc_day(r.ingest_time_ms);
+                if self.day.is_some_and(|d| d != day) {
+                    return Some(Work::Reading(r));
+                }
+                self.day = Some(day);
+                if let Some(pkid) = r.qos2_pkid {
+                    self.ops.push(SessionOp::Received {
+                        client: r.client_id.clone(),
+                        pkid,
+                    });
+                }
+                if let Some(ack) = &r.ack {
+                    self.acks.push(ack.clone());
+                }
+                self.readings.push(r);
+            }
+            Work::Session { op, ack } => {
+                self.ops.push(op);
+                self.acks.extend(ack);
+            }
+            flush @ Work::Flush(_) => return Some(flush),
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.readings.len() + self.ops.len()
+    }
+}
+
+/// Closes the queue's slots when the batcher stops, however it stops: connections waiting
+/// for room get an error instead of waiting forever.
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl Batcher {
+    pub(super) fn run(mut self) {
+        let _close = CloseOnDrop(self.slots.clone());
+        let mut carry: Option<Work> = None;
+        loop {
+            let work = match carry.take() {
+                Some(w) => w,
+                None => match self.rx.recv() {
+                    Ok(w) => self.taken(w),
+                    Err(_) => return,
+                },
+            };
+            if let Work::Flush(done) = work {
+                let _ = self.sink.send(SinkMsg::Flush(done));
+                continue;
+            }
+            let mut group = Group::default();
+            carry = group.add(work);
+            while carry.is_none() && group.len() < self.max_rows {
+                match self.rx.try_recv() {
+                    Ok(w) => carry = group.add(self.taken(w)),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit(group) {
+                // Nothing of this batch is acknowledged: clients resend after reconnecting.
+                error!(error = %e, "WAL commit failed; stopping ingest (readings stay unacknowledged)");
+                return;
+            }
+        }
+    }
+
+    /// Gives back the queue slot `work` held (a flush holds none).
+    fn taken(&self, work: Work) -> Work {
+        if !matches!(work, Work::Flush(_)) {
+            self.slots.add_permits(1);
+        }
+        work
+    }
+
+    /// Waits while PostgreSQL is more than `max_backlog` batches behind: the WAL backlog on
+    /// disk stays bounded, the queue fills, and publishers are paused instead.
+    fn wait_for_backlog(&self) {
+        let Some(pg) = &self.pg else { return };
+        let mut warned = false;
+        while self
+            .wal
+            .next_seq()
+            .saturating_sub(pg.checkpoint.load(Relaxed) + 1)
+            >= self.max_backlog
+        {
+            if !warned {
+                warned = true;
+                warn!(
+                    backlog = self.max_backlog,
+                    "PostgreSQL is too far behind: holding commits (publishers are paused, nothing is dropped)"
+                );
+            }
+            self.metrics.ingest_backpressure.fetch_add(1, Relaxed);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn commit(&mut self, group: Group) -> Result<(), WalError> {
+        self.wait_for_backlog();
+        let started = Instant::now();
+        let seq = self.wal.next_seq();
+        let batch = (!group.readings.is_empty()).then(|| build_batch(&group.readings, seq));
+        let payload = if self.wal.next_append_starts_segment() {
+            // Every segment opens with the whole session table, so freeing older segments
+            // never loses a session; sessions expired by now are left out.
+            let gone = self.sessions.drop_expired(crate::clock::now_ms());
+            if !gone.is_empty() {
+                let mut clients = self.durable_clients.lock().expect("durable clients");
+                for c in &gone {
+                    clients.remove(c);
+                }
+                self.metrics
+                    .durable_sessions
+                    .store(self.sessions.len() as u64, Relaxed);
+            }
+            let mut ops = self.sessions.snapshot();
+            ops.extend(group.ops.iter().cloned());
+            encode_record(&ops, batch.as_ref())
+        } else {
+            encode_record(&group.ops, batch.as_ref())
+        };
+        self.wal.append(&payload)?;
+        self.wal.commit()?;
+        self.committed.store(seq, Relaxed);
+        if !group.ops.is_empty() {
+            self.apply_sessions(&group.ops);
+        }
+        if let Some(pg) = &self.pg {
+            // Kept current here too, so an outage (no sink loop running) still shows its lag.
+            let lag = seq.saturating_sub(pg.checkpoint.load(Relaxed));
+            self.metrics.postgres_lag.store(lag, Relaxed);
+        }
+        let m = &self.metrics;
+        m.wal_commit_latency.observe(started.elapsed());
+        m.wal_bytes.fetch_add(payload.len() as u64 + 16, Relaxed);
+        m.readings_committed
+            .fetch_add(group.readings.len() as u64, Relaxed);
+        m.wal_batches.fetch_add(1, Relaxed);
+        // Release acknowledgements: each connection's sequence numbers arrive in its order,
+        // so of a run of one connection's tickets only the last needs a wake-up.
+        for (i, ticket) in group.acks.iter().enumerate() {
+            let next_same = group
+                .acks
+                .get(i + 1)
+                .is_some_and(|n| Arc::ptr_eq(&n.cursor, &ticket.cursor));
+            if !next_same {
+                release(ticket);
+            }
+        }
+        drop(group);
+        // A slow sink blocks here, which stops commits, which fills the queue, which pauses
+        // publishers: the WAL backlog stays bounded.
+        if let Some(batch) = batch {
+            let _ = self.sink.send(SinkMsg::Batch(seq, batch));
+        }
+        Ok(())
+    }
+
+    fn apply_sessions(&mut self, ops: &[SessionOp]) {
+        let mut clients = self.durable_clients.lock().expect("durable clients");
+        for op in ops {
+            self.sessions.apply(op);
+            if let Some(client) = op.client() {
+                if self.sessions.contains(client) {
+                    clients.insert(client.clone());
+                } else {
+                    clients.remove(client);
+                }
+            }
+        }
+        self.metrics
+            .durable_sessions
+            .store(self.sessions.len() as u64, Relaxed);
+    }
+}
+
+/// Marks `ticket`'s sequence durable on its connection's cursor and wakes the connection.
+fn release(ticket: &Ticket) {
+    ticket
+        .cursor
+        .durable
+        .fetch_max(ticket.seq, Ordering::Release);
+    ticket.cursor.notify.notify_one();
+}

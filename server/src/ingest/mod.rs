@@ -1,0 +1,414 @@
+//! The durable ingest path: accepted readings → a bounded queue → one batcher that owns the
+//! Arrow column builders → WAL append + fsync (group commit) → acknowledgements released →
+//! Parquet.
+//!
+//! Acknowledge after durable: a connection holds the PUBACK/PUBREC of a reading until the
+//! batch holding it is fsync'd; each connection has an [`AckCursor`] the batcher advances.
+//! Group commit is adaptive: the batcher takes whatever is queued when it is free, so a lone
+//! client's reading commits at once, and under load batches grow while the previous fsync runs.
+//! A batch never spans two UTC dates, so each lands whole in one Parquet partition.
+//!
+//! The Parquet sink writes `readings/date=YYYY-MM-DD/part-{first}-{last}.parquet` (ZSTD,
+//! statistics) under a temporary name, fsyncs it, renames it, then advances the WAL
+//! checkpoint and frees WAL segments. Recovery replays what the WAL holds past the checkpoint;
+//! temporary files of a crashed run are removed first, so every row reaches Parquet once.
+
+//! The durable ingest path: accepted readings → a bounded queue → one batcher that owns the
+//! Arrow column builders → WAL append + fsync (group commit) → acknowledgements released →
+//! Parquet (and PostgreSQL, following the WAL).
+//!
+//! Acknowledge after durable: a connection holds the PUBACK/PUBREC of a reading until the
+//! record holding it is fsync'd. It hands each such reading over with a [`Ticket`] (its
+//! connection's [`AckCursor`] and a sequence number on it); the batcher advances the cursor
+//! once the record is durable. A record never spans two UTC dates, so each lands whole in one
+//! Parquet partition.
+//!
+//! Backpressure, never a drop: the queue has a fixed number of slots; a connection that finds
+//! none waits (asynchronously, so it stops reading its socket) until the batcher takes work
+//! off the queue and gives slots back.
+//!
+//! Files: [`batcher`] (group commit and ticket release), [`columns`] (the Arrow batch and the
+//! WAL record), `parquet_sink` (published files, checkpoint, retention), [`postgres`].
+//! Recovery at start replays what the WAL holds past the checkpoint into Parquet; the store
+//! removes a crashed run's temporary files first, so every row reaches Parquet once.
+
+mod batcher;
+pub mod columns;
+mod parquet_sink;
+pub mod postgres;
+
+pub use samos_store::wal;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Sender};
+use samos_schemas::node_config::NodeConfig;
+use samos_schemas::payload::{Severity, Value};
+use samos_schemas::readings::ROWS_PER_BATCH;
+use samos_store::layout;
+use samos_store::parquet::{ParquetError, ParquetStore, Rotation};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tracing::{info, warn};
+
+use crate::broker::durable::{DurableSession, SessionOp, SessionTable};
+use crate::config::{Durability, StorageConfig};
+use crate::metrics::Metrics;
+use batcher::Batcher;
+pub use columns::{build_batch, decode_record_sessions, encode_record};
+use parquet_sink::ParquetSink;
+use wal::{Wal, WalError};
+
+/// How far a connection's readings are durable: the batcher stores the highest per-connection
+/// sequence number it has committed and wakes the connection.
+#[derive(Debug, Default)]
+pub struct AckCursor {
+    pub durable: AtomicU64,
+    pub notify: Notify,
+}
+
+/// A place in one connection's acknowledgement order: once the record holding the work it
+/// travels with is durable, the batcher raises `cursor` to `seq`.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub cursor: Arc<AckCursor>,
+    pub seq: u64,
+}
+
+/// What the protocol accepted: a value of one declared sensor of an active node.
+#[derive(Debug)]
+pub struct AcceptedReading {
+    pub config: Arc<NodeConfig>,
+    /// Index into `config.sensors`.
+    pub sensor: usize,
+    pub value: Value,
+    /// The node's reported severity when the reading arrived.
+    pub severity: Severity,
+}
+
+/// How the reading arrived, as its connection knows it: stored beside it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub client_id: Arc<str>,
+    pub qos: u8,
+    /// The QoS 2 packet id to store with the reading, for a persistent session.
+    pub qos2_pkid: Option<u16>,
+}
+
+/// One accepted reading on its way to storage.
+#[derive(Debug)]
+pub struct Reading {
+    pub ingest_time_ms: i64,
+    pub config: Arc<NodeConfig>,
+    /// Index into `config.sensors`.
+    pub sensor: usize,
+    pub value: Value,
+    pub severity: Severity,
+    pub qos: u8,
+    pub client_id: Arc<str>,
+    /// Released once the reading is durable, when its acknowledgement waits for that.
+    pub ack: Option<Ticket>,
+    /// The QoS 2 packet id to store with the reading, for a persistent session.
+    pub qos2_pkid: Option<u16>,
+}
+
+impl Reading {
+    /// Stamps an accepted reading with its arrival (ingest time: now).
+    pub fn new(accepted: AcceptedReading, origin: Origin, ack: Option<Ticket>) -> Reading {
+        Reading {
+            ingest_time_ms: crate::clock::now_ms(),
+            config: accepted.config,
+            sensor: accepted.sensor,
+            value: accepted.value,
+            severity: accepted.severity,
+            qos: origin.qos,
+            client_id: origin.client_id,
+            ack,
+            qos2_pkid: origin.qos2_pkid,
+        }
+    }
+}
+
+/// The batcher has stopped (a WAL write failed): nothing more can be made durable.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("storage stopped")]
+pub struct StorageStopped;
+
+/// Why storage could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot replay WAL record {seq}: {message}")]
+    Replay { seq: u64, message: String },
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error("storage I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The handle connections push readings into.
+#[derive(Debug)]
+pub struct Ingest {
+    tx: Sender<Work>,
+    /// Free places in the queue (see the module header).
+    slots: Arc<Semaphore>,
+    pub durability: Durability,
+    committed: Arc<AtomicU64>,
+    pg: Option<Arc<postgres::PostgresState>>,
+    /// Client ids with a durable session, kept current by the batcher.
+    durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The sessions recovered at start, until the router takes them.
+    restored: Mutex<Vec<(Arc<str>, DurableSession)>>,
+}
+
+/// What the batcher is handed: readings, session changes and flush requests, in the order
+/// their connections sent them.
+#[derive(Debug)]
+enum Work {
+    Reading(Reading),
+    Session { op: SessionOp, ack: Option<Ticket> },
+    Flush(Sender<()>),
+}
+
+impl Ingest {
+    /// Recovers the WAL into Parquet, then starts the batcher and the Parquet sink threads.
+    pub fn start(
+        config: &StorageConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Ingest>, IngestError> {
+        let wal_dir = data_dir.join(layout::WAL_DIR);
+        let mut sessions = SessionTable::default();
+        let mut session_error = None;
+        let (mut wal, recovery) =
+            Wal::open(
+                &wal_dir,
+                config.wal_segment_bytes,
+                |record| match decode_record_sessions(&record.payload) {
+                    Ok(ops) => ops.iter().for_each(|op| sessions.apply(op)),
+                    Err(message) => {
+                        session_error.get_or_insert(IngestError::Replay {
+                            seq: record.seq,
+                            message,
+                        });
+                    }
+                },
+            )?;
+        if let Some(e) = session_error {
+            return Err(e);
+        }
+        sessions.restart(crate::clock::now_ms());
+        metrics
+            .durable_sessions
+            .store(sessions.len() as u64, Relaxed);
+        if !sessions.is_empty() {
+            // The new segment starts with the sessions, before older segments may be freed.
+            wal.append(&encode_record(&sessions.snapshot(), None))?;
+            wal.commit()?;
+            info!(
+                sessions = sessions.len(),
+                "persistent sessions recovered from the WAL"
+            );
+        }
+        if let Some(cut) = &recovery.cut {
+            warn!(
+                segment = %cut.segment.display(),
+                offset = cut.offset,
+                bytes = cut.bytes,
+                "WAL recovery cut a torn tail (a write interrupted by a crash; never acknowledged)"
+            );
+        }
+        let rotation = Rotation {
+            max_rows: config.parquet_max_rows,
+            max_bytes: config.parquet_max_bytes.max(1),
+            max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
+        };
+        let store = ParquetStore::open(
+            data_dir.join(layout::READINGS_DIR),
+            rotation,
+            config.parquet_compact_files,
+        )?;
+        let committed = Arc::new(AtomicU64::new(wal.next_seq() - 1));
+        let pg_state = config.postgres.as_ref().map(|_| {
+            Arc::new(postgres::PostgresState {
+                // Until the sink has connected and read its checkpoint, keep every segment.
+                checkpoint: AtomicU64::new(0),
+                connected: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
+        let mut sink = ParquetSink {
+            store,
+            pg: pg_state.clone(),
+            wal_dir: wal_dir.clone(),
+            retention_days: config.retention_days,
+            retention_checked: None,
+            metrics: metrics.clone(),
+        };
+        let replayed = recovery.pending.len();
+        let mut rows = 0;
+        for record in &recovery.pending {
+            for batch in
+                samos_store::record::decode_batches(&record.payload).map_err(|message| {
+                    IngestError::Replay {
+                        seq: record.seq,
+                        message,
+                    }
+                })?
+            {
+                rows += batch.num_rows();
+                sink.write(record.seq, &batch)?;
+            }
+        }
+        sink.close()?;
+        info!(
+            checkpoint = recovery.checkpoint,
+            batches = replayed,
+            rows,
+            torn_tail_bytes = recovery.cut.as_ref().map_or(0, |c| c.bytes),
+            "WAL recovered into Parquet"
+        );
+
+        // The queue's bound is `slots`, awaited by the senders; the channel itself never fills.
+        let (tx, rx) = channel::unbounded();
+        let slots = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
+        let (sink_tx, sink_rx) = channel::bounded(config.sink_queue_batches);
+        if let (Some(url), Some(state)) = (&config.postgres, &pg_state) {
+            let pg = postgres::PostgresSink {
+                url: url.clone(),
+                wal_dir: wal_dir.clone(),
+                data_dir: data_dir.to_path_buf(),
+                committed: committed.clone(),
+                state: state.clone(),
+                metrics: metrics.clone(),
+                batch_records: config.postgres_batch_records.max(1),
+                retention_days: config.retention_days,
+                store_id: wal::store_id(&wal_dir)?,
+            };
+            spawn("samos-postgres", &wal_dir, move || pg.run())?;
+        }
+        let durable_clients = Arc::new(Mutex::new(
+            sessions.sessions().map(|(c, _)| c.clone()).collect(),
+        ));
+        let restored = sessions
+            .sessions()
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect();
+        let batcher = Batcher {
+            sessions,
+            durable_clients: durable_clients.clone(),
+            committed: committed.clone(),
+            pg: pg_state.clone(),
+            max_backlog: config.max_wal_backlog_batches.max(1),
+            rx,
+            slots: slots.clone(),
+            wal,
+            max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
+            sink: sink_tx,
+            metrics: metrics.clone(),
+        };
+        spawn("samos-batcher", &wal_dir, move || batcher.run())?;
+        spawn("samos-parquet", &wal_dir, move || sink.run(sink_rx))?;
+        Ok(Arc::new(Ingest {
+            tx,
+            slots,
+            durability: config.durability,
+            committed,
+            pg: pg_state,
+            durable_clients,
+            restored: Mutex::new(restored),
+        }))
+    }
+
+    /// Queues a session change behind this connection's readings; `ack` is released once it
+    /// is durable.
+    pub async fn record_session(
+        &self,
+        op: SessionOp,
+        ack: Option<Ticket>,
+        metrics: &Metrics,
+    ) -> Result<(), StorageStopped> {
+        self.send(Work::Session { op, ack }, metrics).await
+    }
+
+    /// Whether `client` has a durable session (one a non-persistent connect must end).
+    pub fn has_durable_session(&self, client: &str) -> bool {
+        self.durable_clients
+            .lock()
+            .expect("durable clients")
+            .contains(client)
+    }
+
+    /// The persistent sessions recovered at start (once: for the router to recreate).
+    pub fn take_restored_sessions(&self) -> Vec<(Arc<str>, DurableSession)> {
+        std::mem::take(&mut *self.restored.lock().expect("restored sessions"))
+    }
+
+    /// Queues a reading; while the queue is full the caller waits (and so stops reading its
+    /// socket): backpressure, never a drop.
+    pub async fn push(
+        &self,
+        reading: AcceptedReading,
+        origin: Origin,
+        ack: Option<Ticket>,
+        metrics: &Metrics,
+    ) -> Result<(), StorageStopped> {
+        let reading = Reading::new(reading, origin, ack);
+        self.send(Work::Reading(reading), metrics).await
+    }
+
+    async fn send(&self, work: Work, metrics: &Metrics) -> Result<(), StorageStopped> {
+        let slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::NoPermits) => {
+                metrics.ingest_backpressure.fetch_add(1, Relaxed);
+                self.slots.acquire().await.map_err(|_| StorageStopped)?
+            }
+            Err(TryAcquireError::Closed) => return Err(StorageStopped),
+        };
+        // The batcher gives the slot back when it takes the work off the queue.
+        slot.forget();
+        self.tx.send(work).map_err(|_| StorageStopped)
+    }
+
+    /// Everything queued so far is committed and written to a closed Parquet file, and the
+    /// checkpoint advanced; PostgreSQL is given up to 10 s to catch up.
+    /// For an orderly shutdown. Blocking.
+    pub fn flush_parquet(&self) {
+        let (done_tx, done_rx) = channel::bounded(1);
+        if self.tx.send(Work::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        }
+        if let Some(pg) = &self.pg {
+            let target = self.committed.load(Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pg.checkpoint.load(Relaxed) < target && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let behind = target.saturating_sub(pg.checkpoint.load(Relaxed));
+            if behind > 0 {
+                warn!(
+                    batches = behind,
+                    "PostgreSQL is behind at shutdown; it catches up from the WAL at the next start"
+                );
+            }
+        }
+    }
+}
+
+fn spawn(name: &str, dir: &Path, f: impl FnOnce() + Send + 'static) -> Result<(), IngestError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|source| IngestError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}

@@ -1,0 +1,361 @@
+//! What a client sends once connected, other than acknowledgements of our messages: PUBLISH
+//! (topic aliases, ACL, the sensor-network protocol's verdict, the hand-off to ingest with a
+//! ticket, routing) and SUBSCRIBE / UNSUBSCRIBE (recorded first for a persistent session).
+//! Every acknowledgement goes through the connection's [`AckQueue`](super::AckQueue), so
+//! none overtakes one still waiting for durability.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use mqttbytes::QoS;
+use mqttbytes::v5::{
+    DisconnectReasonCode, Packet, PubRecReason, Publish, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck, UnsubAckReason, Unsubscribe,
+};
+use samos_mqtt::topic;
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::{Connection, End, router_gone, storage_stopped};
+use crate::auth::Access;
+use crate::broker::durable::{DurableSubscription, SessionOp};
+use crate::broker::{Message, Request, SubOptions};
+use crate::ingest::Origin;
+use crate::link::ack_queue::{Ack, ack_packet};
+use crate::link::aliases::AliasError;
+
+impl Connection {
+    pub(super) async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        let arrived = Instant::now();
+        let v5 = !self.version.is_v3();
+        // Topic aliases (v5 §3.3.2.3.4).
+        if let Some(alias) = p.properties.as_ref().and_then(|pr| pr.topic_alias)
+            && let Err(e) = self.alias_in.resolve(alias, &mut p.topic)
+        {
+            let (label, reason) = match e {
+                AliasError::OutOfRange(_) => (
+                    "topic_alias_invalid",
+                    DisconnectReasonCode::TopicAliasInvalid,
+                ),
+                AliasError::Unknown(_) => {
+                    ("topic_alias_unknown", DisconnectReasonCode::ProtocolError)
+                }
+            };
+            self.shared.metrics.refuse(label);
+            return Err(End::Refused {
+                reason,
+                why: e.to_string(),
+            });
+        }
+        if !topic::valid_topic_name(&p.topic) {
+            self.shared.metrics.refuse("topic_invalid");
+            return Err(End::Refused {
+                reason: DisconnectReasonCode::TopicNameInvalid,
+                why: format!("invalid topic name {:?}", p.topic),
+            });
+        }
+        self.shared.metrics.messages_received[p.qos as usize].fetch_add(1, Relaxed);
+
+        if p.qos == QoS::ExactlyOnce {
+            if self.incoming_qos2.contains_key(&p.pkid) {
+                // A resend of a message already routed: acknowledge, do not route again.
+                self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, None);
+                return Ok(());
+            }
+            if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
+                self.shared.metrics.refuse("receive_maximum_exceeded");
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ReceiveMaximumExceeded,
+                    why: "more unacknowledged QoS 2 messages than Receive Maximum".into(),
+                });
+            }
+        }
+
+        let allowed = self.shared.acl.allowed(
+            Access::Publish,
+            self.username.as_deref(),
+            &self.client_id,
+            &p.topic,
+        );
+        if !allowed {
+            self.shared.metrics.refuse("publish_not_authorized");
+            warn!(client_id = %self.client_id, topic = %p.topic, "publish denied by ACL");
+            if p.qos == QoS::ExactlyOnce && !v5 {
+                // 3.x: acknowledge as usual (the client cannot be told), remember the id.
+                self.incoming_qos2.insert(p.pkid, false);
+            }
+            self.ack_after(p.pkid, p.qos, PubRecReason::NotAuthorized, arrived, None);
+            return Ok(());
+        }
+        let mut reading = None;
+        if let Some(protocol) = &self.shared.protocol {
+            let from = crate::protocol::Sender {
+                client_id: &self.client_id,
+                username: self.username.as_deref(),
+                authenticated: self.authenticated,
+                peer: self.peer,
+            };
+            let verdict = protocol.inspect(from, &p.topic, &p.payload);
+            if let crate::protocol::Verdict::Reading(r) = verdict {
+                reading = Some(r);
+            } else if let crate::protocol::Verdict::Refuse { code, .. } = verdict {
+                if p.qos == QoS::ExactlyOnce && !v5 {
+                    self.incoming_qos2.insert(p.pkid, false);
+                }
+                let reason = match code {
+                    crate::protocol::RefuseCode::NotAuthorized => PubRecReason::NotAuthorized,
+                    crate::protocol::RefuseCode::PayloadFormatInvalid => {
+                        PubRecReason::PayloadFormatInvalid
+                    }
+                };
+                self.ack_after(p.pkid, p.qos, reason, arrived, None);
+                return Ok(());
+            }
+        }
+        let props = p.properties.take();
+        if props.as_ref().and_then(|pr| pr.payload_format_indicator) == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            self.shared.metrics.refuse("payload_format_invalid");
+            warn!(client_id = %self.client_id, topic = %p.topic, "payload is not the UTF-8 it claims");
+            self.ack_after(
+                p.pkid,
+                p.qos,
+                PubRecReason::PayloadFormatInvalid,
+                arrived,
+                None,
+            );
+            return Ok(());
+        }
+        let expires_at = props
+            .as_ref()
+            .and_then(|pr| pr.message_expiry_interval)
+            .map(|s| arrived + Duration::from_secs(s.into()));
+        let properties = props.map(|mut pr| {
+            pr.topic_alias = None;
+            pr.subscription_identifiers.clear();
+            pr
+        });
+        let message = Arc::new(Message {
+            topic: std::mem::take(&mut p.topic),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            publisher: Some(self.client_id.clone()),
+            expires_at,
+            recipient: None,
+        });
+        self.batch.push(message);
+        let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
+        if p.qos == QoS::ExactlyOnce {
+            self.incoming_qos2.insert(p.pkid, stored_qos2);
+        }
+        let mut durable_after = None;
+        if let (Some(reading), Some(ingest)) = (reading, self.shared.ingest.clone()) {
+            let durable_ack = p.qos != QoS::AtMostOnce
+                && ingest.durability == crate::config::Durability::AckAfterCommit;
+            let ticket = durable_ack.then(|| self.acks.ticket());
+            durable_after = ticket.as_ref().map(|t| t.seq);
+            let origin = Origin {
+                client_id: self.client_id.clone(),
+                qos: p.qos as u8,
+                qos2_pkid: stored_qos2.then_some(p.pkid),
+            };
+            ingest
+                .push(reading, origin, ticket, &self.shared.metrics)
+                .await
+                .map_err(storage_stopped)?;
+        }
+        self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, durable_after);
+        Ok(())
+    }
+
+    /// Queues the acknowledgement of a PUBLISH until this connection's sequence `after` is
+    /// durable (`None`: nothing to wait for but the acknowledgements before it).
+    pub(super) fn ack_after(
+        &mut self,
+        pkid: u16,
+        qos: QoS,
+        reason: PubRecReason,
+        arrived: Instant,
+        after: Option<u64>,
+    ) {
+        if qos == QoS::AtMostOnce {
+            return;
+        }
+        self.acks
+            .push(Ack::Publish { pkid, qos, reason }, after, arrived);
+        self.release_acks();
+    }
+
+    /// Records a change of this persistent session and sends `reply` once it is durable.
+    pub(super) async fn record_then(&mut self, op: SessionOp, reply: Packet) -> Result<(), End> {
+        self.record_all_then(vec![op], reply).await
+    }
+
+    /// Records changes of this persistent session (none: `reply` goes out as usual) and sends
+    /// `reply` once they are durable.
+    pub(super) async fn record_all_then(
+        &mut self,
+        ops: Vec<SessionOp>,
+        reply: Packet,
+    ) -> Result<(), End> {
+        let Some(ingest) = self.shared.ingest.clone().filter(|_| !ops.is_empty()) else {
+            self.send(&reply);
+            return Ok(());
+        };
+        let wait = ingest.durability == crate::config::Durability::AckAfterCommit;
+        let last = ops.len() - 1;
+        let mut after = None;
+        for (i, op) in ops.into_iter().enumerate() {
+            let ticket = (wait && i == last).then(|| self.acks.ticket());
+            after = ticket.as_ref().map(|t| t.seq).or(after);
+            ingest
+                .record_session(op, ticket, &self.shared.metrics)
+                .await
+                .map_err(storage_stopped)?;
+        }
+        self.acks
+            .push(Ack::Packet(Box::new(reply)), after, Instant::now());
+        self.release_acks();
+        Ok(())
+    }
+
+    /// Sends the held acknowledgements that are due, in order.
+    pub(super) fn release_acks(&mut self) {
+        while let Some((ack, arrived)) = self.acks.next_due() {
+            let publish = matches!(ack, Ack::Publish { .. });
+            if let Some(packet) = ack_packet(self.version, ack) {
+                self.send(&packet);
+            }
+            if publish {
+                self.shared
+                    .metrics
+                    .publish_ack_latency
+                    .observe(arrived.elapsed());
+            }
+        }
+    }
+
+    pub(super) async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let v5 = !self.version.is_v3();
+        let sub_id = s.properties.as_ref().and_then(|p| p.id);
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut accepted = Vec::new();
+        for f in &s.filters {
+            let shared_filter = topic::parse_shared(&f.path);
+            let valid = shared_filter
+                .as_ref()
+                .is_some_and(|sf| topic::valid_topic_filter(sf.filter))
+                && !(f.nolocal && shared_filter.as_ref().is_some_and(|sf| sf.group.is_some()));
+            if !valid {
+                self.shared.metrics.refuse("topic_filter_invalid");
+                warn!(client_id = %self.client_id, filter = %f.path, "invalid topic filter");
+                codes.push(if v5 {
+                    SubscribeReasonCode::TopicFilterInvalid
+                } else {
+                    SubscribeReasonCode::Unspecified
+                });
+                continue;
+            }
+            let inner = shared_filter.expect("valid").filter;
+            let allowed = self.shared.acl.allowed(
+                Access::Subscribe,
+                self.username.as_deref(),
+                &self.client_id,
+                inner,
+            );
+            if !allowed {
+                self.shared.metrics.refuse("subscribe_not_authorized");
+                warn!(client_id = %self.client_id, filter = %f.path, "subscription denied by ACL");
+                codes.push(if v5 {
+                    SubscribeReasonCode::NotAuthorized
+                } else {
+                    SubscribeReasonCode::Unspecified
+                });
+                continue;
+            }
+            codes.push(match f.qos {
+                QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+                QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+                QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+            });
+            accepted.push((
+                f.path.clone(),
+                SubOptions {
+                    qos: f.qos,
+                    no_local: f.nolocal,
+                    retain_as_published: f.preserve_retain,
+                    retain_handling: match f.retain_forward_rule {
+                        mqttbytes::v5::RetainForwardRule::OnEverySubscribe => 0,
+                        mqttbytes::v5::RetainForwardRule::OnNewSubscribe => 1,
+                        mqttbytes::v5::RetainForwardRule::Never => 2,
+                    },
+                    subscription_id: sub_id,
+                },
+            ));
+        }
+        let mut ops = Vec::new();
+        if self.durable_session {
+            ops.extend(accepted.iter().map(|(filter, o)| SessionOp::Subscribe {
+                client: self.client_id.clone(),
+                filter: filter.clone(),
+                options: DurableSubscription {
+                    qos: o.qos as u8,
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    retain_handling: o.retain_handling,
+                    subscription_id: o.subscription_id.map(|id| id as u32),
+                },
+            }));
+        }
+        if !accepted.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            self.router(Request::Subscribe {
+                client_id: self.client_id.clone(),
+                filters: accepted,
+                reply: tx,
+            })
+            .await?;
+            rx.await.map_err(|_| router_gone())?;
+        }
+        self.record_all_then(ops, Packet::SubAck(SubAck::new(s.pkid, codes)))
+            .await
+    }
+
+    pub(super) async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
+        let (tx, rx) = oneshot::channel();
+        let req = Request::Unsubscribe {
+            client_id: self.client_id.clone(),
+            filters: u.filters.clone(),
+            reply: tx,
+        };
+        self.router(req).await?;
+        let removed = rx.await.map_err(|_| router_gone())?;
+        let mut ops: Vec<SessionOp> = Vec::new();
+        if self.durable_session {
+            ops.extend(u.filters.iter().map(|f| SessionOp::Unsubscribe {
+                client: self.client_id.clone(),
+                filter: f.clone(),
+            }));
+        }
+        let reasons = removed
+            .into_iter()
+            .map(|r| {
+                if r {
+                    UnsubAckReason::Success
+                } else {
+                    UnsubAckReason::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        let ack = UnsubAck {
+            pkid: u.pkid,
+            reasons,
+            properties: None,
+        };
+        self.record_all_then(ops, Packet::UnsubAck(ack)).await
+    }
+}

@@ -1,0 +1,158 @@
+//! Network side: listeners accept sockets (plain or TLS) and run one connection task each.
+//!
+//! Files: this one (listeners, accept loop), [`tls`], [`connection`] (one task per client:
+//! admission, session loop, incoming packets), [`ack_queue`] (acknowledgements held until
+//! durable), [`outgoing`] (QoS 1/2 state towards the client), [`aliases`] (topic aliases).
+
+pub mod ack_queue;
+pub mod aliases;
+pub mod connection;
+pub mod outgoing;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::auth::{Acl, Authenticator};
+use crate::broker::RouterHandle;
+use crate::config::{Config, ListenerConfig};
+use crate::metrics::Metrics;
+use connection::ListenerContext;
+
+/// What every connection shares: configuration, metrics, the router, authentication.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub router: RouterHandle,
+    pub auth: Arc<Authenticator>,
+    pub acl: Acl,
+    /// The sensor-network protocol, unless switched off.
+    pub protocol: Option<Arc<crate::protocol::Protocol>>,
+    /// Durable storage of readings (with the protocol).
+    pub ingest: Option<Arc<crate::ingest::Ingest>>,
+}
+
+/// A bound listener, ready to accept.
+pub struct Listener {
+    pub local_addr: SocketAddr,
+    pub tls: bool,
+    socket: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    context: Arc<ListenerContext>,
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: tls::TlsError,
+    },
+}
+
+impl Listener {
+    /// Binds the socket and loads TLS material, so errors surface at startup.
+    pub async fn bind(cfg: &ListenerConfig, config: &Config) -> Result<Listener, ListenError> {
+        let acceptor = cfg
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(|source| ListenError::Tls {
+                addr: cfg.bind,
+                source,
+            })?;
+        let socket = TcpListener::bind(cfg.bind)
+            .await
+            .map_err(|source| ListenError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| ListenError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let allow_anonymous = config.anonymous_allowed(cfg);
+        if allow_anonymous && !local_addr.ip().is_loopback() {
+            warn!(%local_addr, "anonymous clients allowed on a non-loopback listener");
+        }
+        Ok(Listener {
+            local_addr,
+            tls: acceptor.is_some(),
+            socket,
+            acceptor,
+            context: Arc::new(ListenerContext {
+                allow_anonymous,
+                use_identity_as_username: cfg
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.use_identity_as_username),
+                tls: cfg.tls.is_some(),
+            }),
+        })
+    }
+
+    /// Accepts connections forever.
+    pub async fn run(self, shared: Arc<Shared>) {
+        info!(addr = %self.local_addr, tls = self.tls, anonymous = self.context.allow_anonymous, "listening");
+        let handshake_timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
+        loop {
+            let (stream, peer) = match self.socket.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            let context = self.context.clone();
+            match &self.acceptor {
+                None => {
+                    tokio::spawn(connection::run(stream, peer, None, context, shared));
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let tls =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    shared.metrics.refuse("tls_handshake_failed");
+                                    warn!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    shared.metrics.refuse("tls_handshake_timeout");
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let identity = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(tls::common_name);
+                        connection::run(tls, peer, identity, context, shared).await;
+                    });
+                }
+            }
+        }
+    }
+}

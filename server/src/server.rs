@@ -1,0 +1,231 @@
+//! Starting and running a whole server from a [`Config`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::auth::{Acl, AuthError, Authenticator, PasswordFile};
+use crate::broker::Router;
+use crate::broker::router::RouterConfig;
+use crate::config::Config;
+use crate::link::{ListenError, Listener, Shared};
+use crate::metrics::{self, Metrics};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the history for the HTTP API: {0}")]
+    History(#[from] samos_analytics::QueryError),
+    #[error(transparent)]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Addresses a running server is reachable on (port 0 in the configuration resolved).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Endpoints {
+    pub mqtt: Vec<SocketAddr>,
+    pub mqtts: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+}
+
+/// A started server; dropping it does not stop the tasks (they belong to the runtime).
+pub struct Server {
+    pub endpoints: Endpoints,
+    pub metrics: Arc<Metrics>,
+    pub protocol: Option<Arc<crate::protocol::Protocol>>,
+    pub ingest: Option<Arc<crate::ingest::Ingest>>,
+}
+
+impl Server {
+    /// Binds every listener and starts the router; returns once all sockets are bound.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let passwords = config
+            .password_file
+            .as_deref()
+            .map(PasswordFile::load)
+            .transpose()?;
+        if let Some(p) = &passwords {
+            info!(users = p.users().count(), "password file loaded");
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (mut router, handle) = Router::new(
+            RouterConfig {
+                max_queued_messages: config.mqtt.max_queued_messages,
+                queue_qos0_offline: config.mqtt.queue_qos0_offline,
+                max_session_expiry: config.mqtt.max_session_expiry_secs,
+                sys_interval: (config.mqtt.sys_interval_secs > 0)
+                    .then(|| Duration::from_secs(config.mqtt.sys_interval_secs)),
+                queue_capacity: config.mqtt.router_queue,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            metrics.clone(),
+        );
+
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            listeners.push(Listener::bind(l, &config).await?);
+        }
+        let metrics_listener = if config.metrics.enabled {
+            let addr = config.metrics.bind;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?,
+            )
+        } else {
+            None
+        };
+        let api_listener = if config.api.enabled {
+            let addr = config.api.bind;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Api { addr, source })?,
+            )
+        } else {
+            None
+        };
+        let endpoints = Endpoints {
+            mqtt: listeners
+                .iter()
+                .filter(|l| !l.tls)
+                .map(|l| l.local_addr)
+                .collect(),
+            mqtts: listeners
+                .iter()
+                .filter(|l| l.tls)
+                .map(|l| l.local_addr)
+                .collect(),
+            metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            api: api_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        };
+
+        let protocol = if config.protocol.enabled {
+            let p = Arc::new(crate::protocol::Protocol::open(
+                &config.protocol,
+                &config.data_dir,
+                metrics.clone(),
+                handle.clone(),
+            )?);
+            info!(
+                network = %p.identity.network,
+                server_id = %p.identity.server_id,
+                nodes = p.registry.all().len(),
+                "sensor-network protocol on"
+            );
+            Some(p)
+        } else {
+            None
+        };
+        let ingest = match &protocol {
+            Some(_) => Some(crate::ingest::Ingest::start(
+                &config.storage,
+                &config.data_dir,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        if let Some(i) = &ingest {
+            let restored = i.take_restored_sessions();
+            if !restored.is_empty() {
+                info!(sessions = restored.len(), "persistent sessions restored");
+            }
+            router.restore(restored, crate::clock::now_ms());
+        }
+        let shared = Arc::new(Shared {
+            ingest: ingest.clone(),
+            protocol: protocol.clone(),
+            acl: Acl::new(config.acl.clone()),
+            auth: Arc::new(Authenticator::new(passwords)),
+            config: Arc::new(config),
+            metrics: metrics.clone(),
+            router: handle,
+        });
+        tokio::spawn(router.run());
+        if let Some(p) = &protocol {
+            let interval =
+                Duration::from_secs(shared.config.protocol.local_time_interval_secs.max(1));
+            let addrs = endpoints
+                .mqtt
+                .iter()
+                .chain(&endpoints.mqtts)
+                .copied()
+                .collect();
+            p.start(interval, addrs);
+        }
+        for l in listeners {
+            tokio::spawn(l.run(shared.clone()));
+        }
+        if let Some(l) = metrics_listener {
+            info!(addr = ?endpoints.metrics, "metrics on /metrics");
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(l, m).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        if let Some(l) = api_listener {
+            let history = samos_analytics::History::open(
+                &shared.config.data_dir,
+                samos_analytics::Access::Query,
+            )
+            .await?;
+            let api = Arc::new(crate::api::Api::new(
+                history,
+                shared.config.api.clone(),
+                metrics.clone(),
+            ));
+            info!(addr = ?endpoints.api, "HTTP API on /api/v1/query, /api/v1/nodes, /api/v1/readings");
+            tokio::spawn(async move {
+                if let Err(e) = crate::api::serve(l, api).await {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                }
+            });
+        }
+        Ok(Server {
+            endpoints,
+            metrics,
+            protocol,
+            ingest,
+        })
+    }
+
+    /// Persists what must survive a restart.
+    pub async fn shutdown(&self) {
+        if let Some(p) = self.protocol.clone() {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+        if let Some(i) = self.ingest.clone() {
+            let _ = tokio::task::spawn_blocking(move || i.flush_parquet()).await;
+        }
+    }
+}

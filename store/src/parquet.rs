@@ -1,0 +1,387 @@
+//! The Parquet store: readings written into date partitions, files rotated by rows, bytes and
+//! age, published atomically, merged when small, deleted past the retention, and a crash's
+//! leftovers cleaned up at open.
+//!
+//! Invariants:
+//! - A reader never sees a partial file. Every file is written under a `.tmp-*` name, its
+//!   footer written and fsync'd, renamed to its final name, then its directory fsync'd
+//!   ([`publish`]); `samos mine` writes its result tables the same way.
+//! - A file's name is the WAL sequence range it holds ([`layout`]); a range inside another
+//!   file's range is a compaction input already merged (removed at the next [`ParquetStore::open`]).
+//! - Only the caller advances the WAL checkpoint, and only after [`ParquetStore::write`] or
+//!   [`ParquetStore::close`] has reported the file published: rows are in the WAL until they
+//!   are in a published file. Compaction ([`ParquetStore::compact`]) runs after the
+//!   checkpoint covers its inputs.
+//! - A partition is deleted by renaming it to `.expired-*` first, so readers see it whole or
+//!   not at all.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, TimestampMillisecondArray};
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use samos_schemas::readings::readings_schema;
+
+use crate::layout::{self, merged_into_another, partition_files};
+
+/// Why a Parquet file could not be written, published or cleaned up.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetError {
+    #[error("Parquet file {path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("storage I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ParquetError + '_ {
+    move |source| ParquetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn format_error(path: &Path, e: impl std::fmt::Display) -> ParquetError {
+    ParquetError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Rows per row group: large enough for ZSTD and page statistics to pay off.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Opens a Parquet writer for `schema` at `path`: ZSTD, page statistics, 128k-row groups.
+pub fn writer(path: &Path, schema: Arc<Schema>) -> Result<ArrowWriter<File>, ParquetError> {
+    let file = File::create(path).map_err(io(path))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| format_error(path, e))
+}
+
+/// Opens a Parquet writer for the `readings` table at `path`.
+pub fn readings_writer(path: &Path) -> Result<ArrowWriter<File>, ParquetError> {
+    writer(path, readings_schema())
+}
+
+/// Finishes a file written under `tmp` and makes it visible as `dest`: footer, fsync, rename,
+/// directory fsync. A reader never sees it partial.
+pub fn publish(writer: ArrowWriter<File>, tmp: &Path, dest: &Path) -> Result<(), ParquetError> {
+    let file = writer.into_inner().map_err(|e| format_error(tmp, e))?;
+    file.sync_all().map_err(io(tmp))?;
+    std::fs::rename(tmp, dest).map_err(io(dest))?;
+    crate::file::sync_parent(dest).map_err(io(dest))
+}
+
+/// Rows in a Parquet file, from its footer.
+fn rows_in(path: &Path) -> Option<u64> {
+    let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
+    u64::try_from(reader.metadata().file_metadata().num_rows()).ok()
+}
+
+/// When the open file is closed and a new one started.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    pub max_rows: usize,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+/// A file made visible by [`ParquetStore::write`] or [`ParquetStore::close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub path: PathBuf,
+    /// The partition directory it is in (for [`ParquetStore::compact`]).
+    pub partition: PathBuf,
+    /// The last WAL sequence it holds: the checkpoint may advance to it.
+    pub last_seq: u64,
+    pub rows: u64,
+}
+
+/// Small files merged into one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub merged: PathBuf,
+    pub files: usize,
+    pub rows: u64,
+}
+
+/// A date partition deleted past the retention, or the error that kept it.
+#[derive(Debug)]
+pub struct Expired {
+    pub partition: PathBuf,
+    pub result: std::io::Result<()>,
+}
+
+struct OpenFile {
+    day: i64,
+    dir: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: usize,
+    first_seq: u64,
+    last_seq: u64,
+    opened: Instant,
+}
+
+/// The `readings` directory of a data directory, written in WAL sequence order.
+pub struct ParquetStore {
+    root: PathBuf,
+    open: Option<OpenFile>,
+    rotation: Rotation,
+    /// Small files in a partition that trigger a merge (0: never).
+    compact_at: usize,
+}
+
+impl std::fmt::Debug for ParquetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetStore")
+            .field("root", &self.root)
+            .field("open", &self.open.as_ref().map(|o| &o.tmp))
+            .field("rotation", &self.rotation)
+            .field("compact_at", &self.compact_at)
+            .finish()
+    }
+}
+
+impl ParquetStore {
+    /// Opens the store at `root` (the data directory's `readings/`) and finishes what a crash
+    /// interrupted: temporary files are removed, expired partitions' deletion completed, and
+    /// compaction inputs already merged removed.
+    pub fn open(
+        root: PathBuf,
+        rotation: Rotation,
+        compact_at: usize,
+    ) -> Result<ParquetStore, ParquetError> {
+        remove_temporary_files(&root)?;
+        remove_expired_leftovers(&root)?;
+        remove_compacted_inputs(&root)?;
+        Ok(ParquetStore {
+            root,
+            open: None,
+            rotation,
+            compact_at,
+        })
+    }
+
+    /// How long until the open file reaches its maximum age (`None`: no file is open).
+    pub fn time_to_rotate(&self) -> Option<Duration> {
+        self.open
+            .as_ref()
+            .map(|o| self.rotation.max_age.saturating_sub(o.opened.elapsed()))
+    }
+
+    /// Appends the batch committed as WAL record `seq` (rows of one UTC day, the first column
+    /// the ingest time). Returns the file it published when the batch filled it, or started a
+    /// new day.
+    pub fn write(&mut self, seq: u64, batch: &RecordBatch) -> Result<Vec<Published>, ParquetError> {
+        let mut published = Vec::new();
+        if batch.num_rows() == 0 {
+            return Ok(published);
+        }
+        let day = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .filter(|t| !t.is_null(0))
+            .map(|t| layout::utc_day(t.value(0)))
+            .ok_or_else(|| format_error(&self.root, "batch without an ingest_time column"))?;
+        if self.open.as_ref().is_some_and(|o| o.day != day) {
+            published.extend(self.close()?);
+        }
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => {
+                let dir = layout::partition_dir(&self.root, day);
+                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let tmp = dir.join(layout::temporary_name(seq));
+                let writer = readings_writer(&tmp)?;
+                self.open.insert(OpenFile {
+                    day,
+                    dir,
+                    tmp,
+                    writer,
+                    rows: 0,
+                    first_seq: seq,
+                    last_seq: seq,
+                    opened: Instant::now(),
+                })
+            }
+        };
+        open.writer
+            .write(batch)
+            .map_err(|e| format_error(&open.tmp, e))?;
+        open.rows += batch.num_rows();
+        open.last_seq = seq;
+        let bytes = open.writer.bytes_written() + open.writer.in_progress_size();
+        if open.rows >= self.rotation.max_rows || bytes as u64 >= self.rotation.max_bytes {
+            published.extend(self.close()?);
+        }
+        Ok(published)
+    }
+
+    /// Closes the open file if it has reached its maximum age.
+    pub fn rotate_if_old(&mut self) -> Result<Option<Published>, ParquetError> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.opened.elapsed() >= self.rotation.max_age)
+        {
+            return self.close();
+        }
+        Ok(None)
+    }
+
+    /// Finishes the open file: footer, fsync, rename into place.
+    pub fn close(&mut self) -> Result<Option<Published>, ParquetError> {
+        let Some(open) = self.open.take() else {
+            return Ok(None);
+        };
+        let path = open
+            .dir
+            .join(layout::part_name(open.first_seq, open.last_seq));
+        publish(open.writer, &open.tmp, &path)?;
+        Ok(Some(Published {
+            path,
+            partition: open.dir,
+            last_seq: open.last_seq,
+            rows: open.rows as u64,
+        }))
+    }
+
+    /// Deletes the date partitions older than `retention_days` before `today` (a UTC day
+    /// number), except the one being written. Each is renamed away first.
+    pub fn expire(&mut self, today: i64, retention_days: u32) -> Vec<Expired> {
+        let oldest_kept = today - i64::from(retention_days);
+        let mut expired = Vec::new();
+        for (day, dir) in layout::date_partitions(&self.root) {
+            if day >= oldest_kept || self.open.as_ref().is_some_and(|o| o.day == day) {
+                continue;
+            }
+            let doomed = self.root.join(layout::expired_name(day));
+            let result =
+                std::fs::rename(&dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
+            expired.push(Expired {
+                partition: dir,
+                result,
+            });
+        }
+        expired
+    }
+
+    /// Merges a partition's small files (under a quarter of `max_rows`) once there are
+    /// `compact_at` of them: written as one file named by the union of their sequence ranges,
+    /// under a temporary name, fsync'd and renamed, and only then are the inputs deleted. A
+    /// crash in between leaves inputs inside the merged file's range, removed at the next open.
+    ///
+    /// Call it only once the WAL checkpoint covers every file of the partition: a merged file
+    /// replaces its inputs' names, so a replay after a crash could not tell its rows were
+    /// already stored. Compaction is an optimisation: on error the small files stay readable.
+    pub fn compact(&self, dir: &Path) -> Result<Option<Compaction>, ParquetError> {
+        let small_below = (self.rotation.max_rows / 4).max(1) as u64;
+        let small: Vec<((u64, u64), PathBuf)> = partition_files(dir)
+            .into_iter()
+            .filter(|(_, p)| rows_in(p).is_some_and(|n| n < small_below))
+            .collect();
+        if self.compact_at < 2 || small.len() < self.compact_at {
+            return Ok(None);
+        }
+        // Only a contiguous run of ranges may be merged (no other file between them).
+        let all = partition_files(dir);
+        let Some(start) = all.iter().position(|(r, _)| *r == small[0].0) else {
+            return Ok(None);
+        };
+        let run: Vec<&((u64, u64), PathBuf)> = all[start..]
+            .iter()
+            .take_while(|f| small.iter().any(|s| s.0 == f.0))
+            .collect();
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(None);
+        };
+        if run.len() < self.compact_at {
+            return Ok(None);
+        }
+        let (first, last) = (first.0.0, last.0.1);
+        let tmp = dir.join(layout::compaction_temporary_name(first));
+        let mut writer = readings_writer(&tmp)?;
+        let mut rows = 0u64;
+        for (_, path) in &run {
+            let f = File::open(path).map_err(io(path))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(ParquetRecordBatchReaderBuilder::build)
+                .map_err(|e| format_error(path, e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| format_error(path, e))?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(|e| format_error(&tmp, e))?;
+            }
+        }
+        let merged = dir.join(layout::part_name(first, last));
+        publish(writer, &tmp, &merged)?;
+        for (_, path) in &run {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        Ok(Some(Compaction {
+            merged,
+            files: run.len(),
+            rows,
+        }))
+    }
+}
+
+/// Completes a compaction a crash interrupted: a compacted file's range covers its inputs,
+/// so any file inside another file's range is an input already merged, and is removed.
+fn remove_compacted_inputs(root: &Path) -> Result<(), ParquetError> {
+    for (_, day) in layout::date_partitions(root) {
+        let files = partition_files(&day);
+        let ranges: Vec<(u64, u64)> = files.iter().map(|(r, _)| *r).collect();
+        for (range, path) in &files {
+            if merged_into_another(*range, &ranges) {
+                tracing::info!(file = %path.display(), "removing a Parquet file already merged by compaction");
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finishes deleting partitions a crash interrupted (renamed to `.expired-*`).
+fn remove_expired_leftovers(root: &Path) -> Result<(), ParquetError> {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if layout::is_expired_name(&e.file_name().to_string_lossy()) {
+            std::fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes files a crash left half written (`.tmp-*`) in any partition.
+fn remove_temporary_files(root: &Path) -> Result<(), ParquetError> {
+    let Ok(days) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for day in days.flatten() {
+        let Ok(files) = std::fs::read_dir(day.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if layout::is_temporary_name(&f.file_name().to_string_lossy()) {
+                std::fs::remove_file(f.path()).map_err(io(&f.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
