@@ -4,9 +4,10 @@
 //! by `date`, plus what is still only in the WAL — see [`readings`]), `nodes`, `events` and
 //! `rejected` (the protocol's files — see [`protocol`]), `motifs`, `discords` and
 //! `window_stats` (what `samos mine` stored — see [`mining`]), and the views `latest_readings`
-//! and `hourly_readings`. It reads what the engine writes and never writes itself, so it works on a
-//! data directory while the server runs and when it is stopped. Depends on `samos-schemas` and
-//! `samos-store` only.
+//! and `hourly_readings`. It reads what the server writes and never writes itself, so it works
+//! on a data directory while the server runs and when it is stopped. It depends on
+//! `samos-schemas` and `samos-store` only, and must never import the server, the tools or the
+//! mining backends: the server and `samos sql` both build on it.
 
 pub mod mining;
 pub mod output;

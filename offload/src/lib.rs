@@ -9,6 +9,10 @@
 //! Distances are z-normalized Euclidean: two constant windows are 0 apart, a constant and a
 //! varying one √m (stumpy's and SCRIMP's convention). A self-join leaves out neighbours closer
 //! than the exclusion zone ⌈m/4⌉ (trivial matches of a window with itself shifted a little).
+//!
+//! This crate depends on no other Samos crate and does no file or network I/O beyond its
+//! devices (a GPU through wgpu, an FPGA's device files): it takes Arrow arrays and returns
+//! results. `samos mine` loads the series and stores what it finds.
 
 pub mod cpu;
 pub mod fpga;

@@ -1,13 +1,15 @@
 //! The one source of truth for Samos's data model: the sensor-network topic and payload
 //! grammar ([`topic`], [`payload`]), the node-configuration XSD, the Arrow schemas of the
 //! tables ([`readings`], [`tables`]: `nodes`, `events`, `rejected`) and their PostgreSQL DDL,
-//! the paper's severity rules ([`severity`]) and, with the `node-config` feature, node
-//! admission: a configuration document validated against the XSD with libxml2 and read into a
-//! `NodeConfig` (`node_config`).
+//! the paper's severity rules ([`severity`]), the synthetic fleet's identities and documents
+//! ([`fleet`]: simulator, load generator, tests, benches) and, with the `node-config` feature,
+//! node admission: a configuration document validated against the XSD with libxml2 and read
+//! into a `NodeConfig` (`node_config`).
 //!
 //! This crate sits at the bottom of the workspace: it must never import another Samos crate,
 //! an async runtime or anything that does I/O. The server and the tools depend on it.
 
+pub mod fleet;
 #[cfg(feature = "node-config")]
 pub mod node_config;
 pub mod payload;

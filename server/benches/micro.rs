@@ -14,25 +14,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use samos_schemas::node_config::{NodeConfig, validate};
+use samos_schemas::fleet::node_document;
+use samos_schemas::node_config::validate;
 use samos_schemas::payload::{Severity, Value};
 use samos_server::ingest::{Reading, build_batch, encode_record, postgres, wal::Wal};
 
 fn readings(n: usize) -> Vec<Reading> {
-    let sn = include_str!("../../datasets/node-configs/sn_config.xml");
-    let mut base = validate(sn).expect("the paper's SN configuration is valid");
-    // Two float sensors per node, as the simulated fleet has (temperature and humidity).
-    let mut humidity = base.sensors[0].clone();
-    humidity.name = "humidity".into();
-    humidity.units = "%".into();
-    base.sensors.push(humidity);
     let configs: Vec<_> = (0..100)
-        .map(|i| {
-            Arc::new(NodeConfig {
-                node_id: format!("SN{i:03}"),
-                ..base.clone()
-            })
-        })
+        .map(|i| Arc::new(validate(&node_document("bench", "SN", i)).expect("valid document")))
         .collect();
     (0..n)
         .map(|i| Reading {

@@ -187,7 +187,7 @@ async fn join_as_node(
     mode: &NodeMode,
     i: usize,
 ) -> Result<(Box<dyn Stream>, BytesMut), LoadError> {
-    use crate::simulate::{node_document, node_id, node_location};
+    use samos_schemas::fleet::{node_document, node_id, node_location};
     let id = node_id(i);
     let control = samos_schemas::topic::control_topic(&mode.network, &id, &node_location(i));
     let mut c = client::Client::connect(&connect_options(spec), &id).await?;
@@ -426,8 +426,8 @@ async fn publish_loop(
         Some(mode) => (
             samos_schemas::topic::data_topic(
                 &mode.network,
-                &crate::simulate::node_id(index),
-                &crate::simulate::node_location(index),
+                &samos_schemas::fleet::node_id(index),
+                &samos_schemas::fleet::node_location(index),
                 "indoorTemperatureSensor",
             ),
             b"float,0-70,23.45".to_vec(),

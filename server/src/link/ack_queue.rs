@@ -18,8 +18,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mqttbytes::QoS;
-use mqttbytes::v5::{Packet, PubAck, PubAckReason, PubRec, PubRecReason};
+use mqttbytes::v5::{Packet, PubAck, PubRec, PubRecReason};
 use samos_mqtt::codec::ProtocolVersion;
+use samos_mqtt::reason::puback_reason;
 
 use crate::ingest::{AckCursor, Ticket};
 
@@ -154,24 +155,10 @@ pub fn ack_packet(version: ProtocolVersion, ack: Ack) -> Option<Packet> {
     }
 }
 
-fn puback_reason(r: PubRecReason) -> PubAckReason {
-    match r {
-        PubRecReason::Success => PubAckReason::Success,
-        PubRecReason::NoMatchingSubscribers => PubAckReason::NoMatchingSubscribers,
-        PubRecReason::NotAuthorized => PubAckReason::NotAuthorized,
-        PubRecReason::TopicNameInvalid => PubAckReason::TopicNameInvalid,
-        PubRecReason::PacketIdentifierInUse => PubAckReason::PacketIdentifierInUse,
-        PubRecReason::QuotaExceeded => PubAckReason::QuotaExceeded,
-        PubRecReason::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
-        PubRecReason::ImplementationSpecificError => PubAckReason::ImplementationSpecificError,
-        PubRecReason::UnspecifiedError => PubAckReason::UnspecifiedError,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mqttbytes::v5::{PubComp, SubAck, SubscribeReasonCode};
+    use mqttbytes::v5::{PubAckReason, PubComp, SubAck, SubscribeReasonCode};
 
     fn publish(pkid: u16, qos: QoS, reason: PubRecReason) -> Ack {
         Ack::Publish { pkid, qos, reason }

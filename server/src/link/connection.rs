@@ -21,6 +21,7 @@ use mqttbytes::v5::{
     Connect, Disconnect, DisconnectReasonCode, Packet, PubComp, PubCompReason, PubRel, PubRelReason,
 };
 use samos_mqtt::codec::{Codec, CodecError, OutgoingPublish, ProtocolVersion};
+use samos_mqtt::reason;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
@@ -346,17 +347,19 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p).await?,
             Packet::PubAck(a) => self.out.puback(a.pkid),
-            Packet::PubRec(r) => match self.out.pubrec(r.pkid, (r.reason as u8) >= 0x80) {
-                PubRecOutcome::Refused => {}
-                PubRecOutcome::Release => self.send(&Packet::PubRel(PubRel::new(r.pkid))),
-                PubRecOutcome::Unknown => {
-                    let mut rel = PubRel::new(r.pkid);
-                    if !self.version.is_v3() {
-                        rel.reason = PubRelReason::PacketIdentifierNotFound;
+            Packet::PubRec(r) => {
+                match self.out.pubrec(r.pkid, reason::is_failure(r.reason as u8)) {
+                    PubRecOutcome::Refused => {}
+                    PubRecOutcome::Release => self.send(&Packet::PubRel(PubRel::new(r.pkid))),
+                    PubRecOutcome::Unknown => {
+                        let mut rel = PubRel::new(r.pkid);
+                        if !self.version.is_v3() {
+                            rel.reason = PubRelReason::PacketIdentifierNotFound;
+                        }
+                        self.send(&Packet::PubRel(rel));
                     }
-                    self.send(&Packet::PubRel(rel));
                 }
-            },
+            }
             Packet::PubComp(c) => self.out.pubcomp(c.pkid),
             Packet::PubRel(r) => {
                 let known = self.incoming_qos2.remove(&r.pkid);
