@@ -184,20 +184,25 @@ impl ParquetStore {
             .map(|o| self.rotation.max_age.saturating_sub(o.opened.elapsed()))
     }
 
+    /// Whether `batch` belongs to another UTC day than the open file: the caller closes the
+    /// open file first (and advances its checkpoint) before writing it.
+    pub fn starts_another_day(&self, batch: &RecordBatch) -> bool {
+        let Some(open) = &self.open else {
+            return false;
+        };
+        batch_day(batch).is_some_and(|day| day != open.day)
+    }
+
     /// Appends the batch committed as WAL record `seq` (rows of one UTC day, the first column
-    /// the ingest time). Returns the file it published when the batch filled it, or started a
-    /// new day.
+    /// the ingest time). Returns the files it published: the open one if the batch is of
+    /// another day (callers that checkpoint close it first, see
+    /// [`ParquetStore::starts_another_day`]), and the new one when the batch filled it.
     pub fn write(&mut self, seq: u64, batch: &RecordBatch) -> Result<Vec<Published>, ParquetError> {
         let mut published = Vec::new();
         if batch.num_rows() == 0 {
             return Ok(published);
         }
-        let day = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .filter(|t| !t.is_null(0))
-            .map(|t| layout::utc_day(t.value(0)))
+        let day = batch_day(batch)
             .ok_or_else(|| format_error(&self.root, "batch without an ingest_time column"))?;
         if self.open.as_ref().is_some_and(|o| o.day != day) {
             published.extend(self.close()?);
@@ -342,6 +347,16 @@ impl ParquetStore {
     }
 }
 
+/// The UTC day of a `readings` batch, from its first ingest time.
+fn batch_day(batch: &RecordBatch) -> Option<i64> {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .filter(|t| !t.is_empty() && !t.is_null(0))
+        .map(|t| layout::utc_day(t.value(0)))
+}
+
 /// Completes a compaction a crash interrupted: a compacted file's range covers its inputs,
 /// so any file inside another file's range is an input already merged, and is removed.
 fn remove_compacted_inputs(root: &Path) -> Result<(), ParquetError> {
@@ -384,4 +399,145 @@ fn remove_temporary_files(root: &Path) -> Result<(), ParquetError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        ArrayRef, DictionaryArray, Float64Array, StringArray, UInt8Array, UInt64Array,
+    };
+    use arrow::datatypes::{DataType, Int32Type};
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    /// 2026-12-05 00:00 UTC.
+    const D: i64 = 20_792 * DAY;
+
+    /// A `readings` batch with one row per time.
+    fn batch(times: &[i64]) -> RecordBatch {
+        let schema = readings_schema();
+        let n = times.len();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Timestamp(..) => Arc::new(
+                        TimestampMillisecondArray::from(times.to_vec()).with_timezone("UTC"),
+                    ),
+                    DataType::Dictionary(..) => Arc::new(
+                        std::iter::repeat_n("x", n).collect::<DictionaryArray<Int32Type>>(),
+                    ),
+                    DataType::Float64 => Arc::new(Float64Array::from(vec![1.0; n])),
+                    DataType::Utf8 => Arc::new(StringArray::from(vec!["1.0"; n])),
+                    DataType::UInt8 => Arc::new(UInt8Array::from(vec![1; n])),
+                    DataType::UInt64 => Arc::new(UInt64Array::from_iter_values(0..n as u64)),
+                    other => panic!("no test column for {other}"),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn rotation(max_rows: usize) -> Rotation {
+        Rotation {
+            max_rows,
+            max_bytes: u64::MAX,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn files_rotate_by_rows_and_by_day_and_are_named_by_sequence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("readings");
+        let mut store = ParquetStore::open(root.clone(), rotation(3), 0).unwrap();
+        assert!(store.write(1, &batch(&[D, D + 1])).unwrap().is_empty());
+        let full = store.write(2, &batch(&[D + 2, D + 3])).unwrap();
+        assert_eq!(full.len(), 1, "4 rows ≥ 3: the file is published");
+        assert_eq!((full[0].last_seq, full[0].rows), (2, 4));
+        assert!(store.write(3, &batch(&[D + DAY])).unwrap().is_empty());
+        let next_day = batch(&[D + 2 * DAY]);
+        assert!(store.starts_another_day(&next_day));
+        let closed = store.close().unwrap().unwrap();
+        assert_eq!(closed.last_seq, 3);
+        assert!(store.close().unwrap().is_none(), "nothing open any more");
+        store.write(4, &next_day).unwrap();
+        store.close().unwrap();
+
+        assert_eq!(
+            names(&root),
+            ["date=2026-12-05", "date=2026-12-06", "date=2026-12-07"]
+        );
+        assert_eq!(
+            names(&root.join("date=2026-12-05")),
+            [layout::part_name(1, 2)]
+        );
+        assert_eq!(
+            names(&root.join("date=2026-12-06")),
+            [layout::part_name(3, 3)]
+        );
+        assert_eq!(rows_in(&full[0].path), Some(4));
+    }
+
+    #[test]
+    fn small_files_merge_and_open_finishes_what_a_crash_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("readings");
+        let mut store = ParquetStore::open(root.clone(), rotation(100), 3).unwrap();
+        let mut last = None;
+        for seq in 1..=3 {
+            store.write(seq, &batch(&[D + seq as i64])).unwrap();
+            last = store.close().unwrap();
+        }
+        let partition = last.unwrap().partition;
+        assert_eq!(names(&partition).len(), 3);
+        let merged = store
+            .compact(&partition)
+            .unwrap()
+            .expect("three small files");
+        assert_eq!((merged.files, merged.rows), (3, 3));
+        assert_eq!(names(&partition), [layout::part_name(1, 3)]);
+        assert!(
+            store.compact(&partition).unwrap().is_none(),
+            "one file left"
+        );
+
+        // A crash's leftovers: a half-written file and an input the merge had not deleted.
+        std::fs::write(partition.join(layout::temporary_name(9)), b"partial").unwrap();
+        let mut w = readings_writer(&partition.join(layout::part_name(2, 2))).unwrap();
+        w.write(&batch(&[D + 2])).unwrap();
+        w.close().unwrap();
+        let expired = root.join(layout::expired_name(20_000));
+        std::fs::create_dir_all(&expired).unwrap();
+        drop(ParquetStore::open(root.clone(), rotation(100), 3).unwrap());
+        assert_eq!(names(&partition), [layout::part_name(1, 3)]);
+        assert!(!expired.exists());
+    }
+
+    #[test]
+    fn partitions_past_the_retention_are_deleted_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("readings");
+        let mut store = ParquetStore::open(root.clone(), rotation(100), 0).unwrap();
+        for (seq, day) in [(1, -10), (2, -5), (3, 0)] {
+            store.write(seq, &batch(&[D + day * DAY])).unwrap();
+            store.close().unwrap();
+        }
+        let today = layout::utc_day(D);
+        let expired = store.expire(today, 5);
+        assert_eq!(expired.len(), 1);
+        assert!(expired[0].result.is_ok());
+        assert_eq!(names(&root), ["date=2026-11-30", "date=2026-12-05"]);
+    }
 }

@@ -76,6 +76,10 @@ impl ParquetSink {
 
     /// Appends a committed batch (WAL record `seq`).
     pub(super) fn write(&mut self, seq: u64, batch: &RecordBatch) -> Result<(), IngestError> {
+        if self.store.starts_another_day(batch) {
+            // Publish and checkpoint yesterday's file before today's is started.
+            self.close()?;
+        }
         for p in self.store.write(seq, batch)? {
             self.published(&p)?;
         }

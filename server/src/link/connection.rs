@@ -3,8 +3,10 @@
 //! client sends), talks to the router, and writes acknowledgements (held in an [`AckQueue`]
 //! until what they answer is durable) and deliveries (the [`Outgoing`] QoS state).
 //!
-//! The connection task owns all of its state; it shares with other connections only the
-//! router's queue, its own outbox (the router fills it) and the ingest queue.
+//! The connection task owns its session state (codec, QoS state, held acknowledgements). What
+//! it shares with other connections: the router's queue, its own outbox (the router fills it),
+//! the ingest queue, and through the protocol the records of the nodes it speaks for (see
+//! ARCHITECTURE.md, "Shared state on the publish path").
 
 mod admission;
 mod incoming;
