@@ -21,15 +21,75 @@ use super::{Connection, End, router_gone, storage_stopped};
 use crate::auth::Access;
 use crate::broker::durable::{DurableSubscription, SessionOp};
 use crate::broker::{Message, Request, SubOptions};
-use crate::ingest::Origin;
+use crate::config::Durability;
+use crate::ingest::{AcceptedReading, Origin};
 use crate::link::ack_queue::{Ack, ack_packet};
 use crate::link::aliases::AliasError;
+use crate::protocol::{RefuseCode, Sender, Verdict};
 
 impl Connection {
+    /// A PUBLISH from the client: its topic resolved and checked, QoS 2 duplicates and limits,
+    /// then [`Connection::admit_publish`]'s verdict; an accepted message is routed with the
+    /// read's batch and, when it is a reading, handed to ingest with a ticket its
+    /// acknowledgement waits on.
     pub(super) async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
         let arrived = Instant::now();
-        let v5 = !self.version.is_v3();
-        // Topic aliases (v5 §3.3.2.3.4).
+        self.resolve_topic(&mut p)?;
+        self.shared.metrics.messages_received[p.qos as usize].fetch_add(1, Relaxed);
+        if p.qos == QoS::ExactlyOnce {
+            if self.incoming_qos2.contains_key(&p.pkid) {
+                // A resend of a message already routed: acknowledge, do not route again.
+                self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, None);
+                return Ok(());
+            }
+            if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
+                self.shared.metrics.refuse("receive_maximum_exceeded");
+                return Err(End::Refused {
+                    reason: DisconnectReasonCode::ReceiveMaximumExceeded,
+                    why: "more unacknowledged QoS 2 messages than Receive Maximum".into(),
+                });
+            }
+        }
+        let reading = match self.admit_publish(&mut p) {
+            Ok(reading) => reading,
+            Err(refused) => {
+                if p.qos == QoS::ExactlyOnce && self.version.is_v3() {
+                    // 3.x: acknowledged as usual (the client cannot be told); the id is
+                    // remembered so a resend is not taken for a new message.
+                    self.incoming_qos2.insert(p.pkid, false);
+                }
+                self.ack_after(p.pkid, p.qos, refused, arrived, None);
+                return Ok(());
+            }
+        };
+        self.batch.push(self.message(&mut p, arrived));
+        let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
+        if p.qos == QoS::ExactlyOnce {
+            self.incoming_qos2.insert(p.pkid, stored_qos2);
+        }
+        let mut durable_after = None;
+        if let (Some(reading), Some(ingest)) = (reading, self.shared.ingest.clone()) {
+            let durable_ack =
+                p.qos != QoS::AtMostOnce && ingest.durability == Durability::AckAfterCommit;
+            let ticket = durable_ack.then(|| self.acks.ticket());
+            durable_after = ticket.as_ref().map(|t| t.seq);
+            let origin = Origin {
+                client_id: self.client_id.clone(),
+                qos: p.qos as u8,
+                qos2_pkid: stored_qos2.then_some(p.pkid),
+            };
+            ingest
+                .push(reading, origin, ticket, &self.shared.metrics)
+                .await
+                .map_err(storage_stopped)?;
+        }
+        self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, durable_after);
+        Ok(())
+    }
+
+    /// Applies a v5 topic alias (§3.3.2.3.4) and checks the topic name; a failure ends the
+    /// connection.
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), End> {
         if let Some(alias) = p.properties.as_ref().and_then(|pr| pr.topic_alias)
             && let Err(e) = self.alias_in.resolve(alias, &mut p.topic)
         {
@@ -55,23 +115,13 @@ impl Connection {
                 why: format!("invalid topic name {:?}", p.topic),
             });
         }
-        self.shared.metrics.messages_received[p.qos as usize].fetch_add(1, Relaxed);
+        Ok(())
+    }
 
-        if p.qos == QoS::ExactlyOnce {
-            if self.incoming_qos2.contains_key(&p.pkid) {
-                // A resend of a message already routed: acknowledge, do not route again.
-                self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, None);
-                return Ok(());
-            }
-            if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
-                self.shared.metrics.refuse("receive_maximum_exceeded");
-                return Err(End::Refused {
-                    reason: DisconnectReasonCode::ReceiveMaximumExceeded,
-                    why: "more unacknowledged QoS 2 messages than Receive Maximum".into(),
-                });
-            }
-        }
-
+    /// Whether the message may be routed: the ACL, the sensor-network protocol's verdict (an
+    /// accepted reading comes back), and a v5 payload that claims UTF-8. `Err` carries the
+    /// reason code its acknowledgement reports; every refusal is counted and logged.
+    fn admit_publish(&self, p: &mut Publish) -> Result<Option<AcceptedReading>, PubRecReason> {
         let allowed = self.shared.acl.allowed(
             Access::Publish,
             self.username.as_deref(),
@@ -81,63 +131,54 @@ impl Connection {
         if !allowed {
             self.shared.metrics.refuse("publish_not_authorized");
             warn!(client_id = %self.client_id, topic = %p.topic, "publish denied by ACL");
-            if p.qos == QoS::ExactlyOnce && !v5 {
-                // 3.x: acknowledge as usual (the client cannot be told), remember the id.
-                self.incoming_qos2.insert(p.pkid, false);
-            }
-            self.ack_after(p.pkid, p.qos, PubRecReason::NotAuthorized, arrived, None);
-            return Ok(());
+            return Err(PubRecReason::NotAuthorized);
         }
         let mut reading = None;
         if let Some(protocol) = &self.shared.protocol {
-            let from = crate::protocol::Sender {
+            let from = Sender {
                 client_id: &self.client_id,
                 username: self.username.as_deref(),
                 authenticated: self.authenticated,
                 peer: self.peer,
             };
-            let verdict = protocol.inspect(from, &p.topic, &p.payload);
-            if let crate::protocol::Verdict::Reading(r) = verdict {
-                reading = Some(r);
-            } else if let crate::protocol::Verdict::Refuse { code, .. } = verdict {
-                if p.qos == QoS::ExactlyOnce && !v5 {
-                    self.incoming_qos2.insert(p.pkid, false);
+            match protocol.inspect(from, &p.topic, &p.payload) {
+                Verdict::Reading(r) => reading = Some(r),
+                Verdict::Refuse { code, .. } => {
+                    return Err(match code {
+                        RefuseCode::NotAuthorized => PubRecReason::NotAuthorized,
+                        RefuseCode::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+                    });
                 }
-                let reason = match code {
-                    crate::protocol::RefuseCode::NotAuthorized => PubRecReason::NotAuthorized,
-                    crate::protocol::RefuseCode::PayloadFormatInvalid => {
-                        PubRecReason::PayloadFormatInvalid
-                    }
-                };
-                self.ack_after(p.pkid, p.qos, reason, arrived, None);
-                return Ok(());
+                Verdict::Pass | Verdict::Accept => {}
             }
         }
-        let props = p.properties.take();
-        if props.as_ref().and_then(|pr| pr.payload_format_indicator) == Some(1)
-            && std::str::from_utf8(&p.payload).is_err()
-        {
+        let claims_utf8 = p
+            .properties
+            .as_ref()
+            .and_then(|pr| pr.payload_format_indicator)
+            == Some(1);
+        if claims_utf8 && std::str::from_utf8(&p.payload).is_err() {
             self.shared.metrics.refuse("payload_format_invalid");
             warn!(client_id = %self.client_id, topic = %p.topic, "payload is not the UTF-8 it claims");
-            self.ack_after(
-                p.pkid,
-                p.qos,
-                PubRecReason::PayloadFormatInvalid,
-                arrived,
-                None,
-            );
-            return Ok(());
+            return Err(PubRecReason::PayloadFormatInvalid);
         }
-        let expires_at = props
+        Ok(reading)
+    }
+
+    /// The routed form of an admitted PUBLISH: its properties without the alias and
+    /// subscription ids (those are per hop), its expiry as a deadline.
+    fn message(&self, p: &mut Publish, arrived: Instant) -> Arc<Message> {
+        let expires_at = p
+            .properties
             .as_ref()
             .and_then(|pr| pr.message_expiry_interval)
             .map(|s| arrived + Duration::from_secs(s.into()));
-        let properties = props.map(|mut pr| {
+        let properties = p.properties.take().map(|mut pr| {
             pr.topic_alias = None;
             pr.subscription_identifiers.clear();
             pr
         });
-        let message = Arc::new(Message {
+        Arc::new(Message {
             topic: std::mem::take(&mut p.topic),
             payload: p.payload.clone(),
             qos: p.qos,
@@ -146,30 +187,7 @@ impl Connection {
             publisher: Some(self.client_id.clone()),
             expires_at,
             recipient: None,
-        });
-        self.batch.push(message);
-        let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
-        if p.qos == QoS::ExactlyOnce {
-            self.incoming_qos2.insert(p.pkid, stored_qos2);
-        }
-        let mut durable_after = None;
-        if let (Some(reading), Some(ingest)) = (reading, self.shared.ingest.clone()) {
-            let durable_ack = p.qos != QoS::AtMostOnce
-                && ingest.durability == crate::config::Durability::AckAfterCommit;
-            let ticket = durable_ack.then(|| self.acks.ticket());
-            durable_after = ticket.as_ref().map(|t| t.seq);
-            let origin = Origin {
-                client_id: self.client_id.clone(),
-                qos: p.qos as u8,
-                qos2_pkid: stored_qos2.then_some(p.pkid),
-            };
-            ingest
-                .push(reading, origin, ticket, &self.shared.metrics)
-                .await
-                .map_err(storage_stopped)?;
-        }
-        self.ack_after(p.pkid, p.qos, PubRecReason::Success, arrived, durable_after);
-        Ok(())
+        })
     }
 
     /// Queues the acknowledgement of a PUBLISH until this connection's sequence `after` is
@@ -206,7 +224,7 @@ impl Connection {
             self.send(&reply);
             return Ok(());
         };
-        let wait = ingest.durability == crate::config::Durability::AckAfterCommit;
+        let wait = ingest.durability == Durability::AckAfterCommit;
         let last = ops.len() - 1;
         let mut after = None;
         for (i, op) in ops.into_iter().enumerate() {
