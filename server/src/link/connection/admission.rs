@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::Connection;
 use crate::auth::Access;
 use crate::broker::durable::SessionOp;
-use crate::broker::{Message, Request, SessionState, Will};
+use crate::broker::{ConnectGrant, Message, Request, SessionState, Will};
 
 impl Connection {
     /// Authenticates the client, registers it with the router and sends CONNACK.
@@ -26,83 +26,100 @@ impl Connection {
         &mut self,
         writer: &mut W,
     ) -> Option<SessionState> {
-        let shared = self.shared.clone();
-        let mqtt = &shared.config.mqtt;
-        let v5 = !self.version.is_v3();
-
-        if self.connect.client_id.is_empty() {
-            if !v5 && (!self.connect.clean_session || self.version == ProtocolVersion::V3_1) {
+        if let Err((code, why)) = self.check_connect().await {
+            return self.refuse(writer, code, why).await;
+        }
+        let capped_expiry = self.negotiate_session_expiry();
+        let grant = match self.register().await {
+            Ok(grant) => grant,
+            Err(why) => {
                 return self
-                    .refuse(
-                        writer,
-                        ConnectReturnCode::ClientIdentifierNotValid,
-                        "empty client id",
-                    )
+                    .refuse(writer, ConnectReturnCode::ServerUnavailable, why)
                     .await;
+            }
+        };
+        self.send_connack(grant.session_present, capped_expiry);
+        info!(
+            client_id = %self.client_id,
+            peer = %self.peer,
+            protocol = %self.version,
+            user = self.username.as_deref().unwrap_or("-"),
+            tls = self.listener.tls,
+            session_present = grant.session_present,
+            "client connected"
+        );
+        Some(grant.state)
+    }
+
+    /// The checks before anything is registered: the client id (assigned when empty and the
+    /// protocol allows), authentication, the will (a valid topic the client may publish to).
+    async fn check_connect(&mut self) -> Result<(), (ConnectReturnCode, &'static str)> {
+        if self.connect.client_id.is_empty() {
+            if self.version.is_v3()
+                && (!self.connect.clean_session || self.version == ProtocolVersion::V3_1)
+            {
+                return Err((
+                    ConnectReturnCode::ClientIdentifierNotValid,
+                    "empty client id",
+                ));
             }
             let id = format!("samos-{:016x}", rand::random::<u64>());
             self.client_id = Arc::from(id.as_str());
             self.assigned_id = true;
         }
-
         if let Some(code) = self.authenticate().await {
-            return self.refuse(writer, code, "authentication failed").await;
+            return Err((code, "authentication failed"));
         }
-        self.read_denied = shared
+        self.read_denied = self
+            .shared
             .acl
             .read_denied(self.username.as_deref(), &self.client_id);
-
-        if let Some(w) = &self.connect.last_will {
-            if !topic::valid_topic_name(&w.topic) {
-                return self
-                    .refuse(
-                        writer,
-                        ConnectReturnCode::TopicNameInvalid,
-                        "invalid will topic",
-                    )
-                    .await;
-            }
-            if !shared.acl.allowed(
-                Access::Publish,
-                self.username.as_deref(),
-                &self.client_id,
-                &w.topic,
-            ) {
-                return self
-                    .refuse(
-                        writer,
-                        ConnectReturnCode::NotAuthorized,
-                        "will topic denied",
-                    )
-                    .await;
-            }
-            let props = w.properties.as_ref();
-            let expiry = props.and_then(|p| p.message_expiry_interval);
-            self.will = Some(Will {
-                delay_secs: props.and_then(|p| p.delay_interval).unwrap_or(0),
-                message: Arc::new(Message {
-                    topic: w.topic.clone(),
-                    payload: w.message.clone(),
-                    qos: w.qos,
-                    retain: w.retain,
-                    properties: props.map(|p| PublishProperties {
-                        payload_format_indicator: p.payload_format_indicator,
-                        message_expiry_interval: p.message_expiry_interval,
-                        topic_alias: None,
-                        response_topic: p.response_topic.clone(),
-                        correlation_data: p.correlation_data.clone(),
-                        user_properties: p.user_properties.clone(),
-                        subscription_identifiers: Vec::new(),
-                        content_type: p.content_type.clone(),
-                    }),
-                    publisher: Some(self.client_id.clone()),
-                    expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s.into())),
-                    recipient: None,
-                }),
-            });
+        let Some(w) = &self.connect.last_will else {
+            return Ok(());
+        };
+        if !topic::valid_topic_name(&w.topic) {
+            return Err((ConnectReturnCode::TopicNameInvalid, "invalid will topic"));
         }
+        let allowed = self.shared.acl.allowed(
+            Access::Publish,
+            self.username.as_deref(),
+            &self.client_id,
+            &w.topic,
+        );
+        if !allowed {
+            return Err((ConnectReturnCode::NotAuthorized, "will topic denied"));
+        }
+        let props = w.properties.as_ref();
+        let expiry = props.and_then(|p| p.message_expiry_interval);
+        self.will = Some(Will {
+            delay_secs: props.and_then(|p| p.delay_interval).unwrap_or(0),
+            message: Arc::new(Message {
+                topic: w.topic.clone(),
+                payload: w.message.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                properties: props.map(|p| PublishProperties {
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.message_expiry_interval,
+                    topic_alias: None,
+                    response_topic: p.response_topic.clone(),
+                    correlation_data: p.correlation_data.clone(),
+                    user_properties: p.user_properties.clone(),
+                    subscription_identifiers: Vec::new(),
+                    content_type: p.content_type.clone(),
+                }),
+                publisher: Some(self.client_id.clone()),
+                expires_at: expiry.map(|s| Instant::now() + Duration::from_secs(s.into())),
+                recipient: None,
+            }),
+        });
+        Ok(())
+    }
 
-        self.session_expiry = if v5 {
+    /// The session expiry asked for (v5 property; 3.x: 0 for a clean session, else never),
+    /// capped by `max_session_expiry_secs`; returns the cap when it applied (CONNACK says so).
+    fn negotiate_session_expiry(&mut self) -> Option<u32> {
+        self.session_expiry = if !self.version.is_v3() {
             self.connect
                 .properties
                 .as_ref()
@@ -113,13 +130,23 @@ impl Connection {
         } else {
             u32::MAX
         };
-        let capped_expiry = mqtt
+        let capped = self
+            .shared
+            .config
+            .mqtt
             .max_session_expiry_secs
             .filter(|max| self.session_expiry > *max);
-        if let Some(max) = capped_expiry {
+        if let Some(max) = capped {
             self.session_expiry = max;
         }
+        capped
+    }
 
+    /// Registers the session with the router (taking over or discarding a previous one) and
+    /// records it durably: a persistent session is opened in the WAL, and a discarded one is
+    /// ended there before CONNACK may say it is gone. `Err` says why the client must retry.
+    async fn register(&mut self) -> Result<ConnectGrant, &'static str> {
+        let shared = self.shared.clone();
         let (reply_tx, reply_rx) = oneshot::channel();
         let request = Request::Connect {
             client_id: self.client_id.clone(),
@@ -129,96 +156,86 @@ impl Connection {
             reply: reply_tx,
         };
         if shared.router.tx.send(request).await.is_err() {
-            return self
-                .refuse(
-                    writer,
-                    ConnectReturnCode::ServerUnavailable,
-                    "router stopped",
-                )
-                .await;
+            return Err("router stopped");
         }
         let Ok(grant) = reply_rx.await else {
-            return self
-                .refuse(
-                    writer,
-                    ConnectReturnCode::ServerUnavailable,
-                    "superseded by a newer connection",
-                )
-                .await;
+            return Err("superseded by a newer connection");
         };
         self.connection = grant.connection;
-        if let Some(ingest) = shared.ingest.clone() {
-            let op = if self.session_expiry > 0 {
-                self.durable_session = true;
-                Some(SessionOp::Open {
-                    client: self.client_id.clone(),
-                    clean: self.connect.clean_session,
-                    expiry_secs: self.session_expiry,
-                })
-            } else if grant.discarded_session || ingest.has_durable_session(&self.client_id) {
-                Some(SessionOp::End {
-                    client: self.client_id.clone(),
-                })
-            } else {
-                None
-            };
-            if let Some(op) = op {
-                // Discarding a stored session is durable before CONNACK says it is gone.
-                let discards = matches!(
-                    op,
-                    SessionOp::End { .. } | SessionOp::Open { clean: true, .. }
-                );
-                let ack = discards.then(|| self.acks.ticket());
-                let wanted = self.acks.issued();
-                let failure = if ingest
-                    .record_session(op, ack, &shared.metrics)
-                    .await
-                    .is_err()
-                {
-                    Some("storage stopped")
-                } else if discards
-                    && self
-                        .acks
-                        .wait_durable(wanted, Duration::from_secs(30))
-                        .await
-                        < wanted
-                {
-                    // CONNACK would say the old session is gone while a crash could still
-                    // bring it back: refuse instead, the client retries.
-                    Some("storage did not record the end of the old session in time")
-                } else {
-                    None
-                };
-                if let Some(why) = failure {
-                    // The router counts this connection as the session's: hand it back.
-                    let _ = shared
-                        .router
-                        .tx
-                        .send(Request::Disconnected {
-                            client_id: self.client_id.clone(),
-                            connection: self.connection,
-                            state: grant.state,
-                            will: None,
-                            session_expiry: self.session_expiry,
-                        })
-                        .await;
-                    return self
-                        .refuse(writer, ConnectReturnCode::ServerUnavailable, why)
-                        .await;
-                }
+        let Some(ingest) = shared.ingest.clone() else {
+            return Ok(grant);
+        };
+        let op = if self.session_expiry > 0 {
+            self.durable_session = true;
+            SessionOp::Open {
+                client: self.client_id.clone(),
+                clean: self.connect.clean_session,
+                expiry_secs: self.session_expiry,
             }
-        }
-
-        let mut connack = ConnAck::new(ConnectReturnCode::Success, grant.session_present);
-        let mut server_keepalive = None;
-        if v5
-            && mqtt.max_keepalive != 0
-            && (self.keepalive == 0 || self.keepalive > mqtt.max_keepalive)
+        } else if grant.discarded_session || ingest.has_durable_session(&self.client_id) {
+            SessionOp::End {
+                client: self.client_id.clone(),
+            }
+        } else {
+            return Ok(grant);
+        };
+        // Discarding a stored session is durable before CONNACK says it is gone.
+        let discards = matches!(
+            op,
+            SessionOp::End { .. } | SessionOp::Open { clean: true, .. }
+        );
+        let ack = discards.then(|| self.acks.ticket());
+        let wanted = self.acks.issued();
+        let failure = if ingest
+            .record_session(op, ack, &shared.metrics)
+            .await
+            .is_err()
         {
-            self.keepalive = mqtt.max_keepalive;
-            server_keepalive = Some(mqtt.max_keepalive);
-        }
-        if v5 {
+            Some("storage stopped")
+        } else if discards
+            && self
+                .acks
+                .wait_durable(wanted, Duration::from_secs(30))
+                .await
+                < wanted
+        {
+            // CONNACK would say the old session is gone while a crash could still bring it
+            // back: refuse instead, the client retries.
+            Some("storage did not record the end of the old session in time")
+        } else {
+            None
+        };
+        let Some(why) = failure else {
+            return Ok(grant);
+        };
+        // The router counts this connection as the session's: hand it back.
+        let _ = shared
+            .router
+            .tx
+            .send(Request::Disconnected {
+                client_id: self.client_id.clone(),
+                connection: self.connection,
+                state: grant.state,
+                will: None,
+                session_expiry: self.session_expiry,
+            })
+            .await;
+        Err(why)
+    }
+
+    /// CONNACK with the server's limits (v5 properties), and the keep-alive the server
+    /// imposes when `max_keepalive` caps the client's.
+    fn send_connack(&mut self, session_present: bool, capped_expiry: Option<u32>) {
+        let mqtt = &self.shared.config.mqtt;
+        let mut connack = ConnAck::new(ConnectReturnCode::Success, session_present);
+        if !self.version.is_v3() {
+            let mut server_keepalive = None;
+            if mqtt.max_keepalive != 0
+                && (self.keepalive == 0 || self.keepalive > mqtt.max_keepalive)
+            {
+                self.keepalive = mqtt.max_keepalive;
+                server_keepalive = Some(mqtt.max_keepalive);
+            }
             connack.properties = Some(ConnAckProperties {
                 session_expiry_interval: capped_expiry,
                 receive_max: Some(mqtt.receive_maximum),
@@ -240,16 +257,6 @@ impl Connection {
             });
         }
         self.send(&Packet::ConnAck(connack));
-        info!(
-            client_id = %self.client_id,
-            peer = %self.peer,
-            protocol = %self.version,
-            user = self.username.as_deref().unwrap_or("-"),
-            tls = self.listener.tls,
-            session_present = grant.session_present,
-            "client connected"
-        );
-        Some(grant.state)
     }
 
     /// `None` when the client may connect, else the CONNACK code refusing it.
