@@ -36,7 +36,8 @@ pub(super) struct Batcher {
     /// Committed batches PostgreSQL may fall behind before commits (and so publishers) wait.
     pub(super) max_backlog: u64,
     pub(super) rx: Receiver<Work>,
-    /// Queue slots: one is given back for every reading or session change taken off `rx`.
+    /// Queue slots: given back for every reading or session change taken off `rx`, once per
+    /// record.
     pub(super) slots: Arc<Semaphore>,
     pub(super) wal: Wal,
     pub(super) max_rows: usize,
@@ -89,6 +90,11 @@ impl Group {
     }
 }
 
+/// Whether `work` took a queue slot (a flush takes none).
+fn holds_slot(work: &Work) -> bool {
+    !matches!(work, Work::Flush(_))
+}
+
 /// Closes the queue's slots when the batcher stops, however it stops: connections waiting
 /// for room get an error instead of waiting forever.
 struct CloseOnDrop(Arc<Semaphore>);
@@ -104,10 +110,16 @@ impl Batcher {
         let _close = CloseOnDrop(self.slots.clone());
         let mut carry: Option<Work> = None;
         loop {
+            // Slots of the work taken off the queue for this record, given back in one call
+            // (each `add_permits` takes the semaphore's waiter lock).
+            let mut freed = 0;
             let work = match carry.take() {
                 Some(w) => w,
                 None => match self.rx.recv() {
-                    Ok(w) => self.taken(w),
+                    Ok(w) => {
+                        freed += usize::from(holds_slot(&w));
+                        w
+                    }
                     Err(_) => return,
                 },
             };
@@ -119,24 +131,20 @@ impl Batcher {
             carry = group.add(work);
             while carry.is_none() && group.len() < self.max_rows {
                 match self.rx.try_recv() {
-                    Ok(w) => carry = group.add(self.taken(w)),
+                    Ok(w) => {
+                        freed += usize::from(holds_slot(&w));
+                        carry = group.add(w);
+                    }
                     Err(_) => break,
                 }
             }
+            self.slots.add_permits(freed);
             if let Err(e) = self.commit(group) {
                 // Nothing of this batch is acknowledged: clients resend after reconnecting.
                 error!(error = %e, "WAL commit failed; stopping ingest (readings stay unacknowledged)");
                 return;
             }
         }
-    }
-
-    /// Gives back the queue slot `work` held (a flush holds none).
-    fn taken(&self, work: Work) -> Work {
-        if !matches!(work, Work::Flush(_)) {
-            self.slots.add_permits(1);
-        }
-        work
     }
 
     /// Waits while PostgreSQL is more than `max_backlog` batches behind: the WAL backlog on

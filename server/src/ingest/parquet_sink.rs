@@ -66,8 +66,7 @@ impl ParquetSink {
                     return;
                 }
             }
-            let rotated = self.store.rotate_if_old().map_err(IngestError::from);
-            if let Err(e) = rotated.and_then(|p| p.map_or(Ok(()), |p| self.published(&p))) {
+            if let Err(e) = self.rotate_if_old() {
                 error!(error = %e, "Parquet close failed");
                 return;
             }
@@ -84,6 +83,14 @@ impl ParquetSink {
             self.published(&p)?;
         }
         Ok(())
+    }
+
+    /// Publishes the open file if it has reached its maximum age.
+    fn rotate_if_old(&mut self) -> Result<(), IngestError> {
+        match self.store.rotate_if_old()? {
+            Some(p) => self.published(&p),
+            None => Ok(()),
+        }
     }
 
     /// Publishes the open file, if any.
