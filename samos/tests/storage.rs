@@ -791,7 +791,7 @@ fn a_postgres_outage_past_the_backlog_limit_pauses_publishers_until_it_returns()
     pg.resume();
     match c.next(Duration::from_secs(30)) {
         Reply::V4(mqttbytes::v4::Packet::PubAck(a)) => assert_eq!(a.pkid, 6),
-        _ => panic!("no acknowledgement after PostgreSQL came back"),
+        other => panic!("no acknowledgement after PostgreSQL came back: {other:?}"),
     }
     wait_pg_rows(&pg, 6);
     assert_eq!(pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"), 6);

@@ -29,6 +29,7 @@ use tracing::warn;
 
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 
 /// What the handlers share.
 pub struct Api {
@@ -37,8 +38,8 @@ pub struct Api {
     metrics: Arc<Metrics>,
 }
 
-/// A refusal: status, counter reason, message.
-struct Refusal(StatusCode, &'static str, String);
+/// A refused request: its status, why, and the message the client reads.
+struct Refused(StatusCode, Refusal, String);
 
 impl Api {
     pub fn new(history: History, config: ApiConfig, metrics: Arc<Metrics>) -> Api {
@@ -49,14 +50,14 @@ impl Api {
         }
     }
 
-    fn refuse(&self, r: Refusal) -> Response {
-        let Refusal(status, reason, message) = r;
+    fn refuse(&self, r: Refused) -> Response {
+        let Refused(status, reason, message) = r;
         self.metrics.refuse(reason);
-        warn!(status = status.as_u16(), reason, %message, "API request refused");
+        warn!(status = status.as_u16(), reason = reason.label(), %message, "API request refused");
         (status, axum::Json(json!({ "error": message }))).into_response()
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let Some(token) = &self.config.token else {
             return Ok(());
         };
@@ -68,9 +69,9 @@ impl Api {
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
-            Err(Refusal(
+            Err(Refused(
                 StatusCode::UNAUTHORIZED,
-                "api_unauthorized",
+                Refusal::ApiUnauthorized,
                 "missing or wrong bearer token".into(),
             ))
         }
@@ -80,7 +81,7 @@ impl Api {
     async fn answer(
         &self,
         frame: impl Future<Output = Result<samos_analytics::datafusion::prelude::DataFrame, QueryError>>,
-    ) -> Result<Value, Refusal> {
+    ) -> Result<Value, Refused> {
         let started = Instant::now();
         let cap = self.config.max_rows;
         let run = async {
@@ -108,15 +109,17 @@ impl Api {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 let reason = match e {
-                    QueryError::NotReadOnly(_) | QueryError::Statements(_) => "api_not_read_only",
-                    _ => "api_bad_query",
+                    QueryError::NotReadOnly(_) | QueryError::Statements(_) => {
+                        Refusal::ApiNotReadOnly
+                    }
+                    _ => Refusal::ApiBadQuery,
                 };
-                return Err(Refusal(StatusCode::BAD_REQUEST, reason, e.to_string()));
+                return Err(Refused(StatusCode::BAD_REQUEST, reason, e.to_string()));
             }
             Err(_) => {
-                return Err(Refusal(
+                return Err(Refused(
                     StatusCode::REQUEST_TIMEOUT,
-                    "api_query_timeout",
+                    Refusal::ApiQueryTimeout,
                     format!(
                         "the query ran longer than {} ms and was cancelled",
                         self.config.query_timeout_ms
@@ -132,16 +135,16 @@ impl Api {
             &mut json_rows,
         )
         .map_err(|e| {
-            Refusal(
+            Refused(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "api_encode",
+                Refusal::ApiEncode,
                 e.to_string(),
             )
         })?;
         let rows_value: Value = serde_json::from_slice(&json_rows).map_err(|e| {
-            Refusal(
+            Refused(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "api_encode",
+                Refusal::ApiEncode,
                 e.to_string(),
             )
         })?;
@@ -171,16 +174,16 @@ async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params
         api.authorize(&headers)?;
         let sql = p.get("sql").map(String::as_str).unwrap_or("").trim();
         if sql.is_empty() {
-            return Err(Refusal(
+            return Err(Refused(
                 StatusCode::BAD_REQUEST,
-                "api_bad_query",
+                Refusal::ApiBadQuery,
                 "give the statement as ?sql=…".into(),
             ));
         }
         if sql.len() > api.config.max_query_bytes {
-            return Err(Refusal(
+            return Err(Refused(
                 StatusCode::BAD_REQUEST,
-                "api_query_too_long",
+                Refusal::ApiQueryTooLong,
                 format!(
                     "the query is {} bytes; at most {} are accepted (api.max_query_bytes)",
                     sql.len(),
@@ -219,11 +222,11 @@ async fn nodes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 }
 
 /// `2026-11-25T10:00:00Z` (or any RFC 3339 time) or `2026-11-25` (midnight UTC), as ms.
-fn parse_time(name: &str, text: &str) -> Result<i64, Refusal> {
+fn parse_time(name: &str, text: &str) -> Result<i64, Refused> {
     let bad = || {
-        Refusal(
+        Refused(
             StatusCode::BAD_REQUEST,
-            "api_bad_query",
+            Refusal::ApiBadQuery,
             format!("{name}={text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"),
         )
     };
@@ -301,7 +304,7 @@ async fn readings(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Par
     respond(&api, result)
 }
 
-fn respond(api: &Api, result: Result<Value, Refusal>) -> Response {
+fn respond(api: &Api, result: Result<Value, Refused>) -> Response {
     match result {
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
         Err(r) => api.refuse(r),

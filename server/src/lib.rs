@@ -27,4 +27,5 @@ pub mod ingest;
 pub mod link;
 pub mod metrics;
 pub mod protocol;
+pub mod refusal;
 pub mod server;

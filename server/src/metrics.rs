@@ -1,13 +1,15 @@
 //! Counters, gauges and histograms, exported in the Prometheus text format on `/metrics` and
 //! as Mosquitto-style `$SYS/broker/...` topics.
 //!
-//! Hot-path updates are relaxed atomic adds; refusals (rare by nature) go through a small map.
+//! Updates are relaxed atomic adds, refusals included (one counter per `Refusal`); nothing
+//! here takes a lock.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use crate::refusal::Refusal;
 
 /// Names of MQTT control packet types, indexed by type number.
 pub const PACKET_NAMES: [&str; 16] = [
@@ -110,7 +112,8 @@ pub struct Metrics {
     pub postgres_rows: AtomicU64,
     /// Alerts raised by the severity cross-check (not refusals: the readings were stored).
     pub alerts_raised: AtomicU64,
-    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Indexed by `Refusal as usize`.
+    refusals: Box<[AtomicU64]>,
 }
 
 impl Default for Metrics {
@@ -146,30 +149,29 @@ impl Default for Metrics {
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
-            refusals: Mutex::new(BTreeMap::new()),
+            refusals: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
 impl Metrics {
     /// Counts one refusal; every refusal is also logged where it happens.
-    pub fn refuse(&self, reason: &'static str) {
+    pub fn refuse(&self, reason: Refusal) {
         self.refuse_n(reason, 1);
     }
 
     /// Counts `n` refusals of one kind.
-    pub fn refuse_n(&self, reason: &'static str, n: u64) {
-        *self
-            .refusals
-            .lock()
-            .expect("refusal counters")
-            .entry(reason)
-            .or_default() += n;
+    pub fn refuse_n(&self, reason: Refusal, n: u64) {
+        self.refusals[reason as usize].fetch_add(n, Relaxed);
     }
 
-    /// Refusals so far, by reason.
+    /// The refusals counted so far, by label (reasons never seen are left out).
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refusals.lock().expect("refusal counters").clone()
+        Refusal::ALL
+            .iter()
+            .map(|r| (r.label(), self.refusals[*r as usize].load(Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     pub fn uptime(&self) -> Duration {
@@ -417,7 +419,7 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.refuse("malformed_packet");
+        m.refuse(Refusal::MalformedPacket);
         m.packets_received[3].fetch_add(2, Relaxed);
         m.publish_ack_latency.observe(Duration::from_micros(300));
         let text = m.render();

@@ -85,6 +85,7 @@ pub struct Raw {
 }
 
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 pub enum Reply {
     V4(v4::Packet),
     V5(v5::Packet),
@@ -165,6 +166,7 @@ impl Raw {
             match self.s.read(&mut chunk) {
                 Ok(0) => return Reply::Closed,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::broker::durable::DurableSession;
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use samos_mqtt::topic;
 
 /// Router limits, from the `[mqtt]` configuration.
@@ -489,7 +490,8 @@ impl Router {
 
     fn dropped(&mut self, client: &Arc<str>, n: usize) {
         self.metrics.messages_dropped.fetch_add(n as u64, Relaxed);
-        self.metrics.refuse_n("subscriber_queue_full", n as u64);
+        self.metrics
+            .refuse_n(Refusal::SubscriberQueueFull, n as u64);
         let now = Instant::now();
         if self
             .drop_warned_at

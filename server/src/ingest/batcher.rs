@@ -8,7 +8,7 @@
 //! work leaves the queue, and closed when the batcher stops.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::atomic::{Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use tracing::{error, warn};
 use super::columns::{build_batch, encode_record};
 use super::parquet_sink::SinkMsg;
 use super::wal::{Wal, WalError};
+use super::watermark::Watermark;
 use super::{Reading, Ticket, Work, postgres};
 use crate::broker::durable::{SessionOp, SessionTable};
 use crate::metrics::Metrics;
@@ -30,7 +31,7 @@ pub(super) struct Batcher {
     pub(super) sessions: SessionTable,
     pub(super) durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Last committed sequence, for sinks that follow the WAL.
-    pub(super) committed: Arc<AtomicU64>,
+    pub(super) committed: Arc<Watermark>,
     /// The PostgreSQL sink's progress, when there is one.
     pub(super) pg: Option<Arc<postgres::PostgresState>>,
     /// Committed batches PostgreSQL may fall behind before commits (and so publishers) wait.
@@ -151,23 +152,20 @@ impl Batcher {
     /// disk stays bounded, the queue fills, and publishers are paused instead.
     fn wait_for_backlog(&self) {
         let Some(pg) = &self.pg else { return };
-        let mut warned = false;
-        while self
-            .wal
-            .next_seq()
-            .saturating_sub(pg.checkpoint.load(Relaxed) + 1)
-            >= self.max_backlog
-        {
-            if !warned {
-                warned = true;
-                warn!(
-                    backlog = self.max_backlog,
-                    "PostgreSQL is too far behind: holding commits (publishers are paused, nothing is dropped)"
-                );
-            }
-            self.metrics.ingest_backpressure.fetch_add(1, Relaxed);
-            std::thread::sleep(Duration::from_millis(10));
+        let next = self.wal.next_seq();
+        let caught_up = |checkpoint: u64| next.saturating_sub(checkpoint + 1) < self.max_backlog;
+        if caught_up(pg.checkpoint.get()) {
+            return;
         }
+        warn!(
+            backlog = self.max_backlog,
+            "PostgreSQL is too far behind: holding commits (publishers are paused, nothing is dropped)"
+        );
+        self.metrics.ingest_backpressure.fetch_add(1, Relaxed);
+        while !caught_up(
+            pg.checkpoint
+                .wait_blocking(caught_up, Duration::from_secs(60)),
+        ) {}
     }
 
     fn commit(&mut self, group: Group) -> Result<(), WalError> {
@@ -196,13 +194,13 @@ impl Batcher {
         };
         self.wal.append(&payload)?;
         self.wal.commit()?;
-        self.committed.store(seq, Relaxed);
+        self.committed.set(seq);
         if !group.ops.is_empty() {
             self.apply_sessions(&group.ops);
         }
         if let Some(pg) = &self.pg {
             // Kept current here too, so an outage (no sink loop running) still shows its lag.
-            let lag = seq.saturating_sub(pg.checkpoint.load(Relaxed));
+            let lag = seq.saturating_sub(pg.checkpoint.get());
             self.metrics.postgres_lag.store(lag, Relaxed);
         }
         let m = &self.metrics;

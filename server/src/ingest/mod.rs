@@ -1,34 +1,22 @@
 //! The durable ingest path: accepted readings → a bounded queue → one batcher that owns the
 //! Arrow column builders → WAL append + fsync (group commit) → acknowledgements released →
-//! Parquet.
-//!
-//! Acknowledge after durable: a connection holds the PUBACK/PUBREC of a reading until the
-//! batch holding it is fsync'd; each connection has an [`AckCursor`] the batcher advances.
-//! Group commit is adaptive: the batcher takes whatever is queued when it is free, so a lone
-//! client's reading commits at once, and under load batches grow while the previous fsync runs.
-//! A batch never spans two UTC dates, so each lands whole in one Parquet partition.
-//!
-//! The Parquet sink writes `readings/date=YYYY-MM-DD/part-{first}-{last}.parquet` (ZSTD,
-//! statistics) under a temporary name, fsyncs it, renames it, then advances the WAL
-//! checkpoint and frees WAL segments. Recovery replays what the WAL holds past the checkpoint;
-//! temporary files of a crashed run are removed first, so every row reaches Parquet once.
-
-//! The durable ingest path: accepted readings → a bounded queue → one batcher that owns the
-//! Arrow column builders → WAL append + fsync (group commit) → acknowledgements released →
 //! Parquet (and PostgreSQL, following the WAL).
 //!
 //! Acknowledge after durable: a connection holds the PUBACK/PUBREC of a reading until the
 //! record holding it is fsync'd. It hands each such reading over with a [`Ticket`] (its
 //! connection's [`AckCursor`] and a sequence number on it); the batcher advances the cursor
-//! once the record is durable. A record never spans two UTC dates, so each lands whole in one
-//! Parquet partition.
+//! once the record is durable. Group commit is adaptive: the batcher takes whatever is queued
+//! when it is free, so a lone client's reading commits at once, and under load records grow
+//! while the previous fsync runs. A record never spans two UTC dates, so each lands whole in
+//! one Parquet partition.
 //!
 //! Backpressure, never a drop: the queue has a fixed number of slots; a connection that finds
 //! none waits (asynchronously, so it stops reading its socket) until the batcher takes work
 //! off the queue and gives slots back.
 //!
 //! Files: [`batcher`] (group commit and ticket release), [`columns`] (the Arrow batch and the
-//! WAL record), `parquet_sink` (published files, checkpoint, retention), [`postgres`].
+//! WAL record), `parquet_sink` (published files, checkpoint, retention), [`postgres`],
+//! [`watermark`] (the committed sequence and the PostgreSQL checkpoint, waited on, not polled).
 //! Recovery at start replays what the WAL holds past the checkpoint into Parquet; the store
 //! removes a crashed run's temporary files first, so every row reaches Parquet once.
 
@@ -36,6 +24,7 @@ mod batcher;
 pub mod columns;
 mod parquet_sink;
 pub mod postgres;
+pub mod watermark;
 
 pub use samos_store::wal;
 
@@ -43,7 +32,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam::channel::{self, Sender};
 use samos_schemas::node_config::NodeConfig;
@@ -61,6 +50,7 @@ use batcher::Batcher;
 pub use columns::{build_batch, decode_record_sessions, encode_record};
 use parquet_sink::ParquetSink;
 use wal::{Wal, WalError};
+use watermark::Watermark;
 
 /// How far a connection's readings are durable: the batcher stores the highest per-connection
 /// sequence number it has committed and wakes the connection.
@@ -160,7 +150,7 @@ pub struct Ingest {
     /// Free places in the queue (see the module header).
     slots: Arc<Semaphore>,
     pub durability: Durability,
-    committed: Arc<AtomicU64>,
+    committed: Arc<Watermark>,
     pg: Option<Arc<postgres::PostgresState>>,
     /// Client ids with a durable session, kept current by the batcher.
     durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
@@ -235,11 +225,11 @@ impl Ingest {
             rotation,
             config.parquet_compact_files,
         )?;
-        let committed = Arc::new(AtomicU64::new(wal.next_seq() - 1));
+        let committed = Arc::new(Watermark::new(wal.next_seq() - 1));
         let pg_state = config.postgres.as_ref().map(|_| {
             Arc::new(postgres::PostgresState {
                 // Until the sink has connected and read its checkpoint, keep every segment.
-                checkpoint: AtomicU64::new(0),
+                checkpoint: Watermark::new(0),
                 connected: std::sync::atomic::AtomicBool::new(false),
             })
         });
@@ -386,12 +376,11 @@ impl Ingest {
             let _ = done_rx.recv_timeout(Duration::from_secs(30));
         }
         if let Some(pg) = &self.pg {
-            let target = self.committed.load(Relaxed);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pg.checkpoint.load(Relaxed) < target && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let behind = target.saturating_sub(pg.checkpoint.load(Relaxed));
+            let target = self.committed.get();
+            let reached = pg
+                .checkpoint
+                .wait_blocking(|c| c >= target, Duration::from_secs(10));
+            let behind = target.saturating_sub(reached);
             if behind > 0 {
                 warn!(
                     batches = behind,

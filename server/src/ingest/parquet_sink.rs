@@ -105,7 +105,7 @@ impl ParquetSink {
     fn published(&mut self, file: &Published) -> Result<(), IngestError> {
         wal::write_checkpoint(&self.wal_dir, file.last_seq)?;
         let keep_from = match &self.pg {
-            Some(pg) => file.last_seq.min(pg.checkpoint.load(Relaxed)),
+            Some(pg) => file.last_seq.min(pg.checkpoint.get()),
             None => file.last_seq,
         };
         wal::remove_segments_through(&self.wal_dir, keep_from)?;

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use arrow::array::{
@@ -27,7 +27,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tracing::{info, warn};
 
 use super::wal::WalTail;
+use super::watermark::Watermark;
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 
 const SINK: &str = "readings";
 
@@ -57,8 +59,9 @@ const COLUMNS: [(&str, Type); 19] = [
 /// What the sink shares with the rest of the engine.
 #[derive(Debug)]
 pub struct PostgresState {
-    /// Highest WAL sequence loaded into PostgreSQL (gates WAL segment deletion).
-    pub checkpoint: AtomicU64,
+    /// Highest WAL sequence loaded into PostgreSQL (gates WAL segment deletion; the batcher
+    /// waits on it when the sink is too far behind).
+    pub checkpoint: Watermark,
     pub connected: std::sync::atomic::AtomicBool,
 }
 
@@ -67,8 +70,8 @@ pub struct PostgresSink {
     pub wal_dir: PathBuf,
     /// Where `nodes.json`, `events.jsonl` and `rejected.jsonl` live.
     pub data_dir: PathBuf,
-    /// Last committed WAL sequence (advanced by the batcher).
-    pub committed: Arc<AtomicU64>,
+    /// Last committed WAL sequence (advanced by the batcher; the sink waits on it when idle).
+    pub committed: Arc<Watermark>,
     pub state: Arc<PostgresState>,
     pub metrics: Arc<Metrics>,
     pub batch_records: usize,
@@ -108,12 +111,12 @@ impl PostgresSink {
                     Err(e) => {
                         self.state.connected.store(false, Relaxed);
                         if let SinkError::ForeignStore { .. } = e {
-                            self.metrics.refuse("postgres_foreign_store");
+                            self.metrics.refuse(Refusal::PostgresForeignStore);
                             tracing::error!(error = %e, "PostgreSQL sink refuses the database");
                             tokio::time::sleep(Duration::from_secs(5)).await;
                             continue;
                         }
-                        self.metrics.refuse("postgres_sink_error");
+                        self.metrics.refuse(Refusal::PostgresSinkError);
                         warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PostgreSQL sink: connection lost or failed; rows wait in the WAL");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -129,7 +132,7 @@ impl PostgresSink {
         let conn = tokio::spawn(connection);
         let checkpoint = prepare(&client).await?;
         claim_store(&client, &self.store_id).await?;
-        self.state.checkpoint.store(checkpoint, Relaxed);
+        self.state.checkpoint.set(checkpoint);
         self.state.connected.store(true, Relaxed);
         info!(checkpoint, "PostgreSQL sink connected");
         let mut files = FileFollower::new(&client, &self.data_dir).await?;
@@ -140,7 +143,7 @@ impl PostgresSink {
                 // Surface the connection's error through a query.
                 client.simple_query("SELECT 1").await?;
             }
-            let committed = self.committed.load(Relaxed);
+            let committed = self.committed.get();
             self.metrics
                 .postgres_lag
                 .store(committed.saturating_sub(tail.position), Relaxed);
@@ -162,7 +165,9 @@ impl PostgresSink {
                 apply_retention(&client, self.retention_days).await?;
             }
             let Some(last) = records.last().map(|r| r.seq) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Idle: wake on the next commit, or within a second to follow the JSON files.
+                let next = self.committed.changed_from(committed);
+                let _ = tokio::time::timeout(Duration::from_secs(1), next).await;
                 continue;
             };
             let mut batches = Vec::new();
@@ -172,13 +177,13 @@ impl PostgresSink {
                 match samos_store::record::decode_batches(&record.payload) {
                     Ok(b) => batches.extend(b),
                     Err(e) => {
-                        self.metrics.refuse("postgres_undecodable_batch");
+                        self.metrics.refuse(Refusal::PostgresUndecodableBatch);
                         tracing::error!(seq = record.seq, error = %e, "undecodable WAL batch skipped by the PostgreSQL sink");
                     }
                 }
             }
             let rows = load(&mut client, &batches, last).await?;
-            self.state.checkpoint.store(last, Relaxed);
+            self.state.checkpoint.set(last);
             self.metrics.postgres_rows.fetch_add(rows, Relaxed);
         }
     }
@@ -543,7 +548,7 @@ fn read_lines(f: &mut FollowedFile, metrics: &Metrics) -> Option<(Vec<String>, u
                 if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
                     lines.push(without_nul(text).into_owned());
                 } else {
-                    metrics.refuse("postgres_unreadable_log_line");
+                    metrics.refuse(Refusal::PostgresUnreadableLogLine);
                     warn!(file = %f.path.display(), offset = next - n as u64, "skipping a line that is not JSON");
                 }
             }

@@ -35,6 +35,7 @@ use crate::auth::ReadDenied;
 use crate::broker::durable::SessionOp;
 use crate::broker::{Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, Will};
 use crate::ingest::StorageStopped;
+use crate::refusal::Refusal;
 
 /// Stop reading from a client whose unsent output exceeds this (it is not reading ours).
 const WRITE_HIGH_WATER: usize = 1 << 20;
@@ -98,7 +99,7 @@ pub async fn run<S>(
 
     let (version, connect) = match first {
         Err(_) => {
-            shared.metrics.refuse("connect_timeout");
+            shared.metrics.refuse(Refusal::ConnectTimeout);
             info!(%peer, "no CONNECT within {}s, closing", timeout.as_secs());
             return;
         }
@@ -107,7 +108,7 @@ pub async fn run<S>(
             return;
         }
         Ok(Err(e)) => {
-            shared.metrics.refuse(e.reason());
+            shared.metrics.refuse(Refusal::from(&e));
             warn!(%peer, error = %e, "refused connection");
             if let CodecError::UnsupportedProtocol { .. } = &e {
                 // 3.1.1 §3.2.2.3: "unacceptable protocol version" in the 3.x form, which every
@@ -333,7 +334,7 @@ impl Connection {
                 Ok(Some(p)) => p,
                 Ok(None) => return self.flush_batch().await,
                 Err(e) => {
-                    self.shared.metrics.refuse(e.reason());
+                    self.shared.metrics.refuse(Refusal::from(&e));
                     return Err(End::Refused {
                         reason: e.disconnect_reason(),
                         why: e.to_string(),
@@ -394,7 +395,7 @@ impl Connection {
                         // §3.14.2.2.2: the session stays at 0 and ends with this connection.
                         self.shared
                             .metrics
-                            .refuse("session_expiry_raised_from_zero");
+                            .refuse(Refusal::SessionExpiryRaisedFromZero);
                         return Err(End::Refused {
                             reason: DisconnectReasonCode::ProtocolError,
                             why: "session expiry set on DISCONNECT after 0 on CONNECT".into(),
@@ -457,7 +458,7 @@ impl Connection {
                 continue;
             }
             if !self.read_denied.is_empty() && self.read_denied.denies(&delivery.message.topic) {
-                self.shared.metrics.refuse("delivery_not_authorized");
+                self.shared.metrics.refuse(Refusal::DeliveryNotAuthorized);
                 debug!(client_id = %self.client_id, topic = %delivery.message.topic, "delivery denied by ACL");
                 continue;
             }
@@ -508,7 +509,7 @@ impl Connection {
             self.shared.metrics.messages_dropped.fetch_add(1, Relaxed);
             self.shared
                 .metrics
-                .refuse("exceeds_client_maximum_packet_size");
+                .refuse(Refusal::ExceedsClientMaximumPacketSize);
             debug!(client_id = %self.client_id, topic = %m.topic, "message larger than the client accepts, discarded");
             return false;
         }

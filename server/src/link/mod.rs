@@ -21,6 +21,7 @@ use crate::auth::{Acl, Authenticator};
 use crate::broker::RouterHandle;
 use crate::config::{Config, ListenerConfig};
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use connection::ListenerContext;
 
 /// What every connection shares: configuration, metrics, the router, authentication.
@@ -133,12 +134,12 @@ impl Listener {
                             {
                                 Ok(Ok(tls)) => tls,
                                 Ok(Err(e)) => {
-                                    shared.metrics.refuse("tls_handshake_failed");
+                                    shared.metrics.refuse(Refusal::TlsHandshakeFailed);
                                     warn!(%peer, error = %e, "TLS handshake failed");
                                     return;
                                 }
                                 Err(_) => {
-                                    shared.metrics.refuse("tls_handshake_timeout");
+                                    shared.metrics.refuse(Refusal::TlsHandshakeTimeout);
                                     debug!(%peer, "TLS handshake timed out");
                                     return;
                                 }

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::{Protocol, RefuseCode, Sender, Verdict};
 use crate::broker::{Message, Request};
 use crate::clock::now_ms;
+use crate::refusal::Refusal;
 
 impl Protocol {
     pub(super) fn refuse(
@@ -22,16 +23,16 @@ impl Protocol {
         topic_name: &str,
         raw: &Bytes,
         code: RefuseCode,
-        reason: &'static str,
+        reason: Refusal,
         detail: String,
     ) -> Verdict {
         self.metrics.refuse(reason);
         self.registry.mark_dirty();
-        warn!(client_id = %from.client_id, topic = topic_name, reason, "refused: {detail}");
+        warn!(client_id = %from.client_id, topic = topic_name, reason = reason.label(), "refused: {detail}");
         let text = String::from_utf8_lossy(&raw[..raw.len().min(1024)]).into_owned();
         let line = json!({
             "time_ms": now_ms(), "client_id": &**from.client_id, "peer": from.peer.to_string(),
-            "topic": topic_name, "reason": reason, "detail": detail, "payload": text,
+            "topic": topic_name, "reason": reason.label(), "detail": detail, "payload": text,
             "payload_bytes": raw.len(),
         });
         if let Err(e) = self.rejected.append(&line) {
@@ -50,7 +51,7 @@ impl Protocol {
         topic_name: &str,
         t: &topic::NodeTopic<'_>,
         raw: &Bytes,
-        reason: &'static str,
+        reason: Refusal,
         detail: String,
     ) -> Verdict {
         let join = t.kind == TopicKind::Control

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::registry::Node;
 use super::{Protocol, RefuseCode, Sender, Verdict};
 use crate::clock::now_ms;
+use crate::refusal::Refusal;
 
 impl Protocol {
     /// `session`: the sender's client id when nodes are bound to the session that joined them.
@@ -34,7 +35,7 @@ impl Protocol {
                     topic_name,
                     raw,
                     RefuseCode::PayloadFormatInvalid,
-                    "control_malformed",
+                    Refusal::ControlMalformed,
                     e.to_string(),
                 );
             }
@@ -57,7 +58,7 @@ impl Protocol {
                             topic_name,
                             &t,
                             raw,
-                            "foreign_node",
+                            Refusal::ForeignNode,
                             detail,
                         );
                     }
@@ -117,7 +118,7 @@ impl Protocol {
                 topic_name,
                 raw,
                 RefuseCode::NotAuthorized,
-                "server_command",
+                Refusal::ServerCommand,
                 "SET_CN_FUNCTIONAL_MODE is sent by the server alone".into(),
             ),
             Control::Unknown { command } => {
@@ -127,7 +128,7 @@ impl Protocol {
                     topic_name,
                     raw,
                     RefuseCode::PayloadFormatInvalid,
-                    "unknown_command",
+                    Refusal::UnknownCommand,
                     detail,
                 )
             }
@@ -185,7 +186,7 @@ impl Protocol {
                 );
             }
             _ => {
-                self.metrics.refuse("node_blocked");
+                self.metrics.refuse(Refusal::NodeBlocked);
                 warn!(node = %job.node_id, network = %job.network, errors = ?record.refusal, "node blocked: invalid configuration");
                 self.event(
                     "blocked",

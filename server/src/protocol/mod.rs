@@ -38,6 +38,7 @@ use crate::clock::now_ms;
 use crate::config::{NodeIdentity, ProtocolConfig};
 pub use crate::ingest::AcceptedReading;
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use join::status_word;
 use registry::{JsonLines, Node, NodeRegistry, RegistryError};
 
@@ -78,10 +79,7 @@ pub enum Verdict {
     /// A valid reading: store it and route it.
     Reading(AcceptedReading),
     /// Refused (already logged, counted and quarantined): acknowledge with `code`, do not route.
-    Refuse {
-        code: RefuseCode,
-        reason: &'static str,
-    },
+    Refuse { code: RefuseCode, reason: Refusal },
 }
 
 /// Why the protocol layer could not start.
@@ -218,7 +216,7 @@ impl Protocol {
                 topic_name,
                 payload,
                 RefuseCode::NotAuthorized,
-                "server_topic",
+                Refusal::ServerTopic,
                 "alert topics are written by the server alone".into(),
             );
         }
@@ -244,7 +242,14 @@ impl Protocol {
                 identity.unwrap_or("an anonymous client"),
                 t.node_id,
             );
-            return self.refuse_speaker(from, topic_name, &t, payload, "foreign_node", detail);
+            return self.refuse_speaker(
+                from,
+                topic_name,
+                &t,
+                payload,
+                Refusal::ForeignNode,
+                detail,
+            );
         }
         let session = (binding == Binding::Session).then_some(&**from.client_id);
         match t.kind {
@@ -272,8 +277,13 @@ impl Protocol {
         network: &str,
         node_id: &str,
         session: Option<&str>,
-    ) -> Result<Arc<Node>, (&'static str, String)> {
-        let not_joined = || ("node_not_active", format!("node {node_id} has not joined"));
+    ) -> Result<Arc<Node>, (Refusal, String)> {
+        let not_joined = || {
+            (
+                Refusal::NodeNotActive,
+                format!("node {node_id} has not joined"),
+            )
+        };
         let node = self.registry.get(network, node_id).ok_or_else(not_joined)?;
         {
             let r = node.record.lock().expect("node record");
@@ -281,7 +291,7 @@ impl Protocol {
                 && r.bound_client() != client
             {
                 return Err((
-                    "foreign_node",
+                    Refusal::ForeignNode,
                     foreign_session(node_id, r.bound_client(), client),
                 ));
             }
@@ -306,7 +316,7 @@ impl Protocol {
                 "node {} has never joined: send PUB_CONFIG_FILE on its control topic first",
                 t.node_id
             );
-            return self.refuse_speaker(from, topic_name, &t, raw, "unknown_node", detail);
+            return self.refuse_speaker(from, topic_name, &t, raw, Refusal::UnknownNode, detail);
         };
         let accepted = match check_reading(&node, session, t, sensor, raw) {
             Ok(a) => a,
@@ -442,8 +452,8 @@ impl Protocol {
     }
 }
 
-/// A refusal: how a v5 client is answered, the counter label, and the logged detail.
-type Refusal = (RefuseCode, &'static str, String);
+/// A refused reading: how a v5 client is answered, why, and the logged detail.
+type RefusedReading = (RefuseCode, Refusal, String);
 
 /// Checks a reading of an existing node against its state and its declared contract.
 /// `session`: the sender's client id when nodes are bound to the session that joined them.
@@ -453,18 +463,18 @@ fn check_reading(
     t: topic::NodeTopic<'_>,
     sensor: &str,
     raw: &Bytes,
-) -> Result<AcceptedReading, Refusal> {
+) -> Result<AcceptedReading, RefusedReading> {
     let (config, index, severity) = {
         let r = node.record.lock().expect("node record");
         if let Some(client) = session
             && r.bound_client() != client
         {
             let detail = foreign_session(t.node_id, r.bound_client(), client);
-            return Err((RefuseCode::NotAuthorized, "foreign_node", detail));
+            return Err((RefuseCode::NotAuthorized, Refusal::ForeignNode, detail));
         }
         if r.functional_mode != FunctionalMode::Active {
             let detail = format!("node {} is {}", t.node_id, r.functional_mode.as_str());
-            return Err((RefuseCode::NotAuthorized, "node_not_active", detail));
+            return Err((RefuseCode::NotAuthorized, Refusal::NodeNotActive, detail));
         }
         let config = r
             .config
@@ -472,20 +482,25 @@ fn check_reading(
             .expect("active nodes have a configuration");
         if config.location.levels() != t.location {
             let detail = "topic location differs from the node's configuration".to_string();
-            return Err((RefuseCode::NotAuthorized, "location_mismatch", detail));
+            return Err((RefuseCode::NotAuthorized, Refusal::LocationMismatch, detail));
         }
         let Some(index) = config.sensor_index(sensor) else {
             let detail = format!("node {} declared no sensor {sensor:?}", t.node_id);
             return Err((
                 RefuseCode::PayloadFormatInvalid,
-                "undeclared_sensor",
+                Refusal::UndeclaredSensor,
                 detail,
             ));
         };
         (config.clone(), index, r.severity)
     };
-    let value = payload::check_reading(&config.sensors[index], raw)
-        .map_err(|e| (RefuseCode::PayloadFormatInvalid, e.reason(), e.to_string()))?;
+    let value = payload::check_reading(&config.sensors[index], raw).map_err(|e| {
+        (
+            RefuseCode::PayloadFormatInvalid,
+            Refusal::from(&e),
+            e.to_string(),
+        )
+    })?;
     Ok(AcceptedReading {
         config,
         sensor: index,

@@ -18,6 +18,7 @@ use super::Connection;
 use crate::auth::Access;
 use crate::broker::durable::SessionOp;
 use crate::broker::{ConnectGrant, Message, Request, SessionState, Will};
+use crate::refusal::Refusal;
 
 impl Connection {
     /// Authenticates the client, registers it with the router and sends CONNACK.
@@ -309,11 +310,11 @@ impl Connection {
         why: &'static str,
     ) -> Option<SessionState> {
         let reason = match code {
-            ConnectReturnCode::BadUserNamePassword => "bad_credentials",
-            ConnectReturnCode::NotAuthorized => "not_authorized",
-            ConnectReturnCode::ClientIdentifierNotValid => "client_id_invalid",
-            ConnectReturnCode::TopicNameInvalid => "will_topic_invalid",
-            _ => "connect_refused",
+            ConnectReturnCode::BadUserNamePassword => Refusal::BadCredentials,
+            ConnectReturnCode::NotAuthorized => Refusal::NotAuthorized,
+            ConnectReturnCode::ClientIdentifierNotValid => Refusal::ClientIdInvalid,
+            ConnectReturnCode::TopicNameInvalid => Refusal::WillTopicInvalid,
+            _ => Refusal::ConnectRefused,
         };
         self.shared.metrics.refuse(reason);
         warn!(

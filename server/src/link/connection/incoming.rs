@@ -26,6 +26,7 @@ use crate::ingest::{AcceptedReading, Origin};
 use crate::link::ack_queue::{Ack, ack_packet};
 use crate::link::aliases::AliasError;
 use crate::protocol::{RefuseCode, Sender, Verdict};
+use crate::refusal::Refusal;
 
 impl Connection {
     /// A PUBLISH from the client: its topic resolved and checked, QoS 2 duplicates and limits,
@@ -43,7 +44,7 @@ impl Connection {
                 return Ok(());
             }
             if self.incoming_qos2.len() >= self.shared.config.mqtt.receive_maximum as usize {
-                self.shared.metrics.refuse("receive_maximum_exceeded");
+                self.shared.metrics.refuse(Refusal::ReceiveMaximumExceeded);
                 return Err(End::Refused {
                     reason: DisconnectReasonCode::ReceiveMaximumExceeded,
                     why: "more unacknowledged QoS 2 messages than Receive Maximum".into(),
@@ -95,12 +96,13 @@ impl Connection {
         {
             let (label, reason) = match e {
                 AliasError::OutOfRange(_) => (
-                    "topic_alias_invalid",
+                    Refusal::TopicAliasInvalid,
                     DisconnectReasonCode::TopicAliasInvalid,
                 ),
-                AliasError::Unknown(_) => {
-                    ("topic_alias_unknown", DisconnectReasonCode::ProtocolError)
-                }
+                AliasError::Unknown(_) => (
+                    Refusal::TopicAliasUnknown,
+                    DisconnectReasonCode::ProtocolError,
+                ),
             };
             self.shared.metrics.refuse(label);
             return Err(End::Refused {
@@ -109,7 +111,7 @@ impl Connection {
             });
         }
         if !topic::valid_topic_name(&p.topic) {
-            self.shared.metrics.refuse("topic_invalid");
+            self.shared.metrics.refuse(Refusal::TopicInvalid);
             return Err(End::Refused {
                 reason: DisconnectReasonCode::TopicNameInvalid,
                 why: format!("invalid topic name {:?}", p.topic),
@@ -129,7 +131,7 @@ impl Connection {
             &p.topic,
         );
         if !allowed {
-            self.shared.metrics.refuse("publish_not_authorized");
+            self.shared.metrics.refuse(Refusal::PublishNotAuthorized);
             warn!(client_id = %self.client_id, topic = %p.topic, "publish denied by ACL");
             return Err(PubRecReason::NotAuthorized);
         }
@@ -158,7 +160,7 @@ impl Connection {
             .and_then(|pr| pr.payload_format_indicator)
             == Some(1);
         if claims_utf8 && std::str::from_utf8(&p.payload).is_err() {
-            self.shared.metrics.refuse("payload_format_invalid");
+            self.shared.metrics.refuse(Refusal::PayloadFormatInvalid);
             warn!(client_id = %self.client_id, topic = %p.topic, "payload is not the UTF-8 it claims");
             return Err(PubRecReason::PayloadFormatInvalid);
         }
@@ -269,7 +271,7 @@ impl Connection {
                 .is_some_and(|sf| topic::valid_topic_filter(sf.filter))
                 && !(f.nolocal && shared_filter.as_ref().is_some_and(|sf| sf.group.is_some()));
             if !valid {
-                self.shared.metrics.refuse("topic_filter_invalid");
+                self.shared.metrics.refuse(Refusal::TopicFilterInvalid);
                 warn!(client_id = %self.client_id, filter = %f.path, "invalid topic filter");
                 codes.push(if v5 {
                     SubscribeReasonCode::TopicFilterInvalid
@@ -286,7 +288,7 @@ impl Connection {
                 inner,
             );
             if !allowed {
-                self.shared.metrics.refuse("subscribe_not_authorized");
+                self.shared.metrics.refuse(Refusal::SubscribeNotAuthorized);
                 warn!(client_id = %self.client_id, filter = %f.path, "subscription denied by ACL");
                 codes.push(if v5 {
                     SubscribeReasonCode::NotAuthorized
