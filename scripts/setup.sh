@@ -4,7 +4,8 @@
 # for test certificates, libxml2 and libclang for node-configuration validation, Mesa's software
 # Vulkan (lavapipe) for the GPU backend without a GPU, a sans-serif font for PNG plots, the
 # open FPGA tools (Verilator, Icarus Verilog, yosys, nextpnr-ice40, icestorm),
-# PostgreSQL for the sink's tests (no service is started: tests run their own clusters).
+# PostgreSQL for the sink's tests (no service is started: tests run their own clusters),
+# Chromium and chromedriver for the dashboard's browser tests.
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
 # Parquet files) and duckdb (the SQL benchmark's baseline).
 set -euo pipefail
@@ -39,6 +40,9 @@ command -v nextpnr-ice40 >/dev/null || need_apt+=(nextpnr-ice40)
 command -v icepack >/dev/null || need_apt+=(fpga-icestorm)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
 have '/usr/lib/postgresql/*/bin/initdb' || need_apt+=(postgresql)
+# The dashboard's browser tests: Debian's Chromium, driven headless through chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

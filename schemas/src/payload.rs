@@ -96,6 +96,10 @@ pub enum Control<'a> {
     },
     /// The server's reply; refused when a client sends it.
     SetFunctionalMode,
+    /// The server's over-the-air configuration; refused when a client sends it.
+    SetConfigFile {
+        document: &'a str,
+    },
     Unknown {
         command: &'a str,
     },
@@ -141,21 +145,27 @@ pub fn parse_control(payload: &[u8]) -> Result<Control<'_>, PayloadError> {
         Some((c, r)) => (c.trim(), r),
         None => (text, ""),
     };
-    match command {
-        "PUB_CONFIG_FILE" => {
-            // The document runs from its first '<' to its last '>': it contains commas itself.
-            let (Some(start), Some(end)) = (rest.find('<'), rest.rfind('>')) else {
-                return Err(PayloadError::MissingDocument);
-            };
-            if end < start {
-                return Err(PayloadError::MissingDocument);
-            }
-            let document = &rest[start..=end];
-            if document.len() > MAX_CONFIG_BYTES {
-                return Err(PayloadError::DocumentTooLarge(document.len()));
-            }
-            Ok(Control::PubConfigFile { document })
+    // A document runs from its first '<' to its last '>': it contains commas itself.
+    let document = || {
+        let (Some(start), Some(end)) = (rest.find('<'), rest.rfind('>')) else {
+            return Err(PayloadError::MissingDocument);
+        };
+        if end < start {
+            return Err(PayloadError::MissingDocument);
         }
+        let document = &rest[start..=end];
+        if document.len() > MAX_CONFIG_BYTES {
+            return Err(PayloadError::DocumentTooLarge(document.len()));
+        }
+        Ok(document)
+    };
+    match command {
+        "PUB_CONFIG_FILE" => Ok(Control::PubConfigFile {
+            document: document()?,
+        }),
+        "SET_CN_CONFIG_FILE" => Ok(Control::SetConfigFile {
+            document: document()?,
+        }),
         "PUB_CN_SEVERITY_MODE" => {
             let mode = rest.split(',').next().unwrap_or("").trim();
             Severity::from_wire(mode)
@@ -165,6 +175,11 @@ pub fn parse_control(payload: &[u8]) -> Result<Control<'_>, PayloadError> {
         "SET_CN_FUNCTIONAL_MODE" => Ok(Control::SetFunctionalMode),
         other => Ok(Control::Unknown { command: other }),
     }
+}
+
+/// The server's over-the-air configuration: `SET_CN_CONFIG_FILE, <document>`.
+pub fn config_file_command(document: &str) -> String {
+    format!("SET_CN_CONFIG_FILE, {document}")
 }
 
 /// The server's answer to a join: `SET_CN_FUNCTIONAL_MODE, active, warningMode`.
@@ -467,6 +482,14 @@ mod tests {
         assert_eq!(
             functional_mode_reply(FunctionalMode::Active, Severity::Warning.wire()),
             "SET_CN_FUNCTIONAL_MODE, active, warningMode"
+        );
+        assert_eq!(
+            parse_control(config_file_command(doc).as_bytes()),
+            Ok(Control::SetConfigFile { document: doc })
+        );
+        assert_eq!(
+            parse_control(b"SET_CN_CONFIG_FILE, "),
+            Err(PayloadError::MissingDocument)
         );
     }
 

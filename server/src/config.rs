@@ -338,6 +338,12 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Serve without a token on a non-loopback address (the data becomes open data).
     pub allow_anonymous: bool,
+    /// Bearer token of admins, who may also act (block nodes, acknowledge alerts) from the
+    /// dashboard or the API. `token` gives viewers. With neither set, the loopback
+    /// listener's local user is an admin; with `allow_anonymous`, anonymous callers are viewers.
+    pub admin_token: Option<String>,
+    /// How long a dashboard login lasts, in hours.
+    pub session_hours: u64,
     /// Most rows one answer carries; longer results are cut and marked `truncated`.
     pub max_rows: usize,
     /// A query still running after this many milliseconds is cancelled (HTTP 408).
@@ -353,6 +359,8 @@ impl Default for ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 9884)),
             token: None,
             allow_anonymous: false,
+            admin_token: None,
+            session_hours: 12,
             max_rows: 10_000,
             query_timeout_ms: 30_000,
             max_query_bytes: 16 * 1024,
@@ -413,6 +421,7 @@ impl Config {
         if self.api.enabled
             && !self.api.bind.ip().is_loopback()
             && self.api.token.is_none()
+            && self.api.admin_token.is_none()
             && !self.api.allow_anonymous
         {
             return Err(ConfigError::Invalid(format!(
@@ -420,8 +429,15 @@ impl Config {
                 self.api.bind
             )));
         }
-        if self.api.token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid("api.token must not be empty".into()));
+        if self.api.token.as_deref() == Some("") || self.api.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "api.token and api.admin_token must not be empty".into(),
+            ));
+        }
+        if self.api.token.is_some() && self.api.token == self.api.admin_token {
+            return Err(ConfigError::Invalid(
+                "api.token (viewers) and api.admin_token (admins) must differ".into(),
+            ));
         }
         if self.api.max_rows == 0 || self.api.max_query_bytes == 0 || self.api.query_timeout_ms == 0
         {

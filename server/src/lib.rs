@@ -5,7 +5,8 @@
 //!   └─▶ broker (router task: subscriptions, retained, wills, offline and durable sessions)
 //!   └─▶ protocol (node admission, registry, reading checks, control replies)
 //!         └─▶ ingest (bounded queue → batcher → WAL fsync → acks released → Parquet, PostgreSQL)
-//! api (HTTP: health, metrics, nodes, SQL)      auth, config, metrics, clock: used by all
+//! api (HTTP: the JSON API, SQL, the dashboard and its live stream, fed by `live`)
+//! auth, config, metrics, clock, refusal: used by all
 //! ```
 //!
 //! Imports run down that picture: `link` may use everything below it; `protocol` uses
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod ingest;
 pub mod link;
+pub mod live;
 pub mod metrics;
 pub mod protocol;
 pub mod refusal;

@@ -158,6 +158,14 @@ refusals! {
     ApiEncode => "api_encode",
     /// A query over `api.max_query_bytes`.
     ApiQueryTooLong => "api_query_too_long",
+    /// A viewer asked for an admin's action.
+    ApiForbidden => "api_forbidden",
+    /// An action without its session's CSRF token, or from another site.
+    ApiCsrf => "api_csrf",
+    /// An action on a node, alert or page that does not exist.
+    ApiNotFound => "api_not_found",
+    /// An action with a malformed body or parameter.
+    ApiBadRequest => "api_bad_request",
 
     // The PostgreSQL sink (nothing is lost: the WAL keeps the readings).
     /// The database holds another store's readings.

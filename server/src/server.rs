@@ -203,8 +203,10 @@ impl Server {
                 history,
                 shared.config.api.clone(),
                 metrics.clone(),
+                protocol.clone(),
+                shared.config.data_dir.clone(),
             ));
-            info!(addr = ?endpoints.api, "HTTP API on /api/v1/query, /api/v1/nodes, /api/v1/readings");
+            info!(addr = ?endpoints.api, "dashboard on / and HTTP API on /api/v1/");
             tokio::spawn(async move {
                 if let Err(e) = crate::api::serve(l, api).await {
                     tracing::error!(error = %e, "HTTP API stopped");

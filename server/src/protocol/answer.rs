@@ -38,6 +38,8 @@ impl Protocol {
         if let Err(e) = self.rejected.append(&line) {
             tracing::error!(error = %e, path = %self.rejected.path.display(), "cannot write the quarantine");
         }
+        let node = topic::parse(topic_name).map(|t| t.node_id);
+        self.live.publish("refused", node, line);
         Verdict::Refuse { code, reason }
     }
 
@@ -95,6 +97,7 @@ impl Protocol {
         if let Err(e) = self.events.append(&line) {
             tracing::error!(error = %e, path = %self.events.path.display(), "cannot write the event log");
         }
+        self.live.publish("event", Some(node_id), line);
     }
 
     pub(super) fn sys(&self, name: &str, value: String) {

@@ -121,6 +121,14 @@ impl Protocol {
                 Refusal::ServerCommand,
                 "SET_CN_FUNCTIONAL_MODE is sent by the server alone".into(),
             ),
+            Control::SetConfigFile { .. } => self.refuse(
+                from,
+                topic_name,
+                raw,
+                RefuseCode::NotAuthorized,
+                Refusal::ServerCommand,
+                "SET_CN_CONFIG_FILE is sent by the server alone".into(),
+            ),
             Control::Unknown { command } => {
                 let detail = format!("unknown command {command:?}");
                 self.refuse(
@@ -145,13 +153,29 @@ impl Protocol {
                     message: format!("validation failed: {e}"),
                 }])
             });
-        let verdict = verdict.and_then(|c| self.consistent(&job, c));
+        let verdict =
+            verdict.and_then(|c| self.consistent(&job.network, &job.node_id, &job.location, c));
+        let mut pushed = None;
         let (mode, reply) = {
             let mut r = node.record.lock().expect("node record");
             r.config_xml = Some(job.document.clone());
             r.address = Some(job.address.clone());
             r.joined_at_ms = Some(now_ms());
             r.last_seen_ms = r.joined_at_ms;
+            let verdict = match &r.blocked_by {
+                Some(by) => Err(vec![ValidationError {
+                    line: None,
+                    message: format!("blocked by operator {by}: an admin must unblock the node"),
+                }]),
+                None => verdict,
+            };
+            // The join that answers an over-the-air configuration carries its document.
+            if r.pushed_config
+                .as_ref()
+                .is_some_and(|p| p.document == job.document)
+            {
+                pushed = r.pushed_config.take();
+            }
             match verdict {
                 Ok(config) => {
                     r.functional_mode = FunctionalMode::Active;
@@ -196,6 +220,20 @@ impl Protocol {
                 );
             }
         }
+        if let Some(p) = pushed {
+            let (kind, detail) = match mode {
+                FunctionalMode::Active => (
+                    "config_applied",
+                    json!({"by": p.by, "pushed_at_ms": p.time_ms}),
+                ),
+                _ => (
+                    "config_refused",
+                    json!({"by": p.by, "pushed_at_ms": p.time_ms, "errors": record.refusal}),
+                ),
+            };
+            info!(node = %job.node_id, network = %job.network, by = %p.by, "{kind}");
+            self.event(kind, &job.network, &job.node_id, detail);
+        }
         self.publish(job.topic.clone(), reply, QoS::AtLeastOnce, false);
         self.node_sys(&job.node_id, "status", status_word(mode, true));
         self.node_sys(&job.node_id, "ipAddress", job.address.clone());
@@ -205,7 +243,9 @@ impl Protocol {
     /// A valid document must describe the node that sent it, where it sent it from.
     pub(super) fn consistent(
         &self,
-        job: &Join,
+        network: &str,
+        node_id: &str,
+        location: &Location,
         c: NodeConfig,
     ) -> Result<NodeConfig, Vec<ValidationError>> {
         let mut errors = Vec::new();
@@ -219,9 +259,9 @@ impl Protocol {
                 });
             }
         };
-        check("network", &c.network, &job.network);
-        check("node ID", &c.node_id, &job.node_id);
-        check("location", &c.location.path(), &job.location.path());
+        check("network", &c.network, network);
+        check("node ID", &c.node_id, node_id);
+        check("location", &c.location.path(), &location.path());
         if c.server_id != self.identity.server_id {
             errors.push(ValidationError {
                 line: None,

@@ -14,6 +14,7 @@
 
 mod answer;
 mod join;
+pub mod operator;
 pub mod registry;
 
 use std::collections::HashSet;
@@ -37,6 +38,7 @@ use crate::broker::RouterHandle;
 use crate::clock::now_ms;
 use crate::config::{NodeIdentity, ProtocolConfig};
 pub use crate::ingest::AcceptedReading;
+use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use join::status_word;
@@ -109,6 +111,8 @@ pub struct Protocol {
     /// (client id, node id) pairs already told that the client may not speak for the node,
     /// so a refused stream of readings is answered once per connection, not per reading.
     answered: Mutex<HashSet<(Arc<str>, String)>>,
+    /// Events, refusals and (while watched) readings for the dashboard's live streams.
+    pub live: LiveFeed,
 }
 
 impl Protocol {
@@ -161,6 +165,7 @@ impl Protocol {
             metrics,
             router,
             answered: Mutex::new(HashSet::new()),
+            live: LiveFeed::default(),
         })
     }
 
@@ -333,6 +338,20 @@ impl Protocol {
         self.touch(&node, from);
         if let Some(v) = accepted.value.as_f64() {
             self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
+        }
+        if self.live.readings_watched() {
+            let value = match &accepted.value {
+                payload::Value::Text(t) => json!(t),
+                v => json!(v.as_f64()),
+            };
+            self.live.publish(
+                "reading",
+                Some(t.node_id),
+                json!({
+                    "time_ms": now_ms(), "network": t.network, "node_id": t.node_id,
+                    "sensor": accepted.config.sensors[accepted.sensor].name, "value": value,
+                }),
+            );
         }
         Verdict::Reading(accepted)
     }

@@ -46,6 +46,20 @@ pub struct NodeRecord {
     /// Absent (a node that never joined that way): the node id itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_client: Option<String>,
+    /// The operator who blocked the node (dashboard or API); a join does not unblock it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
+    /// A configuration an operator sent over the air that the node has not joined with yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_config: Option<PushedConfig>,
+}
+
+/// A configuration sent to a node with `SET_CN_CONFIG_FILE`, awaiting its join.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushedConfig {
+    pub document: String,
+    pub by: String,
+    pub time_ms: i64,
 }
 
 impl NodeRecord {
@@ -70,6 +84,8 @@ impl NodeRecord {
             readings_rejected: 0,
             assessed_severity: Severity::Normal,
             bound_client: None,
+            blocked_by: None,
+            pushed_config: None,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The HTTP query API: the stored history as open data in JSON, read-only.
+//! The HTTP listener: the JSON API over the stored history and the network, and the operator
+//! dashboard (`assets`, `views`, `live`, `actions`; who may do what: `access`).
 //!
+//! The query API:
 //! - `GET /api/v1/query?sql=…` — one SELECT / WITH / EXPLAIN statement (DataFusion, the tables
 //!   of `samos sql`);
 //! - `GET /api/v1/nodes` — the node registry;
@@ -11,7 +13,14 @@
 //! 408 (ran past `query_timeout_ms`) or 500. Every refusal is logged and counted in
 //! `samos_refusals_total{reason="api_…"}`.
 
+mod access;
+mod actions;
+mod assets;
+mod live;
+mod views;
+
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use samos_analytics::datafusion::arrow::datatypes::SchemaRef;
 use samos_analytics::datafusion::arrow::record_batch::RecordBatch;
-use samos_analytics::datafusion::prelude::{col, lit};
+use samos_analytics::datafusion::prelude::{DataFrame, col, lit};
 use samos_analytics::datafusion::scalar::ScalarValue;
 use samos_analytics::{History, QueryError};
 use serde_json::{Value, json};
@@ -29,6 +38,7 @@ use tracing::warn;
 
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
+use crate::protocol::Protocol;
 use crate::refusal::Refusal;
 
 /// What the handlers share.
@@ -36,17 +46,31 @@ pub struct Api {
     history: History,
     config: ApiConfig,
     metrics: Arc<Metrics>,
+    access: access::Access,
+    /// The sensor-network protocol (absent when `protocol.enabled = false`).
+    protocol: Option<Arc<Protocol>>,
+    data_dir: PathBuf,
 }
 
 /// A refused request: its status, why, and the message the client reads.
-struct Refused(StatusCode, Refusal, String);
+#[derive(Debug)]
+pub(crate) struct Refused(StatusCode, Refusal, String);
 
 impl Api {
-    pub fn new(history: History, config: ApiConfig, metrics: Arc<Metrics>) -> Api {
+    pub fn new(
+        history: History,
+        config: ApiConfig,
+        metrics: Arc<Metrics>,
+        protocol: Option<Arc<Protocol>>,
+        data_dir: PathBuf,
+    ) -> Api {
         Api {
+            access: access::Access::new(&config),
             history,
             config,
             metrics,
+            protocol,
+            data_dir,
         }
     }
 
@@ -57,33 +81,17 @@ impl Api {
         (status, axum::Json(json!({ "error": message }))).into_response()
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Refused> {
-        let Some(token) = &self.config.token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Refused(
-                StatusCode::UNAUTHORIZED,
-                Refusal::ApiUnauthorized,
-                "missing or wrong bearer token".into(),
-            ))
-        }
+    /// Any authenticated caller (viewer or admin) may read.
+    fn authorize(&self, headers: &HeaderMap) -> Result<access::Caller, Refused> {
+        self.access.caller(headers)
     }
 
-    /// Runs `query` (a planned DataFrame) under the row cap and the timeout.
-    async fn answer(
+    /// Runs `query` (a planned DataFrame) under the timeout, keeping at most `cap` rows.
+    async fn collect(
         &self,
-        frame: impl Future<Output = Result<samos_analytics::datafusion::prelude::DataFrame, QueryError>>,
-    ) -> Result<Value, Refused> {
-        let started = Instant::now();
-        let cap = self.config.max_rows;
+        frame: impl Future<Output = Result<DataFrame, QueryError>>,
+        cap: usize,
+    ) -> Result<Collected, Refused> {
         let run = async {
             let frame = frame.await?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
@@ -102,11 +110,16 @@ impl Api {
                 rows += batch.num_rows();
                 batches.push(batch);
             }
-            Ok::<_, QueryError>((schema, batches, rows, truncated))
+            Ok::<_, QueryError>(Collected {
+                schema,
+                batches,
+                rows,
+                truncated,
+            })
         };
         let timeout = Duration::from_millis(self.config.query_timeout_ms);
-        let (schema, batches, rows, truncated) = match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(done)) => done,
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => {
                 let reason = match e {
                     QueryError::NotReadOnly(_) | QueryError::Statements(_) => {
@@ -114,19 +127,31 @@ impl Api {
                     }
                     _ => Refusal::ApiBadQuery,
                 };
-                return Err(Refused(StatusCode::BAD_REQUEST, reason, e.to_string()));
+                Err(Refused(StatusCode::BAD_REQUEST, reason, e.to_string()))
             }
-            Err(_) => {
-                return Err(Refused(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Refusal::ApiQueryTimeout,
-                    format!(
-                        "the query ran longer than {} ms and was cancelled",
-                        self.config.query_timeout_ms
-                    ),
-                ));
-            }
-        };
+            Err(_) => Err(Refused(
+                StatusCode::REQUEST_TIMEOUT,
+                Refusal::ApiQueryTimeout,
+                format!(
+                    "the query ran longer than {} ms and was cancelled",
+                    self.config.query_timeout_ms
+                ),
+            )),
+        }
+    }
+
+    /// Runs `query` under the row cap and the timeout; the answer in JSON.
+    async fn answer(
+        &self,
+        frame: impl Future<Output = Result<DataFrame, QueryError>>,
+    ) -> Result<Value, Refused> {
+        let started = Instant::now();
+        let Collected {
+            schema,
+            batches,
+            rows,
+            truncated,
+        } = self.collect(frame, self.config.max_rows).await?;
         let mut json_rows = Vec::new();
         samos_analytics::output::write(
             &batches,
@@ -163,6 +188,14 @@ impl Api {
     }
 }
 
+/// A query's result, cut at a row cap.
+struct Collected {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    truncated: bool,
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -191,10 +224,73 @@ async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params
                 ),
             ));
         }
-        api.answer(api.history.plan(sql)).await
+        match p.get("format").map(String::as_str) {
+            None | Some("json") => api.answer(api.history.plan(sql)).await.map(Answer::Json),
+            Some(f @ ("csv" | "parquet")) => {
+                // A download is the whole result (as `samos sql --format` writes it), not the
+                // JSON answer's first `max_rows`.
+                let done = api.collect(api.history.plan(sql), usize::MAX).await?;
+                let format = if f == "csv" {
+                    samos_analytics::output::Format::Csv
+                } else {
+                    samos_analytics::output::Format::Parquet
+                };
+                let mut bytes = Vec::new();
+                samos_analytics::output::write(&done.batches, &done.schema, format, &mut bytes)
+                    .map_err(|e| {
+                        Refused(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            Refusal::ApiEncode,
+                            e.to_string(),
+                        )
+                    })?;
+                Ok(Answer::File {
+                    bytes,
+                    name: format!("samos-query.{f}"),
+                    content_type: if f == "csv" {
+                        "text/csv; charset=utf-8"
+                    } else {
+                        "application/vnd.apache.parquet"
+                    },
+                })
+            }
+            Some(other) => Err(Refused(
+                StatusCode::BAD_REQUEST,
+                Refusal::ApiBadQuery,
+                format!("format={other:?}: use json, csv or parquet"),
+            )),
+        }
     }
     .await;
-    respond(&api, result)
+    match result {
+        Ok(Answer::Json(v)) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Ok(Answer::File {
+            bytes,
+            name,
+            content_type,
+        }) => (
+            [
+                (header::CONTENT_TYPE, content_type.to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(r) => api.refuse(r),
+    }
+}
+
+/// What `GET /api/v1/query` answers: JSON, or a file to download.
+enum Answer {
+    Json(Value),
+    File {
+        bytes: Vec<u8>,
+        name: String,
+        content_type: &'static str,
+    },
 }
 
 async fn nodes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
@@ -313,11 +409,34 @@ fn respond(api: &Api, result: Result<Value, Refused>) -> Response {
 
 /// Serves the API until the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> std::io::Result<()> {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     let app = axum::Router::new()
         .route("/api/v1/query", get(query))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/readings", get(readings))
+        .route("/api/v1/overview", get(views::overview))
+        .route("/api/v1/network", get(views::network))
+        .route("/api/v1/network/{network}/{node}", get(views::node))
+        .route(
+            "/api/v1/network/{network}/{node}/mode",
+            post(actions::set_mode),
+        )
+        .route(
+            "/api/v1/network/{network}/{node}/config",
+            post(actions::push_config),
+        )
+        .route("/api/v1/events", get(views::events))
+        .route("/api/v1/alerts", get(views::alerts))
+        .route("/api/v1/alerts/ack", post(actions::acknowledge))
+        .route("/api/v1/quarantine", get(views::quarantine))
+        .route("/api/v1/series", get(views::series))
+        .route("/api/v1/live", get(live::live))
+        .route("/api/v1/session", get(actions::session))
+        .route("/api/v1/login", post(actions::login))
+        .route("/api/v1/logout", post(actions::logout))
+        .route("/assets/{file}", get(assets::asset))
+        .fallback(get(assets::page))
+        .layer(axum::middleware::map_response(assets::security_headers))
         .with_state(api);
     axum::serve(listener, app).await
 }

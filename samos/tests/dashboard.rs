@@ -1,0 +1,401 @@
+//! The operator dashboard in a real browser: Debian's Chromium, headless, driven through
+//! chromedriver (WebDriver, with fantoccini) against `samos serve` and `samos simulate` on
+//! ephemeral ports. With `SAMOS_SCREENSHOTS=1` the screenshots go to `docs/` (the README shows
+//! them); otherwise into the test's temporary directory.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test, with its message
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const VIEWER: &str = "viewer-secret-1";
+const ADMIN: &str = "admin-secret-1";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// chromedriver and the browser session it drives; both end on drop.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("chromedriver is not installed: run scripts/setup.sh (chromium-driver)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,800", "--hide-scrollbars",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        }))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no browser session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        Browser {
+            driver,
+            client: Some(client),
+            _profile: profile,
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    /// The first element matching `css` once it exists.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c()
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    /// Polls `check` (a script returning a value) until `done` holds for its result.
+    async fn until(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self
+                .c()
+                .execute(script, vec![])
+                .await
+                .unwrap_or(Value::Null);
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: last seen {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn screenshot(&self, dir: &Path, name: &str) {
+        let png = self.c().screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("dashboard-{name}.png")), png).unwrap();
+    }
+
+    /// Follows an in-page link (the page's router, no reload).
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            // Ending the session stops Chromium; chromedriver is killed after it.
+            let _ = futures_block(c.close());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn futures_block<F: Future>(f: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    Some(tokio::task::block_in_place(|| handle.block_on(f)))
+}
+
+fn screenshot_dir(server: &TestServer) -> PathBuf {
+    if std::env::var_os("SAMOS_SCREENSHOTS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        docs
+    } else {
+        server.data_dir()
+    }
+}
+
+fn simulate(server: &TestServer, nodes: usize) -> Child {
+    Command::new(common::samos_bin())
+        .args([
+            "simulate",
+            "--server",
+            &server.mqtt[0].to_string(),
+            "--nodes",
+            &nodes.to_string(),
+            "--ramp",
+            "1",
+            "--speed",
+            "600",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start samos simulate")
+}
+
+/// A script's `fetch` of `path` from the page (with its session cookie): status and body.
+fn fetch_script(path: &str, method: &str, body: Option<&Value>) -> String {
+    let init = match body {
+        Some(b) => format!(
+            "{{method: {method:?}, headers: {{'Content-Type': 'application/json', \
+             'X-Samos-CSRF': window.__csrf || ''}}, body: JSON.stringify({b})}}"
+        ),
+        None => format!("{{method: {method:?}}}"),
+    };
+    format!(
+        "const done = arguments[arguments.length - 1];\
+         fetch({path:?}, {init}).then(async r => done([r.status, await r.text()]))\
+         .catch(e => done([0, String(e)]));"
+    )
+}
+
+/// `text` for a URL's query: everything but unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
+    let server = TestServer::with_config(&format!(
+        "[api]\ntoken = {VIEWER:?}\nadmin_token = {ADMIN:?}\n[storage]\nparquet_rotate_secs = 2\n"
+    ));
+    let api = server.api.unwrap();
+    let base = format!("http://{api}");
+    let shots = screenshot_dir(&server);
+    let mut sim = simulate(&server, 5);
+    let b = Browser::start().await;
+
+    // Without a login nothing is shown; the admin logs in with a name.
+    b.c().goto(&format!("{base}/")).await.unwrap();
+    b.find("#login-token").await.send_keys(ADMIN).await.unwrap();
+    b.find("#login-name")
+        .await
+        .send_keys("alice")
+        .await
+        .unwrap();
+    b.click("#login-submit").await;
+    b.find("#card-readings").await;
+
+    // Overview: the counters move without a reload.
+    let readings = "return document.querySelector('#card-readings .value').textContent";
+    let first = b
+        .until("readings counted", readings, |v| {
+            v.as_str().is_some_and(|s| s != "0")
+        })
+        .await;
+    b.until("the readings counter moves", readings, |v| *v != first)
+        .await;
+    b.until(
+        "the rate chart draws live points",
+        "const c = document.querySelector('.chart[data-points]'); return c && document.querySelector('.uplot') ? Number(c.getAttribute('data-points')) : 0",
+        |v| v.as_u64() >= Some(5),
+    )
+    .await;
+    b.screenshot(&shots, "overview").await;
+
+    // Nodes: the five simulated nodes, active, grouped by location.
+    b.click("nav a[href='/nodes']").await;
+    b.until(
+        "five active nodes",
+        "return [...document.querySelectorAll('#nodes tr[data-node] .mode-active')].length",
+        |v| v.as_u64() == Some(5),
+    )
+    .await;
+    assert_eq!(
+        b.c().current_url().await.unwrap().path(),
+        "/nodes",
+        "every page has a URL"
+    );
+    b.screenshot(&shots, "nodes").await;
+
+    // Alerts: the ramped node's alert appears and is acknowledged, by name.
+    b.click("nav a[href='/alerts']").await;
+    b.find("#alerts tr[data-node='SIM001'] button.ack").await;
+    b.screenshot(&shots, "alerts").await;
+    b.click("#alerts tr[data-node='SIM001'] button.ack").await;
+    b.until(
+        "the alert is acknowledged by alice",
+        "const r = document.querySelector(\"#alerts tr[data-node='SIM001'].acked\"); return r ? r.textContent : null",
+        |v| v.as_str().is_some_and(|t| t.contains("alice")),
+    )
+    .await;
+
+    // The back button returns to the nodes page.
+    b.c().back().await.unwrap();
+    b.find("#nodes").await;
+
+    // A node's page: charts backfilled from the store, then blocked by the admin.
+    b.click("#nodes a[href='/nodes/samos/SIM002']").await;
+    let points = "return [...document.querySelectorAll('[data-sensor]')].map(e => Number(e.getAttribute('data-points') || 0))";
+    let history = b
+        .until("the charts open with history", points, |v| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n.as_u64() > Some(0)))
+        })
+        .await;
+    // Then live readings are appended without a reload.
+    b.until("live points reach the charts", points, |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .zip(history.as_array().unwrap())
+                .all(|(now, then)| now.as_u64() >= then.as_u64().map(|n| n + 10))
+        })
+    })
+    .await;
+    b.screenshot(&shots, "node").await;
+    b.click("#mode-action").await;
+    b.until(
+        "the node shows as blocked",
+        "return document.querySelector('h1 .badge').textContent",
+        |v| v == "blocked",
+    )
+    .await;
+
+    // Its next reading lands in the quarantine, live.
+    b.click("nav a[href='/quarantine']").await;
+    b.until(
+        "SIM002's refused reading is quarantined",
+        "return [...document.querySelectorAll('#quarantine tbody tr')].some(r => r.textContent.includes('node_not_active') && r.textContent.includes('SIM002'))",
+        |v| *v == Value::Bool(true),
+    )
+    .await;
+    b.screenshot(&shots, "quarantine").await;
+
+    // SQL: the result on the page, and its CSV download equals `samos sql --format csv`.
+    let cutoff = chrono::Utc::now() - chrono::Duration::seconds(3);
+    let sql = format!(
+        "SELECT node_id, sensor, count(*) AS n FROM readings WHERE ingest_time < TIMESTAMP '{}' \
+         GROUP BY node_id, sensor ORDER BY node_id, sensor",
+        cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+    );
+    b.c()
+        .goto(&format!("{base}/sql?range=1h&q={}", percent_encode(&sql)))
+        .await
+        .unwrap();
+    b.until(
+        "the query ran",
+        "const e = document.querySelector('#row-count'); return e ? e.textContent : null",
+        |v| v.as_str().is_some_and(|t| t.starts_with("15 rows")),
+    )
+    .await;
+    b.screenshot(&shots, "sql").await;
+    let href = b
+        .find("#csv")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("a CSV link");
+    let got = b
+        .c()
+        .execute_async(&fetch_script(&href, "GET", None), vec![])
+        .await
+        .unwrap();
+    assert_eq!(got[0], 200, "{got}");
+    let cli = Command::new(common::samos_bin())
+        .args(["sql", "--format", "csv", "--data-dir"])
+        .arg(server.data_dir())
+        .arg(&sql)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(
+        got[1].as_str().unwrap(),
+        String::from_utf8(cli.stdout).unwrap()
+    );
+
+    // A viewer sees the same pages but may not act: no button, and the request is refused.
+    b.c()
+        .execute_async(&fetch_script("/api/v1/logout", "POST", None), vec![])
+        .await
+        .unwrap();
+    b.c()
+        .goto(&format!("{base}/nodes/samos/SIM003"))
+        .await
+        .unwrap();
+    b.find("#login-token")
+        .await
+        .send_keys(VIEWER)
+        .await
+        .unwrap();
+    b.find("#login-name")
+        .await
+        .send_keys("victor")
+        .await
+        .unwrap();
+    b.click("#login-submit").await;
+    b.find("[data-sensor]").await;
+    assert!(
+        b.c().find(Locator::Css("#mode-action")).await.is_err(),
+        "a viewer is offered no admin action"
+    );
+    let csrf = b
+        .c()
+        .execute_async(
+            "const done = arguments[0]; fetch('/api/v1/session').then(r => r.json()).then(s => { window.__csrf = s.csrf; done(s.role); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(csrf, "viewer");
+    let refused = b
+        .c()
+        .execute_async(
+            &fetch_script(
+                "/api/v1/network/samos/SIM003/mode",
+                "POST",
+                Some(&json!({"mode": "blocked"})),
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused[0], 403, "{refused}");
+    assert!(server.metric("samos_refusals_total{reason=\"api_forbidden\"}") >= 1);
+
+    drop(b);
+    let _ = sim.kill();
+    let _ = sim.wait();
+}

@@ -1,0 +1,152 @@
+//! `GET /api/v1/live[?node=ID]`: the dashboard's live stream (server-sent events).
+//!
+//! Events: `stats` every second (the counters of `/api/v1/overview` plus rates over the last
+//! second); `event` (a line of `events.jsonl`: joins, blocks, alerts, acknowledgements) and
+//! `refused` (a line of `rejected.jsonl`) as they happen; with `node=`, `readings` twice a
+//! second with that node's accepted readings since the last; `lagged` when this stream fell
+//! behind the feed and missed entries (the page then reloads what it shows).
+//!
+//! Invariants: a stream never slows ingest. It reads the protocol's bounded broadcast feed
+//! (`crate::live`), which drops the oldest entries for a reader that falls behind instead of
+//! waiting; if the browser stops reading, the HTTP body stops being polled and this stream
+//! lags likewise. Readings are buffered per stream up to `MAX_READINGS` between flushes.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{Api, Params};
+use crate::live::{LiveEvent, ReadingWatch};
+
+/// Most readings one stream holds between two flushes; older ones are thinned out.
+const MAX_READINGS: usize = 1000;
+
+struct LiveStream {
+    api: Arc<Api>,
+    feed: Option<broadcast::Receiver<Arc<LiveEvent>>>,
+    node: Option<String>,
+    _watch: Option<ReadingWatch>,
+    stats_tick: tokio::time::Interval,
+    readings_tick: tokio::time::Interval,
+    readings: VecDeque<Value>,
+    thinned: u64,
+    previous: Option<(Instant, Value)>,
+}
+
+fn event(name: &str, data: &Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+impl LiveStream {
+    async fn next_event(&mut self) -> Event {
+        loop {
+            let feed = async {
+                match &mut self.feed {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.stats_tick.tick() => {
+                    let stats = self.stats();
+                    return event("stats", &stats);
+                }
+                _ = self.readings_tick.tick(), if self.node.is_some() => {
+                    if !self.readings.is_empty() {
+                        let data = json!({
+                            "readings": self.readings.drain(..).collect::<Vec<_>>(),
+                            "thinned": std::mem::take(&mut self.thinned),
+                        });
+                        return event("readings", &data);
+                    }
+                }
+                received = feed => match received {
+                    Ok(e) if e.kind == "reading" => {
+                        if e.node_id.as_deref() == self.node.as_deref() {
+                            if self.readings.len() >= MAX_READINGS {
+                                self.readings.pop_front();
+                                self.thinned += 1;
+                            }
+                            self.readings.push_back(e.data.clone());
+                        }
+                    }
+                    Ok(e) => return event(e.kind, &e.data),
+                    Err(RecvError::Lagged(missed)) => {
+                        return event("lagged", &json!({ "missed": missed }));
+                    }
+                    Err(RecvError::Closed) => self.feed = None,
+                },
+            }
+        }
+    }
+
+    /// The counters now, with per-second rates since the previous tick.
+    fn stats(&mut self) -> Value {
+        let mut now = super::views::counters(&self.api.metrics, self.api.protocol.as_deref());
+        let at = Instant::now();
+        if let Some((then, before)) = &self.previous {
+            let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
+            for (counter, rate) in [
+                ("readings_committed", "readings_per_s"),
+                ("refusals_total", "refusals_per_s"),
+                ("messages_received", "messages_in_per_s"),
+                ("messages_sent", "messages_out_per_s"),
+            ] {
+                let delta = now[counter]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(before[counter].as_u64().unwrap_or(0));
+                now[rate] = json!(delta as f64 / secs);
+            }
+        }
+        self.previous = Some((at, now.clone()));
+        now
+    }
+}
+
+pub(super) async fn live(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Response {
+    if let Err(r) = api.authorize(&headers) {
+        return api.refuse(r);
+    }
+    let node = p.get("node").cloned();
+    let feed = api.protocol.as_ref().map(|p| p.live.subscribe());
+    let watch = match (&api.protocol, &node) {
+        (Some(p), Some(_)) => Some(p.live.watch_readings()),
+        _ => None,
+    };
+    let interval = |ms| {
+        let mut i = tokio::time::interval(Duration::from_millis(ms));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    };
+    let stream = LiveStream {
+        api,
+        feed,
+        node,
+        _watch: watch,
+        stats_tick: interval(1000),
+        readings_tick: interval(500),
+        readings: VecDeque::new(),
+        thinned: 0,
+        previous: None,
+    };
+    let events = futures_util::stream::unfold(stream, |mut s| async move {
+        let e = s.next_event().await;
+        Some((Ok::<_, Infallible>(e), s))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
