@@ -113,8 +113,17 @@ impl Browser {
     }
 
     /// Follows an in-page link (the page's router, no reload).
+    /// Clicks the element, scrolled to the middle of the window (clear of the sticky header).
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        let e = self.find(css).await;
+        self.c()
+            .execute(
+                "arguments[0].scrollIntoView({block: 'center'})",
+                vec![serde_json::to_value(&e).unwrap()],
+            )
+            .await
+            .unwrap();
+        e.click().await.unwrap();
     }
 }
 
@@ -298,6 +307,64 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
     )
     .await;
     b.screenshot(&shots, "quarantine").await;
+
+    // Over the air: the admin edits SIM003's configuration and sends it; the node joins with
+    // it and the page reports it applied. Then the admin disconnects the node's client.
+    b.c()
+        .goto(&format!("{base}/nodes/samos/SIM003"))
+        .await
+        .unwrap();
+    b.find("#config-editor").await;
+    let edited = b
+        .c()
+        .execute(
+            "const e = document.querySelector('#config-editor'); \
+             e.value = e.value.replace('<platform>ESP8266</platform>', '<platform>ESP32</platform>'); \
+             return e.value.includes('<platform>ESP32</platform>');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited, true);
+    b.click("#config-send").await;
+    b.until(
+        "the node reports the new configuration",
+        "const s = document.querySelector('#config-status'); return s ? s.getAttribute('data-state') : null",
+        |v| v == "config_applied",
+    )
+    .await;
+    b.until(
+        "the stored configuration is the new one",
+        "return document.querySelector('#config').textContent.includes('ESP32')",
+        |v| *v == Value::Bool(true),
+    )
+    .await;
+    b.click("#disconnect").await;
+    b.until(
+        "the node's client is gone",
+        "return document.querySelector('main p.muted').textContent",
+        |v| v.as_str().is_some_and(|t| t.contains("last seen")),
+    )
+    .await;
+    let events = b
+        .c()
+        .execute_async(
+            &fetch_script("/api/v1/events?node=SIM003", "GET", None),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let events: Value = serde_json::from_str(events[1].as_str().unwrap()).unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["by"] == "alice")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["config_pushed", "config_applied", "client_disconnected"] {
+        assert!(kinds.contains(&kind), "{kind} by alice in {kinds:?}");
+    }
 
     // SQL: the result on the page, and its CSV download equals `samos sql --format csv`.
     let cutoff = chrono::Utc::now() - chrono::Duration::seconds(3);

@@ -303,12 +303,14 @@ function nodePage(network, nodeId) {
   const charts = h("div", { class: "charts" });
   const events = h("div");
   const refused = h("div");
-  const config = h("pre");
+  const config = h("pre", { id: "config" });
+  const push = h("div");
   main().replaceChildren(head,
     h("h2", {}, "Sensors"), charts,
     h("div", { class: "panel" }, h("h2", {}, "Events"), events),
     h("div", { class: "panel" }, h("h2", {}, "Refused readings"), refused),
-    h("div", { class: "panel" }, h("h2", {}, "Configuration"), config));
+    h("div", { class: "panel" }, h("h2", {}, "Configuration"), push, config));
+  let editor = null;
   const series = new Map(); // sensor -> { data, chart, dirty }
   let node = null;
 
@@ -329,6 +331,15 @@ function nodePage(network, nodeId) {
             loadNode();
           } catch (e) { head.append(errorBox(e)); }
         } }, blocked ? "Unblock" : "Block"));
+      if (node.client_id) {
+        actions.push(h("button", { id: "disconnect", class: "danger", type: "button",
+          onclick: async () => {
+            try {
+              await api(`/api/v1/clients/${encodeURIComponent(node.client_id)}/disconnect`, { method: "POST" });
+              setTimeout(loadNode, 300);
+            } catch (e) { head.append(errorBox(e)); }
+          } }, `Disconnect ${node.client_id}`));
+      }
     }
     head.replaceChildren(
       h("h1", {}, `${node.node_id} `, badge(`mode-${node.functional_mode}`, node.functional_mode)),
@@ -338,6 +349,20 @@ function nodePage(network, nodeId) {
         node.blocked_by ? ` · blocked by ${node.blocked_by}` : ""),
       h("div", { class: "toolbar" }, actions));
     config.textContent = node.config ? JSON.stringify(node.config, null, 2) : (node.config_xml || "no configuration");
+    if (isAdmin() && node.functional_mode === "active" && !editor) {
+      // The paper's over-the-air update: checked like a join on the server, then sent.
+      editor = h("textarea", { id: "config-editor", spellcheck: "false" }, node.config_xml || "");
+      const status = h("span", { id: "config-status", class: "muted" });
+      const send = h("button", { id: "config-send", class: "primary", type: "button", onclick: async () => {
+        status.textContent = "sending…";
+        try {
+          await api(`/api/v1/network/${encodeURIComponent(network)}/${encodeURIComponent(nodeId)}/config`, { body: { document: editor.value } });
+          status.textContent = "sent: waiting for the node to join with it";
+        } catch (e) { status.textContent = e.message; }
+      } }, "Send to the node");
+      push.replaceChildren(h("p", { class: "muted" }, "Edit the node's configuration document and send it over the air (SET_CN_CONFIG_FILE)."),
+        editor, h("div", { class: "toolbar" }, send, status));
+    }
     if (!series.size) for (const s of node.sensors || []) if (s.data_type !== "string") addChart(s);
   }
 
@@ -370,6 +395,14 @@ function nodePage(network, nodeId) {
       const [ev, rq] = await Promise.all([
         api(`/api/v1/events?network=${encodeURIComponent(network)}&node=${encodeURIComponent(nodeId)}&limit=50`),
         api(`/api/v1/quarantine?node=${encodeURIComponent(nodeId)}&limit=50`)]);
+      const last = ev.events.find((e) => e.kind.startsWith("config_"));
+      const status = document.getElementById("config-status");
+      if (status && last) {
+        status.textContent = { config_pushed: "sent: waiting for the node to join with it",
+          config_applied: "applied: the node joined with it", config_refused: "refused by the server's checks of the node's join" }[last.kind]
+          + ` (${last.detail.by}, ${time(last.time_ms)})`;
+        status.dataset.state = last.kind;
+      }
       events.replaceChildren(ev.events.length ? table([["time"], ["kind"], ["detail"]], ev.events,
         (e) => h("tr", {}, h("td", {}, time(e.time_ms)), h("td", {}, e.kind), h("td", {}, h("pre", {}, JSON.stringify(e.detail))))) : h("p", { class: "muted" }, "No events."));
       refused.replaceChildren(rq.refused.length ? refusedTable(rq.refused) : h("p", { class: "muted" }, "No refused readings."));

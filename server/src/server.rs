@@ -204,6 +204,7 @@ impl Server {
                 shared.config.api.clone(),
                 metrics.clone(),
                 protocol.clone(),
+                shared.router.clone(),
                 shared.config.data_dir.clone(),
             ));
             info!(addr = ?endpoints.api, "dashboard on / and HTTP API on /api/v1/");

@@ -83,6 +83,8 @@ pub struct SimulateReport {
     pub unanswered: u64,
     pub readings: u64,
     pub mode_changes: u64,
+    /// Configurations received over the air (`SET_CN_CONFIG_FILE`) and joined with.
+    pub reconfigured: u64,
     pub alerts: u64,
     pub errors: u64,
 }
@@ -94,6 +96,7 @@ struct Counters {
     unanswered: AtomicU64,
     readings: AtomicU64,
     mode_changes: AtomicU64,
+    reconfigured: AtomicU64,
     alerts: AtomicU64,
     errors: AtomicU64,
     modes: [AtomicU64; 3],
@@ -107,6 +110,7 @@ impl Counters {
             unanswered: self.unanswered.load(Relaxed),
             readings: self.readings.load(Relaxed),
             mode_changes: self.mode_changes.load(Relaxed),
+            reconfigured: self.reconfigured.load(Relaxed),
             alerts: self.alerts.load(Relaxed),
             errors: self.errors.load(Relaxed),
         }
@@ -300,13 +304,28 @@ async fn node(i: usize, spec: &SimulateSpec, counters: &Counters) -> Result<(), 
         let interval = mode.sampling_interval_secs() as f64;
         minutes += interval / 60.0;
         let pause = Duration::from_secs_f64(interval / spec.speed.max(1e-3));
-        // Drain server messages while waiting (answers to QoS exchanges are handled inside).
+        // Read server messages while waiting (answers to QoS exchanges are handled inside):
+        // an over-the-air configuration is applied by joining again with it.
         let wake = tokio::time::Instant::now() + pause;
-        while client
+        while let Some((t, payload)) = client
             .next_message(wake.saturating_duration_since(tokio::time::Instant::now()))
             .await?
-            .is_some()
-        {}
+        {
+            if t != control {
+                continue;
+            }
+            if let Ok(Control::SetConfigFile { document }) = parse_control(&payload) {
+                tracing::info!(node = %id, "applying a configuration sent over the air");
+                client
+                    .publish(
+                        &control,
+                        format!("PUB_CONFIG_FILE, {document}").as_bytes(),
+                        spec.qos,
+                    )
+                    .await?;
+                counters.reconfigured.fetch_add(1, Relaxed);
+            }
+        }
     }
     client.disconnect().await
 }

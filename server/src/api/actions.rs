@@ -203,3 +203,39 @@ pub(super) async fn acknowledge(
     })();
     respond(&api, result)
 }
+
+/// `POST /api/v1/clients/{client}/disconnect` (admins): closes the client's connection (MQTT 5
+/// clients read DISCONNECT 0x98, administrative action); its session stays as MQTT defines.
+pub(super) async fn disconnect(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(client): UrlPath<String>,
+) -> Response {
+    let result = async {
+        let caller = api.access.admin(&headers)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = api
+            .router
+            .tx
+            .send(crate::broker::Request::Kick {
+                client_id: Arc::from(client.as_str()),
+                reply,
+            })
+            .await;
+        let online = sent.is_ok() && answer.await.unwrap_or(false);
+        if !online {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                Refusal::ApiNotFound,
+                format!("client {client} is not connected"),
+            ));
+        }
+        tracing::info!(client = %client, by = %caller.name, "client disconnected by an admin");
+        if let Some(p) = &api.protocol {
+            p.record_client_disconnect(&client, &caller.name);
+        }
+        Ok(json!({"client_id": client, "disconnected": true, "by": caller.name}))
+    }
+    .await;
+    respond(&api, result)
+}

@@ -36,6 +36,7 @@ use samos_analytics::{History, QueryError};
 use serde_json::{Value, json};
 use tracing::warn;
 
+use crate::broker::RouterHandle;
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
 use crate::protocol::Protocol;
@@ -49,6 +50,8 @@ pub struct Api {
     access: access::Access,
     /// The sensor-network protocol (absent when `protocol.enabled = false`).
     protocol: Option<Arc<Protocol>>,
+    /// For admins' disconnects.
+    router: RouterHandle,
     data_dir: PathBuf,
 }
 
@@ -62,6 +65,7 @@ impl Api {
         config: ApiConfig,
         metrics: Arc<Metrics>,
         protocol: Option<Arc<Protocol>>,
+        router: RouterHandle,
         data_dir: PathBuf,
     ) -> Api {
         Api {
@@ -70,6 +74,7 @@ impl Api {
             config,
             metrics,
             protocol,
+            router,
             data_dir,
         }
     }
@@ -428,6 +433,10 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> std::io:
         .route("/api/v1/events", get(views::events))
         .route("/api/v1/alerts", get(views::alerts))
         .route("/api/v1/alerts/ack", post(actions::acknowledge))
+        .route(
+            "/api/v1/clients/{client}/disconnect",
+            post(actions::disconnect),
+        )
         .route("/api/v1/quarantine", get(views::quarantine))
         .route("/api/v1/series", get(views::series))
         .route("/api/v1/live", get(live::live))

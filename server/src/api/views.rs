@@ -77,7 +77,8 @@ pub(super) fn counters(metrics: &Metrics, protocol: Option<&Protocol>) -> Value 
 /// One node as the network view lists it.
 fn node_summary(node: &Node) -> Value {
     let r = node.snapshot();
-    let connected = node.session.lock().expect("session").is_some();
+    let client = node.session.lock().expect("session").clone();
+    let connected = client.is_some();
     let (location, sensors) = match &r.config {
         Some(c) => (
             serde_json::to_value(&c.location).unwrap_or(Value::Null),
@@ -91,7 +92,7 @@ fn node_summary(node: &Node) -> Value {
         "severity": r.severity.as_str(), "assessed_severity": r.assessed_severity.as_str(),
         "joined_at_ms": r.joined_at_ms, "last_seen_ms": r.last_seen_ms, "address": r.address,
         "readings_accepted": r.readings_accepted, "readings_rejected": r.readings_rejected,
-        "connected": connected, "blocked_by": r.blocked_by,
+        "connected": connected, "client_id": client.as_deref(), "blocked_by": r.blocked_by,
         "location": location, "sensors": sensors,
     })
 }
@@ -159,6 +160,10 @@ pub(super) async fn node(
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
         );
+        v["pushed_config"] = r
+            .pushed_config
+            .as_ref()
+            .map_or(Value::Null, |p| json!({"by": p.by, "time_ms": p.time_ms}));
         Ok(v)
     })();
     respond(&api, result)

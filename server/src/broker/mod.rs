@@ -84,6 +84,8 @@ pub enum Kick {
     None = 0,
     SessionTakenOver = 1,
     ShuttingDown = 2,
+    /// An admin disconnected the client (dashboard or API).
+    Administrative = 3,
 }
 
 /// A connection's bounded queue of deliveries, filled by the router and drained by the
@@ -163,6 +165,7 @@ impl Outbox {
         match self.kick.load(Ordering::Acquire) {
             1 => Kick::SessionTakenOver,
             2 => Kick::ShuttingDown,
+            3 => Kick::Administrative,
             _ => Kick::None,
         }
     }
@@ -209,6 +212,11 @@ pub enum Request {
     },
     /// Internal: a will delay or session expiry timer fired.
     Timer(Timer),
+    /// An admin's request to close a client's connection; answers whether it was online.
+    Kick {
+        client_id: Arc<str>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 #[derive(Debug)]

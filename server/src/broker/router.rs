@@ -221,6 +221,16 @@ impl Router {
                 session_expiry,
             } => self.disconnected(client_id, connection, state, will, session_expiry),
             Request::Timer(t) => self.timer(t),
+            Request::Kick { client_id, reply } => {
+                let online = self
+                    .sessions
+                    .get(&client_id)
+                    .and_then(|s| s.online.as_ref());
+                if let Some((_, outbox)) = online {
+                    outbox.kick(Kick::Administrative);
+                }
+                let _ = reply.send(online.is_some());
+            }
         }
     }
 

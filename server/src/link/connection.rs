@@ -565,6 +565,10 @@ impl Connection {
                 Some(*reason)
             }
             End::Kicked(Kick::SessionTakenOver) => Some(DisconnectReasonCode::SessionTakenOver),
+            End::Kicked(Kick::Administrative) => {
+                info!(client_id = %self.client_id, "disconnected by an admin");
+                Some(DisconnectReasonCode::AdministrativeAction)
+            }
             End::Kicked(_) => Some(DisconnectReasonCode::ServerShuttingDown),
         };
         if let Some(reason) = disconnect

@@ -172,6 +172,35 @@ impl Protocol {
         Ok(())
     }
 
+    /// Records that `by` disconnected a client (an event on each node it speaks for, or on
+    /// the client itself when it speaks for none).
+    pub fn record_client_disconnect(&self, client_id: &str, by: &str) {
+        let mut recorded = false;
+        for node in self.registry.all() {
+            if node.session.lock().expect("session").as_deref() == Some(client_id) {
+                let (network, node_id) = {
+                    let r = node.record.lock().expect("node record");
+                    (r.network.clone(), r.node_id.clone())
+                };
+                self.event(
+                    "client_disconnected",
+                    &network,
+                    &node_id,
+                    json!({"client_id": client_id, "by": by}),
+                );
+                recorded = true;
+            }
+        }
+        if !recorded {
+            self.event(
+                "client_disconnected",
+                &self.identity.network,
+                "",
+                json!({"client_id": client_id, "by": by}),
+            );
+        }
+    }
+
     /// Records that `by` acknowledged the alert raised for a node at `alert_time_ms`.
     pub fn acknowledge_alert(
         &self,
