@@ -2,6 +2,11 @@
 //! publish readings; every acknowledgement is sent only after the reading's WAL batch is
 //! fsync'd, so acknowledged/s is durable readings/s. Samos runs as its own process.
 //!
+//! The pipelined QoS 2 load runs twice in a row, the second time with ten live dashboards
+//! connected (the dashboard's server-sent-events stream: five watching a publishing node's
+//! readings, five the counters and events while re-reading the node list every 5 s, as the
+//! Nodes page does), so their cost is the ratio of two figures of one run.
+//!
 //! `cargo bench --bench ingest` (add `-- --quick` for a short run). Writes
 //! `target/samos-bench/ingest.md` and `ingest.json`.
 // A benchmark harness: a panic is its failure report.
@@ -10,9 +15,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use common::Samos;
 
@@ -28,14 +36,51 @@ fn start(dir: &Path) -> Samos {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
         ],
     )
 }
 
+/// Ten dashboards on the API listener until `stop`: the bytes their streams received.
+fn dashboards(api: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..10)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let received = Arc::new(AtomicU64::new(0));
+                let path = if i < 5 {
+                    format!("/api/v1/live?node={}", samos_schemas::fleet::node_id(i))
+                } else {
+                    "/api/v1/live".to_string()
+                };
+                let mut live = std::net::TcpStream::connect(api).unwrap();
+                live.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                write!(live, "GET {path} HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+                let mut buf = [0u8; 16 * 1024];
+                let mut last_list = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = live.read(&mut buf) {
+                        received.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    if i >= 5 && last_list.elapsed() >= Duration::from_secs(5) {
+                        last_list = Instant::now();
+                        let mut s = std::net::TcpStream::connect(api).unwrap();
+                        write!(s, "GET /api/v1/network HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").unwrap();
+                        let mut body = Vec::new();
+                        let _ = s.read_to_end(&mut body);
+                    }
+                }
+                received.load(Ordering::Relaxed)
+            })
+        })
+        .collect()
+}
+
 fn metric(addr: SocketAddr, name: &str) -> f64 {
-    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
@@ -64,7 +109,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // (label, publishers, messages each, in flight, QoS)
+    // (label, publishers, messages each, in flight, QoS, live dashboards)
     let scenarios = [
         (
             "paper style: 1 publisher, 1 in flight",
@@ -72,6 +117,7 @@ fn main() {
             2_000 * scale,
             1,
             QoS::ExactlyOnce,
+            0,
         ),
         (
             "100 pipelined publishers",
@@ -79,6 +125,15 @@ fn main() {
             2_000 * scale,
             10,
             QoS::ExactlyOnce,
+            0,
+        ),
+        (
+            "100 pipelined publishers, 10 live dashboards",
+            100,
+            2_000 * scale,
+            10,
+            QoS::ExactlyOnce,
+            10,
         ),
         (
             "100 pipelined publishers",
@@ -86,6 +141,7 @@ fn main() {
             2_000 * scale,
             10,
             QoS::AtLeastOnce,
+            0,
         ),
         (
             "half load: 100 publishers, 2 in flight",
@@ -93,6 +149,7 @@ fn main() {
             1_000 * scale,
             2,
             QoS::ExactlyOnce,
+            0,
         ),
     ];
     let mut md = String::from(
@@ -102,9 +159,16 @@ fn main() {
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut json = Vec::new();
-    for (label, publishers, per, inflight, qos) in scenarios {
+    let mut without_dashboards = None;
+    for (label, publishers, per, inflight, qos, live) in scenarios {
         let dir = tempfile::tempdir().unwrap();
         let samos = start(dir.path());
+        let stop = Arc::new(AtomicBool::new(false));
+        let viewers = if live > 0 {
+            dashboards(samos.addr("api"), &stop)
+        } else {
+            Vec::new()
+        };
         let spec = LoadSpec {
             addr: samos.addr("mqtt"),
             tls: None,
@@ -126,9 +190,21 @@ fn main() {
             progress: false,
         };
         let r = rt.block_on(loadgen::run(spec)).expect("load run");
+        stop.store(true, Ordering::Relaxed);
+        let streamed: u64 = viewers.into_iter().map(|t| t.join().unwrap()).sum();
         let committed = metric(samos.addr("metrics"), "samos_readings_committed_total ");
         let batches = metric(samos.addr("metrics"), "samos_wal_batches_total ");
         let rate = r.acknowledged_per_second();
+        if live > 0 {
+            let base: f64 = without_dashboards.expect("the run without dashboards comes first");
+            eprintln!(
+                "{live} dashboards received {streamed} bytes of live stream; durable rate {:.3} of the run without",
+                rate / base
+            );
+            assert!(streamed > 0, "the dashboards received nothing");
+        } else if publishers == 100 && qos == QoS::ExactlyOnce && inflight == 10 {
+            without_dashboards = Some(rate);
+        }
         eprintln!(
             "{label} qos{}: {} acknowledged ({} committed) at {rate:.0}/s, p99 {:.2} ms",
             qos as u8, r.acknowledged, committed, r.ack_latency_ms[2]
@@ -147,6 +223,7 @@ fn main() {
         ));
         json.push(serde_json::json!({
             "scenario": label, "qos": qos as u8, "publishers": publishers, "inflight": inflight,
+            "live_dashboards": live,
             "report": r, "durable_per_second": rate, "wal_batches": batches, "committed": committed,
         }));
     }

@@ -8,6 +8,22 @@ const MAX_LIVE_ROWS = 500; // rows a live table keeps
 const RATE_WINDOW = 300; // seconds of rates on the overview chart
 
 let session = { role: null, csrf: null, name: null };
+// What the page spends on live updates (read by the browser tests): milliseconds in event
+// handlers and the renders they cause, events handled, and the browser's long tasks (> 50 ms).
+const perf = { busyMs: 0, events: 0, longTasks: 0, longTasksMs: 0, since: performance.now() };
+window.__samosPerf = perf;
+if (window.PerformanceObserver && PerformanceObserver.supportedEntryTypes.includes("longtask")) {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) { perf.longTasks++; perf.longTasksMs += e.duration; }
+  }).observe({ type: "longtask" });
+}
+
+function timed(f) {
+  return (...args) => {
+    const t0 = performance.now();
+    try { return f(...args); } finally { perf.busyMs += performance.now() - t0; }
+  };
+}
 let page = null; // the current page: { stats, event, refused, readings, lagged, stop }
 let stream = null;
 let streamNode = null;
@@ -142,9 +158,10 @@ function connectStream(node) {
   stream.onopen = () => dot.classList.add("on");
   stream.onerror = () => dot.classList.remove("on");
   for (const kind of ["stats", "event", "refused", "readings", "lagged"]) {
-    stream.addEventListener(kind, (m) => {
+    stream.addEventListener(kind, timed((m) => {
+      perf.events++;
       if (page && page[kind]) page[kind](JSON.parse(m.data));
-    });
+    }));
   }
 }
 
@@ -238,7 +255,7 @@ function nodesPage() {
   const body = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
   main().replaceChildren(h("h1", {}, "Nodes"), h("div", { class: "toolbar" }, search), body);
   let nodes = [];
-  function render() {
+  const render = timed(() => {
     const q = search.value.trim().toLowerCase();
     const shown = nodes.filter((n) => !q || [n.node_id, n.network, n.functional_mode, n.severity, n.assessed_severity, n.address, locationPath(n)]
       .some((f) => String(f || "").toLowerCase().includes(q)));
@@ -269,7 +286,7 @@ function nodesPage() {
         h("thead", {}, h("tr", {}, ["node", "mode", "declared", "assessed", "last seen", "address", "accepted", "rejected"]
           .map((c, i) => h("th", { class: i >= 6 ? "num" : i === 5 ? "hide-narrow" : null }, c)))),
         h("tbody", {}, rows)));
-  }
+  });
   let pending = null;
   async function load() {
     try {
