@@ -413,6 +413,66 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
         String::from_utf8(cli.stdout).unwrap()
     );
 
+    // Patterns: the admin mines a node's temperature from the page; the run's progress is
+    // pushed, and its motifs and discords are drawn on the series.
+    b.click("nav a[href='/patterns']").await;
+    b.find("#mine-node")
+        .await
+        .send_keys("SIM000")
+        .await
+        .unwrap();
+    b.until(
+        "the node's sensors are offered",
+        "const s = document.querySelector('#mine-sensor'); s.dispatchEvent(new Event('input')); \
+         document.querySelector('#mine-node').dispatchEvent(new Event('change')); \
+         return [...s.options].map(o => o.value)",
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|s| s == "indoorTemperatureSensor"))
+        },
+    )
+    .await;
+    b.c()
+        .execute(
+            "document.querySelector('#mine-sensor').value = 'indoorTemperatureSensor'; \
+             document.querySelector('#mine-window').value = '8'; \
+             document.querySelector('#mine-backend').value = 'cpu';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click("#mine-start").await;
+    b.until(
+        "the mining run finishes",
+        "const r = document.querySelector('#mining-jobs tr[data-job]'); return r ? r.getAttribute('data-state') : null",
+        |v| v == "done" || v == "failed",
+    )
+    .await;
+    let state = b
+        .c()
+        .execute(
+            "return document.querySelector('#mining-jobs tr[data-job]').getAttribute('data-state')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, "done");
+    b.click("#mining-jobs tr[data-job] a").await;
+    b.until(
+        "motifs and discords drawn on the series",
+        "const c = document.querySelector('#pattern-chart'); return c ? Number(c.getAttribute('data-marks') || 0) : 0",
+        |v| v.as_u64() >= Some(2),
+    )
+    .await;
+    b.c()
+        .execute(
+            "document.querySelector('#mining-run').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.screenshot(&shots, "patterns").await;
+
     // A viewer sees the same pages but may not act: no button, and the request is refused.
     b.c()
         .execute_async(&fetch_script("/api/v1/logout", "POST", None), vec![])

@@ -109,6 +109,7 @@ const routes = [
   [/^\/alerts$/, alertsPage],
   [/^\/quarantine$/, quarantinePage],
   [/^\/sql$/, sqlPage],
+  [/^\/patterns$/, patternsPage],
 ];
 
 function go(url) {
@@ -157,7 +158,7 @@ function connectStream(node) {
   const dot = document.getElementById("live");
   stream.onopen = () => dot.classList.add("on");
   stream.onerror = () => dot.classList.remove("on");
-  for (const kind of ["stats", "event", "refused", "readings", "lagged"]) {
+  for (const kind of ["stats", "event", "refused", "readings", "lagged", "mining"]) {
     stream.addEventListener(kind, timed((m) => {
       perf.events++;
       if (page && page[kind]) page[kind](JSON.parse(m.data));
@@ -591,6 +592,136 @@ function sqlPage() {
   }
   if (params.get("q")) run();
   return { stop() { if (chart) chart.destroy(); } };
+}
+
+// ---------- patterns ----------
+
+const sqlText = (s) => `'${String(s).replaceAll("'", "''")}'`;
+
+async function query(sql) {
+  return api(`/api/v1/query?sql=${encodeURIComponent(sql)}`);
+}
+
+function patternsPage() {
+  const params = new URLSearchParams(location.search);
+  const jobs = h("div", { id: "mining-jobs" });
+  const runs = h("div", { id: "mining-runs" }, h("p", { class: "muted" }, "Loading…"));
+  const detail = h("div", { id: "mining-run" });
+  const form = h("div");
+  main().replaceChildren(h("h1", {}, "Patterns"),
+    h("p", { class: "muted" }, "Motifs (the closest pairs of windows) and discords (the windows least like any other) that samos mine found in a sensor's series, drawn on it."),
+    form, jobs, h("div", { class: "panel" }, h("h2", {}, "Stored runs"), runs), detail);
+
+  if (isAdmin()) {
+    const node = h("input", { id: "mine-node", list: "mine-nodes", placeholder: "node", value: params.get("node") || "" });
+    const nodesList = h("datalist", { id: "mine-nodes" });
+    const sensor = h("select", { id: "mine-sensor" });
+    const windowInput = h("input", { id: "mine-window", type: "number", min: 3, value: 16 });
+    const backend = h("select", { id: "mine-backend" }, ["cpu", "auto", "gpu", "fpga-sim"].map((b) => h("option", { value: b }, b)));
+    const msg = h("span", { class: "muted" });
+    let known = [];
+    const fillSensors = () => {
+      const n = known.find((k) => k.node_id === node.value);
+      sensor.replaceChildren(...((n && n.sensors) || []).filter((s) => s.data_type !== "string").map((s) => h("option", { value: s.name }, s.name)));
+    };
+    node.addEventListener("change", fillSensors);
+    node.addEventListener("input", fillSensors);
+    api("/api/v1/network").then((r) => {
+      known = r.nodes;
+      nodesList.replaceChildren(...known.map((n) => h("option", { value: n.node_id })));
+      fillSensors();
+    }).catch(() => {});
+    const startRun = async () => {
+      msg.textContent = "starting…";
+      try {
+        await api("/api/v1/mining/runs", { body: { node: node.value, sensor: sensor.value, window: Number(windowInput.value), backend: backend.value } });
+        msg.textContent = "";
+        loadJobs();
+      } catch (e) { msg.textContent = e.message; }
+    };
+    form.replaceChildren(h("div", { class: "panel" }, h("h2", {}, "Mine a series"),
+      h("div", { class: "toolbar" }, node, nodesList, sensor, h("label", {}, "window ", windowInput), backend,
+        h("button", { class: "primary", type: "button", id: "mine-start", onclick: startRun }, "Start"), msg)));
+  }
+
+  function renderJobs(list) {
+    jobs.replaceChildren(list.length ? h("div", { class: "panel" }, h("h2", {}, "Runs started here"),
+      table([["#"], ["node"], ["sensor"], ["window", "num"], ["backend"], ["state"], ["by"], ["progress"]], list,
+        (j) => h("tr", { "data-job": j.id, "data-state": j.state }, h("td", {}, j.id), h("td", {}, j.node), h("td", {}, j.sensor),
+          h("td", { class: "num" }, j.window), h("td", {}, j.backend), h("td", {}, j.state), h("td", {}, j.by),
+          h("td", {}, j.run ? h("a", { href: `/patterns?run=${encodeURIComponent(j.run)}`, "data-link": true }, j.run) : (j.output[j.output.length - 1] || "…"))))) : "");
+  }
+  let jobList = [];
+  async function loadJobs() {
+    try {
+      jobList = (await api("/api/v1/mining/runs")).jobs;
+      renderJobs(jobList);
+    } catch (e) { jobs.replaceChildren(errorBox(e)); }
+  }
+
+  async function loadRuns() {
+    try {
+      const r = await query('SELECT run, max(mined_at) AS mined_at, node_id, sensor, max("window") AS "window", max(backend) AS backend FROM discords GROUP BY run, node_id, sensor ORDER BY mined_at DESC LIMIT 50');
+      runs.replaceChildren(r.rows.length ? table([["run"], ["mined"], ["node"], ["sensor"], ["window", "num"], ["backend"]], r.rows,
+        (row) => h("tr", { "data-run": row.run }, h("td", {}, h("a", { href: `/patterns?run=${encodeURIComponent(row.run)}`, "data-link": true }, row.run)),
+          h("td", {}, time(Date.parse(row.mined_at))), h("td", {}, row.node_id || "(file)"), h("td", {}, row.sensor || ""),
+          h("td", { class: "num" }, row.window), h("td", {}, row.backend))) : h("p", { class: "muted" }, "No runs stored yet."));
+    } catch (e) { runs.replaceChildren(errorBox(e)); }
+  }
+
+  let chart = null;
+  async function showRun(run) {
+    detail.replaceChildren(h("p", { class: "muted" }, "Loading the run…"));
+    try {
+      const [motifs, discords] = await Promise.all([
+        query(`SELECT * FROM motifs WHERE run = ${sqlText(run)} ORDER BY rank`),
+        query(`SELECT * FROM discords WHERE run = ${sqlText(run)} ORDER BY rank`)]);
+      const first = discords.rows[0] || motifs.rows[0];
+      if (!first) { detail.replaceChildren(h("p", { class: "muted" }, `No results for run ${run}.`)); return; }
+      const box = h("div", { class: "chart", id: "pattern-chart" });
+      detail.replaceChildren(h("div", { class: "panel" },
+        h("h2", {}, `Run ${run}: ${first.node_id || first.source} ${first.sensor || ""}, window ${first.window}`), box,
+        h("h2", {}, "Motifs"), table([["rank"], ["first"], ["second"], ["distance", "num"]], motifs.rows,
+          (m) => h("tr", { class: "motif" }, h("td", {}, m.rank), h("td", {}, `#${m.first_index} ${m.first_time || ""}`), h("td", {}, `#${m.second_index} ${m.second_time || ""}`), h("td", { class: "num" }, num(m.distance)))),
+        h("h2", {}, "Discords"), table([["rank"], ["start"], ["distance", "num"]], discords.rows,
+          (d) => h("tr", { class: "discord" }, h("td", {}, d.rank), h("td", {}, `#${d.start_index} ${d.start_time || ""}`), h("td", { class: "num" }, num(d.distance))))));
+      if (!first.node_id || !window.uPlot) return;
+      // The mined series is the node's sensor readings in time order: indexes are positions in it.
+      const rs = await api(`/api/v1/readings?node=${encodeURIComponent(first.node_id)}&sensor=${encodeURIComponent(first.sensor)}`);
+      const xs = rs.rows.map((r) => Date.parse(r.ingest_time) / 1000), ys = rs.rows.map((r) => r.value);
+      const w = Number(first.window);
+      const spans = [
+        ...motifs.rows.flatMap((m) => [[m.first_index, "rgba(47,111,222,0.18)"], [m.second_index, "rgba(47,111,222,0.18)"]]),
+        ...discords.rows.map((d) => [d.start_index, "rgba(192,52,43,0.22)"])];
+      const shade = (u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        for (const [i, color] of spans) {
+          if (i >= xs.length) continue;
+          const x0 = u.valToPos(xs[i], "x", true), x1 = u.valToPos(xs[Math.min(i + w - 1, xs.length - 1)], "x", true);
+          ctx.fillStyle = color;
+          ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
+        }
+        ctx.restore();
+      };
+      chart = new uPlot({ width: box.clientWidth || 800, height: 260, hooks: { draw: [shade] },
+        series: [{}, { label: first.sensor, stroke: "#2f6fde", points: { show: false } }] }, [xs, ys], box);
+      box.setAttribute("data-marks", spans.length);
+    } catch (e) { detail.replaceChildren(errorBox(e)); }
+  }
+
+  loadJobs();
+  loadRuns();
+  if (params.get("run")) showRun(params.get("run"));
+  return {
+    mining(m) {
+      const i = jobList.findIndex((j) => j.id === m.job.id);
+      if (i >= 0) jobList[i] = m.job; else jobList.unshift(m.job);
+      renderJobs(jobList);
+      if (m.job.state !== "running") loadRuns();
+    },
+    stop() { if (chart) chart.destroy(); },
+  };
 }
 
 // ---------- start ----------

@@ -344,6 +344,9 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// How long a dashboard login lasts, in hours.
     pub session_hours: u64,
+    /// The `samos` binary the dashboard's mining runs execute (`samos mine`); `samos serve`
+    /// sets it to itself when absent. The server never links the mining backends.
+    pub mine_command: Option<PathBuf>,
     /// Most rows one answer carries; longer results are cut and marked `truncated`.
     pub max_rows: usize,
     /// A query still running after this many milliseconds is cancelled (HTTP 408).
@@ -361,6 +364,7 @@ impl Default for ApiConfig {
             allow_anonymous: false,
             admin_token: None,
             session_hours: 12,
+            mine_command: None,
             max_rows: 10_000,
             query_timeout_ms: 30_000,
             max_query_bytes: 16 * 1024,

@@ -127,6 +127,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(url) = args.postgres {
         config.storage.postgres = Some(url);
     }
+    if config.api.mine_command.is_none() {
+        // Mining runs started from the dashboard run this binary's `samos mine`.
+        config.api.mine_command = std::env::current_exe().ok();
+    }
     let config = config.finish()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -213,6 +213,11 @@ pub(super) async fn disconnect(
 ) -> Response {
     let result = async {
         let caller = api.access.admin(&headers)?;
+        let nodes = api
+            .protocol
+            .as_ref()
+            .map(|p| p.nodes_spoken_for(&client))
+            .unwrap_or_default();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = api
             .router
@@ -232,7 +237,7 @@ pub(super) async fn disconnect(
         }
         tracing::info!(client = %client, by = %caller.name, "client disconnected by an admin");
         if let Some(p) = &api.protocol {
-            p.record_client_disconnect(&client, &caller.name);
+            p.record_client_disconnect(&client, &nodes, &caller.name);
         }
         Ok(json!({"client_id": client, "disconnected": true, "by": caller.name}))
     }

@@ -17,6 +17,7 @@ mod access;
 mod actions;
 mod assets;
 mod live;
+mod mining;
 mod views;
 
 use std::collections::HashMap;
@@ -53,6 +54,8 @@ pub struct Api {
     /// For admins' disconnects.
     router: RouterHandle,
     data_dir: PathBuf,
+    /// Mining runs started from the dashboard.
+    mining: mining::MiningJobs,
 }
 
 /// A refused request: its status, why, and the message the client reads.
@@ -76,6 +79,7 @@ impl Api {
             protocol,
             router,
             data_dir,
+            mining: mining::MiningJobs::default(),
         }
     }
 
@@ -433,6 +437,7 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>) -> std::io:
         .route("/api/v1/events", get(views::events))
         .route("/api/v1/alerts", get(views::alerts))
         .route("/api/v1/alerts/ack", post(actions::acknowledge))
+        .route("/api/v1/mining/runs", get(mining::jobs).post(mining::start))
         .route(
             "/api/v1/clients/{client}/disconnect",
             post(actions::disconnect),

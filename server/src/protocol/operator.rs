@@ -172,32 +172,28 @@ impl Protocol {
         Ok(())
     }
 
-    /// Records that `by` disconnected a client (an event on each node it speaks for, or on
-    /// the client itself when it speaks for none).
-    pub fn record_client_disconnect(&self, client_id: &str, by: &str) {
-        let mut recorded = false;
-        for node in self.registry.all() {
-            if node.session.lock().expect("session").as_deref() == Some(client_id) {
-                let (network, node_id) = {
-                    let r = node.record.lock().expect("node record");
-                    (r.network.clone(), r.node_id.clone())
-                };
-                self.event(
-                    "client_disconnected",
-                    &network,
-                    &node_id,
-                    json!({"client_id": client_id, "by": by}),
-                );
-                recorded = true;
-            }
+    /// The nodes a client speaks for now, as (network, node id).
+    pub fn nodes_spoken_for(&self, client_id: &str) -> Vec<(String, String)> {
+        self.registry
+            .all()
+            .iter()
+            .filter(|n| n.session.lock().expect("session").as_deref() == Some(client_id))
+            .map(|n| {
+                let r = n.record.lock().expect("node record");
+                (r.network.clone(), r.node_id.clone())
+            })
+            .collect()
+    }
+
+    /// Records that `by` disconnected a client: an event on each node it spoke for (taken
+    /// before the disconnect), or on the client alone when it spoke for none.
+    pub fn record_client_disconnect(&self, client_id: &str, nodes: &[(String, String)], by: &str) {
+        let detail = json!({"client_id": client_id, "by": by});
+        if nodes.is_empty() {
+            self.event("client_disconnected", &self.identity.network, "", detail.clone());
         }
-        if !recorded {
-            self.event(
-                "client_disconnected",
-                &self.identity.network,
-                "",
-                json!({"client_id": client_id, "by": by}),
-            );
+        for (network, node_id) in nodes {
+            self.event("client_disconnected", network, node_id, detail.clone());
         }
     }
 
