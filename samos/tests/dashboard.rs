@@ -255,6 +255,29 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
     );
     b.screenshot(&shots, "nodes").await;
 
+    // Dark theme, and a phone-width window: the page never scrolls sideways (wide tables
+    // scroll inside their panel).
+    b.click("#theme").await;
+    let theme = b
+        .c()
+        .execute("return document.documentElement.dataset.theme", vec![])
+        .await
+        .unwrap();
+    assert!(theme == "dark" || theme == "light", "{theme}");
+    if theme == "light" {
+        b.click("#theme").await;
+    }
+    b.c().set_window_size(390, 844).await.unwrap();
+    b.until(
+        "no sideways scrolling at phone width",
+        "return document.documentElement.scrollWidth <= window.innerWidth",
+        |v| *v == Value::Bool(true),
+    )
+    .await;
+    b.screenshot(&shots, "nodes-phone-dark").await;
+    b.c().set_window_size(1280, 800).await.unwrap();
+    b.click("#theme").await;
+
     // Alerts: the ramped node's alert appears and is acknowledged, by name.
     b.click("nav a[href='/alerts']").await;
     b.find("#alerts tr[data-node='SIM001'] button.ack").await;
