@@ -277,3 +277,39 @@ fn admins_block_reconfigure_and_disconnect_nodes_and_nobody_else_does() {
             .any(|e| e["kind"] == "client_disconnected")
     );
 }
+
+/// Live streams are bounded: past `api.max_live_streams` a new one is refused with 429 (and
+/// counted), and a closed one frees its place.
+#[test]
+fn live_streams_are_bounded() {
+    let s = TestServer::with_config("[api]\nmax_live_streams = 2\n");
+    let api = s.api.unwrap();
+    let open = || {
+        let mut c = TcpStream::connect(api).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET /api/v1/live HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        (c, String::from_utf8_lossy(&head[9..12]).to_string())
+    };
+    let (a, status_a) = open();
+    let (_b, status_b) = open();
+    assert_eq!((status_a.as_str(), status_b.as_str()), ("200", "200"));
+    let (_, status_c) = open();
+    assert_eq!(status_c, "429");
+    assert!(s.metric("samos_refusals_total{reason=\"api_live_streams_full\"}") >= 1);
+    drop(a);
+    // The server notices the closed stream at its next write (a stats event each second).
+    let deadline = Instant::now() + T;
+    loop {
+        let (_c, status) = open();
+        if status == "200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream never freed its place"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -347,6 +347,8 @@ pub struct ApiConfig {
     /// The `samos` binary the dashboard's mining runs execute (`samos mine`); `samos serve`
     /// sets it to itself when absent. The server never links the mining backends.
     pub mine_command: Option<PathBuf>,
+    /// Most live streams (open dashboard tabs) at once; more are refused with 429.
+    pub max_live_streams: usize,
     /// Most rows one answer carries; longer results are cut and marked `truncated`.
     pub max_rows: usize,
     /// A query still running after this many milliseconds is cancelled (HTTP 408).
@@ -365,6 +367,7 @@ impl Default for ApiConfig {
             admin_token: None,
             session_hours: 12,
             mine_command: None,
+            max_live_streams: 64,
             max_rows: 10_000,
             query_timeout_ms: 30_000,
             max_query_bytes: 16 * 1024,

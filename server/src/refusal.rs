@@ -166,6 +166,8 @@ refusals! {
     ApiNotFound => "api_not_found",
     /// An action with a malformed body or parameter.
     ApiBadRequest => "api_bad_request",
+    /// A live stream past `api.max_live_streams`.
+    ApiLiveStreamsFull => "api_live_streams_full",
 
     // The PostgreSQL sink (nothing is lost: the WAL keeps the readings).
     /// The database holds another store's readings.

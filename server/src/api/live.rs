@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
@@ -29,7 +30,17 @@ use crate::live::{LiveEvent, ReadingWatch};
 /// Most readings one stream holds between two flushes; older ones are thinned out.
 const MAX_READINGS: usize = 1000;
 
+/// Counts a stream in `Api::live_streams` while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct LiveStream {
+    _slot: Slot,
     api: Arc<Api>,
     feed: Option<broadcast::Receiver<Arc<LiveEvent>>>,
     node: Option<String>,
@@ -120,6 +131,16 @@ pub(super) async fn live(
     if let Err(r) = api.authorize(&headers) {
         return api.refuse(r);
     }
+    let open = api.live_streams.fetch_add(1, Ordering::Relaxed);
+    let slot = Slot(api.live_streams.clone());
+    if open >= api.config.max_live_streams {
+        drop(slot);
+        return api.refuse(super::Refused(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            crate::refusal::Refusal::ApiLiveStreamsFull,
+            format!("{open} live streams are open (api.max_live_streams): close a dashboard tab"),
+        ));
+    }
     let node = p.get("node").cloned();
     let feed = api.protocol.as_ref().map(|p| p.live.subscribe());
     let watch = match (&api.protocol, &node) {
@@ -132,6 +153,7 @@ pub(super) async fn live(
         i
     };
     let stream = LiveStream {
+        _slot: slot,
         api,
         feed,
         node,

@@ -56,6 +56,8 @@ pub struct Api {
     data_dir: PathBuf,
     /// Mining runs started from the dashboard.
     mining: mining::MiningJobs,
+    /// Live streams open now.
+    live_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A refused request: its status, why, and the message the client reads.
@@ -80,6 +82,7 @@ impl Api {
             router,
             data_dir,
             mining: mining::MiningJobs::default(),
+            live_streams: Arc::default(),
         }
     }
 

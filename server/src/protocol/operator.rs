@@ -190,7 +190,12 @@ impl Protocol {
     pub fn record_client_disconnect(&self, client_id: &str, nodes: &[(String, String)], by: &str) {
         let detail = json!({"client_id": client_id, "by": by});
         if nodes.is_empty() {
-            self.event("client_disconnected", &self.identity.network, "", detail.clone());
+            self.event(
+                "client_disconnected",
+                &self.identity.network,
+                "",
+                detail.clone(),
+            );
         }
         for (network, node_id) in nodes {
             self.event("client_disconnected", network, node_id, detail.clone());
