@@ -36,8 +36,6 @@ fn start(dir: &Path) -> Samos {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
         ],
@@ -52,7 +50,10 @@ fn dashboards(api: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinH
             std::thread::spawn(move || {
                 let received = Arc::new(AtomicU64::new(0));
                 let path = if i < 5 {
-                    format!("/api/v1/live?node={}", samos_schemas::fleet::node_id(i))
+                    format!(
+                        "/api/v1/live?network=bench&node={}",
+                        samos_schemas::fleet::node_id(i)
+                    )
                 } else {
                     "/api/v1/live".to_string()
                 };

@@ -133,7 +133,7 @@ function route() {
     const m = path.match(re);
     if (m) {
       page = render(...m.slice(1).map(decodeURIComponent)) || {};
-      connectStream(page.node || null);
+      connectStream(page.watch || null);
       return;
     }
   }
@@ -154,7 +154,7 @@ function connectStream(node) {
   if (stream && streamNode === node) return;
   if (stream) stream.close();
   streamNode = node;
-  stream = new EventSource(node ? `/api/v1/live?node=${encodeURIComponent(node)}` : "/api/v1/live");
+  stream = new EventSource(node ? `/api/v1/live?${node}` : "/api/v1/live");
   const dot = document.getElementById("live");
   stream.onopen = () => dot.classList.add("on");
   stream.onerror = () => dot.classList.remove("on");
@@ -441,7 +441,7 @@ function nodePage(network, nodeId) {
     }
   }, 500);
   return {
-    node: nodeId,
+    watch: new URLSearchParams({ network, node: nodeId }).toString(),
     readings(batch) {
       for (const r of batch.readings) {
         const s = series.get(r.sensor);

@@ -1,14 +1,16 @@
-//! What happens, as it happens: node changes, alerts, refused readings and (for pages that ask)
-//! accepted readings, fanned out to the dashboard's live streams.
+//! What happens, as it happens, fanned out to the dashboard's live streams: node changes,
+//! alerts and refused readings through one [`LiveFeed`], and each node's accepted readings
+//! through its own [`NodeReadings`], for the node pages that watch it.
 //!
-//! Invariants: publishing never blocks and never waits for a reader. The feed is a bounded
-//! `tokio::sync::broadcast` ring: a reader that falls behind loses the oldest entries and is
+//! Invariants: publishing never blocks and never waits for a reader. Both are bounded
+//! `tokio::sync::broadcast` rings: a reader that falls behind loses the oldest entries and is
 //! told so (`Lagged`), and the writer — the protocol, on the publish path — only ever pays a
-//! ring slot and an `Arc`. Readings are published only while some stream watches readings
-//! (`watch_readings`), so with no node page open an accepted reading costs one relaxed load.
+//! ring slot and an `Arc`. A node's readings are built and published only while some stream
+//! watches that node, so an accepted reading of an unwatched node costs one relaxed load, and
+//! a stream receives the readings of the node it watches and no other.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -16,9 +18,9 @@ use tokio::sync::broadcast;
 /// One entry of the feed: an SSE event name and its JSON data.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    /// `event`, `refused` or `reading`.
+    /// `event`, `refused` or `mining`.
     pub kind: &'static str,
-    /// For `reading` (and every node-scoped entry): the node it concerns, for filtering.
+    /// The node it concerns, if any.
     pub node_id: Option<String>,
     pub data: Value,
 }
@@ -26,7 +28,6 @@ pub struct LiveEvent {
 #[derive(Debug, Clone)]
 pub struct LiveFeed {
     tx: broadcast::Sender<Arc<LiveEvent>>,
-    reading_watchers: Arc<AtomicUsize>,
 }
 
 impl Default for LiveFeed {
@@ -40,7 +41,6 @@ impl LiveFeed {
     pub fn new(capacity: usize) -> LiveFeed {
         LiveFeed {
             tx: broadcast::channel(capacity.max(1)).0,
-            reading_watchers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -59,26 +59,50 @@ impl LiveFeed {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
         self.tx.subscribe()
     }
+}
 
-    /// Whether any stream wants accepted readings (checked before building one).
-    pub fn readings_watched(&self) -> bool {
-        self.reading_watchers.load(Relaxed) > 0
+/// One node's accepted readings, for the streams watching it.
+#[derive(Debug, Default)]
+pub struct NodeReadings {
+    watchers: AtomicUsize,
+    tx: Mutex<Option<broadcast::Sender<Arc<Value>>>>,
+}
+
+impl NodeReadings {
+    /// How many readings a watching stream may fall behind by.
+    const CAPACITY: usize = 1024;
+
+    /// Whether any stream watches (checked before a reading is built).
+    pub fn watched(&self) -> bool {
+        self.watchers.load(Relaxed) > 0
     }
 
-    /// Registers a stream that wants readings, until the guard is dropped.
-    pub fn watch_readings(&self) -> ReadingWatch {
-        self.reading_watchers.fetch_add(1, Relaxed);
-        ReadingWatch(self.reading_watchers.clone())
+    pub fn publish(&self, reading: Value) {
+        if let Some(tx) = &*self.tx.lock().expect("node readings") {
+            let _ = tx.send(Arc::new(reading));
+        }
+    }
+
+    /// Subscribes a stream until the guard is dropped.
+    pub fn watch(self: &Arc<Self>) -> (broadcast::Receiver<Arc<Value>>, NodeWatch) {
+        self.watchers.fetch_add(1, Relaxed);
+        let rx = self
+            .tx
+            .lock()
+            .expect("node readings")
+            .get_or_insert_with(|| broadcast::channel(Self::CAPACITY).0)
+            .subscribe();
+        (rx, NodeWatch(self.clone()))
     }
 }
 
-/// Keeps readings flowing into the feed while it lives.
+/// Keeps a node's readings flowing while it lives.
 #[derive(Debug)]
-pub struct ReadingWatch(Arc<AtomicUsize>);
+pub struct NodeWatch(Arc<NodeReadings>);
 
-impl Drop for ReadingWatch {
+impl Drop for NodeWatch {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.watchers.fetch_sub(1, Relaxed);
     }
 }
 
@@ -103,15 +127,18 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().data, json!(7));
     }
 
-    #[test]
-    fn readings_are_watched_while_a_guard_lives() {
-        let feed = LiveFeed::default();
-        assert!(!feed.readings_watched());
-        let a = feed.watch_readings();
-        let b = feed.watch_readings();
-        drop(a);
-        assert!(feed.readings_watched());
-        drop(b);
-        assert!(!feed.readings_watched());
+    #[tokio::test]
+    async fn a_node_is_watched_while_a_guard_lives_and_only_its_watchers_get_its_readings() {
+        let node = Arc::new(NodeReadings::default());
+        assert!(!node.watched());
+        node.publish(json!(0)); // nobody listens: dropped
+        let (mut a, guard_a) = node.watch();
+        let (_b, guard_b) = node.watch();
+        node.publish(json!(1));
+        assert_eq!(*a.recv().await.unwrap(), json!(1));
+        drop(guard_a);
+        assert!(node.watched());
+        drop(guard_b);
+        assert!(!node.watched());
     }
 }

@@ -1,15 +1,17 @@
-//! `GET /api/v1/live[?node=ID]`: the dashboard's live stream (server-sent events).
+//! `GET /api/v1/live[?network=NET&node=ID]`: the dashboard's live stream (server-sent events).
 //!
 //! Events: `stats` every second (the counters of `/api/v1/overview` plus rates over the last
 //! second); `event` (a line of `events.jsonl`: joins, blocks, alerts, acknowledgements) and
 //! `refused` (a line of `rejected.jsonl`) as they happen; with `node=`, `readings` twice a
 //! second with that node's accepted readings since the last; `lagged` when this stream fell
-//! behind the feed and missed entries (the page then reloads what it shows).
+//! behind the feed and missed entries (the page then reloads what it shows); `mining` with a
+//! dashboard mining run's progress.
 //!
-//! Invariants: a stream never slows ingest. It reads the protocol's bounded broadcast feed
-//! (`crate::live`), which drops the oldest entries for a reader that falls behind instead of
-//! waiting; if the browser stops reading, the HTTP body stops being polled and this stream
-//! lags likewise. Readings are buffered per stream up to `MAX_READINGS` between flushes.
+//! Invariants: a stream never slows ingest. It reads the protocol's bounded broadcast feeds
+//! (`crate::live`: one for events, one per watched node for its readings), which drop the
+//! oldest entries for a reader that falls behind instead of waiting; if the browser stops
+//! reading, the HTTP body stops being polled and this stream lags likewise. Readings are
+//! buffered per stream up to `MAX_READINGS` between flushes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -25,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Api, Params};
-use crate::live::{LiveEvent, ReadingWatch};
+use crate::live::{LiveEvent, NodeWatch};
 
 /// Most readings one stream holds between two flushes; older ones are thinned out.
 const MAX_READINGS: usize = 1000;
@@ -43,8 +45,10 @@ struct LiveStream {
     _slot: Slot,
     api: Arc<Api>,
     feed: Option<broadcast::Receiver<Arc<LiveEvent>>>,
-    node: Option<String>,
-    _watch: Option<ReadingWatch>,
+    /// The node whose readings the page shows (network, node id), if any.
+    wanted: Option<(String, String)>,
+    /// Its readings, once it is in the registry (looked up again each second until then).
+    node: Option<(broadcast::Receiver<Arc<Value>>, NodeWatch)>,
     stats_tick: tokio::time::Interval,
     readings_tick: tokio::time::Interval,
     readings: VecDeque<Value>,
@@ -65,12 +69,22 @@ impl LiveStream {
                     None => std::future::pending().await,
                 }
             };
+            let watching = self.wanted.is_some();
+            let readings = async {
+                match &mut self.node {
+                    Some((rx, _)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.stats_tick.tick() => {
+                    if self.node.is_none() {
+                        self.node = self.watch_wanted();
+                    }
                     let stats = self.stats();
                     return event("stats", &stats);
                 }
-                _ = self.readings_tick.tick(), if self.node.is_some() => {
+                _ = self.readings_tick.tick(), if watching => {
                     if !self.readings.is_empty() {
                         let data = json!({
                             "readings": self.readings.drain(..).collect::<Vec<_>>(),
@@ -80,23 +94,32 @@ impl LiveStream {
                     }
                 }
                 received = feed => match received {
-                    Ok(e) if e.kind == "reading" => {
-                        if e.node_id.as_deref() == self.node.as_deref() {
-                            if self.readings.len() >= MAX_READINGS {
-                                self.readings.pop_front();
-                                self.thinned += 1;
-                            }
-                            self.readings.push_back(e.data.clone());
-                        }
-                    }
                     Ok(e) => return event(e.kind, &e.data),
                     Err(RecvError::Lagged(missed)) => {
                         return event("lagged", &json!({ "missed": missed }));
                     }
                     Err(RecvError::Closed) => self.feed = None,
                 },
+                received = readings => match received {
+                    Ok(r) => {
+                        if self.readings.len() >= MAX_READINGS {
+                            self.readings.pop_front();
+                            self.thinned += 1;
+                        }
+                        self.readings.push_back(Value::clone(&r));
+                    }
+                    Err(RecvError::Lagged(missed)) => self.thinned += missed,
+                    Err(RecvError::Closed) => self.node = None,
+                },
             }
         }
+    }
+
+    /// The wanted node's readings, if it has joined by now.
+    fn watch_wanted(&self) -> Option<(broadcast::Receiver<Arc<Value>>, NodeWatch)> {
+        let (network, node_id) = self.wanted.as_ref()?;
+        let node = self.api.protocol.as_ref()?.registry.get(network, node_id)?;
+        Some(node.live.watch())
     }
 
     /// The counters now, with per-second rates since the previous tick.
@@ -141,10 +164,15 @@ pub(super) async fn live(
             format!("{open} live streams are open (api.max_live_streams): close a dashboard tab"),
         ));
     }
-    let node = p.get("node").cloned();
     let feed = api.protocol.as_ref().map(|p| p.live.subscribe());
-    let watch = match (&api.protocol, &node) {
-        (Some(p), Some(_)) => Some(p.live.watch_readings()),
+    let wanted = match (&api.protocol, p.get("node")) {
+        (Some(protocol), Some(node_id)) => {
+            let network = p
+                .get("network")
+                .cloned()
+                .unwrap_or_else(|| protocol.identity.network.clone());
+            Some((network, node_id.clone()))
+        }
         _ => None,
     };
     let interval = |ms| {
@@ -156,8 +184,8 @@ pub(super) async fn live(
         _slot: slot,
         api,
         feed,
-        node,
-        _watch: watch,
+        wanted,
+        node: None,
         stats_tick: interval(1000),
         readings_tick: interval(500),
         readings: VecDeque::new(),

@@ -111,7 +111,8 @@ pub struct Protocol {
     /// (client id, node id) pairs already told that the client may not speak for the node,
     /// so a refused stream of readings is answered once per connection, not per reading.
     answered: Mutex<HashSet<(Arc<str>, String)>>,
-    /// Events, refusals and (while watched) readings for the dashboard's live streams.
+    /// Events, refusals and mining progress for the dashboard's live streams (readings go
+    /// through each node's own feed, `Node::live`).
     pub live: LiveFeed,
 }
 
@@ -339,19 +340,15 @@ impl Protocol {
         if let Some(v) = accepted.value.as_f64() {
             self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
         }
-        if self.live.readings_watched() {
+        if node.live.watched() {
             let value = match &accepted.value {
                 payload::Value::Text(t) => json!(t),
                 v => json!(v.as_f64()),
             };
-            self.live.publish(
-                "reading",
-                Some(t.node_id),
-                json!({
-                    "time_ms": now_ms(), "network": t.network, "node_id": t.node_id,
-                    "sensor": accepted.config.sensors[accepted.sensor].name, "value": value,
-                }),
-            );
+            node.live.publish(json!({
+                "time_ms": now_ms(), "network": t.network, "node_id": t.node_id,
+                "sensor": accepted.config.sensors[accepted.sensor].name, "value": value,
+            }));
         }
         Verdict::Reading(accepted)
     }

@@ -99,6 +99,8 @@ pub struct Node {
     /// Client id of the connection currently speaking for the node.
     pub session: Mutex<Option<Arc<str>>>,
     pub severity_window: Mutex<samos_schemas::severity::Window>,
+    /// Its accepted readings, for the dashboard pages watching it.
+    pub live: Arc<crate::live::NodeReadings>,
 }
 
 impl Node {
@@ -109,6 +111,7 @@ impl Node {
             record: Mutex::new(record),
             session: Mutex::new(None),
             severity_window: Mutex::new(Default::default()),
+            live: Arc::default(),
         }
     }
 
