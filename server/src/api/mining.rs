@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -51,7 +52,7 @@ pub struct Job {
 #[derive(Default)]
 pub struct MiningJobs {
     jobs: Mutex<VecDeque<Job>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
 }
 
 impl MiningJobs {
@@ -114,10 +115,8 @@ pub(super) async fn start(
                     format!("{MAX_RUNNING} mining runs are going: wait for one to finish"),
                 ));
             }
-            let mut next = api.mining.next_id.lock().expect("mining ids");
-            *next += 1;
             let job = Job {
-                id: *next,
+                id: api.mining.next_id.fetch_add(1, Ordering::Relaxed) + 1,
                 by: caller.name.clone(),
                 node: run.node.clone(),
                 sensor: run.sensor.clone(),
