@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -53,7 +53,8 @@ struct LiveStream {
     readings_tick: tokio::time::Interval,
     readings: VecDeque<Value>,
     thinned: u64,
-    previous: Option<(Instant, Value)>,
+    /// The previous tick's counters and their time (ms).
+    previous: Option<(i64, Value)>,
 }
 
 fn event(name: &str, data: &Value) -> Event {
@@ -124,10 +125,12 @@ impl LiveStream {
 
     /// The counters now, with per-second rates since the previous tick.
     fn stats(&mut self) -> Value {
-        let mut now = super::views::counters(&self.api.metrics, self.api.protocol.as_deref());
-        let at = Instant::now();
-        if let Some((then, before)) = &self.previous {
-            let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
+        let mut now = Value::clone(&self.api.counters());
+        let at = now["time_ms"].as_i64().unwrap_or(0);
+        if let Some((then, before)) = &self.previous
+            && at > *then
+        {
+            let secs = (at - then) as f64 / 1000.0;
             for (counter, rate) in [
                 ("readings_committed", "readings_per_s"),
                 ("refusals_total", "refusals_per_s"),

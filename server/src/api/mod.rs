@@ -58,6 +58,9 @@ pub struct Api {
     mining: mining::MiningJobs,
     /// Live streams open now.
     live_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The last counters and when they were taken: every stream's second shares one walk of
+    /// the registry.
+    counters: std::sync::Mutex<Option<(Instant, Arc<Value>)>>,
 }
 
 /// A refused request: its status, why, and the message the client reads.
@@ -83,6 +86,7 @@ impl Api {
             data_dir,
             mining: mining::MiningJobs::default(),
             live_streams: Arc::default(),
+            counters: std::sync::Mutex::default(),
         }
     }
 
@@ -91,6 +95,19 @@ impl Api {
         self.metrics.refuse(reason);
         warn!(status = status.as_u16(), reason = reason.label(), %message, "API request refused");
         (status, axum::Json(json!({ "error": message }))).into_response()
+    }
+
+    /// The counters pages show, at most half a second old.
+    fn counters(&self) -> Arc<Value> {
+        let mut cached = self.counters.lock().expect("counters cache");
+        if let Some((at, v)) = &*cached
+            && at.elapsed() < Duration::from_millis(500)
+        {
+            return v.clone();
+        }
+        let v = Arc::new(views::counters(&self.metrics, self.protocol.as_deref()));
+        *cached = Some((Instant::now(), v.clone()));
+        v
     }
 
     /// Any authenticated caller (viewer or admin) may read.

@@ -109,7 +109,7 @@ fn protocol(api: &Api) -> Result<&Arc<Protocol>, Refused> {
 
 pub(super) async fn overview(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let result = api.authorize(&headers).map(|_| {
-        let mut v = counters(&api.metrics, api.protocol.as_deref());
+        let mut v = Value::clone(&api.counters());
         if let Some(p) = &api.protocol {
             v["network"] = json!(p.identity.network);
             v["server_id"] = json!(p.identity.server_id);
