@@ -10,6 +10,10 @@
 //!   opened with `allow_anonymous`); a loopback listener with no token treats its local user as
 //!   an admin (like the CLI on the same machine), an opened one gives viewers only.
 //!
+//! The loopback listener's anonymous admin is only for requests addressed to a loopback name
+//! (`Host: 127.0.0.1…`, `localhost…`, `[::1]…`): a page on another site whose name an attacker
+//! points at 127.0.0.1 (DNS rebinding) is refused.
+//!
 //! Cross-site requests cannot act: every POST authenticated by a cookie or anonymously must
 //! carry `X-Samos-CSRF` equal to its session's token (read from `GET /api/v1/session`, which
 //! a foreign page cannot read), and an `Origin` header, when sent, must name this host. Bearer
@@ -146,6 +150,10 @@ impl Access {
             }
         }
         match self.anonymous {
+            Some(Role::Admin) if !addressed_to_loopback(headers) => Err(unauthorized(
+                "the local operator's access is for requests to a loopback address \
+                 (127.0.0.1, localhost, [::1]); configure api.token for other names",
+            )),
             Some(role) => Ok(Caller {
                 role,
                 name: "local operator".into(),
@@ -267,6 +275,21 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Whether the request names a loopback host (or none: HTTP/1.0 clients).
+fn addressed_to_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// No `Origin`, or one whose host is the `Host` the request was sent to.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -350,6 +373,28 @@ mod tests {
             ..config(None, None)
         });
         assert_eq!(opened.caller(&HeaderMap::new()).unwrap().role, Role::Viewer);
+    }
+
+    #[test]
+    fn the_local_operator_is_only_for_loopback_names() {
+        let a = Access::new(&config(None, None));
+        for host in [
+            "127.0.0.1:9884",
+            "localhost:9884",
+            "[::1]:9884",
+            "127.0.0.2",
+            "LOCALHOST",
+        ] {
+            let h = headers(&[(header::HOST, host)]);
+            assert_eq!(a.caller(&h).unwrap().role, Role::Admin, "{host}");
+        }
+        for host in ["evil.example:9884", "10.0.0.5:9884", "[2001:db8::1]:9884"] {
+            let h = headers(&[(header::HOST, host)]);
+            assert!(
+                a.caller(&h).is_err(),
+                "{host} must not be the local operator"
+            );
+        }
     }
 
     #[test]
