@@ -168,6 +168,8 @@ refusals! {
     ApiBadRequest => "api_bad_request",
     /// A live stream past `api.max_live_streams`.
     ApiLiveStreamsFull => "api_live_streams_full",
+    /// A mining run while the most allowed at once are going.
+    ApiMiningBusy => "api_mining_busy",
 
     // The PostgreSQL sink (nothing is lost: the WAL keeps the readings).
     /// The database holds another store's readings.

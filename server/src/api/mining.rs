@@ -111,7 +111,7 @@ pub(super) async fn start(
             if jobs.iter().filter(|j| j.state == "running").count() >= MAX_RUNNING {
                 return Err(Refused(
                     StatusCode::TOO_MANY_REQUESTS,
-                    Refusal::ApiBadRequest,
+                    Refusal::ApiMiningBusy,
                     format!("{MAX_RUNNING} mining runs are going: wait for one to finish"),
                 ));
             }
