@@ -56,6 +56,24 @@ pub struct MiningJobs {
 }
 
 impl MiningJobs {
+    /// Records a new running job with the next id, unless `MAX_RUNNING` are going; forgets
+    /// the oldest finished jobs past `MAX_JOBS`.
+    fn admit(&self, mut job: Job) -> Option<Job> {
+        let mut jobs = self.jobs.lock().expect("mining jobs");
+        if jobs.iter().filter(|j| j.state == "running").count() >= MAX_RUNNING {
+            return None;
+        }
+        job.id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        while jobs.len() >= MAX_JOBS {
+            let Some(i) = jobs.iter().position(|j| j.state != "running") else {
+                break;
+            };
+            jobs.remove(i);
+        }
+        jobs.push_back(job.clone());
+        Some(job)
+    }
+
     fn update(&self, id: u64, f: impl FnOnce(&mut Job)) -> Option<Job> {
         let mut jobs = self.jobs.lock().expect("mining jobs");
         let job = jobs.iter_mut().find(|j| j.id == id)?;
@@ -106,17 +124,10 @@ pub(super) async fn start(
         if run.window < 3 || run.node.is_empty() || run.sensor.is_empty() {
             return Err(bad("give node, sensor and a window of at least 3".into()));
         }
-        let job = {
-            let mut jobs = api.mining.jobs.lock().expect("mining jobs");
-            if jobs.iter().filter(|j| j.state == "running").count() >= MAX_RUNNING {
-                return Err(Refused(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Refusal::ApiMiningBusy,
-                    format!("{MAX_RUNNING} mining runs are going: wait for one to finish"),
-                ));
-            }
-            let job = Job {
-                id: api.mining.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+        let job = api
+            .mining
+            .admit(Job {
+                id: 0,
                 by: caller.name.clone(),
                 node: run.node.clone(),
                 sensor: run.sensor.clone(),
@@ -127,16 +138,14 @@ pub(super) async fn start(
                 finished_ms: None,
                 run: None,
                 output: VecDeque::new(),
-            };
-            while jobs.len() >= MAX_JOBS {
-                let Some(i) = jobs.iter().position(|j| j.state != "running") else {
-                    break;
-                };
-                jobs.remove(i);
-            }
-            jobs.push_back(job.clone());
-            job
-        };
+            })
+            .ok_or_else(|| {
+                Refused(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Refusal::ApiMiningBusy,
+                    format!("{MAX_RUNNING} mining runs are going: wait for one to finish"),
+                )
+            })?;
         spawn_run(&api, command, &run, &backend, job.id);
         Ok(json!({ "job": job }))
     })();
@@ -240,4 +249,47 @@ pub(super) async fn jobs(State(api): State<Arc<Api>>, headers: HeaderMap) -> Res
         json!({ "jobs": jobs })
     });
     respond(&api, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: 0,
+            by: "alice".into(),
+            node: "N".into(),
+            sensor: "t".into(),
+            window: 8,
+            backend: "cpu".into(),
+            state: "running",
+            started_ms: 0,
+            finished_ms: None,
+            run: None,
+            output: VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn at_most_two_run_at_once_and_finished_jobs_are_forgotten_oldest_first() {
+        let jobs = MiningJobs::default();
+        let a = jobs.admit(job()).unwrap();
+        let b = jobs.admit(job()).unwrap();
+        assert_eq!((a.id, b.id), (1, 2));
+        assert!(jobs.admit(job()).is_none(), "a third while two run");
+        jobs.update(a.id, |j| j.state = "done");
+        let c = jobs.admit(job()).unwrap();
+        assert_eq!(c.id, 3);
+        for id in [b.id, c.id] {
+            jobs.update(id, |j| j.state = "failed");
+        }
+        for _ in 0..MAX_JOBS {
+            let j = jobs.admit(job()).unwrap();
+            jobs.update(j.id, |j| j.state = "done");
+        }
+        let kept = jobs.jobs.lock().unwrap();
+        assert_eq!(kept.len(), MAX_JOBS);
+        assert!(kept.iter().all(|j| j.id > 3), "the oldest were forgotten");
+    }
 }
