@@ -189,18 +189,6 @@ fn fetch_script(path: &str, method: &str, body: Option<&Value>) -> String {
     )
 }
 
-/// `text` for a URL's query: everything but unreserved characters as `%XX`.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
     let server = TestServer::with_config(&format!(
@@ -397,7 +385,10 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
         cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ")
     );
     b.c()
-        .goto(&format!("{base}/sql?range=1h&q={}", percent_encode(&sql)))
+        .goto(&format!(
+            "{base}/sql?range=1h&q={}",
+            common::percent_encode(&sql)
+        ))
         .await
         .unwrap();
     b.until(

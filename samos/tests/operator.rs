@@ -17,7 +17,7 @@ const NET: &str = "Karlovasi_IoT_network";
 const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
 const T: Duration = Duration::from_secs(10);
 
-/// One HTTP/1.1 request; the status and the JSON body.
+/// One HTTP/1.1 request; the status and the JSON body (`null` when there is none).
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -25,27 +25,9 @@ fn http(
     token: Option<&str>,
     body: &Value,
 ) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.to_string();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let json = out
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, json)
+    let body = (!body.is_null()).then(|| body.to_string());
+    let (status, text) = common::http_request(addr, method, path, token, body.as_deref());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn cn1_config() -> String {

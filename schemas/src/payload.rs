@@ -177,6 +177,11 @@ pub fn parse_control(payload: &[u8]) -> Result<Control<'_>, PayloadError> {
     }
 }
 
+/// A node's join request: `PUB_CONFIG_FILE, <document>`.
+pub fn join_request(document: &str) -> String {
+    format!("PUB_CONFIG_FILE, {document}")
+}
+
 /// The server's over-the-air configuration: `SET_CN_CONFIG_FILE, <document>`.
 pub fn config_file_command(document: &str) -> String {
     format!("SET_CN_CONFIG_FILE, {document}")
@@ -482,6 +487,10 @@ mod tests {
         assert_eq!(
             functional_mode_reply(FunctionalMode::Active, Severity::Warning.wire()),
             "SET_CN_FUNCTIONAL_MODE, active, warningMode"
+        );
+        assert_eq!(
+            parse_control(join_request(doc).as_bytes()),
+            Ok(Control::PubConfigFile { document: doc })
         );
         assert_eq!(
             parse_control(config_file_command(doc).as_bytes()),

@@ -44,9 +44,14 @@ impl LiveFeed {
         }
     }
 
+    /// Whether any stream reads the feed (so an entry is worth building).
+    pub fn has_readers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Publishes an entry; without readers it is dropped at once.
     pub fn publish(&self, kind: &'static str, node_id: Option<&str>, data: Value) {
-        if self.tx.receiver_count() == 0 {
+        if !self.has_readers() {
             return;
         }
         let _ = self.tx.send(Arc::new(LiveEvent {

@@ -195,7 +195,7 @@ async fn join_as_node(
     let doc = node_document(&mode.network, &mode.server_id, i);
     c.publish(
         &control,
-        format!("PUB_CONFIG_FILE, {doc}").as_bytes(),
+        samos_schemas::payload::join_request(&doc).as_bytes(),
         QoS::AtLeastOnce,
     )
     .await?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mqttbytes::QoS;
 use samos_schemas::fleet::{node_document, node_id, node_location};
-use samos_schemas::payload::{Control, Severity, parse_control};
+use samos_schemas::payload::{self, Control, Severity, parse_control};
 use samos_schemas::topic;
 
 use crate::client::{Client, ClientError, ConnectOptions};
@@ -202,7 +202,7 @@ async fn node(i: usize, spec: &SimulateSpec, counters: &Counters) -> Result<(), 
     client
         .publish(
             &control,
-            format!("PUB_CONFIG_FILE, {document}").as_bytes(),
+            payload::join_request(&document).as_bytes(),
             spec.qos,
         )
         .await?;
@@ -319,7 +319,7 @@ async fn node(i: usize, spec: &SimulateSpec, counters: &Counters) -> Result<(), 
                 client
                     .publish(
                         &control,
-                        format!("PUB_CONFIG_FILE, {document}").as_bytes(),
+                        payload::join_request(document).as_bytes(),
                         spec.qos,
                     )
                     .await?;

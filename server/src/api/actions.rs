@@ -117,13 +117,7 @@ pub(super) async fn set_mode(
             "active" => FunctionalMode::Active,
             other => return Err(bad_request(&format!("mode {other:?}: blocked or active"))),
         };
-        let p = api.protocol.as_ref().ok_or_else(|| {
-            Refused(
-                StatusCode::NOT_FOUND,
-                Refusal::ApiNotFound,
-                "the sensor-network protocol is off".into(),
-            )
-        })?;
+        let p = api.protocol()?;
         p.set_functional_mode(&network, &node_id, mode, &caller.name)
             .map_err(|e| operator_refusal(&e))?;
         Ok(
@@ -149,13 +143,7 @@ pub(super) async fn push_config(
     let result = async {
         let caller = api.access.admin(&headers)?;
         let Json(body) = body.map_err(|e| bad_request(&e.body_text()))?;
-        let p = api.protocol.clone().ok_or_else(|| {
-            Refused(
-                StatusCode::NOT_FOUND,
-                Refusal::ApiNotFound,
-                "the sensor-network protocol is off".into(),
-            )
-        })?;
+        let p = api.protocol()?.clone();
         let by = caller.name.clone();
         let (net, node) = (network.clone(), node_id.clone());
         tokio::task::spawn_blocking(move || p.push_configuration(&net, &node, &body.document, &by))
@@ -190,13 +178,7 @@ pub(super) async fn acknowledge(
     let result = (|| {
         let caller = api.access.admin(&headers)?;
         let Json(a) = body.map_err(|e| bad_request(&e.body_text()))?;
-        let p = api.protocol.as_ref().ok_or_else(|| {
-            Refused(
-                StatusCode::NOT_FOUND,
-                Refusal::ApiNotFound,
-                "the sensor-network protocol is off".into(),
-            )
-        })?;
+        let p = api.protocol()?;
         p.acknowledge_alert(&a.network, &a.node_id, a.alert_time_ms, &caller.name)
             .map_err(|e| operator_refusal(&e))?;
         Ok(json!({"acknowledged": a.alert_time_ms, "by": caller.name}))

@@ -97,6 +97,17 @@ impl Api {
         (status, axum::Json(json!({ "error": message }))).into_response()
     }
 
+    /// The sensor-network protocol, or a 404 when `protocol.enabled = false`.
+    fn protocol(&self) -> Result<&Arc<Protocol>, Refused> {
+        self.protocol.as_ref().ok_or_else(|| {
+            Refused(
+                StatusCode::NOT_FOUND,
+                Refusal::ApiNotFound,
+                "the sensor-network protocol is off (protocol.enabled = false)".into(),
+            )
+        })
+    }
+
     /// The counters pages show, at most half a second old.
     fn counters(&self) -> Arc<Value> {
         let mut cached = self.counters.lock().expect("counters cache");

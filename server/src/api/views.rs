@@ -97,16 +97,6 @@ fn node_summary(node: &Node) -> Value {
     })
 }
 
-fn protocol(api: &Api) -> Result<&Arc<Protocol>, Refused> {
-    api.protocol.as_ref().ok_or_else(|| {
-        Refused(
-            StatusCode::NOT_FOUND,
-            Refusal::ApiNotFound,
-            "the sensor-network protocol is off (protocol.enabled = false)".into(),
-        )
-    })
-}
-
 pub(super) async fn overview(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let result = api.authorize(&headers).map(|_| {
         let mut v = Value::clone(&api.counters());
@@ -124,7 +114,7 @@ pub(super) async fn overview(State(api): State<Arc<Api>>, headers: HeaderMap) ->
 pub(super) async fn network(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let result = (|| {
         api.authorize(&headers)?;
-        let p = protocol(&api)?;
+        let p = api.protocol()?;
         let nodes: Vec<Value> = p.registry.all().iter().map(|n| node_summary(n)).collect();
         Ok(json!({ "nodes": nodes }))
     })();
@@ -139,7 +129,7 @@ pub(super) async fn node(
 ) -> Response {
     let result = (|| {
         api.authorize(&headers)?;
-        let p = protocol(&api)?;
+        let p = api.protocol()?;
         let node = p.registry.get(&network, &node_id).ok_or_else(|| {
             Refused(
                 StatusCode::NOT_FOUND,
@@ -176,10 +166,12 @@ fn tail_lines(path: &Path, keep: impl Fn(&Value) -> bool, limit: usize) -> Vec<V
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(TAIL_BYTES);
-    let mut text = String::new();
-    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_string(&mut text).is_err() {
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
         return Vec::new();
     }
+    // The window may start inside a multi-byte character; that first line is dropped anyway.
+    let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
     if start > 0 {
         lines.next(); // a line cut by the window
@@ -248,16 +240,19 @@ pub(super) async fn alerts(
             },
             usize::MAX,
         );
-        let mut acks: HashMap<(String, String, i64), Value> = HashMap::new();
-        for v in lines.iter().filter(|v| v["kind"] == "alert_acknowledged") {
-            let key = (
+        // An alert is (network, node, its time); an acknowledgement names that time.
+        let key = |v: &Value, time: &Value| {
+            (
                 v["network"].as_str().unwrap_or("").to_string(),
                 v["node_id"].as_str().unwrap_or("").to_string(),
-                v["detail"]["alert_time_ms"].as_i64().unwrap_or(-1),
-            );
-            // Newest first: the first acknowledgement seen is the latest; keep the earliest.
+                time.as_i64(),
+            )
+        };
+        let mut acks: HashMap<(String, String, Option<i64>), Value> = HashMap::new();
+        for v in lines.iter().filter(|v| v["kind"] == "alert_acknowledged") {
+            // Newest first: later inserts are older, so the earliest acknowledgement stays.
             acks.insert(
-                key,
+                key(v, &v["detail"]["alert_time_ms"]),
                 json!({"by": v["detail"]["by"], "time_ms": v["time_ms"]}),
             );
         }
@@ -266,12 +261,8 @@ pub(super) async fn alerts(
             .filter(|v| v["kind"] == "alert")
             .take(limit(&p))
             .map(|mut v| {
-                let key = (
-                    v["network"].as_str().unwrap_or("").to_string(),
-                    v["node_id"].as_str().unwrap_or("").to_string(),
-                    v["time_ms"].as_i64().unwrap_or(-2),
-                );
-                v["acknowledged"] = acks.get(&key).cloned().unwrap_or(Value::Null);
+                let ack = acks.get(&key(&v, &v["time_ms"])).cloned();
+                v["acknowledged"] = ack.unwrap_or(Value::Null);
                 v
             })
             .collect();
@@ -402,6 +393,14 @@ mod tests {
         let order: Vec<i64> = got.iter().map(|v| v["i"].as_i64().unwrap()).collect();
         assert_eq!(order, vec![9, 7, 5]);
         assert!(tail_lines(&dir.path().join("absent"), |_| true, 5).is_empty());
+        // A window that starts inside a multi-byte character still reads the lines after it.
+        let long = dir.path().join("long.jsonl");
+        let filler = format!("{{\"p\":\"{}\"}}\n", "é".repeat(700));
+        let mut text = filler.repeat((TAIL_BYTES as usize / filler.len()) + 2);
+        text.push_str("{\"last\":true}\n");
+        std::fs::write(&long, text).unwrap();
+        let got = tail_lines(&long, |_| true, 1);
+        assert_eq!(got[0]["last"], true);
         assert_eq!(sql_text("o'brien"), "'o''brien'");
     }
 }

@@ -38,8 +38,10 @@ impl Protocol {
         if let Err(e) = self.rejected.append(&line) {
             tracing::error!(error = %e, path = %self.rejected.path.display(), "cannot write the quarantine");
         }
-        let node = topic::parse(topic_name).map(|t| t.node_id);
-        self.live.publish("refused", node, line);
+        if self.live.has_readers() {
+            let node = topic::parse(topic_name).map(|t| t.node_id);
+            self.live.publish("refused", node, line);
+        }
         Verdict::Refuse { code, reason }
     }
 
