@@ -7,6 +7,10 @@
 //! readings, five the counters and events while re-reading the node list every 5 s, as the
 //! Nodes page does), so their cost is the ratio of two figures of one run.
 //!
+//! Where a Garage binary is installed (`scripts/setup.sh`), the pipelined QoS 2 load then runs
+//! in alternating pairs against the local Parquet sink and the object-store sink (the Delta
+//! table on a Garage server on loopback), so the object store's cost is a ratio of one run.
+//!
 //! `cargo bench --bench ingest` (add `-- --quick` for a short run). Writes
 //! `target/samos-bench/ingest.md` and `ingest.json`.
 // A benchmark harness: a panic is its failure report.
@@ -14,6 +18,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../samos/tests/common/garage.rs"]
+mod garage;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -228,6 +234,11 @@ fn main() {
             "report": r, "durable_per_second": rate, "wal_batches": batches, "committed": committed,
         }));
     }
+    if garage::find_garage().is_some() {
+        md.push_str(&object_store_pairs(&rt, scale, &mut json));
+    } else {
+        eprintln!("object store: no Garage binary (scripts/setup.sh builds one); pairs skipped");
+    }
     println!("\n{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -237,4 +248,103 @@ fn main() {
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .unwrap();
+}
+
+/// The pipelined QoS 2 load against the local sink and the object-store sink, alternating,
+/// two pairs: a Markdown table of the rates and their ratios.
+fn object_store_pairs(
+    rt: &tokio::runtime::Runtime,
+    scale: usize,
+    json: &mut Vec<serde_json::Value>,
+) -> String {
+    let server = garage::Garage::start();
+    let mut md = String::from(
+        "\nObject-store sink (Delta table on Garage, loopback) against the local Parquet sink, \
+         100 pipelined publishers, QoS 2, alternating:\n\n\
+         | pair | local durable readings/s | object store durable readings/s | ratio | files committed |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    for pair in 1..=2 {
+        let mut rates = [0.0; 2];
+        let mut files = 0.0;
+        for (i, lake) in [false, true].into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let config = dir.path().join("samos.toml");
+            let storage = if lake {
+                server.storage_toml(&format!("bench-{pair}"))
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = {:?}\n[storage]\n{storage}",
+                    data.display().to_string()
+                ),
+            )
+            .unwrap();
+            let samos = Samos::start(
+                dir.path(),
+                &[
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                ],
+            );
+            let spec = LoadSpec {
+                addr: samos.addr("mqtt"),
+                tls: None,
+                credentials: None,
+                publishers: 100,
+                messages_per_publisher: 2_000 * scale,
+                qos: QoS::ExactlyOnce,
+                inflight: 10,
+                payload_bytes: 0,
+                topic_prefix: String::new(),
+                subscriber: false,
+                idle_timeout: Duration::from_secs(10),
+                deadline: Duration::from_secs(120),
+                as_nodes: Some(NodeMode {
+                    network: "bench".into(),
+                    server_id: "SN".into(),
+                }),
+                stored_metrics: None,
+                progress: false,
+            };
+            let r = rt.block_on(loadgen::run(spec)).expect("load run");
+            rates[i] = r.acknowledged_per_second();
+            if lake {
+                // Everything acknowledged reaches the table (rotation: 10 s).
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while metric(samos.addr("metrics"), "samos_lake_rows_total ")
+                    < r.acknowledged as f64
+                {
+                    assert!(Instant::now() < deadline, "the table did not catch up");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                files = metric(samos.addr("metrics"), "samos_lake_files_total ");
+            }
+            eprintln!(
+                "pair {pair}, {} sink: {} acknowledged at {:.0}/s",
+                if lake { "object-store" } else { "local" },
+                r.acknowledged,
+                rates[i]
+            );
+            json.push(serde_json::json!({
+                "scenario": format!("object-store pair {pair}"), "sink": if lake { "object-store" } else { "local" },
+                "report": r, "durable_per_second": rates[i],
+            }));
+        }
+        md.push_str(&format!(
+            "| {pair} | {:.0} | {:.0} | {:.2} | {files:.0} |\n",
+            rates[0],
+            rates[1],
+            rates[1] / rates[0]
+        ));
+    }
+    md
 }

@@ -7,7 +7,9 @@
 # PostgreSQL for the sink's tests (no service is started: tests run their own clusters),
 # Chromium and chromedriver for the dashboard's browser tests.
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
-# Parquet files) and duckdb (the SQL benchmark's baseline).
+# Parquet files), duckdb (the SQL benchmark's baseline) and deltalake (reads the Delta table).
+# crates.io: Garage 2.5, the S3-compatible server the object-store tests start (built once per
+# machine into /opt/garage, or ~/.local/opt/garage without root: about 10 minutes on 2 cores).
 set -euo pipefail
 
 need_apt=()
@@ -74,4 +76,20 @@ fi
 if ! python3 -c 'import duckdb' 2>/dev/null; then
   echo "setup: installing duckdb from PyPI"
   pip_install duckdb
+fi
+# deltalake: an independent reader of the Delta table Samos keeps on object storage.
+if ! python3 -c 'import deltalake' 2>/dev/null; then
+  echo "setup: installing deltalake from PyPI"
+  pip_install deltalake
+fi
+
+# Garage: a real S3 server for the object-store tests. A long build, so it is done once per
+# machine, into a fixed place the tests look in (SAMOS_GARAGE overrides).
+garage_root=/opt/garage
+[ "$(id -u)" -ne 0 ] && garage_root="$HOME/.local/opt/garage"
+if [ -z "${SAMOS_GARAGE:-}" ] && ! command -v garage >/dev/null && [ ! -x "$garage_root/bin/garage" ]; then
+  echo "setup: building Garage 2.5.0 into $garage_root (once per machine; about 10 minutes)"
+  start=$(date +%s)
+  cargo install --locked --quiet garage --version 2.5.0 --root "$garage_root"
+  echo "setup: Garage built in $(( $(date +%s) - start )) s"
 fi

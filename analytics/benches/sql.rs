@@ -9,6 +9,12 @@
 //! `read_parquet(…, hive_partitioning = true)`. Each side runs the query once to warm the page
 //! cache, then `RUNS` times; medians are compared. Both answers are checked to agree.
 //!
+//! Where a Garage binary is installed (`scripts/setup.sh`), the same files are also uploaded to
+//! a Garage S3 server on loopback and committed as the Delta table Samos keeps on object
+//! storage (`samos_lake::LakeWriter`, as the server does: upload throughput is reported), and
+//! the query runs again through `History` over that table: object store vs local vs DuckDB, in
+//! one run.
+//!
 //! `cargo bench --bench sql` (`-- --quick`: 1 million readings); writes
 //! `target/samos-bench/sql.json`.
 // A benchmark harness: a panic is its failure report.
@@ -27,6 +33,10 @@ use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 use samos_analytics::datafusion::arrow;
 use samos_analytics::{Access, History};
+use samos_lake::{LakeWriter, TableLocation};
+
+#[path = "../../samos/tests/common/garage.rs"]
+mod garage;
 use samos_schemas::readings::{ROWS_PER_BATCH, readings_schema};
 
 const NODES: usize = 100;
@@ -151,6 +161,96 @@ fn write_store(data: &Path, rows: usize) {
     }
 }
 
+/// The query's median seconds over `RUNS` (after one warm-up run), its groups and the
+/// readings it counted.
+async fn time_query(history: &History) -> (f64, usize, u64) {
+    let run = || async {
+        let batches = history.query(SAMOS_QUERY).await.unwrap();
+        let groups: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let n: i64 = batches
+            .iter()
+            .map(|b| {
+                arrow::compute::sum(
+                    b.column(4)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .unwrap(),
+                )
+                .unwrap_or(0)
+            })
+            .sum();
+        (groups, n as u64)
+    };
+    run().await;
+    let mut times = Vec::new();
+    let mut last = (0, 0);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        last = run().await;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    (median(times), last.0, last.1)
+}
+
+/// Uploads the store's files to a Garage server as the server's object-store sink would
+/// (one Delta commit per file) and times the query over that table. `None` without Garage.
+async fn object_store(data: &Path, rows: usize) -> Option<serde_json::Value> {
+    garage::find_garage()?;
+    let server = garage::Garage::start();
+    let mut options = std::collections::HashMap::new();
+    for (k, v) in [
+        ("endpoint", server.endpoint()),
+        ("region", "garage".to_owned()),
+        ("allow_http", "true".to_owned()),
+        ("access_key_id", server.key_id.clone()),
+        ("secret_access_key", server.secret.clone()),
+    ] {
+        options.insert(k.to_owned(), v);
+    }
+    let location = TableLocation::readings("s3://samos/bench", options).unwrap();
+    let mut writer = LakeWriter::open(&location, "sql-bench", 100).await.unwrap();
+    let mut files = Vec::new();
+    for (day, dir) in samos_store::layout::date_partitions(&data.join("readings")) {
+        for (range, path) in samos_store::layout::partition_files(&dir) {
+            files.push((range, day, path));
+        }
+    }
+    files.sort();
+    let (mut bytes, started) = (0u64, Instant::now());
+    for (range, day, path) in &files {
+        let committed = writer.append(path, *range, *day).await.unwrap().unwrap();
+        bytes += committed.bytes;
+    }
+    let upload_s = started.elapsed().as_secs_f64();
+    let mb_per_s = bytes as f64 / 1e6 / upload_s;
+    println!(
+        "object store: {} files, {:.1} MB uploaded and committed to Garage (loopback) in {upload_s:.1} s: {mb_per_s:.1} MB/s",
+        files.len(),
+        bytes as f64 / 1e6
+    );
+    // A data directory with no WAL: every reading is in the table.
+    let empty = tempfile::tempdir().unwrap();
+    let history = History::open_with_lake(empty.path(), Access::Query, Some(location))
+        .await
+        .unwrap();
+    let (median_s, groups, counted) = time_query(&history).await;
+    assert_eq!(
+        counted, rows as u64,
+        "the object-store table holds every reading once"
+    );
+    println!(
+        "Samos on the object store (Delta on Garage): median {median_s:.3} s, {groups} groups"
+    );
+    Some(serde_json::json!({
+        "files": files.len(),
+        "upload_bytes": bytes,
+        "upload_s": upload_s,
+        "upload_mb_per_s": mb_per_s,
+        "median_s": median_s,
+        "groups": groups,
+    }))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -221,35 +321,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (samos_s, groups, counted) = rt.block_on(async {
-        let history = History::open(&data, Access::Query).await.unwrap();
-        let run = || async {
-            let batches = history.query(SAMOS_QUERY).await.unwrap();
-            let groups: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let n: i64 = batches
-                .iter()
-                .map(|b| {
-                    arrow::compute::sum(
-                        b.column(4)
-                            .as_any()
-                            .downcast_ref::<arrow::array::Int64Array>()
-                            .unwrap(),
-                    )
-                    .unwrap_or(0)
-                })
-                .sum();
-            (groups, n as u64)
-        };
-        run().await;
-        let mut times = Vec::new();
-        let mut last = (0, 0);
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            last = run().await;
-            times.push(t.elapsed().as_secs_f64());
-        }
-        (median(times), last.0, last.1)
-    });
+    let (samos_s, groups, counted) = rt
+        .block_on(async { time_query(&History::open(&data, Access::Query).await.unwrap()).await });
     assert_eq!(counted, rows as u64, "Samos counted every reading once");
     println!("Samos (DataFusion): median {samos_s:.3} s, {groups} groups");
     let mut report = serde_json::json!({
@@ -279,6 +352,21 @@ fn main() {
             report["ratio"] = ratio.into();
         }
         None => println!("DuckDB: not installed; no ratio"),
+    }
+    match rt.block_on(object_store(&data, rows)) {
+        Some(lake) => {
+            let lake_s = lake["median_s"].as_f64().unwrap();
+            println!(
+                "object store / local = {:.2}×{}",
+                lake_s / samos_s,
+                report["duckdb_median_s"]
+                    .as_f64()
+                    .map(|d| format!(", object store / DuckDB (local files) = {:.2}×", lake_s / d))
+                    .unwrap_or_default()
+            );
+            report["object_store"] = lake;
+        }
+        None => println!("object store: no Garage binary (scripts/setup.sh builds one); skipped"),
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Tables: `readings` (every acknowledged reading: the Hive-partitioned Parquet store, pruned
 //! by `date`, plus what is still only in the WAL — see [`readings`]), `nodes`, `events` and
-//! `rejected` (the protocol's files — see [`protocol`]), `motifs`, `discords` and
+//! `rejected` (the protocol's files — see [`protocol`]; `readings` reads the Delta table on
+//! an object store instead of the local store where the server keeps it there), `motifs`, `discords` and
 //! `window_stats` (what `samos mine` stored — see [`mining`]), and the views `latest_readings`
 //! and `hourly_readings`. It reads what the server writes and never writes itself, so it works
 //! on a data directory while the server runs and when it is stopped. It depends on
@@ -84,7 +85,21 @@ pub struct History {
 
 impl History {
     /// Registers the tables and views of `data_dir` (empty tables where nothing is stored).
+    /// Where the server keeps the history on an object store, `readings` reads the table it
+    /// recorded in `data_dir/lake.json`, with credentials from the `AWS_*` environment.
     pub async fn open(data_dir: &Path, access: Access) -> Result<History, QueryError> {
+        let lake = samos_lake::TableLocation::read_marker(data_dir)
+            .map_err(|e| QueryError::Io(std::io::Error::other(e)))?;
+        History::open_with_lake(data_dir, access, lake).await
+    }
+
+    /// [`History::open`] with the object-store table given (credentials included) rather
+    /// than read from the data directory; `None`: the local Parquet store.
+    pub async fn open_with_lake(
+        data_dir: &Path,
+        access: Access,
+        lake: Option<samos_lake::TableLocation>,
+    ) -> Result<History, QueryError> {
         let config = SessionConfig::new().with_information_schema(true);
         // DataFusion keeps directory listings forever by default: a long-lived session (the
         // HTTP API) would never see a new Parquet file, and rows would vanish from it once the
@@ -95,7 +110,10 @@ impl History {
             .with_cache_manager(caches)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_table("readings", Arc::new(readings::ReadingsTable::new(data_dir)))?;
+        ctx.register_table(
+            "readings",
+            Arc::new(readings::ReadingsTable::new(data_dir, lake)),
+        )?;
         for file in protocol::ProtocolFile::ALL {
             ctx.register_table(
                 file.table_name(),

@@ -9,6 +9,13 @@
 //! listed file are dropped and the rest are scanned from memory beside the files. A listing
 //! caught in the middle of a compaction (the merged file renamed in, its inputs not yet
 //! deleted) is taken again.
+//!
+//! Where the history lives on an object store (the server recorded the table in
+//! `data/lake.json`), the Parquet part is the newest snapshot of the Delta table instead of a
+//! directory listing. The same order holds (the WAL checkpoint only moves after a commit),
+//! the snapshot's data files carry their WAL ranges in their names too, and a snapshot is
+//! atomic, so no compaction is ever caught half done. Delta's column types (microsecond
+//! timestamps, plain strings, signed integers) are cast back to the table's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +34,12 @@ use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::{Column, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use samos_lake::{LakeReader, TableLocation};
 use samos_store::layout::{READINGS_DIR, WAL_DIR, file_range, merged_into_another};
 
 /// The Hive partition column Parquet paths carry: the UTC date of `ingest_time`.
@@ -54,14 +64,58 @@ pub fn table_schema() -> SchemaRef {
 pub struct ReadingsTable {
     data_dir: PathBuf,
     schema: SchemaRef,
+    /// The object-store table, where the history lives there.
+    lake: Option<LakeReader>,
 }
 
 impl ReadingsTable {
-    pub fn new(data_dir: &Path) -> ReadingsTable {
+    /// `readings` of a data directory whose history is the local Parquet store, or the
+    /// object-store table at `lake`.
+    pub fn new(data_dir: &Path, lake: Option<TableLocation>) -> ReadingsTable {
         ReadingsTable {
             data_dir: data_dir.to_path_buf(),
             schema: table_schema(),
+            lake: lake.map(LakeReader::new),
         }
+    }
+
+    /// The newest snapshot of the object-store table as a plan of the table's columns, and
+    /// the WAL ranges it covers.
+    async fn lake_scan(
+        &self,
+        lake: &LakeReader,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<(u64, u64)>)> {
+        let external = |e: samos_lake::LakeError| DataFusionError::External(e.into());
+        let projected = datafusion::physical_plan::project_schema(&self.schema, projection)?;
+        let Some(snapshot) = lake.snapshot().await.map_err(external)? else {
+            return Ok((Arc::new(EmptyExec::new(projected)), Vec::new()));
+        };
+        let provider = snapshot.provider(state).await.map_err(external)?;
+        // Columns by name: the Delta schema lists the stored columns and `date`, as ours does.
+        let indices = projected
+            .fields()
+            .iter()
+            .map(|f| provider.schema().index_of(f.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let plan = provider.scan(state, Some(&indices), filters, None).await?;
+        let input = plan.schema();
+        let casts = projected
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let column = Arc::new(Column::new(input.field(i).name(), i));
+                Ok((
+                    cast(column, &input, field.data_type().clone())?,
+                    field.name().clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plan = Arc::new(ProjectionExec::try_new(casts, plan)?);
+        Ok((plan, snapshot.covered))
     }
 
     /// The Parquet store as a listing table (pruning by `date`, file statistics), or `None`
@@ -209,6 +263,10 @@ impl TableProvider for ReadingsTable {
                 .await
                 .map_err(|e| DataFusionError::External(e.into()))?
                 .map_err(|e| DataFusionError::External(e.into()))?;
+        if let Some(lake) = &self.lake {
+            let (files, covered) = self.lake_scan(lake, state, projection, filters).await?;
+            return self.with_unflushed(files, records, &covered, projection);
+        }
         let mut attempt = 0;
         let (files, covered) = loop {
             attempt += 1;
@@ -232,7 +290,20 @@ impl TableProvider for ReadingsTable {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let unflushed = self.unflushed(records, &covered)?;
+        self.with_unflushed(files, records, &covered, projection)
+    }
+}
+
+impl ReadingsTable {
+    /// `files` and, beside it, the WAL records none of its files covers.
+    fn with_unflushed(
+        &self,
+        files: Arc<dyn ExecutionPlan>,
+        records: Vec<samos_store::wal::WalRecord>,
+        covered: &[(u64, u64)],
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let unflushed = self.unflushed(records, covered)?;
         if unflushed.is_empty() {
             return Ok(files);
         }

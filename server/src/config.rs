@@ -2,6 +2,7 @@
 //!
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -281,9 +282,40 @@ pub struct StorageConfig {
     pub postgres: Option<String>,
     /// WAL batches loaded per PostgreSQL transaction.
     pub postgres_batch_records: usize,
-    /// How many committed WAL batches PostgreSQL may lag before commits wait (and publishers
-    /// are paused): bounds the WAL on disk during an outage.
+    /// How many committed WAL batches PostgreSQL or the object store may lag before commits
+    /// wait (and publishers are paused): bounds the WAL on disk during an outage.
     pub max_wal_backlog_batches: u64,
+    /// Where the history lives: unset, the local `readings/` directory; `s3://bucket/prefix`
+    /// or `file:///dir`, a Delta Lake table at `{object_store}/readings`.
+    pub object_store: Option<String>,
+    /// How to reach the object store (`endpoint`, `region`, `allow_http`, credentials);
+    /// the standard `AWS_*` environment variables fill in what is not given.
+    pub object_store_options: BTreeMap<String, String>,
+    /// A Delta checkpoint (the log summarised in Parquet) every this many commits.
+    pub lake_checkpoint_interval: u64,
+    /// Hours an object no longer referenced (merged, expired, or an upload a crash left
+    /// uncommitted) stays on the store before vacuum deletes it.
+    pub lake_vacuum_grace_hours: u64,
+}
+
+impl StorageConfig {
+    /// The object-store table the history lives in (`None`: the local Parquet store).
+    pub fn lake_location(
+        &self,
+    ) -> Result<Option<samos_lake::TableLocation>, samos_lake::LakeError> {
+        self.object_store
+            .as_deref()
+            .map(|url| {
+                samos_lake::TableLocation::readings(
+                    url,
+                    self.object_store_options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
+            })
+            .transpose()
+    }
 }
 
 impl Default for StorageConfig {
@@ -302,6 +334,10 @@ impl Default for StorageConfig {
             postgres: None,
             postgres_batch_records: 64,
             max_wal_backlog_batches: 1_000_000,
+            object_store: None,
+            object_store_options: BTreeMap::new(),
+            lake_checkpoint_interval: 100,
+            lake_vacuum_grace_hours: 24,
         }
     }
 }

@@ -107,6 +107,19 @@ pub struct Metrics {
     pub parquet_partitions_expired: AtomicU64,
     /// Persistent sessions held in the WAL.
     pub durable_sessions: AtomicU64,
+    /// Files committed to the object-store table, and what they held.
+    pub lake_files: AtomicU64,
+    pub lake_rows: AtomicU64,
+    pub lake_bytes: AtomicU64,
+    /// Failed uploads or commits (each retried with backoff).
+    pub lake_errors: AtomicU64,
+    pub lake_compactions: AtomicU64,
+    pub lake_files_expired: AtomicU64,
+    pub lake_files_vacuumed: AtomicU64,
+    /// WAL batches committed but not yet in the object-store table.
+    pub lake_lag: AtomicU64,
+    /// Finished Parquet files waiting for upload.
+    pub lake_pending_files: AtomicU64,
     /// WAL batches committed but not yet in PostgreSQL.
     pub postgres_lag: AtomicU64,
     pub postgres_rows: AtomicU64,
@@ -146,6 +159,15 @@ impl Default for Metrics {
             parquet_compactions: AtomicU64::new(0),
             durable_sessions: AtomicU64::new(0),
             parquet_partitions_expired: AtomicU64::new(0),
+            lake_files: AtomicU64::new(0),
+            lake_rows: AtomicU64::new(0),
+            lake_bytes: AtomicU64::new(0),
+            lake_errors: AtomicU64::new(0),
+            lake_compactions: AtomicU64::new(0),
+            lake_files_expired: AtomicU64::new(0),
+            lake_files_vacuumed: AtomicU64::new(0),
+            lake_lag: AtomicU64::new(0),
+            lake_pending_files: AtomicU64::new(0),
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
@@ -310,6 +332,64 @@ impl Metrics {
             "Persistent sessions (subscriptions, QoS 2 packet ids) kept in the WAL.",
             self.durable_sessions.load(Relaxed),
         );
+        for (name, kind, help, value) in [
+            (
+                "samos_lake_files_total",
+                "counter",
+                "Parquet files committed to the object-store Delta table.",
+                &self.lake_files,
+            ),
+            (
+                "samos_lake_rows_total",
+                "counter",
+                "Rows committed to the object-store Delta table.",
+                &self.lake_rows,
+            ),
+            (
+                "samos_lake_bytes_total",
+                "counter",
+                "Bytes uploaded to the object store (data files).",
+                &self.lake_bytes,
+            ),
+            (
+                "samos_lake_errors_total",
+                "counter",
+                "Failed uploads or commits to the object store (each retried with backoff).",
+                &self.lake_errors,
+            ),
+            (
+                "samos_lake_compactions_total",
+                "counter",
+                "Delta transactions that merged small files into one.",
+                &self.lake_compactions,
+            ),
+            (
+                "samos_lake_files_expired_total",
+                "counter",
+                "Files removed from the table past storage.retention_days.",
+                &self.lake_files_expired,
+            ),
+            (
+                "samos_lake_files_vacuumed_total",
+                "counter",
+                "Unreferenced objects deleted from the store after the vacuum grace period.",
+                &self.lake_files_vacuumed,
+            ),
+            (
+                "samos_lake_lag_batches",
+                "gauge",
+                "WAL batches committed but not yet in the object-store table.",
+                &self.lake_lag,
+            ),
+            (
+                "samos_lake_pending_files",
+                "gauge",
+                "Finished Parquet files waiting for upload to the object store.",
+                &self.lake_pending_files,
+            ),
+        ] {
+            single(name, kind, help, value.load(Relaxed));
+        }
         single(
             "samos_postgres_lag_batches",
             "gauge",

@@ -36,6 +36,8 @@ pub enum StartError {
     Protocol(#[from] crate::protocol::ProtocolError),
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
+    #[error("storage.object_store: {0}")]
+    Lake(#[from] samos_lake::LakeError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -194,19 +196,28 @@ impl Server {
             });
         }
         if let Some(l) = api_listener {
-            let history = samos_analytics::History::open(
+            let lake = shared.config.storage.lake_location()?;
+            let child_env = lake
+                .as_ref()
+                .map(samos_lake::TableLocation::environment)
+                .unwrap_or_default();
+            let history = samos_analytics::History::open_with_lake(
                 &shared.config.data_dir,
                 samos_analytics::Access::Query,
+                lake,
             )
             .await?;
-            let api = Arc::new(crate::api::Api::new(
-                history,
-                shared.config.api.clone(),
-                metrics.clone(),
-                protocol.clone(),
-                shared.router.clone(),
-                shared.config.data_dir.clone(),
-            ));
+            let api = Arc::new(
+                crate::api::Api::new(
+                    history,
+                    shared.config.api.clone(),
+                    metrics.clone(),
+                    protocol.clone(),
+                    shared.router.clone(),
+                    shared.config.data_dir.clone(),
+                )
+                .with_child_env(child_env),
+            );
             info!(addr = ?endpoints.api, "dashboard on / and HTTP API on /api/v1/");
             tokio::spawn(async move {
                 if let Err(e) = crate::api::serve(l, api).await {

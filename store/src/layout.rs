@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// The Parquet store under a data directory.
 pub const READINGS_DIR: &str = "readings";
+/// Finished Parquet files waiting for upload, when the history lives on an object store.
+pub const OUTBOX_DIR: &str = "outbox";
 /// The write-ahead log under a data directory.
 pub const WAL_DIR: &str = "wal";
 /// The node registry under a data directory.
@@ -37,12 +39,17 @@ pub fn utc_day(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
 }
 
+/// The civil date of a UTC day number: `YYYY-MM-DD`.
+pub fn date_string(day: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(day.saturating_mul(DAY_MS))
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 /// The partition directory of a UTC day: `date=YYYY-MM-DD`.
 pub fn partition_dir(root: &Path, day: i64) -> PathBuf {
-    let date = chrono::DateTime::from_timestamp_millis(day.saturating_mul(DAY_MS))
-        .unwrap_or_default()
-        .format("%Y-%m-%d");
-    root.join(format!("date={date}"))
+    root.join(format!("date={}", date_string(day)))
 }
 
 /// The `date=YYYY-MM-DD` partitions under `root`, as (UTC day number, directory).

@@ -106,6 +106,8 @@ pub struct Published {
     pub path: PathBuf,
     /// The partition directory it is in (for [`ParquetStore::compact`]).
     pub partition: PathBuf,
+    /// The UTC day (days since 1970-01-01) of its rows.
+    pub day: i64,
     /// The last WAL sequence it holds: the checkpoint may advance to it.
     pub last_seq: u64,
     pub rows: u64,
@@ -262,9 +264,31 @@ impl ParquetStore {
         Ok(Some(Published {
             path,
             partition: open.dir,
+            day: open.day,
             last_seq: open.last_seq,
             rows: open.rows as u64,
         }))
+    }
+
+    /// The finished files in the store, in WAL order: after a restart, those a sink that
+    /// moves files elsewhere (the object-store outbox) has not moved yet.
+    pub fn published_files(&self) -> Vec<Published> {
+        let mut files: Vec<Published> = layout::date_partitions(&self.root)
+            .into_iter()
+            .flat_map(|(day, dir)| {
+                partition_files(&dir)
+                    .into_iter()
+                    .map(move |((_, last), path)| Published {
+                        rows: rows_in(&path).unwrap_or(0),
+                        path,
+                        partition: dir.clone(),
+                        day,
+                        last_seq: last,
+                    })
+            })
+            .collect();
+        files.sort_by_key(|f| f.last_seq);
+        files
     }
 
     /// Deletes the date partitions older than `retention_days` before `today` (a UTC day

@@ -67,7 +67,7 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_env_filter(log_filter(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
     raise_open_file_limit();
@@ -152,6 +152,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// The `--log` filter, with the Delta Lake crates (which log every snapshot they build at
+/// INFO) held at WARN unless the filter names them itself.
+fn log_filter(spec: &str) -> Result<EnvFilter> {
+    const QUIET: [&str; 4] = [
+        "buoyant_kernel",
+        "buoyant_kernel_engine",
+        "deltalake_core",
+        "deltalake_aws",
+    ];
+    let mut full: Vec<String> = QUIET
+        .iter()
+        .filter(|c| !spec.contains(*c))
+        .map(|c| format!("{c}=warn"))
+        .collect();
+    full.push(spec.to_owned());
+    EnvFilter::try_new(full.join(",")).context("invalid --log filter")
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@
 // Test support: a panic here is the failing test's report.
 #![allow(clippy::unwrap_used)]
 
+pub mod garage;
 pub mod pg;
 pub mod raw;
 
@@ -43,6 +44,11 @@ impl TestServer {
 
     /// Starts in an existing directory (for restarts keeping the data directory).
     pub fn in_dir(dir: tempfile::TempDir, toml: &str) -> TestServer {
+        Self::in_dir_with_env(dir, toml, &[])
+    }
+
+    /// [`TestServer::in_dir`] with extra environment variables for the server process.
+    pub fn in_dir_with_env(dir: tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> TestServer {
         let config = dir.path().join("samos.toml");
         let data = dir.path().join("data");
         std::fs::write(
@@ -66,6 +72,7 @@ impl TestServer {
             .arg("--log")
             .arg("info,samos_server=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
         if !toml.contains("[[listener]]") {
@@ -273,21 +280,36 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     wait_output(child, timeout)
 }
 
-/// Collects a spawned child's output, killing it after `timeout`.
+/// Collects a spawned child's output, killing it after `timeout`. Its pipes are drained
+/// while it runs, so a child writing more than a pipe holds does not stall.
 pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
-                break;
+                break child.wait().expect("wait");
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => panic!("wait: {e}"),
         }
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().expect("output")
 }
 
 pub fn stdout(o: &Output) -> String {

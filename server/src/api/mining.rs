@@ -159,6 +159,7 @@ fn spawn_run(api: &Arc<Api>, command: PathBuf, run: &StartRun, backend: &str, id
         .args(["--window", &run.window.to_string(), "--backend", backend])
         .arg("--data-dir")
         .arg(&api.data_dir)
+        .envs(api.child_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

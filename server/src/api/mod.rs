@@ -56,6 +56,8 @@ pub struct Api {
     data_dir: PathBuf,
     /// Mining runs started from the dashboard.
     mining: mining::MiningJobs,
+    /// Environment for `samos mine` children: how to reach the object-store table.
+    child_env: Vec<(String, String)>,
     /// Live streams open now.
     live_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The last counters and when they were taken: every stream's second shares one walk of
@@ -85,9 +87,17 @@ impl Api {
             router,
             data_dir,
             mining: mining::MiningJobs::default(),
+            child_env: Vec::new(),
             live_streams: Arc::default(),
             counters: std::sync::Mutex::default(),
         }
+    }
+
+    /// Environment variables every `samos mine` child gets (the object store's credentials
+    /// where the configuration, not the environment, holds them).
+    pub fn with_child_env(mut self, env: Vec<(String, String)>) -> Api {
+        self.child_env = env;
+        self
     }
 
     fn refuse(&self, r: Refused) -> Response {

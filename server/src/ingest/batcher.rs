@@ -34,7 +34,10 @@ pub(super) struct Batcher {
     pub(super) committed: Arc<Watermark>,
     /// The PostgreSQL sink's progress, when there is one.
     pub(super) pg: Option<Arc<postgres::PostgresState>>,
-    /// Committed batches PostgreSQL may fall behind before commits (and so publishers) wait.
+    /// The last WAL sequence in the object-store table, when there is one.
+    pub(super) lake: Option<Arc<Watermark>>,
+    /// Committed batches PostgreSQL or the object store may fall behind before commits (and
+    /// so publishers) wait.
     pub(super) max_backlog: u64,
     pub(super) rx: Receiver<Work>,
     /// Queue slots: given back for every reading or session change taken off `rx`, once per
@@ -148,24 +151,30 @@ impl Batcher {
         }
     }
 
-    /// Waits while PostgreSQL is more than `max_backlog` batches behind: the WAL backlog on
-    /// disk stays bounded, the queue fills, and publishers are paused instead.
+    /// Waits while PostgreSQL or the object store is more than `max_backlog` batches behind:
+    /// the WAL backlog on disk stays bounded, the queue fills, and publishers are paused
+    /// instead.
     fn wait_for_backlog(&self) {
-        let Some(pg) = &self.pg else { return };
+        if let Some(pg) = &self.pg {
+            self.wait_for_follower("PostgreSQL", &pg.checkpoint);
+        }
+        if let Some(lake) = &self.lake {
+            self.wait_for_follower("the object store", lake);
+        }
+    }
+
+    fn wait_for_follower(&self, follower: &str, checkpoint: &Watermark) {
         let next = self.wal.next_seq();
         let caught_up = |checkpoint: u64| next.saturating_sub(checkpoint + 1) < self.max_backlog;
-        if caught_up(pg.checkpoint.get()) {
+        if caught_up(checkpoint.get()) {
             return;
         }
         warn!(
             backlog = self.max_backlog,
-            "PostgreSQL is too far behind: holding commits (publishers are paused, nothing is dropped)"
+            "{follower} is too far behind: holding commits (publishers are paused, nothing is dropped)"
         );
         self.metrics.ingest_backpressure.fetch_add(1, Relaxed);
-        while !caught_up(
-            pg.checkpoint
-                .wait_blocking(caught_up, Duration::from_secs(60)),
-        ) {}
+        while !caught_up(checkpoint.wait_blocking(caught_up, Duration::from_secs(60))) {}
     }
 
     fn commit(&mut self, group: Group) -> Result<(), WalError> {
@@ -202,6 +211,10 @@ impl Batcher {
             // Kept current here too, so an outage (no sink loop running) still shows its lag.
             let lag = seq.saturating_sub(pg.checkpoint.get());
             self.metrics.postgres_lag.store(lag, Relaxed);
+        }
+        if let Some(lake) = &self.lake {
+            let lag = seq.saturating_sub(lake.get());
+            self.metrics.lake_lag.store(lag, Relaxed);
         }
         let m = &self.metrics;
         m.wal_commit_latency.observe(started.elapsed());

@@ -19,9 +19,17 @@
 //! [`watermark`] (the committed sequence and the PostgreSQL checkpoint, waited on, not polled).
 //! Recovery at start replays what the WAL holds past the checkpoint into Parquet; the store
 //! removes a crashed run's temporary files first, so every row reaches Parquet once.
+//!
+//! With `storage.object_store` set, the Parquet store is a local outbox and `lake_sink`
+//! uploads and commits its files to a Delta table, advancing the checkpoint after each commit.
+//! At start the outbox's finished files are offered to it again (the table's `txn` version
+//! says which it already holds), and only WAL records past both the checkpoint and the last
+//! outbox file are replayed: file boundaries never move, so a file is in the table whole or
+//! not at all.
 
 mod batcher;
 pub mod columns;
+mod lake_sink;
 mod parquet_sink;
 pub mod postgres;
 pub mod watermark;
@@ -141,6 +149,8 @@ pub enum IngestError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lake(#[from] samos_lake::LakeError),
 }
 
 /// The handle connections push readings into.
@@ -220,11 +230,32 @@ impl Ingest {
             max_bytes: config.parquet_max_bytes.max(1),
             max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
         };
+        let lake = match config.lake_location()? {
+            Some(location) => Some(lake_settings(config, location, &wal_dir)?),
+            None => None,
+        };
         let store = ParquetStore::open(
-            data_dir.join(layout::READINGS_DIR),
+            data_dir.join(match lake {
+                Some(_) => layout::OUTBOX_DIR,
+                None => layout::READINGS_DIR,
+            }),
             rotation,
-            config.parquet_compact_files,
+            // In the object store, small files are merged by Delta transactions instead.
+            if lake.is_some() {
+                0
+            } else {
+                config.parquet_compact_files
+            },
         )?;
+        match &lake {
+            Some(lake) => lake.location.write_marker(data_dir)?,
+            None => samos_lake::TableLocation::remove_marker(data_dir).map_err(|source| {
+                IngestError::Io {
+                    path: data_dir.to_path_buf(),
+                    source,
+                }
+            })?,
+        }
         let committed = Arc::new(Watermark::new(wal.next_seq() - 1));
         let pg_state = config.postgres.as_ref().map(|_| {
             Arc::new(postgres::PostgresState {
@@ -233,6 +264,18 @@ impl Ingest {
                 connected: std::sync::atomic::AtomicBool::new(false),
             })
         });
+        // The outbox's finished files go to the object store first, in WAL order; the replay
+        // starts after the last of them.
+        let outbox = if lake.is_some() {
+            store.published_files()
+        } else {
+            Vec::new()
+        };
+        let replay_after = outbox.last().map_or(0, |f| f.last_seq);
+        let lake_checkpoint = lake
+            .as_ref()
+            .map(|_| Arc::new(Watermark::new(recovery.checkpoint)));
+        let (lake_tx, lake_rx) = channel::unbounded();
         let mut sink = ParquetSink {
             store,
             pg: pg_state.clone(),
@@ -240,10 +283,45 @@ impl Ingest {
             retention_days: config.retention_days,
             retention_checked: None,
             metrics: metrics.clone(),
+            lake: lake.as_ref().map(|_| lake_tx.clone()),
         };
+        for file in &outbox {
+            let _ = lake_tx.send(lake_sink::LakeMsg::File(file.clone()));
+        }
+        drop(lake_tx);
+        let opened = match (lake, &lake_checkpoint) {
+            (Some(settings), Some(checkpoint)) => {
+                let lake = lake_sink::LakeSink {
+                    settings,
+                    wal_dir: wal_dir.clone(),
+                    outbox: data_dir.join(layout::OUTBOX_DIR),
+                    checkpoint: checkpoint.clone(),
+                    pg: pg_state.clone(),
+                    metrics: metrics.clone(),
+                };
+                let (opened_tx, opened_rx) = channel::bounded(1);
+                spawn("samos-lake", &wal_dir, move || lake.run(lake_rx, opened_tx))?;
+                Some(opened_rx)
+            }
+            _ => None,
+        };
+        if let Some(opened) = opened {
+            // Another instance's table is a configuration error: refuse to start. An
+            // unreachable store is not: readings wait in the WAL while the sink retries.
+            match opened.recv_timeout(Duration::from_secs(10)) {
+                Ok(lake_sink::Opened::Open) => {}
+                Ok(lake_sink::Opened::Refused(e)) => return Err(e.into()),
+                Ok(lake_sink::Opened::Retrying(e)) => {
+                    warn!(error = %e, "the object store is unreachable at start; readings wait in the WAL until it answers");
+                }
+                Err(_) => warn!(
+                    "the object store has not answered within 10 s; readings wait in the WAL until it does"
+                ),
+            }
+        }
         let replayed = recovery.pending.len();
         let mut rows = 0;
-        for record in &recovery.pending {
+        for record in recovery.pending.iter().filter(|r| r.seq > replay_after) {
             for batch in
                 samos_store::record::decode_batches(&record.payload).map_err(|message| {
                     IngestError::Replay {
@@ -295,6 +373,7 @@ impl Ingest {
             durable_clients: durable_clients.clone(),
             committed: committed.clone(),
             pg: pg_state.clone(),
+            lake: lake_checkpoint,
             max_backlog: config.max_wal_backlog_batches.max(1),
             rx,
             slots: slots.clone(),
@@ -389,6 +468,24 @@ impl Ingest {
             }
         }
     }
+}
+
+/// The object-store sink's settings from the configuration.
+fn lake_settings(
+    config: &StorageConfig,
+    location: samos_lake::TableLocation,
+    wal_dir: &Path,
+) -> Result<lake_sink::LakeSettings, IngestError> {
+    Ok(lake_sink::LakeSettings {
+        location,
+        writer_id: wal::store_id(wal_dir)?,
+        checkpoint_interval: config.lake_checkpoint_interval,
+        compact_at: config.parquet_compact_files,
+        small_below: (config.parquet_max_rows / 4).max(1) as u64,
+        retention_days: config.retention_days,
+        vacuum_grace: Duration::from_secs(config.lake_vacuum_grace_hours.saturating_mul(3600)),
+        crash_after_upload: std::env::var("SAMOS_FAILPOINT").as_deref() == Ok("lake-after-upload"),
+    })
 }
 
 fn spawn(name: &str, dir: &Path, f: impl FnOnce() + Send + 'static) -> Result<(), IngestError> {

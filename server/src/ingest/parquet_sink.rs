@@ -5,6 +5,10 @@
 //! Order per file: publish (fsync, rename) → checkpoint → free segments → compaction. A
 //! crash anywhere leaves every row either in the WAL past the checkpoint or in a published
 //! file, never both and never neither.
+//!
+//! With an object store configured the store is the outbox (`data/outbox/`): a published file
+//! is handed to the object-store sink (`lake_sink`), which checkpoints once the table holds
+//! it; this sink then neither checkpoints, compacts nor expires anything itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use samos_store::layout::utc_day;
 use samos_store::parquet::{ParquetStore, Published};
 use tracing::{error, info, warn};
 
+use super::lake_sink::LakeMsg;
 use super::{IngestError, postgres, wal};
 use crate::clock;
 use crate::metrics::Metrics;
@@ -37,6 +42,8 @@ pub(super) struct ParquetSink {
     pub(super) retention_days: u32,
     pub(super) retention_checked: Option<Instant>,
     pub(super) metrics: Arc<Metrics>,
+    /// The object-store sink, when the history lives there: published files go to it.
+    pub(super) lake: Option<channel::Sender<LakeMsg>>,
 }
 
 impl ParquetSink {
@@ -58,7 +65,16 @@ impl ParquetSink {
                     if let Err(e) = self.close() {
                         error!(error = %e, "Parquet close failed");
                     }
-                    let _ = done.send(());
+                    match &self.lake {
+                        // Answered once the object store holds every file published so far.
+                        Some(lake) => {
+                            tracing::debug!("flush handed to the object-store sink");
+                            let _ = lake.send(LakeMsg::Flush(done));
+                        }
+                        None => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
                 Err(channel::RecvTimeoutError::Timeout) => {}
                 Err(channel::RecvTimeoutError::Disconnected) => {
@@ -103,13 +119,20 @@ impl ParquetSink {
 
     /// A file is whole on disk: checkpoint, free the WAL, then merge small files.
     fn published(&mut self, file: &Published) -> Result<(), IngestError> {
+        self.metrics.parquet_files.fetch_add(1, Relaxed);
+        self.metrics.parquet_rows.fetch_add(file.rows, Relaxed);
+        if let Some(lake) = &self.lake {
+            // The object-store sink lives as long as this one; if it stopped, the file
+            // stays in the outbox and is offered again at the next start.
+            let _ = lake.send(LakeMsg::File(file.clone()));
+            return Ok(());
+        }
         wal::write_checkpoint(&self.wal_dir, file.last_seq)?;
         let keep_from = match &self.pg {
             Some(pg) => file.last_seq.min(pg.checkpoint.get()),
             None => file.last_seq,
         };
         wal::remove_segments_through(&self.wal_dir, keep_from)?;
-        self.metrics.parquet_files.fetch_add(1, Relaxed);
         match self.store.compact(&file.partition) {
             Ok(Some(c)) => {
                 self.metrics.parquet_compactions.fetch_add(1, Relaxed);
@@ -121,13 +144,13 @@ impl ParquetSink {
                 warn!(error = %e, dir = %file.partition.display(), "Parquet compaction failed");
             }
         }
-        self.metrics.parquet_rows.fetch_add(file.rows, Relaxed);
         Ok(())
     }
 
     /// Deletes date partitions older than the retention, at most once an hour.
     fn apply_retention(&mut self) {
         if self.retention_days == 0
+            || self.lake.is_some()
             || self
                 .retention_checked
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
