@@ -683,6 +683,36 @@ mod table_tests {
     }
 
     #[tokio::test]
+    async fn the_log_is_checkpointed_every_interval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = tmp.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        let table_dir = tmp.path().join("lake");
+        std::fs::create_dir_all(&table_dir).unwrap();
+        let location = location(&table_dir);
+        let mut writer = LakeWriter::open(&location, "store-a", 2).await.unwrap();
+        for seq in 1..=4u64 {
+            let f = file(
+                &local,
+                &format!("f{seq}.parquet"),
+                DAY,
+                seq * 10..seq * 10 + 2,
+            );
+            writer.append(&f, (seq, seq), DAY).await.unwrap().unwrap();
+        }
+        let log = table_dir.join("readings/_delta_log");
+        let checkpoints: Vec<String> = std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".checkpoint."))
+            .collect();
+        assert!(!checkpoints.is_empty(), "no checkpoint in {log:?}");
+        // A reader starting from the checkpoint sees every file.
+        let snapshot = LakeReader::new(location).snapshot().await.unwrap().unwrap();
+        assert_eq!(snapshot.covered.len(), 4);
+    }
+
+    #[tokio::test]
     async fn a_table_another_instance_writes_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let location = location(tmp.path());

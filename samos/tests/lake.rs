@@ -1,7 +1,8 @@
 //! History on object storage, against a real S3 server (Garage, started by each test on free
 //! loopback ports): readings land in a Delta table that delta-rs's Python binding, pyarrow and
 //! DuckDB read; compaction never changes what a snapshot holds; a crash between upload and
-//! commit, a crash while the store is down, and a 30-second outage lose and double nothing.
+//! commit, a crash while the store is down, and a 30-second outage lose and double nothing;
+//! an outage past the WAL backlog limit pauses publishers; a second writer is refused.
 // Integration tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -364,4 +365,77 @@ fn a_thirty_second_outage_delays_the_table_and_loses_nothing() {
     publisher.join().unwrap();
     let acked = acked.lock().unwrap().clone();
     assert_every_acked_once(&garage, &dir.path().join("data"), &acked);
+}
+
+#[test]
+fn an_outage_past_the_backlog_limit_pauses_publishers_until_the_store_returns() {
+    let mut garage = Garage::start();
+    let s = TestServer::with_config(&config(
+        &garage,
+        "backlog",
+        "max_wal_backlog_batches = 5\nmax_batch_rows = 1\nparquet_rotate_secs = 1\n",
+    ));
+    let mut c = join_cn1(s.port());
+    garage.pause();
+    for i in 0..5u16 {
+        assert_eq!(
+            c.publish_qos1(&temp_topic(), format!("float,0-70,{i}").as_bytes(), i + 1),
+            0
+        );
+    }
+    // The sixth reading would take the backlog past 5 batches: no acknowledgement while the
+    // store is down (the client keeps it and would resend: nothing is dropped).
+    c.send(&publish(
+        4,
+        temp_topic().as_bytes(),
+        1,
+        6,
+        false,
+        b"float,0-70,6",
+    ));
+    assert!(matches!(
+        c.next(Duration::from_millis(1500)),
+        Reply::Timeout
+    ));
+    assert!(s.wait_log("the object store is too far behind", T));
+    garage.resume();
+    match c.next(Duration::from_secs(90)) {
+        Reply::V4(mqttbytes::v4::Packet::PubAck(a)) => assert_eq!(a.pkid, 6),
+        other => panic!("no acknowledgement after the store came back: {other:?}"),
+    }
+    wait_lake_rows(&s, 6, Duration::from_secs(60));
+}
+
+#[test]
+fn a_second_instance_on_the_same_table_is_refused_at_start() {
+    let garage = Garage::start();
+    let toml = config(&garage, "shared", "");
+    let first = TestServer::with_config(&toml);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("samos.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\n{toml}",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        Command::new(samos_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--api-listen", "127.0.0.1:0", "--config"])
+            .arg(&conf),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("written by another Samos instance"), "{err}");
+    drop(first);
 }
