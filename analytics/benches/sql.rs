@@ -208,6 +208,24 @@ async fn object_store(data: &Path, rows: usize) -> Option<serde_json::Value> {
         options.insert(k.to_owned(), v);
     }
     let location = TableLocation::readings("s3://samos/bench", options).unwrap();
+    let mut report = delta_table(location, "Delta on Garage", data, rows).await;
+    // The same table on the local disk separates the object store's cost from Delta's.
+    let local = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", local.path().display());
+    let location = TableLocation::readings(&url, std::collections::HashMap::new()).unwrap();
+    report["local_delta"] = delta_table(location, "Delta on the local disk", data, rows).await;
+    drop(server);
+    Some(report)
+}
+
+/// Commits the store's files to the table at `location` (timing the uploads) and times the
+/// query and two pruned ones over it.
+async fn delta_table(
+    location: TableLocation,
+    label: &str,
+    data: &Path,
+    rows: usize,
+) -> serde_json::Value {
     let mut writer = LakeWriter::open(&location, "sql-bench", 100).await.unwrap();
     let mut files = Vec::new();
     for (day, dir) in samos_store::layout::date_partitions(&data.join("readings")) {
@@ -224,7 +242,7 @@ async fn object_store(data: &Path, rows: usize) -> Option<serde_json::Value> {
     let upload_s = started.elapsed().as_secs_f64();
     let mb_per_s = bytes as f64 / 1e6 / upload_s;
     println!(
-        "object store: {} files, {:.1} MB uploaded and committed to Garage (loopback) in {upload_s:.1} s: {mb_per_s:.1} MB/s",
+        "{label}: {} files, {:.1} MB uploaded and committed in {upload_s:.1} s: {mb_per_s:.1} MB/s",
         files.len(),
         bytes as f64 / 1e6
     );
@@ -238,17 +256,49 @@ async fn object_store(data: &Path, rows: usize) -> Option<serde_json::Value> {
         counted, rows as u64,
         "the object-store table holds every reading once"
     );
-    println!(
-        "Samos on the object store (Delta on Garage): median {median_s:.3} s, {groups} groups"
-    );
-    Some(serde_json::json!({
+    println!("Samos over {label}: median {median_s:.3} s, {groups} groups");
+    // Pruning: one day by `date` (partition values in the log) and one hour by `ingest_time`
+    // (min/max in each file's add stats) read a fraction of the table.
+    let day = chrono::DateTime::from_timestamp_millis(START_MS + 86_400_000)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let mut pruned = serde_json::Map::new();
+    for (label, filter) in [
+        ("one_date", format!("date = '{day}'")),
+        (
+            "one_hour",
+            format!(
+                "ingest_time >= to_timestamp_millis({from}) AND ingest_time < to_timestamp_millis({to})",
+                from = START_MS + 86_400_000,
+                to = START_MS + 86_400_000 + 3_600_000
+            ),
+        ),
+    ] {
+        let sql = format!("SELECT count(*) AS n, avg(value) FROM readings WHERE {filter}");
+        history.query(&sql).await.unwrap();
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            history.query(&sql).await.unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let m = median(times);
+        println!(
+            "  … WHERE {filter}: median {m:.3} s ({:.2} of the whole-table query)",
+            m / median_s
+        );
+        pruned.insert(label.into(), m.into());
+    }
+    serde_json::json!({
         "files": files.len(),
         "upload_bytes": bytes,
         "upload_s": upload_s,
         "upload_mb_per_s": mb_per_s,
         "median_s": median_s,
         "groups": groups,
-    }))
+        "pruned_median_s": pruned,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

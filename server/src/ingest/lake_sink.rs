@@ -23,7 +23,7 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError};
 use samos_lake::{LakeError, LakeWriter, TableLocation};
 use samos_store::layout::{self, utc_day};
 use samos_store::parquet::Published;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{postgres, wal, watermark::Watermark};
 use crate::clock;
@@ -137,7 +137,7 @@ impl LakeSink {
                 continue;
             }
             for done in flushes.drain(..) {
-                tracing::debug!("object-store sink flushed");
+                debug!("object-store sink flushed");
                 let _ = done.send(());
             }
             if maintained.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {

@@ -19,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 use crossbeam::channel::{self, Receiver};
 use samos_store::layout::utc_day;
 use samos_store::parquet::{ParquetStore, Published};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::lake_sink::LakeMsg;
 use super::{IngestError, postgres, wal};
@@ -68,7 +68,7 @@ impl ParquetSink {
                     match &self.lake {
                         // Answered once the object store holds every file published so far.
                         Some(lake) => {
-                            tracing::debug!("flush handed to the object-store sink");
+                            debug!("flush handed to the object-store sink");
                             let _ = lake.send(LakeMsg::Flush(done));
                         }
                         None => {
