@@ -48,6 +48,36 @@ fn start(dir: &Path) -> Samos {
     )
 }
 
+/// `publishers` sensor nodes of network `bench` joining and publishing `per` readings each.
+fn node_load(
+    addr: SocketAddr,
+    publishers: usize,
+    per: usize,
+    inflight: usize,
+    qos: QoS,
+) -> LoadSpec {
+    LoadSpec {
+        addr,
+        tls: None,
+        credentials: None,
+        publishers,
+        messages_per_publisher: per,
+        qos,
+        inflight,
+        payload_bytes: 0,
+        topic_prefix: String::new(),
+        subscriber: false,
+        idle_timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(120),
+        as_nodes: Some(NodeMode {
+            network: "bench".into(),
+            server_id: "SN".into(),
+        }),
+        stored_metrics: None,
+        progress: false,
+    }
+}
+
 /// Ten dashboards on the API listener until `stop`: the bytes their streams received.
 fn dashboards(api: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
     (0..10)
@@ -176,26 +206,7 @@ fn main() {
         } else {
             Vec::new()
         };
-        let spec = LoadSpec {
-            addr: samos.addr("mqtt"),
-            tls: None,
-            credentials: None,
-            publishers,
-            messages_per_publisher: per,
-            qos,
-            inflight,
-            payload_bytes: 0,
-            topic_prefix: String::new(),
-            subscriber: false,
-            idle_timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(120),
-            as_nodes: Some(NodeMode {
-                network: "bench".into(),
-                server_id: "SN".into(),
-            }),
-            stored_metrics: None,
-            progress: false,
-        };
+        let spec = node_load(samos.addr("mqtt"), publishers, per, inflight, qos);
         let r = rt.block_on(loadgen::run(spec)).expect("load run");
         stop.store(true, Ordering::Relaxed);
         let streamed: u64 = viewers.into_iter().map(|t| t.join().unwrap()).sum();
@@ -298,26 +309,7 @@ fn object_store_pairs(
                     "127.0.0.1:0",
                 ],
             );
-            let spec = LoadSpec {
-                addr: samos.addr("mqtt"),
-                tls: None,
-                credentials: None,
-                publishers: 100,
-                messages_per_publisher: 2_000 * scale,
-                qos: QoS::ExactlyOnce,
-                inflight: 10,
-                payload_bytes: 0,
-                topic_prefix: String::new(),
-                subscriber: false,
-                idle_timeout: Duration::from_secs(10),
-                deadline: Duration::from_secs(120),
-                as_nodes: Some(NodeMode {
-                    network: "bench".into(),
-                    server_id: "SN".into(),
-                }),
-                stored_metrics: None,
-                progress: false,
-            };
+            let spec = node_load(samos.addr("mqtt"), 100, 2_000 * scale, 10, QoS::ExactlyOnce);
             let r = rt.block_on(loadgen::run(spec)).expect("load run");
             rates[i] = r.acknowledged_per_second();
             if lake {

@@ -625,14 +625,21 @@ mod table_tests {
         TableLocation::readings(&url, HashMap::new()).unwrap()
     }
 
-    #[tokio::test]
-    async fn appends_are_exactly_once_by_wal_range_and_compaction_keeps_every_row() {
+    /// A scratch directory for local files and a table location beside it.
+    fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf, TableLocation) {
         let tmp = tempfile::tempdir().unwrap();
         let local = tmp.path().join("local");
-        std::fs::create_dir_all(&local).unwrap();
         let table_dir = tmp.path().join("lake");
-        std::fs::create_dir_all(&table_dir).unwrap();
+        for dir in [&local, &table_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         let location = location(&table_dir);
+        (tmp, local, table_dir, location)
+    }
+
+    #[tokio::test]
+    async fn appends_are_exactly_once_by_wal_range_and_compaction_keeps_every_row() {
+        let (_tmp, local, _, location) = scratch();
 
         let mut writer = LakeWriter::open(&location, "store-a", 10).await.unwrap();
         assert_eq!(writer.committed(), 0);
@@ -684,12 +691,7 @@ mod table_tests {
 
     #[tokio::test]
     async fn the_log_is_checkpointed_every_interval() {
-        let tmp = tempfile::tempdir().unwrap();
-        let local = tmp.path().join("local");
-        std::fs::create_dir_all(&local).unwrap();
-        let table_dir = tmp.path().join("lake");
-        std::fs::create_dir_all(&table_dir).unwrap();
-        let location = location(&table_dir);
+        let (_tmp, local, table_dir, location) = scratch();
         let mut writer = LakeWriter::open(&location, "store-a", 2).await.unwrap();
         for seq in 1..=4u64 {
             let f = file(
