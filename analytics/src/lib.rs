@@ -77,6 +77,12 @@ pub const VIEWS: [(&str, &str); 2] = [
     ),
 ];
 
+/// Scan partitions of a session whose `readings` are on an object store, at least. The
+/// hourly aggregate of the SQL benchmark over 10M readings in a Delta table on Garage
+/// (loopback, 2 cores): 2.35 s with 2 partitions (the default here: one per core), 0.96 s with
+/// 8, 0.70 s with 16; the same table on the local disk took 0.55–0.69 s with any of them.
+const LAKE_SCAN_PARTITIONS: usize = 16;
+
 /// A SQL session over one data directory.
 pub struct History {
     ctx: SessionContext,
@@ -100,7 +106,13 @@ impl History {
         access: Access,
         lake: Option<samos_lake::TableLocation>,
     ) -> Result<History, QueryError> {
-        let config = SessionConfig::new().with_information_schema(true);
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if lake.is_some() {
+            // On an object store a scan partition waits on one range GET at a time: more of
+            // them keep more requests in flight (see `LAKE_SCAN_PARTITIONS`).
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            config = config.with_target_partitions(LAKE_SCAN_PARTITIONS.max(cores));
+        }
         // DataFusion keeps directory listings forever by default: a long-lived session (the
         // HTTP API) would never see a new Parquet file, and rows would vanish from it once the
         // WAL that held them is freed. Files themselves never change once named, so their
