@@ -439,3 +439,52 @@ fn a_second_instance_on_the_same_table_is_refused_at_start() {
     assert!(err.contains("written by another Samos instance"), "{err}");
     drop(first);
 }
+
+#[test]
+fn switching_to_the_object_store_moves_the_local_history_into_the_table() {
+    let garage = Garage::start();
+    let s = TestServer::with_config("[storage]\nparquet_rotate_secs = 1\n");
+    let mut c = join_cn1(s.port());
+    for i in 0..20u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 1), 0);
+    }
+    drop(c);
+    let dir = s.stop();
+    let local = dir.path().join("data/readings");
+    assert_eq!(read_store(&dir.path().join("data"))["rows"], 20);
+
+    let toml = config(&garage, "moved", "parquet_rotate_secs = 1\n");
+    let s = TestServer::in_dir(dir, &toml);
+    assert!(s.wait_log(
+        "moving the local Parquet store into the object-store table",
+        T
+    ));
+    wait_lake_rows(&s, 20, Duration::from_secs(30));
+    let mut c = join_cn1(s.port());
+    for i in 20..30u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 1), 0);
+    }
+    drop(c);
+    let dir = s.stop();
+    let read = read_delta(&garage, "moved");
+    assert_eq!(read["rows"], 30, "{read}");
+    assert_eq!(read["unique_keys"], 30, "{read}");
+    let left: Vec<_> = walk_files(&local);
+    assert!(left.is_empty(), "local files left after the move: {left:?}");
+    drop(dir);
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            files.extend(walk_files(&e.path()));
+        } else {
+            files.push(e.path());
+        }
+    }
+    files
+}

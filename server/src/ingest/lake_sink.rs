@@ -1,6 +1,8 @@
 //! The object-store sink thread: takes the Parquet files the Parquet sink finished in the
 //! local outbox (`data/outbox/`), uploads and commits each to the Delta table, and only then
-//! advances the WAL checkpoint, frees WAL segments and deletes the local file.
+//! advances the WAL checkpoint, frees WAL segments and deletes the local file. At start it is
+//! also handed the files of a local Parquet store left from before the object store was
+//! configured (`data/readings/`), oldest first, and moves them into the table the same way.
 //!
 //! Order per file: upload → Delta commit (with the file's last WAL sequence as the writer's
 //! `txn` version) → WAL checkpoint → free segments → delete the outbox file. A crash anywhere
@@ -277,7 +279,11 @@ impl LakeSink {
     }
 
     /// The table holds everything through WAL sequence `seq`: checkpoint and free the WAL.
+    /// Never backwards: a file moved over from the local store is older than the checkpoint.
     fn checkpointed(&self, seq: u64) {
+        if seq <= self.checkpoint.get() {
+            return;
+        }
         if let Err(e) = wal::write_checkpoint(&self.wal_dir, seq) {
             // The table is ahead of the local checkpoint; the next start reads it from there.
             warn!(error = %e, "cannot write the WAL checkpoint");

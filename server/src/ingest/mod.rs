@@ -265,12 +265,22 @@ impl Ingest {
             })
         });
         // The outbox's finished files go to the object store first, in WAL order; the replay
-        // starts after the last of them.
-        let outbox = if lake.is_some() {
-            store.published_files()
+        // starts after the last of them. Before them, a local Parquet store left from before
+        // the object store was configured is moved into the table (its files are whole and
+        // named by WAL range too, and older than anything in the outbox).
+        let (migrate, outbox) = if lake.is_some() {
+            let local = ParquetStore::open(data_dir.join(layout::READINGS_DIR), rotation, 0)?;
+            (local.published_files(), store.published_files())
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        if !migrate.is_empty() {
+            info!(
+                files = migrate.len(),
+                rows = migrate.iter().map(|f| f.rows).sum::<u64>(),
+                "moving the local Parquet store into the object-store table"
+            );
+        }
         let replay_after = outbox.last().map_or(0, |f| f.last_seq);
         let lake_checkpoint = lake
             .as_ref()
@@ -285,7 +295,7 @@ impl Ingest {
             metrics: metrics.clone(),
             lake: lake.as_ref().map(|_| lake_tx.clone()),
         };
-        for file in &outbox {
+        for file in migrate.iter().chain(&outbox) {
             let _ = lake_tx.send(lake_sink::LakeMsg::File(file.clone()));
         }
         drop(lake_tx);
