@@ -147,6 +147,36 @@ async fn readings_over_mqtt_land_in_a_delta_table_every_engine_reads() {
         "{sql}"
     );
 
+    // `samos mine` reads its series from the table too.
+    let mut mine = Command::new(samos_bin());
+    mine.args([
+        "mine",
+        "--node",
+        "SIM000",
+        "--sensor",
+        "indoorTemperatureSensor",
+    ])
+    .args([
+        "--window",
+        "16",
+        "--top",
+        "1",
+        "--backend",
+        "cpu",
+        "--data-dir",
+    ])
+    .arg(&data);
+    for (k, v) in garage.env() {
+        mine.env(k, v);
+    }
+    let mined = run(&mut mine, Duration::from_secs(180));
+    assert!(
+        mined.status.success() && stdout(&mined).contains("motifs:"),
+        "samos mine: {}{}",
+        stdout(&mined),
+        String::from_utf8_lossy(&mined.stderr)
+    );
+
     let read = read_delta(&garage, "history");
     assert_eq!(read["rows"], 100_000, "{read}");
     assert_eq!(read["unique_keys"], 100_000, "{read}");
