@@ -5,7 +5,7 @@
 # Vulkan (lavapipe) for the GPU backend without a GPU, a sans-serif font for PNG plots, the
 # open FPGA tools (Verilator, Icarus Verilog, yosys, nextpnr-ice40, icestorm),
 # PostgreSQL for the sink's tests (no service is started: tests run their own clusters),
-# Chromium and chromedriver for the dashboard's browser tests.
+# Chromium and chromedriver for the dashboard's browser tests, HAProxy for the load-balancer tests.
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
 # Parquet files), duckdb (the SQL benchmark's baseline) and deltalake (reads the Delta table).
 # crates.io: Garage 2.5, the S3-compatible server the object-store tests start (built once per
@@ -45,6 +45,8 @@ have '/usr/lib/postgresql/*/bin/initdb' || need_apt+=(postgresql)
 # The dashboard's browser tests: Debian's Chromium, driven headless through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# HAProxy: the TCP load balancer in front of Samos in the PROXY protocol tests.
+command -v haproxy >/dev/null || need_apt+=(haproxy)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -128,6 +128,11 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// Overrides the top-level `allow_anonymous` for this listener.
     pub allow_anonymous: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2, e.g. HAProxy's
+    /// `send-proxy-v2`) naming the real client; connections without one are refused. Only for
+    /// a listener that nothing but the balancer can reach.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// TLS for one listener (rustls; TLS 1.2 and 1.3).
@@ -432,6 +437,7 @@ impl Config {
                 bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
                 tls: None,
                 allow_anonymous: None,
+                proxy_protocol: false,
             });
         }
         if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
@@ -527,6 +533,7 @@ mod tests {
             bind: "0.0.0.0:1883".parse().unwrap(),
             tls: None,
             allow_anonymous: None,
+            proxy_protocol: false,
         };
         assert!(!c.anonymous_allowed(&public));
         let open = Config {

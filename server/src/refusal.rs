@@ -46,6 +46,10 @@ refusals! {
     TlsHandshakeFailed => "tls_handshake_failed",
     /// The TLS handshake did not finish in time.
     TlsHandshakeTimeout => "tls_handshake_timeout",
+    /// A `proxy_protocol` listener's connection did not start with a valid PROXY header.
+    ProxyHeaderInvalid => "proxy_header_invalid",
+    /// A `proxy_protocol` listener's connection sent no complete PROXY header in time.
+    ProxyHeaderTimeout => "proxy_header_timeout",
     /// CONNECT with a wrong user name or password (or an unknown certificate).
     BadCredentials => "bad_credentials",
     /// CONNECT from a client the listener does not admit (anonymous where it is closed).

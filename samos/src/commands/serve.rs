@@ -83,6 +83,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             bind: *bind,
             tls: None,
             allow_anonymous: None,
+            proxy_protocol: false,
         });
     }
     if !args.tls_listen.is_empty() {
@@ -100,6 +101,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     use_identity_as_username: false,
                 }),
                 allow_anonymous: None,
+                proxy_protocol: false,
             });
         }
     }

@@ -121,6 +121,11 @@ impl Raw {
         }
     }
 
+    /// This client's own address (what the server sees as its peer without a balancer).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.s.local_addr().expect("local address")
+    }
+
     /// A second handle on the socket, to write from another thread while this one reads.
     pub fn writer(&self) -> TcpStream {
         self.s.try_clone().expect("clone the socket")

@@ -1,6 +1,8 @@
-//! Network side: listeners accept sockets (plain or TLS) and run one connection task each.
+//! Network side: listeners accept sockets (plain or TLS, behind a load balancer's PROXY
+//! header where configured) and run one connection task each.
 //!
-//! Files: this one (listeners, accept loop), [`tls`], [`connection`] (one task per client:
+//! Files: this one (listeners, accept loop), [`proxy`] (reading the PROXY header), [`tls`],
+//! [`connection`] (one task per client:
 //! admission, session loop, incoming packets), [`ack_queue`] (acknowledgements held until
 //! durable), [`outgoing`] (QoS 1/2 state towards the client), [`aliases`] (topic aliases).
 
@@ -8,6 +10,7 @@ pub mod ack_queue;
 pub mod aliases;
 pub mod connection;
 pub mod outgoing;
+pub mod proxy;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -42,6 +45,8 @@ pub struct Shared {
 pub struct Listener {
     pub local_addr: SocketAddr,
     pub tls: bool,
+    /// Connections start with a PROXY protocol header naming the real client.
+    proxy_protocol: bool,
     socket: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     context: Arc<ListenerContext>,
@@ -91,6 +96,7 @@ impl Listener {
         Ok(Listener {
             local_addr,
             tls: acceptor.is_some(),
+            proxy_protocol: cfg.proxy_protocol,
             socket,
             acceptor,
             context: Arc::new(ListenerContext {
@@ -106,7 +112,8 @@ impl Listener {
 
     /// Accepts connections forever.
     pub async fn run(self, shared: Arc<Shared>) {
-        info!(addr = %self.local_addr, tls = self.tls, anonymous = self.context.allow_anonymous, "listening");
+        info!(addr = %self.local_addr, tls = self.tls, proxy_protocol = self.proxy_protocol,
+            anonymous = self.context.allow_anonymous, "listening");
         let handshake_timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
         loop {
             let (stream, peer) = match self.socket.accept().await {
@@ -121,39 +128,59 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let context = self.context.clone();
-            match &self.acceptor {
-                None => {
-                    tokio::spawn(connection::run(stream, peer, None, context, shared));
+            let acceptor = self.acceptor.clone();
+            let proxy_protocol = self.proxy_protocol;
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let mut peer = peer;
+                if proxy_protocol {
+                    match tokio::time::timeout(handshake_timeout, proxy::read_header(&mut stream))
+                        .await
+                    {
+                        Ok(Ok(Some(client))) => {
+                            debug!(balancer = %peer, %client, "PROXY header");
+                            peer = client;
+                        }
+                        // The balancer's own connection (a health check): its address stays.
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
+                            shared.metrics.refuse(Refusal::ProxyHeaderInvalid);
+                            warn!(%peer, error = %e, "connection refused: no valid PROXY header");
+                            return;
+                        }
+                        Err(_) => {
+                            shared.metrics.refuse(Refusal::ProxyHeaderTimeout);
+                            debug!(%peer, "PROXY header timed out");
+                            return;
+                        }
+                    }
                 }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let tls =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    shared.metrics.refuse(Refusal::TlsHandshakeFailed);
-                                    warn!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    shared.metrics.refuse(Refusal::TlsHandshakeTimeout);
-                                    debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let identity = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .and_then(tls::common_name);
-                        connection::run(tls, peer, identity, context, shared).await;
-                    });
-                }
-            }
+                let Some(acceptor) = acceptor else {
+                    connection::run(stream, peer, None, context, shared).await;
+                    return;
+                };
+                let tls =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            shared.metrics.refuse(Refusal::TlsHandshakeFailed);
+                            warn!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            shared.metrics.refuse(Refusal::TlsHandshakeTimeout);
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(tls::common_name);
+                connection::run(tls, peer, identity, context, shared).await;
+            });
         }
     }
 }

@@ -1,0 +1,146 @@
+//! Samos behind a real HAProxy (Debian's package) in TCP mode with the PROXY protocol: the
+//! listener takes the client's real address from the header HAProxy writes, nodes join and
+//! publish through the balancer, HAProxy's health checks pass, and a connection that skips the
+//! balancer (no header) is refused and counted.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::raw::*;
+use common::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// HAProxy in the foreground, killed when dropped.
+struct HaProxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl HaProxy {
+    /// A TCP frontend on a free loopback port sending to `backend` with a PROXY v2 header,
+    /// health-checked (the checks carry the header too).
+    fn start(backend: std::net::SocketAddr) -> HaProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 2000\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend mqtt\n  bind 127.0.0.1:{port}\n  default_backend samos\n\
+                 backend samos\n  server s1 {backend} send-proxy-v2 check check-send-proxy inter 1s\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (Debian package haproxy; scripts/setup.sh installs it)");
+        let deadline = Instant::now() + T;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "HAProxy did not open its port");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        HaProxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cn1_config() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn behind_haproxy_the_real_client_address_is_seen_and_nodes_publish() {
+    let s =
+        TestServer::with_config("[[listener]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\n");
+    let lb = HaProxy::start(s.mqtt[0]);
+
+    // A node joins and publishes through the balancer.
+    let net = "Karlovasi_IoT_network";
+    let loc = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+    let control = format!("{net}/CN1/{loc}/control");
+    let (mut c, _) = Raw::connected(lb.port, 4, "CN1", true, &[]);
+    let client = c.local_addr();
+    c.send(&subscribe(4, 1, &control, 1));
+    let _ = c.next(T);
+    c.publish_qos1(
+        &control,
+        format!("PUB_CONFIG_FILE, {}", cn1_config()).as_bytes(),
+        1,
+    );
+    loop {
+        let (_, p) = c.next_publish(T).expect("join reply");
+        if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") {
+            break;
+        }
+    }
+    let topic = format!("{net}/CN1/{loc}/indoorTemperatureSensor");
+    for i in 0..10u16 {
+        assert_eq!(
+            c.publish_qos1(&topic, format!("float,0-70,{i}").as_bytes(), i + 2),
+            0
+        );
+    }
+    // Samos knows the client by its own address, not HAProxy's outgoing one.
+    assert!(
+        s.wait_log(&format!("client={client}"), T),
+        "no PROXY header naming {client}\n{}",
+        s.log()
+    );
+    assert_eq!(s.metric("samos_readings_committed_total "), 10);
+
+    // Skipping the balancer: no header, refused and counted.
+    let mut direct = Raw::open(s.mqtt[0].port(), 4);
+    direct.send(&connect(4, "sneaky", true, 60, &[]));
+    assert!(matches!(direct.next(T), Reply::Closed));
+    assert!(s.wait_log("connection refused: no valid PROXY header", T));
+    assert!(
+        s.metrics_text()
+            .contains("samos_refusals_total{reason=\"proxy_header_invalid\"}"),
+        "{}",
+        s.metrics_text()
+    );
+    // HAProxy's health checks (every second, with their own header) are not refusals.
+    std::thread::sleep(Duration::from_millis(2500));
+    for reason in ["proxy_header_invalid", "proxy_header_timeout"] {
+        let expected = u64::from(reason == "proxy_header_invalid");
+        assert_eq!(
+            s.metric(&format!("samos_refusals_total{{reason=\"{reason}\"}} ")),
+            expected,
+            "{}",
+            s.metrics_text()
+        );
+    }
+    drop(lb);
+}
