@@ -217,7 +217,8 @@ function overviewPage() {
       card("Refusals/s", num(s.refusals_per_s), "card-refusal-rate"),
       card("Alerts", num(s.alerts_total), "card-alerts"),
       card("Parquet lag (rows)", num(s.parquet_lag_rows), "card-parquet-lag"),
-      card("PostgreSQL lag (batches)", num(s.postgres_lag_batches), "card-pg-lag"));
+      card("PostgreSQL lag (batches)", num(s.postgres_lag_batches), "card-pg-lag"),
+      card("Object store lag (batches)", num(s.object_store_lag_batches), "card-lake-lag"));
     const rows = Object.entries(s.refusals || {}).sort((a, b) => b[1] - a[1]);
     reasons.replaceChildren(rows.length
       ? table([["reason"], ["count", "num"]], rows, ([r, n]) => h("tr", {}, h("td", {}, r), h("td", { class: "num" }, num(n))))

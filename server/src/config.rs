@@ -296,7 +296,8 @@ pub struct StorageConfig {
     /// How to reach the object store (`endpoint`, `region`, `allow_http`, credentials);
     /// the standard `AWS_*` environment variables fill in what is not given.
     pub object_store_options: BTreeMap<String, String>,
-    /// A Delta checkpoint (the log summarised in Parquet) every this many commits.
+    /// A Delta checkpoint (the log summarised in Parquet) every this many commits; recorded in
+    /// the table when Samos creates it.
     pub lake_checkpoint_interval: u64,
     /// Hours an object no longer referenced (merged, expired, or an upload a crash left
     /// uncommitted) stays on the store before vacuum deletes it.

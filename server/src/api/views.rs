@@ -69,6 +69,7 @@ pub(super) fn counters(metrics: &Metrics, protocol: Option<&Protocol>) -> Value 
         "wal_batches": metrics.wal_batches.load(Relaxed),
         "parquet_lag_rows": committed.saturating_sub(in_parquet),
         "postgres_lag_batches": metrics.postgres_lag.load(Relaxed),
+        "object_store_lag_batches": metrics.lake_lag.load(Relaxed),
         "ingest_backpressure": metrics.ingest_backpressure.load(Relaxed),
         "nodes": {"total": total, "active": active, "blocked": blocked, "connected": connected},
     })
