@@ -336,7 +336,22 @@ fn sys_topics_and_metrics_report_activity() {
         WAIT,
     );
     assert!(stdout(&out).starts_with("samos "));
+    // The instance is named, by default after the data directory's store id.
+    let store_id = std::fs::read_to_string(s.data_dir().join("wal/store-id")).unwrap();
+    let out = wait_output(
+        mosquitto_sub(s.port(), &["-t", "$SYS/broker/instance_id", "-C", "1"]),
+        WAIT,
+    );
+    assert_eq!(stdout(&out).trim(), &store_id[..12]);
     let m = s.metrics_text();
+    assert!(
+        m.contains(&format!(
+            "samos_instance_info{{instance_id=\"{}\",version=\"{}\"}} 1",
+            &store_id[..12],
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{m}"
+    );
     assert!(m.contains("samos_connections_total"), "{m}");
     assert!(
         m.contains("samos_refusals_total{reason=\"publish_not_authorized\"} 1"),

@@ -28,6 +28,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Where Samos keeps its state (WAL, Parquet, node registry).
     pub data_dir: PathBuf,
+    /// This instance's name among several feeding one history (metrics, `$SYS`, logs).
+    /// Unset: the first 12 characters of the data directory's store id (`wal/store-id`).
+    pub instance_id: Option<String>,
     /// Let clients connect without credentials. Unset: allowed only on loopback listeners.
     pub allow_anonymous: Option<bool>,
     /// Password file (`samos passwd` or `mosquitto_passwd` format).
@@ -55,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("data"),
+            instance_id: None,
             allow_anonymous: None,
             password_file: None,
             mqtt: MqttConfig::default(),
@@ -304,6 +308,14 @@ pub struct StorageConfig {
     pub lake_vacuum_grace_hours: u64,
 }
 
+/// Whether `id` can name an instance: it goes into metric labels, `$SYS` payloads and logs.
+pub fn valid_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl StorageConfig {
     /// The object-store table the history lives in (`None`: the local Parquet store).
     pub fn lake_location(
@@ -441,6 +453,13 @@ impl Config {
                 proxy_protocol: false,
             });
         }
+        if let Some(id) = &self.instance_id
+            && !valid_instance_id(id)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "instance_id {id:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
         if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
             return Err(ConfigError::Invalid(format!(
                 "mqtt.max_packet_size must be between 64 and 268435460, not {}",
@@ -518,6 +537,18 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samos.toml");
         let c = Config::load(&path).unwrap().finish().unwrap();
         assert!(!c.listeners.is_empty());
+    }
+
+    #[test]
+    fn instance_ids_are_names_fit_for_labels() {
+        for ok in ["edge-1", "a", "site_3.b", &"x".repeat(64)] {
+            assert!(valid_instance_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\"b", "ü", &"x".repeat(65)] {
+            assert!(!valid_instance_id(bad), "{bad}");
+        }
+        let c: Config = toml::from_str("instance_id = \"a b\"").unwrap();
+        assert!(c.finish().is_err());
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
+    /// This instance's id and version, once the server knows them (`samos_instance_info`).
+    instance: std::sync::OnceLock<String>,
     pub connections_total: AtomicU64,
     pub connections_current: AtomicU64,
     pub packets_received: [AtomicU64; 16],
@@ -133,6 +135,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             started: Instant::now(),
+            instance: std::sync::OnceLock::new(),
             connections_total: AtomicU64::new(0),
             connections_current: AtomicU64::new(0),
             packets_received: Default::default(),
@@ -201,8 +204,23 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Names this instance in the metrics (`samos_instance_info{instance_id, version}`); the
+    /// first call wins.
+    pub fn set_instance(&self, instance_id: &str) {
+        let _ = self.instance.set(instance_id.to_owned());
+    }
+
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
+        if let Some(id) = self.instance.get() {
+            let _ = writeln!(
+                o,
+                "# HELP samos_instance_info This instance's id and version.\n\
+                 # TYPE samos_instance_info gauge\n\
+                 samos_instance_info{{instance_id=\"{id}\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
         let mut single = |name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };

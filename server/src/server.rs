@@ -77,7 +77,20 @@ impl Server {
         if let Some(p) = &passwords {
             info!(users = p.users().count(), "password file loaded");
         }
+        let instance_id = match &config.instance_id {
+            Some(id) => id.clone(),
+            None => samos_store::wal::store_id(&config.data_dir.join(samos_store::layout::WAL_DIR))
+                .map_err(|e| StartError::DataDir {
+                    path: config.data_dir.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?
+                .chars()
+                .take(12)
+                .collect(),
+        };
+        info!(%instance_id, "instance");
         let metrics = Arc::new(Metrics::default());
+        metrics.set_instance(&instance_id);
         let (mut router, handle) = Router::new(
             RouterConfig {
                 max_queued_messages: config.mqtt.max_queued_messages,
@@ -87,6 +100,7 @@ impl Server {
                     .then(|| Duration::from_secs(config.mqtt.sys_interval_secs)),
                 queue_capacity: config.mqtt.router_queue,
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                instance_id,
             },
             metrics.clone(),
         );

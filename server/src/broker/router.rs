@@ -29,6 +29,8 @@ pub struct RouterConfig {
     pub sys_interval: Option<Duration>,
     pub queue_capacity: usize,
     pub version: String,
+    /// `$SYS/broker/instance_id`.
+    pub instance_id: String,
 }
 
 struct PendingConnect {
@@ -608,6 +610,8 @@ impl Router {
         }
         let m = self.sys_message("version", format!("samos {}", self.config.version));
         self.publish(m);
+        let m = self.sys_message("instance_id", self.config.instance_id.clone());
+        self.publish(m);
     }
 
     fn publish_sys(&mut self) {
@@ -659,6 +663,7 @@ mod tests {
             sys_interval: None,
             queue_capacity: 16,
             version: "test".into(),
+            instance_id: "test".into(),
         };
         Router::new(config, Arc::new(Metrics::default())).0
     }
