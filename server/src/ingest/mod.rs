@@ -299,35 +299,16 @@ impl Ingest {
             let _ = lake_tx.send(lake_sink::LakeMsg::File(file.clone()));
         }
         drop(lake_tx);
-        let opened = match (lake, &lake_checkpoint) {
-            (Some(settings), Some(checkpoint)) => {
-                let lake = lake_sink::LakeSink {
-                    settings,
-                    wal_dir: wal_dir.clone(),
-                    outbox: data_dir.join(layout::OUTBOX_DIR),
-                    checkpoint: checkpoint.clone(),
-                    pg: pg_state.clone(),
-                    metrics: metrics.clone(),
-                };
-                let (opened_tx, opened_rx) = channel::bounded(1);
-                spawn("samos-lake", &wal_dir, move || lake.run(lake_rx, opened_tx))?;
-                Some(opened_rx)
-            }
-            _ => None,
-        };
-        if let Some(opened) = opened {
-            // Another instance's table is a configuration error: refuse to start. An
-            // unreachable store is not: readings wait in the WAL while the sink retries.
-            match opened.recv_timeout(Duration::from_secs(10)) {
-                Ok(lake_sink::Opened::Open) => {}
-                Ok(lake_sink::Opened::Refused(e)) => return Err(e.into()),
-                Ok(lake_sink::Opened::Retrying(e)) => {
-                    warn!(error = %e, "the object store is unreachable at start; readings wait in the WAL until it answers");
-                }
-                Err(_) => warn!(
-                    "the object store has not answered within 10 s; readings wait in the WAL until it does"
-                ),
-            }
+        if let (Some(settings), Some(checkpoint)) = (lake, &lake_checkpoint) {
+            let sink = lake_sink::LakeSink {
+                settings,
+                wal_dir: wal_dir.clone(),
+                outbox: data_dir.join(layout::OUTBOX_DIR),
+                checkpoint: checkpoint.clone(),
+                pg: pg_state.clone(),
+                metrics: metrics.clone(),
+            };
+            start_lake_sink(sink, lake_rx, &wal_dir)?;
         }
         let replayed = recovery.pending.len();
         let mut rows = 0;
@@ -478,6 +459,31 @@ impl Ingest {
             }
         }
     }
+}
+
+/// Starts the object-store sink's thread and waits (at most 10 s) for its first attempt to
+/// open the table: another instance's table is a configuration error and refuses the start;
+/// an unreachable store is not (readings wait in the WAL while the sink retries).
+fn start_lake_sink(
+    sink: lake_sink::LakeSink,
+    files: channel::Receiver<lake_sink::LakeMsg>,
+    wal_dir: &Path,
+) -> Result<(), IngestError> {
+    let (opened_tx, opened) = channel::bounded(1);
+    spawn("samos-lake", wal_dir, move || sink.run(files, opened_tx))?;
+    match opened.recv_timeout(Duration::from_secs(10)) {
+        Ok(lake_sink::Opened::Open) => {}
+        Ok(lake_sink::Opened::Refused(e)) => return Err(e.into()),
+        Ok(lake_sink::Opened::Retrying(e)) => {
+            warn!(error = %e, "the object store is unreachable at start; readings wait in the WAL until it answers");
+        }
+        Err(_) => {
+            warn!(
+                "the object store has not answered within 10 s; readings wait in the WAL until it does"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The object-store sink's settings from the configuration.
