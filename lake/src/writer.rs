@@ -21,7 +21,7 @@
 //!   finds the table taken over fails instead of writing beside it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use deltalake::DeltaTable;
@@ -209,20 +209,9 @@ impl LakeWriter {
             return Ok(None);
         }
         let date = layout::date_string(day);
-        let path = format!(
-            "{DATE_COLUMN}={date}/{}",
-            layout::part_name(range.0, range.1)
-        );
+        let path = data_path(&date, range);
         let bytes = self.put(file, &path).await?;
-        let stats = {
-            let file = file.to_path_buf();
-            tokio::task::spawn_blocking(move || stats::of_file(&file))
-                .await
-                .map_err(|e| LakeError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e),
-                })??
-        };
+        let stats = file_stats(file).await?;
         Ok(Some(Uploaded {
             path,
             date,
@@ -242,15 +231,8 @@ impl LakeWriter {
             bytes,
             stats,
         } = uploaded;
-        let add = Add {
-            path: path.clone(),
-            partition_values: HashMap::from([(DATE_COLUMN.to_owned(), Some(date))]),
-            size: i64::try_from(bytes).unwrap_or(i64::MAX),
-            modification_time: chrono::Utc::now().timestamp_millis(),
-            data_change: true,
-            stats: Some(stats.json),
-            ..Add::default()
-        };
+        let rows = stats.rows;
+        let add = add_action(path.clone(), date, bytes, stats, true);
         let version = self
             .commit(
                 vec![Action::Add(add)],
@@ -266,7 +248,7 @@ impl LakeWriter {
         Ok(Committed {
             version,
             path,
-            rows: stats.rows,
+            rows,
             bytes,
         })
     }
@@ -455,18 +437,16 @@ impl LakeWriter {
         (first, last): (u64, u64),
         date: &str,
     ) -> Result<(u64, String), LakeError> {
-        let path = format!("{DATE_COLUMN}={date}/{}", layout::part_name(first, last));
+        let path = data_path(date, (first, last));
         let bytes = self.put(local, &path).await?;
-        let file_stats = stats::of_file(local)?;
-        let mut actions = vec![Action::Add(Add {
-            path: path.clone(),
-            partition_values: HashMap::from([(DATE_COLUMN.to_owned(), Some(date.to_owned()))]),
-            size: i64::try_from(bytes).unwrap_or(i64::MAX),
-            modification_time: chrono::Utc::now().timestamp_millis(),
-            data_change: false,
-            stats: Some(file_stats.json),
-            ..Add::default()
-        })];
+        let merged_stats = file_stats(local).await?;
+        let mut actions = vec![Action::Add(add_action(
+            path.clone(),
+            date.to_owned(),
+            bytes,
+            merged_stats,
+            false,
+        ))];
         actions.extend(
             run.iter()
                 .map(|f| Action::Remove(f.view.remove_action(false))),
@@ -530,6 +510,45 @@ impl LakeWriter {
     }
 }
 
+/// Where the file of WAL range `range` in the partition of `date` lies under the table's root.
+fn data_path(date: &str, range: (u64, u64)) -> String {
+    format!(
+        "{DATE_COLUMN}={date}/{}",
+        layout::part_name(range.0, range.1)
+    )
+}
+
+/// A local Parquet file's statistics, read off the runtime's threads.
+async fn file_stats(file: &Path) -> Result<stats::FileStats, LakeError> {
+    let owned = file.to_path_buf();
+    tokio::task::spawn_blocking(move || stats::of_file(&owned))
+        .await
+        .map_err(|e| LakeError::Io {
+            path: file.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// The `add` action of a data file: `data_change` false where it only rearranges rows that
+/// are in the table already (compaction).
+fn add_action(
+    path: String,
+    date: String,
+    bytes: u64,
+    stats: stats::FileStats,
+    data_change: bool,
+) -> Add {
+    Add {
+        path,
+        partition_values: HashMap::from([(DATE_COLUMN.to_owned(), Some(date))]),
+        size: i64::try_from(bytes).unwrap_or(i64::MAX),
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change,
+        stats: Some(stats.json),
+        ..Add::default()
+    }
+}
+
 /// Parts of a multipart upload; a file smaller than this goes up in one PUT.
 const UPLOAD_PART_BYTES: usize = 16 * 1024 * 1024;
 
@@ -570,6 +589,7 @@ mod tests {
 
 #[cfg(test)]
 mod table_tests {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use arrow::array::{

@@ -8,7 +8,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,13 +72,6 @@ impl Drop for HaProxy {
     }
 }
 
-fn cn1_config() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
-    )
-    .unwrap()
-}
-
 #[test]
 fn behind_haproxy_the_real_client_address_is_seen_and_nodes_publish() {
     let s =
@@ -89,22 +81,8 @@ fn behind_haproxy_the_real_client_address_is_seen_and_nodes_publish() {
     // A node joins and publishes through the balancer.
     let net = "Karlovasi_IoT_network";
     let loc = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
-    let control = format!("{net}/CN1/{loc}/control");
-    let (mut c, _) = Raw::connected(lb.port, 4, "CN1", true, &[]);
+    let mut c = join_paper_node_at(lb.port, "CN1");
     let client = c.local_addr();
-    c.send(&subscribe(4, 1, &control, 1));
-    let _ = c.next(T);
-    c.publish_qos1(
-        &control,
-        format!("PUB_CONFIG_FILE, {}", cn1_config()).as_bytes(),
-        1,
-    );
-    loop {
-        let (_, p) = c.next_publish(T).expect("join reply");
-        if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") {
-            break;
-        }
-    }
     let topic = format!("{net}/CN1/{loc}/indoorTemperatureSensor");
     for i in 0..10u16 {
         assert_eq!(

@@ -186,23 +186,9 @@ async fn readings_over_mqtt_land_in_a_delta_table_every_engine_reads() {
     assert_eq!(read["partition_columns"], serde_json::json!(["date"]));
 }
 
-/// Joins CN1 over MQTT 3.1.1 and returns the client.
+/// CN1 of the paper joins through `port` (MQTT 3.1.1); the connection, once active.
 fn join_cn1(port: u16) -> Raw {
-    let config = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
-    )
-    .unwrap();
-    let control = format!("{NET}/CN1/{LOC}/control");
-    let (mut c, _) = Raw::connected(port, 4, "CN1", true, &[]);
-    c.send(&subscribe(4, 1, &control, 1));
-    let _ = c.next(T);
-    c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
-    loop {
-        let (_, p) = c.next_publish(T).expect("join reply");
-        if p.starts_with(b"SET_CN_FUNCTIONAL_MODE, active") {
-            return c;
-        }
-    }
+    join_paper_node_at(port, "CN1")
 }
 
 #[test]

@@ -436,6 +436,12 @@ pub fn read_store(data: &Path) -> serde_json::Value {
 /// Node `id` (`cn1` or `cn2` of the paper) joins with its configuration over MQTT 3.1.1 on the
 /// paper's Karlovasi topics; returns the connection once the server answered `active`.
 pub fn join_paper_node(s: &TestServer, id: &str) -> raw::Raw {
+    join_paper_node_at(s.port(), id)
+}
+
+/// [`join_paper_node`] through any port (a load balancer's, or from a thread holding only the
+/// port).
+pub fn join_paper_node_at(port: u16, id: &str) -> raw::Raw {
     const NET: &str = "Karlovasi_IoT_network";
     const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
     let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -444,7 +450,7 @@ pub fn join_paper_node(s: &TestServer, id: &str) -> raw::Raw {
     )))
     .unwrap();
     let control = format!("{NET}/{id}/{LOC}/control");
-    let (mut c, _) = raw::Raw::connected(s.port(), 4, id, true, &[]);
+    let (mut c, _) = raw::Raw::connected(port, 4, id, true, &[]);
     c.send(&raw::subscribe(4, 1, &control, 0));
     let _ = c.next(Duration::from_secs(10));
     c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
