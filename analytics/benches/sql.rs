@@ -33,7 +33,7 @@ use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 use samos_analytics::datafusion::arrow;
 use samos_analytics::{Access, History};
-use samos_lake::{LakeWriter, TableLocation};
+use samos_lake::{Dataset, LakeWriter};
 
 #[path = "../../samos/tests/common/garage.rs"]
 mod garage;
@@ -207,25 +207,21 @@ async fn object_store(data: &Path, rows: usize) -> Option<serde_json::Value> {
     ] {
         options.insert(k.to_owned(), v);
     }
-    let location = TableLocation::readings("s3://samos/bench", options).unwrap();
-    let mut report = delta_table(location, "Delta on Garage", data, rows).await;
+    let dataset = Dataset::new("s3://samos/bench", options).unwrap();
+    let mut report = delta_table(dataset, "Delta on Garage", data, rows).await;
     // The same table on the local disk separates the object store's cost from Delta's.
     let local = tempfile::tempdir().unwrap();
     let url = format!("file://{}", local.path().display());
-    let location = TableLocation::readings(&url, std::collections::HashMap::new()).unwrap();
-    report["local_delta"] = delta_table(location, "Delta on the local disk", data, rows).await;
+    let dataset = Dataset::new(&url, std::collections::HashMap::new()).unwrap();
+    report["local_delta"] = delta_table(dataset, "Delta on the local disk", data, rows).await;
     drop(server);
     Some(report)
 }
 
-/// Commits the store's files to the table at `location` (timing the uploads) and times the
-/// query and two pruned ones over it.
-async fn delta_table(
-    location: TableLocation,
-    label: &str,
-    data: &Path,
-    rows: usize,
-) -> serde_json::Value {
+/// Commits the store's files to one instance's table of `dataset` (timing the uploads) and
+/// times the query and two pruned ones over the dataset.
+async fn delta_table(dataset: Dataset, label: &str, data: &Path, rows: usize) -> serde_json::Value {
+    let location = dataset.readings("bench");
     let mut writer = LakeWriter::open(&location, "sql-bench", 100).await.unwrap();
     let mut files = Vec::new();
     for (day, dir) in samos_store::layout::date_partitions(&data.join("readings")) {
@@ -248,7 +244,7 @@ async fn delta_table(
     );
     // A data directory with no WAL: every reading is in the table.
     let empty = tempfile::tempdir().unwrap();
-    let history = History::open_with_lake(empty.path(), Access::Query, Some(location))
+    let history = History::open_with_lake(empty.path(), Access::Query, Some(dataset))
         .await
         .unwrap();
     let (median_s, groups, counted) = time_query(&history).await;

@@ -94,18 +94,19 @@ impl History {
     /// Where the server keeps the history on an object store, `readings` reads the table it
     /// recorded in `data_dir/lake.json`, with credentials from the `AWS_*` environment.
     pub async fn open(data_dir: &Path, access: Access) -> Result<History, QueryError> {
-        let lake = samos_lake::TableLocation::read_marker(data_dir)
+        let lake = samos_lake::Dataset::read_marker(data_dir)
             .map_err(|e| QueryError::Io(std::io::Error::other(e)))?;
         History::open_with_lake(data_dir, access, lake).await
     }
 
-    /// [`History::open`] with the object-store table given (credentials included) rather
+    /// [`History::open`] with the object-store dataset given (credentials included) rather
     /// than read from the data directory; `None`: the local Parquet store.
     pub async fn open_with_lake(
         data_dir: &Path,
         access: Access,
-        lake: Option<samos_lake::TableLocation>,
+        lake: Option<samos_lake::Dataset>,
     ) -> Result<History, QueryError> {
+        let instance = instance_of(data_dir);
         let mut config = SessionConfig::new().with_information_schema(true);
         if lake.is_some() {
             // On an object store a scan partition waits on one range GET at a time: more of
@@ -122,14 +123,24 @@ impl History {
             .with_cache_manager(caches)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let lake = lake.map(|d| Arc::new(samos_lake::DatasetHandle::new(d)));
         ctx.register_table(
             "readings",
-            Arc::new(readings::ReadingsTable::new(data_dir, lake)),
+            Arc::new(readings::ReadingsTable::new(
+                data_dir,
+                &instance,
+                lake.clone(),
+            )),
         )?;
         for file in protocol::ProtocolFile::ALL {
             ctx.register_table(
                 file.table_name(),
-                Arc::new(protocol::ProtocolTable::new(data_dir, file)),
+                Arc::new(protocol::ProtocolTable::new(
+                    data_dir,
+                    &instance,
+                    lake.clone(),
+                    file,
+                )),
             )?;
         }
         for (name, schema) in mining::tables() {
@@ -179,6 +190,22 @@ impl History {
         );
         Ok(self.ctx.sql(&sql).await?.collect().await?)
     }
+}
+
+/// The instance whose data `data_dir` holds: as the server recorded it, else as it would name
+/// itself (its store id's first 12 characters), else `local` (a directory no server ran in).
+fn instance_of(data_dir: &Path) -> String {
+    samos_store::layout::recorded_instance(data_dir)
+        .or_else(|| {
+            let id = std::fs::read_to_string(
+                data_dir
+                    .join(samos_store::layout::WAL_DIR)
+                    .join(samos_store::wal::STORE_ID_FILE),
+            )
+            .ok()?;
+            Some(samos_store::layout::default_instance_id(id.trim()))
+        })
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// Refuses what `access` does not allow, before planning, with a message naming the statement.

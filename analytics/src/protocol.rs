@@ -2,6 +2,11 @@
 //! (`nodes.json`, `events.jsonl`, `rejected.jsonl`) on every scan, so a long-lived session
 //! (the HTTP API) always answers from the current files. A line still being written (no
 //! newline yet) or torn by a crash is left out.
+//!
+//! Where instances share an object-store dataset, the other instances' copies of their files
+//! (mirrored every second, see `samos_lake::protocol`) are read beside this instance's own:
+//! `events` and `rejected` are the union, and `nodes` has each node once, as the instance
+//! that heard from it last recorded it. Every row names its `instance`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,14 +16,17 @@ use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+use samos_lake::DatasetHandle;
 use samos_store::layout::{EVENTS_FILE, NODES_FILE, REJECTED_FILE};
+
+use crate::readings::INSTANCE_COLUMN;
 use serde_json::Value;
 
 /// Which file a table reads.
@@ -48,12 +56,27 @@ impl ProtocolFile {
         }
     }
 
+    /// The stored columns and `instance`.
     fn schema(self) -> SchemaRef {
-        match self {
+        let stored = match self {
             Self::Nodes => samos_schemas::tables::nodes_schema(),
             Self::Events => samos_schemas::tables::events_schema(),
             Self::Rejected => samos_schemas::tables::rejected_schema(),
-        }
+        };
+        let fields = stored.fields().iter().cloned().chain([Arc::new(Field::new(
+            INSTANCE_COLUMN,
+            DataType::Utf8,
+            false,
+        ))]);
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+    }
+
+    /// The folder of the dataset the other instances' copies are in (logs only).
+    fn folder(self) -> Option<&'static str> {
+        samos_lake::protocol::LOGS
+            .iter()
+            .find(|(file, _)| *file == self.file_name())
+            .map(|(_, folder)| *folder)
     }
 
     /// The JSON key each column is read from (times are stored as milliseconds).
@@ -71,18 +94,67 @@ impl ProtocolFile {
 pub struct ProtocolTable {
     file: ProtocolFile,
     path: PathBuf,
+    /// The data directory's instance.
+    instance: String,
+    /// The shared dataset, where there is one.
+    lake: Option<Arc<DatasetHandle>>,
 }
 
 impl ProtocolTable {
-    pub fn new(data_dir: &Path, file: ProtocolFile) -> ProtocolTable {
+    pub fn new(
+        data_dir: &Path,
+        instance: &str,
+        lake: Option<Arc<DatasetHandle>>,
+        file: ProtocolFile,
+    ) -> ProtocolTable {
         ProtocolTable {
             file,
             path: data_dir.join(file.file_name()),
+            instance: instance.to_owned(),
+            lake,
         }
     }
 
-    /// The file's objects: the registry is one JSON array, the logs one object a line.
-    fn objects(&self) -> Result<Vec<Value>> {
+    /// Every instance's objects, each with its `instance`.
+    async fn objects(&self) -> Result<Vec<Value>> {
+        let mut objects = tagged(self.local_objects()?, &self.instance);
+        let Some(lake) = &self.lake else {
+            return Ok(objects);
+        };
+        let external = |e: samos_lake::LakeError| DataFusionError::External(e.into());
+        let store = lake.store().map_err(external)?;
+        let me = Some(self.instance.as_str());
+        match self.file.folder() {
+            None => {
+                for (instance, bytes) in samos_lake::protocol::registries(store.as_ref(), me)
+                    .await
+                    .map_err(external)?
+                {
+                    match serde_json::from_slice(&bytes) {
+                        Ok(Value::Array(nodes)) => objects.extend(tagged(nodes, &instance)),
+                        _ => {
+                            tracing::warn!(%instance, "another instance's registry is not a JSON array; left out");
+                        }
+                    }
+                }
+                Ok(newest_per_node(objects))
+            }
+            Some(folder) => {
+                for (instance, bytes) in samos_lake::protocol::logs(store.as_ref(), folder, me)
+                    .await
+                    .map_err(external)?
+                {
+                    let lines = json_lines(&String::from_utf8_lossy(&bytes), &instance);
+                    objects.extend(tagged(lines, &instance));
+                }
+                Ok(objects)
+            }
+        }
+    }
+
+    /// This data directory's file's objects: the registry is one JSON array, the logs one
+    /// object a line.
+    fn local_objects(&self) -> Result<Vec<Value>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -101,28 +173,13 @@ impl ProtocolTable {
                     ));
                 }
             },
-            _ => {
-                let mut unreadable = 0usize;
-                let objects = text
-                    .split_inclusive('\n')
-                    .filter(|line| line.ends_with('\n'))
-                    .filter_map(|line| {
-                        let v = serde_json::from_str(line).ok();
-                        unreadable += usize::from(v.is_none());
-                        v
-                    })
-                    .collect();
-                if unreadable > 0 {
-                    tracing::warn!(file = %self.path.display(), lines = unreadable, "lines that are not JSON left out of the table");
-                }
-                objects
-            }
+            _ => json_lines(&text, &self.path.display().to_string()),
         })
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    async fn batch(&self) -> Result<RecordBatch> {
         let schema = self.file.schema();
-        let objects = self.objects()?;
+        let objects = self.objects().await?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let key = self.file.key(field.name());
@@ -175,6 +232,76 @@ fn finish(mut b: impl ArrayBuilder) -> ArrayRef {
     b.finish()
 }
 
+/// The complete lines of a log that are JSON objects (`from` names it in the warning about
+/// the others).
+fn json_lines(text: &str, from: &str) -> Vec<Value> {
+    let mut unreadable = 0usize;
+    let objects = text
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .filter_map(|line| {
+            let v = serde_json::from_str(line).ok();
+            unreadable += usize::from(v.is_none());
+            v
+        })
+        .collect();
+    if unreadable > 0 {
+        tracing::warn!(%from, lines = unreadable, "lines that are not JSON left out of the table");
+    }
+    objects
+}
+
+/// `objects` with `instance` set in each.
+fn tagged(objects: Vec<Value>, instance: &str) -> Vec<Value> {
+    objects
+        .into_iter()
+        .map(|mut o| {
+            if let Value::Object(map) = &mut o {
+                map.insert(INSTANCE_COLUMN.into(), Value::String(instance.to_owned()));
+            }
+            o
+        })
+        .collect()
+}
+
+/// Each node once: the record of the instance that heard from it last.
+fn newest_per_node(records: Vec<Value>) -> Vec<Value> {
+    let contact = |r: &Value| {
+        ["last_seen_ms", "joined_at_ms"]
+            .iter()
+            .filter_map(|k| r.get(k).and_then(Value::as_i64))
+            .max()
+            .unwrap_or(i64::MIN)
+    };
+    let mut newest: std::collections::HashMap<(String, String), Value> = Default::default();
+    for r in records {
+        let key = |k: &str| {
+            r.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let id = (key("network"), key("node_id"));
+        match newest.get(&id) {
+            Some(known) if contact(known) >= contact(&r) => {}
+            _ => {
+                newest.insert(id, r);
+            }
+        }
+    }
+    let mut nodes: Vec<Value> = newest.into_values().collect();
+    nodes.sort_by(|a, b| {
+        let key = |r: &Value| {
+            (
+                r.get("network").and_then(Value::as_str).map(str::to_owned),
+                r.get("node_id").and_then(Value::as_str).map(str::to_owned),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    nodes
+}
+
 #[async_trait]
 impl TableProvider for ProtocolTable {
     fn schema(&self) -> SchemaRef {
@@ -192,7 +319,7 @@ impl TableProvider for ProtocolTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
+        let batch = self.batch().await?;
         let exec =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)
@@ -203,8 +330,8 @@ impl TableProvider for ProtocolTable {
 mod tests {
     use super::*;
 
-    #[test]
-    fn logs_skip_a_line_still_being_written_and_registry_fields_map() {
+    #[tokio::test]
+    async fn logs_skip_a_line_still_being_written_and_registry_fields_map() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(EVENTS_FILE),
@@ -212,8 +339,9 @@ mod tests {
              not json\n{\"time_ms\":2000,\"kind\":\"blo",
         )
         .unwrap();
-        let events = ProtocolTable::new(dir.path(), ProtocolFile::Events)
+        let events = ProtocolTable::new(dir.path(), "i", None, ProtocolFile::Events)
             .batch()
+            .await
             .unwrap();
         assert_eq!(events.num_rows(), 1);
         let detail = events.column_by_name("detail").unwrap();
@@ -231,16 +359,18 @@ mod tests {
                 "readings_accepted":7,"readings_rejected":1}]"#,
         )
         .unwrap();
-        let nodes = ProtocolTable::new(dir.path(), ProtocolFile::Nodes)
+        let nodes = ProtocolTable::new(dir.path(), "i", None, ProtocolFile::Nodes)
             .batch()
+            .await
             .unwrap();
         assert_eq!(nodes.num_rows(), 1);
         assert_eq!(nodes.column_by_name("config").unwrap().null_count(), 1);
         assert_eq!(nodes.column_by_name("last_seen").unwrap().null_count(), 1);
         assert_eq!(nodes.column_by_name("joined_at").unwrap().null_count(), 0);
 
-        let rejected = ProtocolTable::new(dir.path(), ProtocolFile::Rejected)
+        let rejected = ProtocolTable::new(dir.path(), "i", None, ProtocolFile::Rejected)
             .batch()
+            .await
             .unwrap();
         assert_eq!(rejected.num_rows(), 0, "no file: an empty table");
     }

@@ -16,6 +16,11 @@
 //! the snapshot's data files carry their WAL ranges in their names too, and a snapshot is
 //! atomic, so no compaction is ever caught half done. Delta's column types (microsecond
 //! timestamps, plain strings, signed integers) are cast back to the table's.
+//!
+//! Several instances may share a dataset, each writing a table of its own: the scan is the
+//! union of every instance's snapshot, and only this data directory's instance has a WAL tail
+//! here. The `instance` column names the instance that accepted a reading (a constant per
+//! table, so it costs nothing to store); `(instance, key)` identifies a reading everywhere.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -34,12 +40,13 @@ use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::{Column, cast};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{Column, Literal, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use samos_lake::{LakeReader, TableLocation};
+use samos_lake::{DatasetHandle, LakeReader};
 use samos_store::layout::{READINGS_DIR, WAL_DIR, file_range, merged_into_another};
 
 /// The Hive partition column Parquet paths carry: the UTC date of `ingest_time`.
@@ -48,14 +55,16 @@ pub const DATE_COLUMN: &str = "date";
 /// How often a listing caught mid-compaction is taken again before giving up.
 const LISTING_ATTEMPTS: usize = 20;
 
-/// The schema of `readings` as SQL sees it: the stored columns plus `date`.
+/// The column naming the instance that accepted a reading.
+pub const INSTANCE_COLUMN: &str = "instance";
+
+/// The schema of `readings` as SQL sees it: the stored columns plus `date` and `instance`.
 pub fn table_schema() -> SchemaRef {
     let stored = samos_schemas::readings::readings_schema();
-    let fields = stored.fields().iter().cloned().chain([Arc::new(Field::new(
-        DATE_COLUMN,
-        DataType::Utf8,
-        false,
-    ))]);
+    let fields = stored.fields().iter().cloned().chain([
+        Arc::new(Field::new(DATE_COLUMN, DataType::Utf8, false)),
+        Arc::new(Field::new(INSTANCE_COLUMN, DataType::Utf8, false)),
+    ]);
     Arc::new(Schema::new(fields.collect::<Vec<_>>()))
 }
 
@@ -64,35 +73,61 @@ pub fn table_schema() -> SchemaRef {
 pub struct ReadingsTable {
     data_dir: PathBuf,
     schema: SchemaRef,
-    /// The object-store table, where the history lives there.
+    /// The instance whose WAL and local store the data directory holds.
+    instance: String,
+    /// The object-store dataset, where the history lives there.
     lake: Option<LakeReader>,
 }
 
+/// One instance's part of a scan: a plan of the requested stored columns (and `date`).
+type Part = (String, Arc<dyn ExecutionPlan>);
+
 impl ReadingsTable {
     /// `readings` of a data directory whose history is the local Parquet store, or the
-    /// object-store table at `lake`.
-    pub fn new(data_dir: &Path, lake: Option<TableLocation>) -> ReadingsTable {
+    /// object-store dataset `lake`; `instance` is the data directory's own.
+    pub fn new(data_dir: &Path, instance: &str, lake: Option<Arc<DatasetHandle>>) -> ReadingsTable {
         ReadingsTable {
             data_dir: data_dir.to_path_buf(),
             schema: table_schema(),
+            instance: instance.to_owned(),
             lake: lake.map(LakeReader::new),
         }
     }
 
-    /// The newest snapshot of the object-store table as a plan of the table's columns, and
-    /// the WAL ranges it covers.
+    /// The newest snapshot of every instance's table, each as a plan of the columns
+    /// `projection` names (never `instance`), and the WAL ranges this instance's table covers.
     async fn lake_scan(
         &self,
         lake: &LakeReader,
         state: &dyn Session,
-        projection: Option<&Vec<usize>>,
+        projection: &[usize],
         filters: &[Expr],
-    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<(u64, u64)>)> {
+    ) -> Result<(Vec<Part>, Vec<(u64, u64)>)> {
         let external = |e: samos_lake::LakeError| DataFusionError::External(e.into());
-        let projected = datafusion::physical_plan::project_schema(&self.schema, projection)?;
-        let Some(snapshot) = lake.snapshot().await.map_err(external)? else {
-            return Ok((Arc::new(EmptyExec::new(projected)), Vec::new()));
-        };
+        let mut parts = Vec::new();
+        let mut covered = Vec::new();
+        for (instance, snapshot) in lake.snapshots().await.map_err(external)? {
+            if instance == self.instance {
+                covered = snapshot.covered().await.map_err(external)?;
+            }
+            let plan = self
+                .snapshot_scan(&snapshot, state, projection, filters)
+                .await?;
+            parts.push((instance, plan));
+        }
+        Ok((parts, covered))
+    }
+
+    /// One instance's snapshot as a plan of the table's columns `projection` names.
+    async fn snapshot_scan(
+        &self,
+        snapshot: &samos_lake::reader::LakeSnapshot,
+        state: &dyn Session,
+        projection: &[usize],
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let external = |e: samos_lake::LakeError| DataFusionError::External(e.into());
+        let projected = Arc::new(self.schema.project(projection)?);
         let provider = snapshot.provider(state).await.map_err(external)?;
         // Columns by name: the Delta schema lists the stored columns and `date`, as ours does.
         let indices = projected
@@ -114,8 +149,7 @@ impl ReadingsTable {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let plan = Arc::new(ProjectionExec::try_new(casts, plan)?);
-        Ok((plan, snapshot.covered))
+        Ok(Arc::new(ProjectionExec::try_new(casts, plan)?))
     }
 
     /// The Parquet store as a listing table (pruning by `date`, file statistics), or `None`
@@ -128,7 +162,8 @@ impl ReadingsTable {
         )
     }
 
-    /// The readings of WAL records not in `covered`, each batch with its `date` column.
+    /// The readings of WAL records not in `covered`, each batch with its `date` and
+    /// `instance` columns.
     fn unflushed(
         &self,
         records: Vec<samos_store::wal::WalRecord>,
@@ -149,7 +184,7 @@ impl ReadingsTable {
             })?;
             for batch in batches {
                 if batch.num_rows() > 0 {
-                    out.push(with_date(&batch, &self.schema)?);
+                    out.push(with_date(&batch, &self.schema, &self.instance)?);
                 }
             }
         }
@@ -188,8 +223,9 @@ pub(crate) fn parquet_listing(
     Ok(Some(ListingTable::try_new(config)?))
 }
 
-/// `batch` (the stored columns) with the `date` column: a batch never spans two UTC dates.
-fn with_date(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// `batch` (the stored columns) with the `date` column (a batch never spans two UTC dates)
+/// and the `instance` column.
+fn with_date(batch: &RecordBatch, schema: &SchemaRef, instance: &str) -> Result<RecordBatch> {
     let times = batch
         .column(0)
         .as_any()
@@ -199,6 +235,10 @@ fn with_date(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns.push(Arc::new(StringArray::from(vec![
         date.as_str();
+        batch.num_rows()
+    ])));
+    columns.push(Arc::new(StringArray::from(vec![
+        instance;
         batch.num_rows()
     ])));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -257,63 +297,125 @@ impl TableProvider for ReadingsTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // The limit is left to the operator above: a listing cut short by it would not show
         // which WAL records the files cover.
+        let instance_at = self.schema.fields().len() - 1;
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        // The files do not hold `instance`: it is added per part, and filters on it are
+        // applied above the scan (they are inexact).
+        let stored: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| i != instance_at)
+            .collect();
+        let filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !f.column_refs().iter().any(|c| c.name == INSTANCE_COLUMN))
+            .cloned()
+            .collect();
         let wal_dir = self.data_dir.join(WAL_DIR);
         let records =
             tokio::task::spawn_blocking(move || samos_store::wal::read_unflushed(&wal_dir))
                 .await
                 .map_err(|e| DataFusionError::External(e.into()))?
                 .map_err(|e| DataFusionError::External(e.into()))?;
-        if let Some(lake) = &self.lake {
-            let (files, covered) = self.lake_scan(lake, state, projection, filters).await?;
-            return self.with_unflushed(files, records, &covered, projection);
-        }
-        let mut attempt = 0;
-        let (files, covered) = loop {
-            attempt += 1;
-            let files: Arc<dyn ExecutionPlan> = match self.parquet()? {
-                Some(table) => table.scan(state, projection, filters, None).await?,
-                None => Arc::new(EmptyExec::new(datafusion::physical_plan::project_schema(
-                    &self.schema,
-                    projection,
-                )?)),
-            };
-            let mut covered = Vec::new();
-            planned_files(&files, &mut covered);
-            let mid_compaction = covered.iter().any(|r| merged_into_another(*r, &covered));
-            if !mid_compaction || attempt == LISTING_ATTEMPTS {
-                if mid_compaction {
-                    return Err(DataFusionError::External(
-                        "the Parquet store is being compacted; try the query again".into(),
-                    ));
-                }
-                break (files, covered);
+        let (parts, covered) = match &self.lake {
+            Some(lake) => self.lake_scan(lake, state, &stored, &filters).await?,
+            None => {
+                let (plan, covered) = self.local_scan(state, &stored, &filters).await?;
+                (
+                    plan.map(|p| (self.instance.clone(), p))
+                        .into_iter()
+                        .collect(),
+                    covered,
+                )
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        self.with_unflushed(files, records, &covered, projection)
+        let mut plans = parts
+            .into_iter()
+            .map(|(instance, plan)| with_instance(plan, &wanted, instance_at, &instance))
+            .collect::<Result<Vec<_>>>()?;
+        let unflushed = self.unflushed(records, &covered)?;
+        if !unflushed.is_empty() {
+            plans.push(MemorySourceConfig::try_new_exec(
+                &[unflushed],
+                self.schema.clone(),
+                Some(wanted.clone()),
+            )?);
+        }
+        match plans.len() {
+            0 => Ok(Arc::new(EmptyExec::new(Arc::new(
+                self.schema.project(&wanted)?,
+            )))),
+            1 => Ok(plans.remove(0)),
+            _ => UnionExec::try_new(plans),
+        }
     }
 }
 
 impl ReadingsTable {
-    /// `files` and, beside it, the WAL records none of its files covers.
-    fn with_unflushed(
+    /// The local Parquet store as a plan of the columns `projection` names (`None` while
+    /// nothing has been written), and the WAL ranges of its files.
+    async fn local_scan(
         &self,
-        files: Arc<dyn ExecutionPlan>,
-        records: Vec<samos_store::wal::WalRecord>,
-        covered: &[(u64, u64)],
-        projection: Option<&Vec<usize>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let unflushed = self.unflushed(records, covered)?;
-        if unflushed.is_empty() {
-            return Ok(files);
+        state: &dyn Session,
+        projection: &[usize],
+        filters: &[Expr],
+    ) -> Result<(Option<Arc<dyn ExecutionPlan>>, Vec<(u64, u64)>)> {
+        let projection = projection.to_vec();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(table) = self.parquet()? else {
+                return Ok((None, Vec::new()));
+            };
+            let files = table.scan(state, Some(&projection), filters, None).await?;
+            let mut covered = Vec::new();
+            planned_files(&files, &mut covered);
+            let mid_compaction = covered.iter().any(|r| merged_into_another(*r, &covered));
+            if !mid_compaction {
+                return Ok((Some(files), covered));
+            }
+            if attempt == LISTING_ATTEMPTS {
+                return Err(DataFusionError::External(
+                    "the Parquet store is being compacted; try the query again".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let memory = MemorySourceConfig::try_new_exec(
-            &[unflushed],
-            self.schema.clone(),
-            projection.cloned(),
-        )?;
-        UnionExec::try_new(vec![files, memory])
     }
+}
+
+/// `plan` (the columns of `wanted` but `instance`, in order) with the `instance` column put
+/// where `wanted` asks for it, as the constant `instance`.
+fn with_instance(
+    plan: Arc<dyn ExecutionPlan>,
+    wanted: &[usize],
+    instance_at: usize,
+    instance: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if !wanted.contains(&instance_at) {
+        return Ok(plan);
+    }
+    let input = plan.schema();
+    let mut next = 0;
+    let exprs = wanted
+        .iter()
+        .map(|&i| -> (Arc<dyn PhysicalExpr>, String) {
+            if i == instance_at {
+                (
+                    Arc::new(Literal::new(ScalarValue::Utf8(Some(instance.to_owned())))),
+                    INSTANCE_COLUMN.to_owned(),
+                )
+            } else {
+                let name = input.field(next).name().clone();
+                next += 1;
+                (Arc::new(Column::new(&name, next - 1)), name)
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 #[cfg(test)]

@@ -1,24 +1,31 @@
-//! History on object storage: the `readings` table as a Delta Lake table on S3-compatible
+//! History on object storage: the `readings` table as Delta Lake tables on S3-compatible
 //! storage (AWS S3, MinIO, Cloudflare R2, Garage) or a local directory, which Spark, Trino,
 //! DuckDB, Polars, pandas and DataFusion read at consistent snapshots.
 //!
 //! ```text
-//! {base}/readings/_delta_log/{version:020}.json       commits (add/remove/txn), checkpoints
-//! {base}/readings/date=YYYY-MM-DD/part-{first}-{last}.parquet   data files, named by WAL range
+//! {base}/readings/{instance}/_delta_log/{version:020}.json     commits (add/remove/txn), checkpoints
+//! {base}/readings/{instance}/date=YYYY-MM-DD/part-{first}-{last}.parquet   files, by WAL range
+//! {base}/protocol/{instance}/…     the instance's nodes, events and rejected (see [`protocol`])
 //! ```
 //!
-//! The server's WAL stays on its local disk and remains the durability point; the table is
-//! where finished Parquet files go. [`writer::LakeWriter`] is the one committer (see its header
-//! for the invariants: exactly once by WAL range, upload before commit, compaction and
-//! retention as transactions, one writer per table). [`reader::LakeReader`] gives queries a
-//! snapshot and the WAL ranges it covers, so that `samos-analytics` can add the WAL tail
-//! without losing or doubling a row, as it does for the local store.
+//! Several instances share one dataset, each committing to a table of its own: a Delta table
+//! has one writer, so no commit ever races another, on any store (Garage and older S3
+//! gateways do not enforce the conditional writes Delta's multi-writer protocol needs), and a
+//! reading's `(instance, key)` is unique because each WAL's keys are. Readers take the union
+//! of the instances' tables. The server's WAL stays on its local disk and remains the
+//! durability point; the table is where finished Parquet files go. [`writer::LakeWriter`] is
+//! the one committer of a table (see its header for the invariants: exactly once by WAL
+//! range, upload before commit, compaction and retention as transactions, one writer per
+//! table). [`reader::LakeReader`] gives queries a snapshot of every table and the WAL ranges
+//! each covers, so that `samos-analytics` can add the WAL tail without losing or doubling a
+//! row, as it does for the local store.
 //!
 //! This crate sits between `samos-store` (file names, the Parquet writer) and the crates that
 //! serve: it imports neither the server nor the query layer. It is async (`deltalake` and
 //! `object_store` are); the server runs it on a thread of its own.
 
 pub mod location;
+pub mod protocol;
 pub mod reader;
 pub mod stats;
 pub mod writer;
@@ -26,7 +33,8 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use deltalake;
-pub use location::TableLocation;
+pub use location::{Dataset, DatasetHandle, TableLocation};
+pub use object_store;
 pub use reader::LakeReader;
 pub use writer::LakeWriter;
 
@@ -52,6 +60,12 @@ pub enum LakeError {
         owner: String,
         me: String,
     },
+    #[error(
+        "{table} is a readings table of an older Samos (one writer, no instance folder). Move \
+         its objects under {table}/<instance id>/ (the paths inside a Delta table are relative), \
+         or point storage.object_store at a new prefix"
+    )]
+    OldLayout { table: String },
     #[error("Delta table: {0}")]
     Delta(#[from] deltalake::DeltaTableError),
     #[error("object store: {0}")]

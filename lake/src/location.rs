@@ -1,17 +1,22 @@
-//! Where the history table lives and how to reach it.
+//! Where the history lives and how to reach it.
 //!
-//! A location is a base URL (`s3://bucket/prefix`, `file:///srv/history`) and the storage
+//! A [`Dataset`] is a base URL (`s3://bucket/prefix`, `file:///srv/history`) and the storage
 //! options `object_store` and `deltalake` take (`AWS_ENDPOINT_URL`, `AWS_REGION`, `allow_http`,
-//! …); the `readings` table is `{base}/readings`. Credentials come from the standard `AWS_*`
-//! environment variables unless the options carry them.
+//! …). Every Samos instance that shares the dataset writes its own `readings` Delta table,
+//! `{base}/readings/{instance}` (a [`TableLocation`]), and mirrors its protocol files under
+//! `{base}/protocol/{instance}/`; readers take the union. Credentials come from the standard
+//! `AWS_*` environment variables unless the options carry them.
 //!
-//! The server writes the location, without its secrets, beside the WAL
-//! (`data/lake.json`, see [`TableLocation::write_marker`]), so that `samos sql`, `samos mine`
-//! and the HTTP API find the history from the data directory alone, as they do for the local
+//! The server writes the dataset, without its secrets, beside the WAL (`data/lake.json`, see
+//! [`Dataset::write_marker`]; its instance id is `data/instance-id`), so that `samos sql`, `samos mine` and
+//! the HTTP API find the history from the data directory alone, as they do for the local
 //! store; they take credentials from their own environment.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use object_store::ObjectStore;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -28,10 +33,10 @@ const SECRET_OPTIONS: [&str; 3] = [
     "AWS_ACCESS_KEY_ID",
 ];
 
-/// The `readings` table's place on object storage (or a local directory).
+/// One Delta table's place on object storage (or in a local directory).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TableLocation {
-    /// The table's root: `{base}/readings`.
+    /// The table's root.
     url: Url,
     options: HashMap<String, String>,
 }
@@ -46,16 +51,51 @@ impl std::fmt::Debug for TableLocation {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Marker {
-    url: String,
+impl TableLocation {
+    /// The table's root URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The storage options, credentials included.
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+}
+
+/// The history shared by every instance pointed at one base URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Dataset {
+    base: Url,
     options: HashMap<String, String>,
 }
 
-impl TableLocation {
-    /// The `readings` table under `base` (`s3://bucket/prefix`, `s3a://…` or `file:///dir`),
-    /// reached with `options`.
-    pub fn readings(base: &str, options: HashMap<String, String>) -> Result<Self, LakeError> {
+impl std::fmt::Debug for Dataset {
+    /// Shows option names, never their values (they may be credentials).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("base", &self.base.as_str())
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    /// The dataset's base URL.
+    base: String,
+    options: HashMap<String, String>,
+}
+
+/// Where the readings tables of all instances lie, under the base.
+pub const READINGS_PREFIX: &str = "readings";
+/// Where the instances' protocol files lie, under the base.
+pub const PROTOCOL_PREFIX: &str = "protocol";
+
+impl Dataset {
+    /// The dataset at `base` (`s3://bucket/prefix`, `s3a://…` or `file:///dir`), reached with
+    /// `options`.
+    pub fn new(base: &str, options: HashMap<String, String>) -> Result<Self, LakeError> {
         let bad = |why: &str| LakeError::Location {
             url: base.to_owned(),
             why: why.to_owned(),
@@ -74,18 +114,18 @@ impl TableLocation {
                 )));
             }
         }
-        let path = format!("{}/readings", url.path().trim_end_matches('/'));
+        let path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&path);
         let options = options
             .into_iter()
             .map(|(k, v)| (normalise_key(&k), v))
             .collect();
-        Ok(TableLocation { url, options })
+        Ok(Dataset { base: url, options })
     }
 
-    /// The table's root URL.
-    pub fn url(&self) -> &Url {
-        &self.url
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
     }
 
     /// The storage options, credentials included.
@@ -93,8 +133,63 @@ impl TableLocation {
         &self.options
     }
 
+    /// `{base}/{relative}`.
+    fn under(&self, relative: &str) -> Url {
+        let mut url = self.base.clone();
+        let path = format!("{}/{relative}", self.base.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+
+    /// The `readings` table `instance` writes: `{base}/readings/{instance}`.
+    pub fn readings(&self, instance: &str) -> TableLocation {
+        TableLocation {
+            url: self.under(&format!("{READINGS_PREFIX}/{instance}")),
+            options: self.options.clone(),
+        }
+    }
+
+    /// Where the single `readings` table of an older layout (one writer) lay.
+    pub(crate) fn single_table(&self) -> TableLocation {
+        TableLocation {
+            url: self.under(READINGS_PREFIX),
+            options: self.options.clone(),
+        }
+    }
+
+    /// Refuses a dataset whose base holds the single `readings` table of an older Samos: its
+    /// files would be misread as instances' tables.
+    pub async fn refuse_old_layout(&self) -> Result<(), LakeError> {
+        let single = self.single_table();
+        if crate::table_at(&single)?
+            .verify_deltatable_existence()
+            .await?
+        {
+            return Err(LakeError::OldLayout {
+                table: single.url().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The store, its paths relative to the base (`readings/…`, `protocol/…`).
+    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, LakeError> {
+        if self.base.scheme() == "file" {
+            // The local store wants its root to exist.
+            let dir = self.base.to_file_path().map_err(|()| LakeError::Location {
+                url: self.base.to_string(),
+                why: "not a local path".into(),
+            })?;
+            std::fs::create_dir_all(&dir).map_err(|source| LakeError::Io { path: dir, source })?;
+        }
+        Ok(deltalake::DeltaTableBuilder::from_url(self.base.clone())?
+            .with_storage_options(self.options.clone())
+            .build_storage()?
+            .object_store(None))
+    }
+
     /// The options as the `AWS_*` environment variables a child process (`samos mine`) reads
-    /// the table with.
+    /// the dataset with.
     pub fn environment(&self) -> Vec<(String, String)> {
         self.options
             .iter()
@@ -106,10 +201,10 @@ impl TableLocation {
             .collect()
     }
 
-    /// Writes the location without its secrets to `dir/lake.json` (atomically).
+    /// Writes the dataset without its secrets to `dir/lake.json` (atomically).
     pub fn write_marker(&self, dir: &Path) -> Result<(), LakeError> {
         let marker = Marker {
-            url: self.url.to_string(),
+            base: self.base.to_string(),
             options: self
                 .options
                 .iter()
@@ -128,9 +223,9 @@ impl TableLocation {
         })
     }
 
-    /// The location a server recorded in `dir/lake.json`, or `None` where the history is the
+    /// The dataset a server recorded in `dir/lake.json`, or `None` where the history is the
     /// local Parquet store. Credentials are left to the reader's environment.
-    pub fn read_marker(dir: &Path) -> Result<Option<TableLocation>, LakeError> {
+    pub fn read_marker(dir: &Path) -> Result<Option<Dataset>, LakeError> {
         let path = dir.join(MARKER_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -144,14 +239,14 @@ impl TableLocation {
         };
         let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| LakeError::Marker {
             path: path.clone(),
-            why: e.to_string(),
+            why: format!("{e} (written by an older Samos? start the server once to rewrite it)"),
         })?;
-        let url = Url::parse(&marker.url).map_err(|e| LakeError::Marker {
+        let base = Url::parse(&marker.base).map_err(|e| LakeError::Marker {
             path,
             why: e.to_string(),
         })?;
-        Ok(Some(TableLocation {
-            url,
+        Ok(Some(Dataset {
+            base,
             options: marker.options,
         }))
     }
@@ -162,6 +257,36 @@ impl TableLocation {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// A dataset and its object store, built at the first use and kept (one client, its
+/// connections pooled, for every read of a long-lived session).
+#[derive(Debug)]
+pub struct DatasetHandle {
+    dataset: Dataset,
+    store: OnceLock<Arc<dyn ObjectStore>>,
+}
+
+impl DatasetHandle {
+    pub fn new(dataset: Dataset) -> DatasetHandle {
+        DatasetHandle {
+            dataset,
+            store: OnceLock::new(),
+        }
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The dataset's store (see [`Dataset::store`]).
+    pub fn store(&self) -> Result<&Arc<dyn ObjectStore>, LakeError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = self.dataset.store()?;
+        Ok(self.store.get_or_init(|| store))
     }
 }
 
@@ -184,16 +309,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_readings_table_lies_under_the_base() {
-        let l = TableLocation::readings("s3://bucket/history/", HashMap::new()).unwrap();
-        assert_eq!(l.url().as_str(), "s3://bucket/history/readings");
-        let l = TableLocation::readings("s3://bucket", HashMap::new()).unwrap();
-        assert_eq!(l.url().as_str(), "s3://bucket/readings");
-        let l = TableLocation::readings("file:///srv/h", HashMap::new()).unwrap();
-        assert_eq!(l.url().as_str(), "file:///srv/h/readings");
-        assert!(TableLocation::readings("s3:///x", HashMap::new()).is_err());
-        assert!(TableLocation::readings("http://x/y", HashMap::new()).is_err());
-        assert!(TableLocation::readings("not a url", HashMap::new()).is_err());
+    fn each_instance_has_a_readings_table_under_the_base() {
+        let d = Dataset::new("s3://bucket/history/", HashMap::new()).unwrap();
+        assert_eq!(
+            d.readings("a").url().as_str(),
+            "s3://bucket/history/readings/a"
+        );
+        assert_eq!(
+            d.single_table().url().as_str(),
+            "s3://bucket/history/readings"
+        );
+        let d = Dataset::new("s3://bucket", HashMap::new()).unwrap();
+        assert_eq!(d.readings("i-2").url().as_str(), "s3://bucket/readings/i-2");
+        let d = Dataset::new("file:///srv/h", HashMap::new()).unwrap();
+        assert_eq!(d.readings("x").url().as_str(), "file:///srv/h/readings/x");
+        assert!(Dataset::new("s3:///x", HashMap::new()).is_err());
+        assert!(Dataset::new("http://x/y", HashMap::new()).is_err());
+        assert!(Dataset::new("not a url", HashMap::new()).is_err());
     }
 
     #[test]
@@ -205,20 +337,21 @@ mod tests {
             ("access_key_id".to_owned(), "GK1".to_owned()),
             ("allow_http".to_owned(), "true".to_owned()),
         ]);
-        let l = TableLocation::readings("s3://b/p", options).unwrap();
-        assert!(!format!("{l:?}").contains("s3cr3t"));
+        let d = Dataset::new("s3://b/p", options).unwrap();
+        assert!(!format!("{d:?}").contains("s3cr3t"));
+        assert!(!format!("{:?}", d.readings("i")).contains("s3cr3t"));
         assert_eq!(
-            l.options()["AWS_ENDPOINT_URL"].as_str(),
+            d.options()["AWS_ENDPOINT_URL"].as_str(),
             "http://127.0.0.1:3900"
         );
-        assert!(TableLocation::read_marker(dir.path()).unwrap().is_none());
-        l.write_marker(dir.path()).unwrap();
+        assert!(Dataset::read_marker(dir.path()).unwrap().is_none());
+        d.write_marker(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MARKER_FILE)).unwrap();
         assert!(!text.contains("s3cr3t") && !text.contains("GK1"), "{text}");
-        let read = TableLocation::read_marker(dir.path()).unwrap().unwrap();
-        assert_eq!(read.url(), l.url());
+        let read = Dataset::read_marker(dir.path()).unwrap().unwrap();
+        assert_eq!(read.base(), d.base());
         assert_eq!(read.options().len(), 2);
-        TableLocation::remove_marker(dir.path()).unwrap();
-        assert!(TableLocation::read_marker(dir.path()).unwrap().is_none());
+        Dataset::remove_marker(dir.path()).unwrap();
+        assert!(Dataset::read_marker(dir.path()).unwrap().is_none());
     }
 }

@@ -1,10 +1,12 @@
-//! The reading side of the `readings` table: one snapshot per query.
+//! The reading side of the `readings` tables: one snapshot of each instance's table per query.
 //!
-//! A [`LakeReader`] keeps the table it loaded and brings it up to the newest version before
-//! every [`LakeReader::snapshot`], reading only the commits added since (the Delta log is the
+//! A [`LakeReader`] lists the instances' tables (one LIST of `{base}/readings/`), keeps each
+//! table it loaded and brings it up to the newest version before every
+//! [`LakeReader::snapshots`], reading only the commits added since (the Delta log is the
 //! listing: data directories are never listed, so nothing cached can be stale). A snapshot
-//! names the WAL ranges of its files, so the caller can add what the WAL holds beyond them.
+//! names the WAL ranges of its files, so the caller can add what its own WAL holds beyond them.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,20 +16,19 @@ use futures_util::TryStreamExt as _;
 use samos_store::layout;
 use tokio::sync::Mutex;
 
-use crate::{LakeError, TableLocation};
+use crate::location::DatasetHandle;
+use crate::location::READINGS_PREFIX;
+use crate::{Dataset, LakeError};
 
-/// One version of the table, for one query.
+/// One version of one instance's table, for one query.
 pub struct LakeSnapshot {
     table: DeltaTable,
-    /// The WAL ranges of the snapshot's data files.
-    pub covered: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for LakeSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LakeSnapshot")
             .field("version", &self.table.version())
-            .field("files", &self.covered.len())
             .finish()
     }
 }
@@ -36,6 +37,21 @@ impl LakeSnapshot {
     /// The table's version this snapshot is.
     pub fn version(&self) -> Option<u64> {
         self.table.version()
+    }
+
+    /// The WAL ranges of the snapshot's data files (of the instance that wrote them).
+    pub async fn covered(&self) -> Result<Vec<(u64, u64)>, LakeError> {
+        Ok(self
+            .table
+            .snapshot()?
+            .snapshot()
+            .file_views(self.table.log_store().as_ref(), None)
+            .map_ok(|view| layout::file_range(Path::new(view.path().as_ref())))
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// A DataFusion provider scanning exactly this snapshot (partition and statistics
@@ -52,54 +68,68 @@ impl LakeSnapshot {
     }
 }
 
-/// Queries' access to the table at one location.
+/// Queries' access to the `readings` tables of every instance of a dataset.
 #[derive(Debug)]
 pub struct LakeReader {
-    location: TableLocation,
-    table: Mutex<Option<DeltaTable>>,
+    dataset: Arc<DatasetHandle>,
+    /// The tables loaded so far, by instance: brought up to date, never reloaded.
+    tables: Mutex<HashMap<String, DeltaTable>>,
 }
 
 impl LakeReader {
-    pub fn new(location: TableLocation) -> LakeReader {
+    /// A reader of `dataset` (whose store it shares with the caller's other reads).
+    pub fn new(dataset: Arc<DatasetHandle>) -> LakeReader {
         LakeReader {
-            location,
-            table: Mutex::new(None),
+            dataset,
+            tables: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn location(&self) -> &TableLocation {
-        &self.location
+    pub fn dataset(&self) -> &Dataset {
+        self.dataset.dataset()
     }
 
-    /// The newest snapshot, or `None` while the table has not been created.
-    pub async fn snapshot(&self) -> Result<Option<LakeSnapshot>, LakeError> {
-        let mut cached = self.table.lock().await;
-        let table = match cached.as_mut() {
-            Some(table) => {
-                table.update_state().await?;
-                table
+    /// The newest snapshot of every instance's table, by instance (sorted); instances whose
+    /// table has no commit yet are left out.
+    pub async fn snapshots(&self) -> Result<Vec<(String, LakeSnapshot)>, LakeError> {
+        let instances =
+            crate::protocol::instances(self.dataset.store()?.as_ref(), READINGS_PREFIX).await?;
+        if instances.iter().any(|i| i == "_delta_log") {
+            return Err(LakeError::OldLayout {
+                table: self.dataset().single_table().url().to_string(),
+            });
+        }
+        let mut cached = self.tables.lock().await;
+        let loads = instances.into_iter().map(|instance| {
+            let table = cached.remove(&instance);
+            let location = self.dataset().readings(&instance);
+            async move {
+                let table = match table {
+                    Some(mut table) => {
+                        table.update_state().await?;
+                        Some(table)
+                    }
+                    None => {
+                        let mut table = crate::table_at(&location)?;
+                        if table.verify_deltatable_existence().await? {
+                            table.load().await?;
+                            Some(table)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                Ok::<_, LakeError>((instance, table))
             }
-            None => {
-                let mut table = crate::table_at(&self.location)?;
-                if !table.verify_deltatable_existence().await? {
-                    return Ok(None);
-                }
-                table.load().await?;
-                cached.insert(table)
+        });
+        let loaded = futures_util::future::try_join_all(loads).await?;
+        let mut snapshots = Vec::new();
+        for (instance, table) in loaded {
+            if let Some(table) = table {
+                cached.insert(instance.clone(), table.clone());
+                snapshots.push((instance, LakeSnapshot { table }));
             }
-        };
-        let table = table.clone();
-        drop(cached);
-        let covered = table
-            .snapshot()?
-            .snapshot()
-            .file_views(table.log_store().as_ref(), None)
-            .map_ok(|view| layout::file_range(Path::new(view.path().as_ref())))
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        Ok(Some(LakeSnapshot { table, covered }))
+        }
+        Ok(snapshots)
     }
 }

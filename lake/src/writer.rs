@@ -600,7 +600,7 @@ mod table_tests {
     use samos_schemas::readings::readings_schema;
 
     use super::*;
-    use crate::LakeReader;
+    use crate::{Dataset, DatasetHandle, LakeReader};
 
     /// 2026-12-05 00:00 UTC as a day number.
     const DAY: i64 = 20_792;
@@ -640,12 +640,16 @@ mod table_tests {
         path
     }
 
-    fn location(dir: &Path) -> TableLocation {
-        let url = format!("file://{}", dir.display());
-        TableLocation::readings(&url, HashMap::new()).unwrap()
+    fn dataset(dir: &Path) -> Dataset {
+        Dataset::new(&format!("file://{}", dir.display()), HashMap::new()).unwrap()
     }
 
-    /// A scratch directory for local files and a table location beside it.
+    /// Instance `a`'s table in a dataset at `dir`.
+    fn location(dir: &Path) -> TableLocation {
+        dataset(dir).readings("a")
+    }
+
+    /// A scratch directory for local files and a dataset beside it, with `a`'s table.
     fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf, TableLocation) {
         let tmp = tempfile::tempdir().unwrap();
         let local = tmp.path().join("local");
@@ -655,6 +659,15 @@ mod table_tests {
         }
         let location = location(&table_dir);
         (tmp, local, table_dir, location)
+    }
+
+    /// The WAL ranges of the one instance's table of the dataset `reader` reads, sorted.
+    async fn covered(reader: &LakeReader) -> Vec<(u64, u64)> {
+        let snapshots = reader.snapshots().await.unwrap();
+        assert_eq!(snapshots.len(), 1);
+        let mut covered = snapshots[0].1.covered().await.unwrap();
+        covered.sort_unstable();
+        covered
     }
 
     #[tokio::test]
@@ -678,11 +691,10 @@ mod table_tests {
         let mut writer = LakeWriter::open(&location, "store-a", 10).await.unwrap();
         assert_eq!(writer.committed(), 6);
 
-        let reader = LakeReader::new(location.clone());
-        let before = reader.snapshot().await.unwrap().unwrap();
-        let mut covered = before.covered.clone();
-        covered.sort_unstable();
-        assert_eq!(covered, [(1, 2), (3, 5), (6, 6)]);
+        let reader = LakeReader::new(Arc::new(DatasetHandle::new(dataset(
+            &_tmp.path().join("lake"),
+        ))));
+        assert_eq!(covered(&reader).await, [(1, 2), (3, 5), (6, 6)]);
 
         let merged = writer
             .compact(DAY, 100, 3, &local)
@@ -690,8 +702,7 @@ mod table_tests {
             .unwrap()
             .expect("three small files in a row");
         assert_eq!((merged.files, merged.rows), (3, 12));
-        let after = reader.snapshot().await.unwrap().unwrap();
-        assert_eq!(after.covered, [(1, 6)]);
+        assert_eq!(covered(&reader).await, [(1, 6)]);
         assert!(writer.compact(DAY, 100, 3, &local).await.unwrap().is_none());
 
         // Another day's file, then retention removes the older day in one commit.
@@ -702,8 +713,7 @@ mod table_tests {
             .unwrap()
             .unwrap();
         assert_eq!(writer.expire(DAY + 1).await.unwrap(), 1);
-        let kept = reader.snapshot().await.unwrap().unwrap();
-        assert_eq!(kept.covered, [(7, 7)]);
+        assert_eq!(covered(&reader).await, [(7, 7)]);
         // Nothing is vacuumed inside the grace period; everything unreferenced after it.
         assert_eq!(writer.vacuum(Duration::from_secs(3600)).await.unwrap(), 0);
         assert!(writer.vacuum(Duration::ZERO).await.unwrap() >= 4);
@@ -722,7 +732,7 @@ mod table_tests {
             );
             writer.append(&f, (seq, seq), DAY).await.unwrap().unwrap();
         }
-        let log = table_dir.join("readings/_delta_log");
+        let log = table_dir.join("readings/a/_delta_log");
         let checkpoints: Vec<String> = std::fs::read_dir(&log)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -730,8 +740,8 @@ mod table_tests {
             .collect();
         assert!(!checkpoints.is_empty(), "no checkpoint in {log:?}");
         // A reader starting from the checkpoint sees every file.
-        let snapshot = LakeReader::new(location).snapshot().await.unwrap().unwrap();
-        assert_eq!(snapshot.covered.len(), 4);
+        let reader = LakeReader::new(Arc::new(DatasetHandle::new(dataset(&table_dir))));
+        assert_eq!(covered(&reader).await.len(), 4);
     }
 
     #[tokio::test]
@@ -749,7 +759,53 @@ mod table_tests {
     #[tokio::test]
     async fn a_missing_table_reads_as_none() {
         let tmp = tempfile::tempdir().unwrap();
-        let reader = LakeReader::new(location(tmp.path()));
-        assert!(reader.snapshot().await.unwrap().is_none());
+        let reader = LakeReader::new(Arc::new(DatasetHandle::new(dataset(tmp.path()))));
+        assert!(reader.snapshots().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_instance_commits_to_its_own_table_and_readers_see_them_all() {
+        let (tmp, local, table_dir, _) = scratch();
+        let dataset = dataset(&table_dir);
+        let mut a = LakeWriter::open(&dataset.readings("a"), "store-a", 10)
+            .await
+            .unwrap();
+        let mut b = LakeWriter::open(&dataset.readings("b"), "store-b", 10)
+            .await
+            .unwrap();
+        // The same WAL range (each store counts its own) from both, committed at once.
+        let fa = file(&local, "a.parquet", DAY, 0..3);
+        let fb = file(&local, "b.parquet", DAY, 0..5);
+        let (ra, rb) = tokio::join!(a.append(&fa, (1, 1), DAY), b.append(&fb, (1, 1), DAY));
+        assert_eq!(ra.unwrap().unwrap().rows, 3);
+        assert_eq!(rb.unwrap().unwrap().rows, 5);
+        let snapshots = LakeReader::new(Arc::new(DatasetHandle::new(dataset.clone())))
+            .snapshots()
+            .await
+            .unwrap();
+        let names: Vec<&str> = snapshots.iter().map(|(i, _)| i.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        // A store's table is its own: another store under the same instance id is refused.
+        let e = LakeWriter::open(&dataset.readings("a"), "store-b", 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LakeError::OtherWriter { .. }), "{e}");
+        drop(tmp);
+    }
+
+    #[tokio::test]
+    async fn a_single_table_of_the_older_layout_is_named_not_misread() {
+        let (_tmp, local, table_dir, _) = scratch();
+        let dataset = dataset(&table_dir);
+        let mut old = LakeWriter::open(&dataset.single_table(), "store-a", 10)
+            .await
+            .unwrap();
+        let f = file(&local, "f.parquet", DAY, 0..2);
+        old.append(&f, (1, 1), DAY).await.unwrap().unwrap();
+        let e = LakeReader::new(Arc::new(DatasetHandle::new(dataset)))
+            .snapshots()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LakeError::OldLayout { .. }), "{e}");
     }
 }

@@ -7,76 +7,19 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::haproxy::HaProxy;
 use common::raw::*;
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// HAProxy in the foreground, killed when dropped.
-struct HaProxy {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl HaProxy {
-    /// A TCP frontend on a free loopback port sending to `backend` with a PROXY v2 header,
-    /// health-checked (the checks carry the header too).
-    fn start(backend: std::net::SocketAddr) -> HaProxy {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "global\n  maxconn 2000\n\
-                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                 frontend mqtt\n  bind 127.0.0.1:{port}\n  default_backend samos\n\
-                 backend samos\n  server s1 {backend} send-proxy-v2 check check-send-proxy inter 1s\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (Debian package haproxy; scripts/setup.sh installs it)");
-        let deadline = Instant::now() + T;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "HAProxy did not open its port");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        HaProxy {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn behind_haproxy_the_real_client_address_is_seen_and_nodes_publish() {
     let s =
         TestServer::with_config("[[listener]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\n");
-    let lb = HaProxy::start(s.mqtt[0]);
+    let lb = HaProxy::start(&[s.mqtt[0]]);
 
     // A node joins and publishes through the balancer.
     let net = "Karlovasi_IoT_network";

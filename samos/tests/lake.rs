@@ -2,7 +2,8 @@
 //! loopback ports): readings land in a Delta table that delta-rs's Python binding, pyarrow and
 //! DuckDB read; compaction never changes what a snapshot holds; a crash between upload and
 //! commit, a crash while the store is down, and a 30-second outage lose and double nothing;
-//! an outage past the WAL backlog limit pauses publishers; a second writer is refused.
+//! an outage past the WAL backlog limit pauses publishers; a second writer of one instance's
+//! table is refused. Several instances sharing a dataset: `scale_out.rs`.
 // Integration tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -35,7 +36,7 @@ fn read_delta(garage: &Garage, prefix: &str) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_delta.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script)
-        .arg(format!("s3://{}/{prefix}/readings", garage.bucket));
+        .arg(format!("s3://{}/{prefix}", garage.bucket));
     for (k, v) in garage.env() {
         cmd.env(k, v);
     }
@@ -423,9 +424,11 @@ fn an_outage_past_the_backlog_limit_pauses_publishers_until_the_store_returns() 
 }
 
 #[test]
-fn a_second_instance_on_the_same_table_is_refused_at_start() {
+fn a_second_data_directory_under_the_same_instance_id_is_refused_at_start() {
     let garage = Garage::start();
-    let toml = config(&garage, "shared", "");
+    // Instances share a dataset, each with a table of its own; two data directories (two
+    // WALs) claiming one instance id would share a table, and the second is refused.
+    let toml = format!("instance_id = \"edge\"\n{}", config(&garage, "shared", ""));
     let first = TestServer::with_config(&toml);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("samos.toml");

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Reads the readings Delta table Samos keeps on an S3 server with engines that are not Samos.
+"""Reads the readings Delta tables Samos keeps on an S3 server with engines that are not Samos.
 
-Usage: read_delta.py s3://bucket/prefix/readings   (credentials and endpoint in AWS_* variables)
+Usage: read_delta.py s3://bucket/prefix [--values]   (credentials, endpoint in AWS_* variables)
+
+Every instance sharing the dataset writes its own table, s3://bucket/prefix/readings/{instance};
+a reading is identified by (instance, key). For each table:
 
 - the deltalake package (delta-rs's Python binding) reads the newest snapshot and every older
   one: each snapshot holds each reading once, and a compaction (an OPTIMIZE commit) leaves the
@@ -10,7 +13,8 @@ Usage: read_delta.py s3://bucket/prefix/readings   (credentials and endpoint in 
 - DuckDB reads the same Parquet files (copied out of the bucket first: DuckDB reaches S3 only
   through its httpfs extension, which it downloads, and the tests run without a network).
 
-Prints one JSON object.
+Prints one JSON object: the totals over the instances, and with --values every reading's
+(node_id, value) per instance.
 """
 import json
 import os
@@ -23,7 +27,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-uri = sys.argv[1]
+base = sys.argv[1].rstrip("/")
+with_values = "--values" in sys.argv[2:]
 env = os.environ
 options = {
     "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
@@ -32,36 +37,6 @@ options = {
     "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
     "AWS_ALLOW_HTTP": "true",
 }
-
-table = DeltaTable(uri, storage_options=options)
-latest = table.to_pyarrow_table(columns=["key", "value", "date"])
-out = {
-    "version": table.version(),
-    "rows": latest.num_rows,
-    "unique_keys": len(pc.unique(latest["key"])),
-    "files": len(table.file_uris()),
-    "partition_columns": table.metadata().partition_columns,
-}
-
-operations = {h["version"]: h["operation"] for h in table.history()}
-counts = {}
-for version in range(table.version() + 1):
-    keys = DeltaTable(uri, storage_options=options, version=version).to_pyarrow_table(
-        columns=["key"]
-    )["key"]
-    counts[version] = len(keys)
-    if len(pc.unique(keys)) != len(keys):
-        sys.exit(f"version {version}: {len(keys)} rows but fewer distinct keys")
-compactions = [v for v, op in operations.items() if op == "OPTIMIZE"]
-for version in compactions:
-    if counts[version] != counts[version - 1]:
-        sys.exit(
-            f"compaction version {version} holds {counts[version]} rows, "
-            f"version {version - 1} held {counts[version - 1]}"
-        )
-out["compactions"] = len(compactions)
-out["versions_checked"] = len(counts)
-
 s3 = pafs.S3FileSystem(
     endpoint_override=env["AWS_ENDPOINT_URL"].removeprefix("http://"),
     scheme="http",
@@ -69,25 +44,82 @@ s3 = pafs.S3FileSystem(
     access_key=env["AWS_ACCESS_KEY_ID"],
     secret_key=env["AWS_SECRET_ACCESS_KEY"],
 )
-paths = [u.removeprefix("s3://").removeprefix("s3a://") for u in table.file_uris()]
-out["pyarrow_rows"] = sum(
-    pq.ParquetFile(s3.open_input_file(p)).metadata.num_rows for p in paths
+root = base.removeprefix("s3://").removeprefix("s3a://") + "/readings"
+instances = sorted(
+    info.base_name
+    for info in s3.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    if info.type == pafs.FileType.Directory
 )
 
-with tempfile.TemporaryDirectory() as tmp:
-    local = []
-    for i, path in enumerate(paths):
-        dest = os.path.join(tmp, f"{i}.parquet")
-        pafs.copy_files(path, dest, source_filesystem=s3)
-        local.append(dest)
-    rows, unique = (
-        duckdb.connect()
-        .execute(f"SELECT count(*), count(DISTINCT key) FROM read_parquet({local!r})")
-        .fetchone()
-        if local
-        else (0, 0)
+out = {
+    "instances": instances,
+    "rows": 0,
+    "unique_keys": 0,
+    "files": 0,
+    "compactions": 0,
+    "versions_checked": 0,
+    "pyarrow_rows": 0,
+    "duckdb_rows": 0,
+    "duckdb_unique_keys": 0,
+    "partition_columns": [],
+}
+if with_values:
+    out["values"] = {}
+
+for instance in instances:
+    uri = f"{base}/readings/{instance}"
+    table = DeltaTable(uri, storage_options=options)
+    columns = ["key", "value", "date"] + (["node_id"] if with_values else [])
+    latest = table.to_pyarrow_table(columns=columns)
+    out["rows"] += latest.num_rows
+    out["unique_keys"] += len(pc.unique(latest["key"]))
+    out["files"] += len(table.file_uris())
+    out["partition_columns"] = table.metadata().partition_columns
+    if with_values:
+        out["values"][instance] = [
+            [str(n), v]
+            for n, v in zip(
+                latest["node_id"].cast("string").to_pylist(), latest["value"].to_pylist()
+            )
+        ]
+
+    operations = {h["version"]: h["operation"] for h in table.history()}
+    counts = {}
+    for version in range(table.version() + 1):
+        keys = DeltaTable(uri, storage_options=options, version=version).to_pyarrow_table(
+            columns=["key"]
+        )["key"]
+        counts[version] = len(keys)
+        if len(pc.unique(keys)) != len(keys):
+            sys.exit(f"{instance} version {version}: {len(keys)} rows but fewer distinct keys")
+    compactions = [v for v, op in operations.items() if op == "OPTIMIZE"]
+    for version in compactions:
+        if counts[version] != counts[version - 1]:
+            sys.exit(
+                f"{instance} compaction version {version} holds {counts[version]} rows, "
+                f"version {version - 1} held {counts[version - 1]}"
+            )
+    out["compactions"] += len(compactions)
+    out["versions_checked"] += len(counts)
+
+    paths = [u.removeprefix("s3://").removeprefix("s3a://") for u in table.file_uris()]
+    out["pyarrow_rows"] += sum(
+        pq.ParquetFile(s3.open_input_file(p)).metadata.num_rows for p in paths
     )
-    out["duckdb_rows"] = rows
-    out["duckdb_unique_keys"] = unique
+    with tempfile.TemporaryDirectory() as tmp:
+        local = []
+        for i, path in enumerate(paths):
+            dest = os.path.join(tmp, f"{i}.parquet")
+            pafs.copy_files(path, dest, source_filesystem=s3)
+            local.append(dest)
+        rows, unique = (
+            duckdb.connect()
+            .execute(f"SELECT count(*), count(DISTINCT key) FROM read_parquet({local!r})")
+            .fetchone()
+            if local
+            else (0, 0)
+        )
+        out["duckdb_rows"] += rows
+        out["duckdb_unique_keys"] += unique
 
 print(json.dumps(out))

@@ -317,14 +317,12 @@ pub fn valid_instance_id(id: &str) -> bool {
 }
 
 impl StorageConfig {
-    /// The object-store table the history lives in (`None`: the local Parquet store).
-    pub fn lake_location(
-        &self,
-    ) -> Result<Option<samos_lake::TableLocation>, samos_lake::LakeError> {
+    /// The object-store dataset the history lives in (`None`: the local Parquet store).
+    pub fn lake_dataset(&self) -> Result<Option<samos_lake::Dataset>, samos_lake::LakeError> {
         self.object_store
             .as_deref()
             .map(|url| {
-                samos_lake::TableLocation::readings(
+                samos_lake::Dataset::new(
                     url,
                     self.object_store_options
                         .iter()

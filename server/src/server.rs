@@ -79,16 +79,21 @@ impl Server {
         }
         let instance_id = match &config.instance_id {
             Some(id) => id.clone(),
-            None => samos_store::wal::store_id(&config.data_dir.join(samos_store::layout::WAL_DIR))
-                .map_err(|e| StartError::DataDir {
-                    path: config.data_dir.display().to_string(),
-                    source: std::io::Error::other(e),
-                })?
-                .chars()
-                .take(12)
-                .collect(),
+            None => samos_store::layout::default_instance_id(
+                &samos_store::wal::store_id(&config.data_dir.join(samos_store::layout::WAL_DIR))
+                    .map_err(|e| StartError::DataDir {
+                        path: config.data_dir.display().to_string(),
+                        source: std::io::Error::other(e),
+                    })?,
+            ),
         };
         info!(%instance_id, "instance");
+        let recorded = config.data_dir.join(samos_store::layout::INSTANCE_FILE);
+        samos_store::file::write_atomically(&recorded, format!("{instance_id}\n").as_bytes())
+            .map_err(|source| StartError::DataDir {
+                path: recorded.display().to_string(),
+                source,
+            })?;
         let metrics = Arc::new(Metrics::default());
         metrics.set_instance(&instance_id);
         let (mut router, handle) = Router::new(
@@ -100,7 +105,7 @@ impl Server {
                     .then(|| Duration::from_secs(config.mqtt.sys_interval_secs)),
                 queue_capacity: config.mqtt.router_queue,
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                instance_id,
+                instance_id: instance_id.clone(),
             },
             metrics.clone(),
         );
@@ -165,10 +170,16 @@ impl Server {
             Some(_) => Some(crate::ingest::Ingest::start(
                 &config.storage,
                 &config.data_dir,
+                &instance_id,
                 metrics.clone(),
             )?),
             None => None,
         };
+        if let (Some(p), Some(peers)) =
+            (&protocol, ingest.as_ref().and_then(|i| i.peer_registries()))
+        {
+            p.follow_peers(peers);
+        }
         if let Some(i) = &ingest {
             let restored = i.take_restored_sessions();
             if !restored.is_empty() {
@@ -210,10 +221,10 @@ impl Server {
             });
         }
         if let Some(l) = api_listener {
-            let lake = shared.config.storage.lake_location()?;
+            let lake = shared.config.storage.lake_dataset()?;
             let child_env = lake
                 .as_ref()
-                .map(samos_lake::TableLocation::environment)
+                .map(samos_lake::Dataset::environment)
                 .unwrap_or_default();
             let history = samos_analytics::History::open_with_lake(
                 &shared.config.data_dir,

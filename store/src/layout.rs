@@ -18,8 +18,22 @@ pub const NODES_FILE: &str = "nodes.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
 /// The quarantine under a data directory.
 pub const REJECTED_FILE: &str = "rejected.jsonl";
+/// The instance id the server last ran as (one line), for readers of the data directory.
+pub const INSTANCE_FILE: &str = "instance-id";
 /// `samos mine` results under a data directory: `mining/{table}/run-{id}.parquet`.
 pub const MINING_DIR: &str = "mining";
+
+/// The instance id a server takes when none is configured: its store id's first 12 characters.
+pub fn default_instance_id(store_id: &str) -> String {
+    store_id.chars().take(12).collect()
+}
+
+/// The instance id a server recorded in `data_dir`, if one ever ran there.
+pub fn recorded_instance(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(INSTANCE_FILE)).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
 
 /// The file of one mining run in its table's directory.
 pub fn mining_run_name(run_id: &str) -> String {

@@ -147,10 +147,13 @@ pub fn write_checkpoint(dir: &Path, seq: u64) -> Result<(), WalError> {
     sync_dir(dir)
 }
 
+/// The file in the WAL directory naming its store.
+pub const STORE_ID_FILE: &str = "store-id";
+
 /// This WAL's identity, created with it: sinks outside the data directory (PostgreSQL) record
 /// it, so a database filled from another data directory is noticed.
 pub fn store_id(dir: &Path) -> Result<String, WalError> {
-    let path = dir.join("store-id");
+    let path = dir.join(STORE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(id) => return Ok(id.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

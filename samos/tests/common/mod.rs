@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod garage;
+pub mod haproxy;
 pub mod pg;
 pub mod raw;
 

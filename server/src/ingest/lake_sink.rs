@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError};
-use samos_lake::{LakeError, LakeWriter, TableLocation};
+use samos_lake::protocol::ProtocolMirror;
+use samos_lake::{Dataset, LakeError, LakeWriter, TableLocation};
 use samos_store::layout::{self, utc_day};
 use samos_store::parquet::Published;
 use tracing::{debug, error, info, warn};
@@ -50,7 +52,14 @@ pub(super) enum Opened {
 /// How the sink reaches and maintains the table.
 #[derive(Debug, Clone)]
 pub(super) struct LakeSettings {
+    /// The dataset every instance shares…
+    pub(super) dataset: Dataset,
+    /// …this instance's name in it…
+    pub(super) instance_id: String,
+    /// …and its own table there.
     pub(super) location: TableLocation,
+    /// Where the protocol's files are mirrored from.
+    pub(super) data_dir: PathBuf,
     /// This data directory's store id: the table's one writer.
     pub(super) writer_id: String,
     pub(super) checkpoint_interval: u64,
@@ -75,10 +84,20 @@ pub(super) struct LakeSink {
     pub(super) outbox: PathBuf,
     /// The last WAL sequence in the table (the WAL checkpoint in this mode).
     pub(super) checkpoint: Arc<Watermark>,
+    /// The last WAL sequence committed (for the lag gauge).
+    pub(super) committed: Arc<Watermark>,
     /// The PostgreSQL sink's progress: WAL segments it still needs are kept.
     pub(super) pg: Option<Arc<postgres::PostgresState>>,
     pub(super) metrics: Arc<Metrics>,
+    /// The other instances' registries as last read from the store.
+    pub(super) peers: tokio::sync::watch::Sender<PeerRegistries>,
 }
+
+/// The registry files of the other instances of the dataset: (instance, `nodes.json`).
+pub type PeerRegistries = Arc<Vec<(String, Bytes)>>;
+
+/// How often the protocol's files are mirrored and the other instances' registries read.
+const PROTOCOL_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// First and longest wait between two tries of a failed upload, commit or open.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -115,6 +134,11 @@ impl LakeSink {
         let Some(mut writer) = self.open(&opened).await else {
             return;
         };
+        tokio::spawn(protocol_sync(
+            self.settings.clone(),
+            self.metrics.clone(),
+            self.peers.clone(),
+        ));
         let mut flushes = Vec::new();
         let mut maintained: Option<Instant> = None;
         loop {
@@ -164,7 +188,11 @@ impl LakeSink {
         let mut backoff = BACKOFF_FIRST;
         let mut told = false;
         loop {
-            match LakeWriter::open(&s.location, &s.writer_id, s.checkpoint_interval).await {
+            let attempt = async {
+                s.dataset.refuse_old_layout().await?;
+                LakeWriter::open(&s.location, &s.writer_id, s.checkpoint_interval).await
+            };
+            match attempt.await {
                 Ok(writer) => {
                     if !told {
                         let _ = opened.send(Opened::Open);
@@ -181,7 +209,7 @@ impl LakeSink {
                     }
                     return Some(writer);
                 }
-                Err(e @ LakeError::OtherWriter { .. }) => {
+                Err(e @ (LakeError::OtherWriter { .. } | LakeError::OldLayout { .. })) => {
                     error!(error = %e, "object-store sink stopped");
                     if !told {
                         let _ = opened.send(Opened::Refused(e));
@@ -290,6 +318,9 @@ impl LakeSink {
             return;
         }
         self.checkpoint.set(seq);
+        self.metrics
+            .lake_lag
+            .store(self.committed.get().saturating_sub(seq), Relaxed);
         let keep_from = match &self.pg {
             Some(pg) => seq.min(pg.checkpoint.get()),
             None => seq,
@@ -335,3 +366,54 @@ impl LakeSink {
 
 /// The sink cannot go on (another writer owns the table, or an outbox file is malformed).
 struct Stop;
+
+/// Every second: mirrors this instance's protocol files to its folder of the dataset, and
+/// reads the other instances' registries (only those that changed are fetched again).
+async fn protocol_sync(
+    settings: LakeSettings,
+    metrics: Arc<Metrics>,
+    peers: tokio::sync::watch::Sender<PeerRegistries>,
+) {
+    let me = settings.instance_id.as_str();
+    let mut mirror = None;
+    let mut follower = samos_lake::protocol::RegistryFollower::default();
+    let mut store = None;
+    let mut failing = false;
+    loop {
+        let round = async {
+            let store = match &store {
+                Some(store) => Arc::clone(store),
+                None => Arc::clone(store.insert(settings.dataset.store()?)),
+            };
+            let mirror = match &mut mirror {
+                Some(m) => m,
+                None => mirror.insert(ProtocolMirror::new(store.clone(), me, &settings.data_dir)?),
+            };
+            mirror.sync().await?;
+            let others = follower.read(store.as_ref(), Some(me)).await?;
+            peers.send_if_modified(|current| {
+                let changed = **current != others;
+                if changed {
+                    *current = Arc::new(others);
+                }
+                changed
+            });
+            Ok::<_, LakeError>(())
+        };
+        match round.await {
+            Ok(()) if failing => {
+                failing = false;
+                info!("protocol files mirrored to the object store again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                metrics.lake_errors.fetch_add(1, Relaxed);
+                if !failing {
+                    warn!(error = %e, "cannot mirror the protocol files to the object store; retrying every second");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(PROTOCOL_SYNC_EVERY).await;
+    }
+}

@@ -30,6 +30,7 @@
 mod batcher;
 pub mod columns;
 mod lake_sink;
+pub use lake_sink::PeerRegistries;
 mod parquet_sink;
 pub mod postgres;
 pub mod watermark;
@@ -166,6 +167,8 @@ pub struct Ingest {
     durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
     /// The sessions recovered at start, until the router takes them.
     restored: Mutex<Vec<(Arc<str>, DurableSession)>>,
+    /// The other instances' registries, where the history is a shared object-store dataset.
+    peers: Option<tokio::sync::watch::Receiver<PeerRegistries>>,
 }
 
 /// What the batcher is handed: readings, session changes and flush requests, in the order
@@ -179,9 +182,11 @@ enum Work {
 
 impl Ingest {
     /// Recovers the WAL into Parquet, then starts the batcher and the Parquet sink threads.
+    /// `instance_id` names this instance's table in a shared object-store dataset.
     pub fn start(
         config: &StorageConfig,
         data_dir: &Path,
+        instance_id: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Ingest>, IngestError> {
         let wal_dir = data_dir.join(layout::WAL_DIR);
@@ -230,8 +235,8 @@ impl Ingest {
             max_bytes: config.parquet_max_bytes.max(1),
             max_age: Duration::from_secs(config.parquet_rotate_secs.max(1)),
         };
-        let lake = match config.lake_location()? {
-            Some(location) => Some(lake_settings(config, location, &wal_dir)?),
+        let lake = match config.lake_dataset()? {
+            Some(dataset) => Some(lake_settings(config, dataset, instance_id, data_dir)?),
             None => None,
         };
         let store = ParquetStore::open(
@@ -248,13 +253,13 @@ impl Ingest {
             },
         )?;
         match &lake {
-            Some(lake) => lake.location.write_marker(data_dir)?,
-            None => samos_lake::TableLocation::remove_marker(data_dir).map_err(|source| {
-                IngestError::Io {
+            Some(lake) => lake.dataset.write_marker(data_dir)?,
+            None => {
+                samos_lake::Dataset::remove_marker(data_dir).map_err(|source| IngestError::Io {
                     path: data_dir.to_path_buf(),
                     source,
-                }
-            })?,
+                })?;
+            }
         }
         let committed = Arc::new(Watermark::new(wal.next_seq() - 1));
         let pg_state = config.postgres.as_ref().map(|_| {
@@ -299,12 +304,17 @@ impl Ingest {
             let _ = lake_tx.send(lake_sink::LakeMsg::File(file.clone()));
         }
         drop(lake_tx);
+        let mut peers = None;
         if let (Some(settings), Some(checkpoint)) = (lake, &lake_checkpoint) {
+            let (peers_tx, peers_rx) = tokio::sync::watch::channel(Arc::default());
+            peers = Some(peers_rx);
             let sink = lake_sink::LakeSink {
+                peers: peers_tx,
                 settings,
                 wal_dir: wal_dir.clone(),
                 outbox: data_dir.join(layout::OUTBOX_DIR),
                 checkpoint: checkpoint.clone(),
+                committed: committed.clone(),
                 pg: pg_state.clone(),
                 metrics: metrics.clone(),
             };
@@ -383,6 +393,7 @@ impl Ingest {
             pg: pg_state,
             durable_clients,
             restored: Mutex::new(restored),
+            peers,
         }))
     }
 
@@ -403,6 +414,12 @@ impl Ingest {
             .lock()
             .expect("durable clients")
             .contains(client)
+    }
+
+    /// The other instances' registry files, kept current (every second) while the history is
+    /// a shared object-store dataset; `None` otherwise.
+    pub fn peer_registries(&self) -> Option<tokio::sync::watch::Receiver<PeerRegistries>> {
+        self.peers.clone()
     }
 
     /// The persistent sessions recovered at start (once: for the router to recreate).
@@ -489,12 +506,16 @@ fn start_lake_sink(
 /// The object-store sink's settings from the configuration.
 fn lake_settings(
     config: &StorageConfig,
-    location: samos_lake::TableLocation,
-    wal_dir: &Path,
+    dataset: samos_lake::Dataset,
+    instance_id: &str,
+    data_dir: &Path,
 ) -> Result<lake_sink::LakeSettings, IngestError> {
     Ok(lake_sink::LakeSettings {
-        location,
-        writer_id: wal::store_id(wal_dir)?,
+        location: dataset.readings(instance_id),
+        dataset,
+        instance_id: instance_id.to_owned(),
+        data_dir: data_dir.to_path_buf(),
+        writer_id: wal::store_id(&data_dir.join(layout::WAL_DIR))?,
         checkpoint_interval: config.lake_checkpoint_interval,
         compact_at: config.parquet_compact_files,
         small_below: (config.parquet_max_rows / 4).max(1) as u64,

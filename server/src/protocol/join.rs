@@ -43,6 +43,15 @@ impl Protocol {
         match control {
             Control::PubConfigFile { document } => {
                 let node = self.registry.get_or_insert(t.network, t.node_id);
+                if let Some(peer) = self.peers.carry_over(&node) {
+                    self.registry.mark_dirty();
+                    self.event(
+                        "moved",
+                        t.network,
+                        t.node_id,
+                        json!({"from_instance": peer.instance}),
+                    );
+                }
                 if let Some(client) = session {
                     let speaking = node.session.lock().expect("session").clone();
                     if let Some(other) = speaking.filter(|s| **s != *client) {

@@ -10,11 +10,12 @@
 //! Files: this one (inspection of readings, identity binding, the severity cross-check),
 //! `join` (the control topic: joins and severity reports), `answer` (refusals, events,
 //! `$SYS`, publishing through the router), [`registry`] (nodes, `nodes.json`, the JSON-lines
-//! logs).
+//! logs), [`peers`] (what the other instances of a shared dataset know of the nodes).
 
 mod answer;
 mod join;
 pub mod operator;
+pub mod peers;
 pub mod registry;
 
 use std::collections::HashSet;
@@ -114,6 +115,8 @@ pub struct Protocol {
     /// Events, refusals and mining progress for the dashboard's live streams (readings go
     /// through each node's own feed, `Node::live`).
     pub live: LiveFeed,
+    /// The other instances' records of the nodes (empty unless the dataset is shared).
+    pub peers: peers::Peers,
 }
 
 impl Protocol {
@@ -167,7 +170,25 @@ impl Protocol {
             router,
             answered: Mutex::new(HashSet::new()),
             live: LiveFeed::default(),
+            peers: peers::Peers::default(),
         })
+    }
+
+    /// Keeps [`Protocol::peers`] current from the other instances' registry files.
+    pub fn follow_peers(
+        self: &Arc<Self>,
+        mut registries: tokio::sync::watch::Receiver<crate::ingest::PeerRegistries>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = registries.borrow_and_update().clone();
+                me.peers.update(&current);
+                if registries.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Publishes the retained `$SYS` state and starts the periodic tasks.

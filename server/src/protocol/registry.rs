@@ -104,7 +104,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(record: NodeRecord) -> Node {
+    pub(crate) fn new(record: NodeRecord) -> Node {
         Node {
             accepted: AtomicU64::new(record.readings_accepted),
             rejected: AtomicU64::new(record.readings_rejected),
