@@ -507,3 +507,54 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn renaming_an_instance_while_its_outbox_holds_files_is_refused() {
+    let mut garage = Garage::start();
+    let storage = config(&garage, "renamed", "parquet_rotate_secs = 1\n");
+    let toml = |id: &str| format!("instance_id = \"{id}\"\n{storage}");
+    let s = TestServer::with_config(&toml("old"));
+    // The store is down: finished files wait in the outbox.
+    garage.pause();
+    let mut c = join_cn1(s.port());
+    for i in 0..5u16 {
+        let value = format!("float,0-70,{i}");
+        assert_eq!(c.publish_qos1(&temp_topic(), value.as_bytes(), i + 1), 0);
+    }
+    drop(c);
+    let outbox = s.data_dir().join("outbox");
+    let deadline = Instant::now() + T;
+    let published = |f: &std::path::PathBuf| {
+        f.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+    };
+    while !walk_files(&outbox).iter().any(published) {
+        assert!(Instant::now() < deadline, "no outbox file\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = s.kill();
+    let conf = dir.path().join("samos.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\n{}",
+            dir.path().join("data").display().to_string(),
+            toml("new")
+        ),
+    )
+    .unwrap();
+    let out = run(
+        Command::new(samos_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen"])
+            .args(["127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--config"])
+            .arg(&conf),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("differs from \"old\""), "{err}");
+    // As the old instance it uploads them once the store is back.
+    garage.resume();
+    let s = TestServer::in_dir(dir, &toml("old"));
+    wait_lake_rows(&s, 5, Duration::from_secs(60));
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::{Acl, AuthError, Authenticator, PasswordFile};
 use crate::broker::Router;
@@ -38,6 +38,16 @@ pub enum StartError {
     Ingest(#[from] crate::ingest::IngestError),
     #[error("storage.object_store: {0}")]
     Lake(#[from] samos_lake::LakeError),
+    #[error(
+        "instance_id {new:?} differs from {old:?}, the id this data directory last ran as, and \
+         {files} finished Parquet files wait in its outbox: they may be in {old:?}'s table \
+         already. Start once more as {old:?} to upload them, then rename"
+    )]
+    Renamed {
+        old: String,
+        new: String,
+        files: usize,
+    },
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -88,6 +98,24 @@ impl Server {
             ),
         };
         info!(%instance_id, "instance");
+        if let Some(old) = samos_store::layout::recorded_instance(&config.data_dir)
+            && old != instance_id
+            && config.storage.object_store.is_some()
+        {
+            let outbox = config.data_dir.join(samos_store::layout::OUTBOX_DIR);
+            let files: usize = samos_store::layout::date_partitions(&outbox)
+                .iter()
+                .map(|(_, dir)| samos_store::layout::partition_files(dir).len())
+                .sum();
+            if files > 0 {
+                return Err(StartError::Renamed {
+                    old,
+                    new: instance_id,
+                    files,
+                });
+            }
+            warn!(%old, new = %instance_id, "instance renamed: readings go to a new table from now on; the old one stays readable");
+        }
         let recorded = config.data_dir.join(samos_store::layout::INSTANCE_FILE);
         samos_store::file::write_atomically(&recorded, format!("{instance_id}\n").as_bytes())
             .map_err(|source| StartError::DataDir {
