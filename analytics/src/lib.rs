@@ -158,6 +158,12 @@ impl History {
         Ok(History { ctx, access })
     }
 
+    /// A session over tables someone else registered in `ctx` (a Ballista cluster's), with
+    /// the same statement checks.
+    pub fn from_context(ctx: SessionContext, access: Access) -> History {
+        History { ctx, access }
+    }
+
     /// Plans one statement, refusing what this session's [`Access`] does not allow.
     pub async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
         check(sql, self.access)?;

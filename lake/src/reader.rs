@@ -54,6 +54,38 @@ impl LakeSnapshot {
             .collect())
     }
 
+    /// The URLs of the snapshot's data files, each with the date of its partition
+    /// (`YYYY-MM-DD`): what a reader outside Delta (a Ballista cluster) scans.
+    pub async fn files(&self) -> Result<Vec<(String, url::Url)>, LakeError> {
+        let mut root = self.table.table_url().clone();
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        let paths: Vec<String> = self
+            .table
+            .snapshot()?
+            .snapshot()
+            .file_views(self.table.log_store().as_ref(), None)
+            .map_ok(|view| view.path().as_ref().to_owned())
+            .try_collect()
+            .await?;
+        paths
+            .into_iter()
+            .map(|path| {
+                let date = path
+                    .split('/')
+                    .find_map(|part| part.strip_prefix("date="))
+                    .unwrap_or_default()
+                    .to_owned();
+                let url = root.join(&path).map_err(|e| LakeError::Location {
+                    url: format!("{root}{path}"),
+                    why: e.to_string(),
+                })?;
+                Ok((date, url))
+            })
+            .collect()
+    }
+
     /// A DataFusion provider scanning exactly this snapshot (partition and statistics
     /// pruning included); registers the table's object store with `session` first.
     pub async fn provider(

@@ -42,6 +42,9 @@ enum Command {
     /// profile) and window statistics; results go to the `motifs`, `discords` and
     /// `window_stats` tables of the store.
     Mine(commands::mine::MineArgs),
+    /// Run a Ballista scheduler or executor over the object-store history, for
+    /// `samos sql --cluster` (distributed SQL).
+    Cluster(commands::cluster::ClusterArgs),
 }
 
 fn main() -> Result<()> {
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Sql(args) => commands::sql::run(args),
         Command::Mine(args) => commands::mine::run(args),
+        Command::Cluster(args) => commands::cluster::run(args),
         Command::GenerateConfig => {
             print!("{}", include_str!("../../samos.toml"));
             Ok(())

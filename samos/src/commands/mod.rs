@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 pub mod bench;
+pub mod cluster;
 pub mod mine;
 pub mod nodes;
 pub mod passwd;

@@ -158,7 +158,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 /// The `--log` filter, with the Delta Lake crates (which log every snapshot they build at
 /// INFO) held at WARN unless the filter names them itself.
-fn log_filter(spec: &str) -> Result<EnvFilter> {
+pub(crate) fn log_filter(spec: &str) -> Result<EnvFilter> {
     const QUIET: [&str; 4] = [
         "buoyant_kernel",
         "buoyant_kernel_engine",

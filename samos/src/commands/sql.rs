@@ -21,6 +21,11 @@ pub struct SqlArgs {
     /// Write the result to this file instead of standard output (one statement only).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Run on the Ballista scheduler at this address (`df://host:port`, see `samos cluster`)
+    /// over the data directory's object-store dataset, instead of in this process. Sees what
+    /// the instances have committed to the object store (not their WAL tails).
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 pub fn run(args: SqlArgs) -> Result<()> {
@@ -29,7 +34,15 @@ pub fn run(args: SqlArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let history = rt.block_on(History::open(&args.data_dir, Access::Session))?;
+    let history = match &args.cluster {
+        Some(url) => {
+            let ctx = rt
+                .block_on(samos_cluster::connect(url, &args.data_dir, None))
+                .with_context(|| format!("cannot reach the cluster at {url}"))?;
+            History::from_context(ctx, Access::Session)
+        }
+        None => rt.block_on(History::open(&args.data_dir, Access::Session))?,
+    };
     let Some(query) = &args.query else {
         if args.output.is_some() {
             bail!("--output takes one statement: give it as an argument");
