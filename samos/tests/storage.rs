@@ -335,7 +335,7 @@ fn a_replay_into_postgresql_skips_the_rows_it_already_holds() {
     drop(c);
     let dir = s.stop();
     // The sink forgets how far it got: it starts over from the oldest WAL record kept.
-    pg.psql("DELETE FROM samos_sink_checkpoint WHERE sink = 'readings'")
+    pg.psql("DELETE FROM samos_sink_checkpoint WHERE sink LIKE 'readings:%'")
         .unwrap();
     let s = TestServer::in_dir(dir, &config);
     let mut c = join_cn1(s.port());
@@ -358,21 +358,50 @@ fn a_replay_into_postgresql_skips_the_rows_it_already_holds() {
 }
 
 #[test]
-fn a_database_filled_from_another_data_directory_is_refused() {
+fn two_data_directories_share_a_database_each_under_its_instance_id() {
     let pg = pg::TempPostgres::start();
     let config = format!("[storage]\npostgres = {:?}\n", pg.url());
+    let first = TestServer::with_config(&config);
+    // A second instance: its WAL counts from 1 too, so the keys collide; (instance, key) not.
+    let second = TestServer::with_config(&config);
+    for (s, value) in [(&first, "1"), (&second, "2")] {
+        let mut c = join_cn1(s.port());
+        let payload = format!("float,0-70,{value}");
+        assert_eq!(c.publish_qos1(&temp_topic(), payload.as_bytes(), 10), 0);
+    }
+    wait_pg_rows(&pg, 2);
+    assert_eq!(pg_count(&pg, "SELECT count(DISTINCT key) FROM readings"), 1);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(DISTINCT instance) FROM readings"),
+        2
+    );
+    assert_eq!(
+        pg_count(&pg, "SELECT count(*) FROM samos_instances"),
+        2,
+        "{}",
+        second.log()
+    );
+}
+
+#[test]
+fn a_second_data_directory_under_the_same_instance_id_is_refused() {
+    let pg = pg::TempPostgres::start();
+    let config = format!(
+        "instance_id = \"edge\"\n[storage]\npostgres = {:?}\n",
+        pg.url()
+    );
     let s = TestServer::with_config(&config);
     let mut c = join_cn1(s.port());
     assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,1", 10), 0);
     wait_pg_rows(&pg, 1);
     drop(c);
     drop(s);
-    // A fresh data directory: its WAL counts from 1 again, so its keys would collide.
+    // A fresh data directory claiming the same instance id: its keys would collide.
     let s = TestServer::with_config(&config);
     let mut c = join_cn1(s.port());
     assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,2", 10), 0);
     assert!(
-        s.wait_log("holds the rows of another Samos store", T),
+        s.wait_log("rows of instance \"edge\" from another data directory", T),
         "{}",
         s.log()
     );
@@ -380,6 +409,62 @@ fn a_database_filled_from_another_data_directory_is_refused() {
     assert_eq!(pg_count(&pg, "SELECT count(*) FROM readings"), 1);
     // Still durable (acknowledged, in Parquet): only PostgreSQL is withheld.
     assert_eq!(s.metric("samos_readings_committed_total "), 1);
+}
+
+#[test]
+fn a_database_from_before_several_instances_is_migrated_by_its_data_directory() {
+    let pg = pg::TempPostgres::start();
+    // The layout of the first release: one data directory, the key alone the primary key.
+    pg.psql(
+        "CREATE TABLE readings (key bigint PRIMARY KEY, ingest_time timestamptz NOT NULL, \
+           network text NOT NULL, node_id text NOT NULL, country text NOT NULL, \
+           district_state text NOT NULL, city text NOT NULL, area_description text NOT NULL, \
+           area text NOT NULL, building text NOT NULL, room text NOT NULL, sensor text NOT NULL, \
+           data_type text NOT NULL, units text NOT NULL, value double precision, raw text, \
+           severity text NOT NULL, qos smallint NOT NULL, client_id text NOT NULL); \
+         CREATE TABLE samos_sink_checkpoint (sink text PRIMARY KEY, wal_seq bigint NOT NULL); \
+         CREATE TABLE samos_store (store_id text PRIMARY KEY); \
+         INSERT INTO samos_store VALUES ('0123456789abcdef0123456789abcdef'); \
+         INSERT INTO samos_sink_checkpoint VALUES ('readings', 0); \
+         INSERT INTO readings VALUES (42, now(), 'n', 'CN0', 'c', 'd', 'ci', 'ad', 'a', 'b', 'r', \
+           's', 'float', 'C', 1.5, NULL, 'normal', 1, 'CN0')",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("data/wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join("store-id"), "0123456789abcdef0123456789abcdef").unwrap();
+    let config = format!(
+        "instance_id = \"old\"\n[storage]\npostgres = {:?}\n",
+        pg.url()
+    );
+    let s = TestServer::in_dir(dir, &config);
+    assert!(
+        s.wait_log("PostgreSQL database migrated to several instances", T),
+        "{}",
+        s.log()
+    );
+    let mut c = join_cn1(s.port());
+    assert_eq!(c.publish_qos1(&temp_topic(), b"float,0-70,2", 10), 0);
+    wait_pg_rows(&pg, 2);
+    assert_eq!(
+        pg_count(&pg, "SELECT count(*) FROM readings WHERE instance = 'old'"),
+        2
+    );
+    assert_eq!(
+        pg_count(
+            &pg,
+            "SELECT count(*) FROM samos_sink_checkpoint \
+             WHERE sink = 'readings:0123456789abcdef0123456789abcdef'"
+        ),
+        1
+    );
+    let key = pg.psql(
+        "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) \
+         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = 'readings'::regclass AND i.indisprimary",
+    );
+    assert_eq!(key.unwrap().trim(), "instance,key");
 }
 
 #[test]

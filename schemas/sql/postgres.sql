@@ -1,8 +1,10 @@
 -- Samos tables in PostgreSQL (the optional sink). Created at start when missing; the same
--- columns as the Arrow/Parquet schema in schemas/src/readings.rs, checked by a test.
+-- columns as the Arrow/Parquet schema in schemas/src/readings.rs plus `instance`, checked by a
+-- test. Several instances may load one database: a reading is identified by (instance, key).
 
 CREATE TABLE IF NOT EXISTS readings (
-    key              bigint PRIMARY KEY,            -- WAL batch sequence × 2^20 + row: replays never duplicate
+    instance         text NOT NULL,                 -- the Samos instance that accepted it
+    key              bigint NOT NULL,               -- WAL batch sequence × 2^20 + row: replays never duplicate
     ingest_time      timestamptz NOT NULL,
     network          text NOT NULL,
     node_id          text NOT NULL,
@@ -20,7 +22,8 @@ CREATE TABLE IF NOT EXISTS readings (
     raw              text,
     severity         text NOT NULL,
     qos              smallint NOT NULL,
-    client_id        text NOT NULL
+    client_id        text NOT NULL,
+    PRIMARY KEY (instance, key)
 );
 -- Rows arrive in time order, so a BRIN index serves time ranges at almost no cost to loading.
 -- (A btree on (node_id, sensor, ingest_time) halves the COPY rate; add one if your queries
@@ -43,6 +46,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     address            text,
     readings_accepted  bigint,
     readings_rejected  bigint,
+    instance           text,                        -- the instance that heard from it last
     PRIMARY KEY (network, node_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -50,7 +54,8 @@ CREATE TABLE IF NOT EXISTS events (
     kind             text NOT NULL,
     network          text NOT NULL,
     node_id          text NOT NULL,
-    detail           jsonb
+    detail           jsonb,
+    instance         text
 );
 CREATE INDEX IF NOT EXISTS events_node_time ON events (network, node_id, time);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -61,19 +66,29 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason           text NOT NULL,
     detail           text,
     payload          text,
-    payload_bytes    integer
+    payload_bytes    integer,
+    instance         text
 );
 CREATE INDEX IF NOT EXISTS rejected_time ON rejected (time);
 
--- How far each sink has loaded the WAL (`readings`: a WAL sequence) or its file (`events`,
--- `rejected`: a byte offset); updated in the same transaction as the rows.
+-- How far each data directory's sinks have loaded its WAL (`readings:{store id}`: a WAL
+-- sequence) or its files (`events:{store id}`, `rejected:{store id}`: a byte offset); updated
+-- in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS samos_sink_checkpoint (
     sink             text PRIMARY KEY,
     wal_seq          bigint NOT NULL
 );
 
--- The Samos data directory (its WAL) this database is loaded from: keys and checkpoints count
--- that WAL's sequences, so a database filled from another data directory is refused.
+-- Which data directory (its WAL's store id) loads each instance's rows. An instance id is bound
+-- to one store for good: its keys count that WAL's sequences, so another data directory under
+-- the same instance id is refused rather than let ON CONFLICT drop its rows.
+CREATE TABLE IF NOT EXISTS samos_instances (
+    instance         text PRIMARY KEY,
+    store_id         text NOT NULL
+);
+
+-- The one data directory of a database from before several instances (its rows get that
+-- instance's id when it next connects; see server/src/ingest/postgres.rs).
 CREATE TABLE IF NOT EXISTS samos_store (
     store_id         text PRIMARY KEY
 );

@@ -96,7 +96,12 @@ fn postgres_copy(c: &mut Criterion) {
         .block_on(tokio_postgres::connect(&db.url(), tokio_postgres::NoTls))
         .unwrap();
     rt.spawn(connection);
-    rt.block_on(postgres::prepare(&client)).unwrap();
+    let loader = postgres::Loader {
+        instance: "bench".into(),
+        store_id: "bench-store".into(),
+    };
+    rt.block_on(postgres::prepare(&mut client, &loader))
+        .unwrap();
     let rs = readings(N);
     let mut seq = 0;
     let mut g = c.benchmark_group("durable_path");
@@ -110,7 +115,7 @@ fn postgres_copy(c: &mut Criterion) {
                 (build_batch(&rs, seq), seq)
             },
             |(batch, seq)| {
-                rt.block_on(postgres::load(&mut client, &[batch], seq))
+                rt.block_on(postgres::load(&mut client, &loader, &[batch], seq))
                     .unwrap()
             },
             BatchSize::LargeInput,

@@ -359,6 +359,7 @@ impl Ingest {
                 batch_records: config.postgres_batch_records.max(1),
                 retention_days: config.retention_days,
                 store_id: wal::store_id(&wal_dir)?,
+                instance: instance_id.to_owned(),
             };
             spawn("samos-postgres", &wal_dir, move || pg.run())?;
         }

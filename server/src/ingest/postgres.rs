@@ -1,10 +1,20 @@
 //! The PostgreSQL sink: follows the WAL from its own checkpoint and loads each batch with
 //! binary COPY, so an outage only delays rows.
 //!
-//! Each batch is copied into a temporary staging table, then inserted into `readings` with
-//! `ON CONFLICT (key) DO NOTHING`, and the sink's checkpoint row is advanced — all in one
-//! transaction. A replay after a crash or an outage therefore never duplicates a row, and a
-//! row is never skipped. While the sink is behind, WAL segments it still needs are kept.
+//! Each batch is copied into `readings` (or, on a replay, into a temporary staging table and
+//! inserted with `ON CONFLICT (instance, key) DO NOTHING`), and the sink's checkpoint row is
+//! advanced — all in one transaction. A replay after a crash or an outage therefore never
+//! duplicates a row, and a row is never skipped. While the sink is behind, WAL segments it
+//! still needs are kept.
+//!
+//! Several instances may load one database. Each row carries its `instance`, and
+//! `(instance, key)` is the primary key: the keys count each WAL's own sequences, so another
+//! instance's row is never mistaken for a replay. An instance id is bound to the data
+//! directory (store id) that first loaded it (`samos_instances`); another data directory under
+//! the same id is refused. Checkpoints are per data directory (`readings:{store id}`). A
+//! database from before several instances (one data directory, no `instance` column) is
+//! migrated in one transaction when that data directory connects: its rows get its instance
+//! id.
 //!
 //! The same sink mirrors the protocol's files once a second: `nodes.json` is upserted into
 //! `nodes` whenever it changed, and `events.jsonl` / `rejected.jsonl` are followed by byte
@@ -31,10 +41,9 @@ use super::watermark::Watermark;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 
-const SINK: &str = "readings";
-
 /// Columns in COPY order, with their PostgreSQL types.
-const COLUMNS: [(&str, Type); 19] = [
+const COLUMNS: [(&str, Type); 20] = [
+    ("instance", Type::TEXT),
     ("key", Type::INT8),
     ("ingest_time", Type::TIMESTAMPTZ),
     ("network", Type::TEXT),
@@ -79,6 +88,22 @@ pub struct PostgresSink {
     pub retention_days: u32,
     /// Identifies this data directory's WAL, whose sequences the keys and checkpoint count.
     pub store_id: String,
+    /// The instance id its rows carry.
+    pub instance: String,
+}
+
+/// Where one data directory's rows go: its instance id and its checkpoint rows.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    pub instance: String,
+    pub store_id: String,
+}
+
+impl Loader {
+    /// The checkpoint row of one of this data directory's sinks (`readings`, `events`, …).
+    fn sink(&self, what: &str) -> String {
+        format!("{what}:{}", self.store_id)
+    }
 }
 
 /// Why a sink session ended.
@@ -86,14 +111,18 @@ pub struct PostgresSink {
 pub enum SinkError {
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
-    /// The database was filled from another data directory: its checkpoint and keys count
-    /// another WAL's sequences, so loading this one would skip or silently drop rows.
+    /// The instance id is loaded by another data directory: its keys count another WAL's
+    /// sequences, so loading this one would silently drop rows.
     #[error(
-        "the PostgreSQL database holds the rows of another Samos store ({theirs}; this data \
-         directory is {ours}): nothing is loaded. Point storage.postgres at another database, \
-         or empty this one (readings, samos_store, samos_sink_checkpoint)"
+        "the PostgreSQL database holds the rows of instance {instance:?} from another data \
+         directory (store {theirs}; this one is {ours}): nothing is loaded. Give this instance \
+         another instance_id, or point storage.postgres at another database"
     )]
-    ForeignStore { ours: String, theirs: String },
+    ForeignStore {
+        instance: String,
+        ours: String,
+        theirs: String,
+    },
 }
 
 impl PostgresSink {
@@ -130,12 +159,15 @@ impl PostgresSink {
         let (mut client, connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(connection);
-        let checkpoint = prepare(&client).await?;
-        claim_store(&client, &self.store_id).await?;
+        let loader = Loader {
+            instance: self.instance.clone(),
+            store_id: self.store_id.clone(),
+        };
+        let checkpoint = prepare(&mut client, &loader).await?;
         self.state.checkpoint.set(checkpoint);
         self.state.connected.store(true, Relaxed);
         info!(checkpoint, "PostgreSQL sink connected");
-        let mut files = FileFollower::new(&client, &self.data_dir).await?;
+        let mut files = FileFollower::new(&client, &self.data_dir, &loader).await?;
         let mut retention_checked: Option<std::time::Instant> = None;
         let mut tail = WalTail::new(&self.wal_dir, checkpoint);
         loop {
@@ -182,17 +214,43 @@ impl PostgresSink {
                     }
                 }
             }
-            let rows = load(&mut client, &batches, last).await?;
+            let rows = load(&mut client, &loader, &batches, last).await?;
             self.state.checkpoint.set(last);
             self.metrics.postgres_rows.fetch_add(rows, Relaxed);
         }
     }
 }
 
-/// Creates the tables (when missing) and this session's staging table; returns the sink's
-/// checkpoint (0 when it has loaded nothing yet).
-pub async fn prepare(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
+/// Creates the tables (when missing), migrates a database from before several instances,
+/// binds the instance id to this data directory, and creates this session's staging table;
+/// returns the sink's checkpoint (0 when it has loaded nothing yet).
+pub async fn prepare(
+    client: &mut tokio_postgres::Client,
+    loader: &Loader,
+) -> Result<u64, SinkError> {
     client.batch_execute(samos_schemas::POSTGRES_DDL).await?;
+    migrate_single_store(client, loader).await?;
+    client
+        .execute(
+            "INSERT INTO samos_instances (instance, store_id) VALUES ($1, $2) \
+             ON CONFLICT (instance) DO NOTHING",
+            &[&loader.instance, &loader.store_id],
+        )
+        .await?;
+    let theirs: String = client
+        .query_one(
+            "SELECT store_id FROM samos_instances WHERE instance = $1",
+            &[&loader.instance],
+        )
+        .await?
+        .get(0);
+    if theirs != loader.store_id {
+        return Err(SinkError::ForeignStore {
+            instance: loader.instance.clone(),
+            ours: loader.store_id.clone(),
+            theirs,
+        });
+    }
     client
         .batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS readings_staging (LIKE readings) ON COMMIT DELETE ROWS",
@@ -201,30 +259,82 @@ pub async fn prepare(client: &tokio_postgres::Client) -> Result<u64, tokio_postg
     let row = client
         .query_opt(
             "SELECT wal_seq FROM samos_sink_checkpoint WHERE sink = $1",
-            &[&SINK],
+            &[&loader.sink("readings")],
         )
         .await?;
     Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
 }
 
-/// Binds the database to this store on first use; refuses one bound to another store.
-async fn claim_store(client: &tokio_postgres::Client, ours: &str) -> Result<(), SinkError> {
-    client
-        .execute(
-            "INSERT INTO samos_store (store_id) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM samos_store)",
-            &[&ours],
-        )
-        .await?;
-    let theirs: String = client
-        .query_one("SELECT store_id FROM samos_store LIMIT 1", &[])
+/// A database from before several instances has no `instance` column and one data directory
+/// (`samos_store`). When that data directory connects, its rows get its instance id, the key
+/// becomes `(instance, key)` and its checkpoints are renamed, in one transaction (serialised
+/// between instances starting at once by an advisory lock). Another data directory cannot
+/// tell whose rows they are and is refused.
+async fn migrate_single_store(
+    client: &mut tokio_postgres::Client,
+    loader: &Loader,
+) -> Result<(), SinkError> {
+    const HAS_INSTANCE: &str = "SELECT 1 FROM information_schema.columns WHERE \
+         table_schema = current_schema() AND table_name = 'readings' AND column_name = 'instance'";
+    if client.query_opt(HAS_INSTANCE, &[]).await?.is_some() {
+        return Ok(());
+    }
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('samos-instances'))",
+        &[],
+    )
+    .await?;
+    if tx.query_opt(HAS_INSTANCE, &[]).await?.is_some() {
+        return Ok(tx.commit().await?);
+    }
+    let owner: Option<String> = tx
+        .query_opt("SELECT store_id FROM samos_store LIMIT 1", &[])
         .await?
-        .get(0);
-    if theirs != ours {
+        .map(|r| r.get(0));
+    if let Some(theirs) = owner.filter(|o| *o != loader.store_id) {
         return Err(SinkError::ForeignStore {
-            ours: ours.to_string(),
+            instance: loader.instance.clone(),
+            ours: loader.store_id.clone(),
             theirs,
         });
     }
+    tx.batch_execute(
+        "ALTER TABLE readings ADD COLUMN instance text; \
+         ALTER TABLE nodes ADD COLUMN IF NOT EXISTS instance text; \
+         ALTER TABLE events ADD COLUMN IF NOT EXISTS instance text; \
+         ALTER TABLE rejected ADD COLUMN IF NOT EXISTS instance text",
+    )
+    .await?;
+    let rows = tx
+        .execute("UPDATE readings SET instance = $1", &[&loader.instance])
+        .await?;
+    for table in ["nodes", "events", "rejected"] {
+        tx.execute(
+            &format!("UPDATE {table} SET instance = $1 WHERE instance IS NULL"),
+            &[&loader.instance],
+        )
+        .await?;
+    }
+    tx.batch_execute(
+        "ALTER TABLE readings ALTER COLUMN instance SET NOT NULL; \
+         ALTER TABLE readings DROP CONSTRAINT readings_pkey; \
+         ALTER TABLE readings ADD PRIMARY KEY (instance, key)",
+    )
+    .await?;
+    tx.execute(
+        "UPDATE samos_sink_checkpoint SET sink = sink || ':' || $1 \
+         WHERE sink IN ('readings', 'events', 'rejected')",
+        &[&loader.store_id],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO samos_instances (instance, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&loader.instance, &loader.store_id],
+    )
+    .await?;
+    tx.commit().await?;
+    info!(rows, instance = %loader.instance, "PostgreSQL database migrated to several instances: its rows are this instance's");
     Ok(())
 }
 
@@ -233,20 +343,21 @@ async fn claim_store(client: &tokio_postgres::Client, ours: &str) -> Result<(), 
 ///
 /// The rows are binary-COPYed straight into `readings`. Since the checkpoint moves in the same
 /// transaction, a group is normally loaded once; should a key be there already (a replay:
-/// the checkpoint row lost, another writer), the group is loaded again through the staging
-/// table with `ON CONFLICT (key) DO NOTHING`, so a replay never duplicates a row.
+/// the checkpoint row lost), the group is loaded again through the staging table with
+/// `ON CONFLICT (instance, key) DO NOTHING`, so a replay never duplicates a row.
 pub async fn load(
     client: &mut tokio_postgres::Client,
+    loader: &Loader,
     batches: &[RecordBatch],
     through: u64,
 ) -> Result<u64, tokio_postgres::Error> {
-    match copy_into(client, "readings", batches, through).await {
+    match copy_into(client, loader, "readings", batches, through).await {
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             info!(
                 through,
                 "PostgreSQL already holds some of these rows (a replay): skipping them"
             );
-            copy_into(client, "readings_staging", batches, through).await
+            copy_into(client, loader, "readings_staging", batches, through).await
         }
         other => other,
     }
@@ -254,6 +365,7 @@ pub async fn load(
 
 async fn copy_into(
     client: &mut tokio_postgres::Client,
+    loader: &Loader,
     table: &str,
     batches: &[RecordBatch],
     through: u64,
@@ -269,12 +381,12 @@ async fn copy_into(
     pin_mut!(writer);
     let mut rows = 0u64;
     for batch in batches {
-        rows += write_batch(writer.as_mut(), batch).await?;
+        rows += write_batch(writer.as_mut(), &loader.instance, batch).await?;
     }
     writer.finish().await?;
     if table == "readings_staging" {
         tx.execute(
-            "INSERT INTO readings SELECT * FROM readings_staging ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO readings SELECT * FROM readings_staging ON CONFLICT (instance, key) DO NOTHING",
             &[],
         )
         .await?;
@@ -282,7 +394,7 @@ async fn copy_into(
     tx.execute(
         "INSERT INTO samos_sink_checkpoint (sink, wal_seq) VALUES ($1, $2) \
          ON CONFLICT (sink) DO UPDATE SET wal_seq = EXCLUDED.wal_seq",
-        &[&SINK, &(through as i64)],
+        &[&loader.sink("readings"), &(through as i64)],
     )
     .await?;
     tx.commit().await?;
@@ -302,6 +414,7 @@ fn dictionary(batch: &RecordBatch, column: usize) -> (&[i32], &StringArray) {
 
 async fn write_batch(
     mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    instance: &str,
     batch: &RecordBatch,
 ) -> Result<u64, tokio_postgres::Error> {
     let time = batch
@@ -345,8 +458,9 @@ async fn write_batch(
         let r = (!raw.is_null(row)).then(|| raw.value(row));
         let q = i16::from(qos.value(row));
         let [n, id, c0, c1, c2, c3, c4, c5, c6, se, dt, un, sev, client] = &text;
-        let values: [&(dyn ToSql + Sync); 19] = [
-            &k, &t, n, id, c0, c1, c2, c3, c4, c5, c6, se, dt, un, &v, &r, sev, &q, client,
+        let values: [&(dyn ToSql + Sync); 20] = [
+            &instance, &k, &t, n, id, c0, c1, c2, c3, c4, c5, c6, se, dt, un, &v, &r, sev, &q,
+            client,
         ];
         writer.as_mut().write(&values).await?;
     }
@@ -389,7 +503,7 @@ const LINES_PER_TRANSACTION: usize = 10_000;
 
 /// A JSON-lines file loaded into a table by byte offset.
 struct FollowedFile {
-    sink: &'static str,
+    sink: String,
     path: PathBuf,
     offset: u64,
     insert: &'static str,
@@ -397,6 +511,8 @@ struct FollowedFile {
 
 /// Mirrors the protocol's files into `nodes`, `events` and `rejected`.
 struct FileFollower {
+    /// The instance id the rows carry.
+    instance: String,
     nodes: PathBuf,
     /// Length and modification time of `nodes.json` when last loaded.
     nodes_seen: Option<(u64, std::time::SystemTime)>,
@@ -404,32 +520,38 @@ struct FileFollower {
     last: std::time::Instant,
 }
 
-const INSERT_EVENTS: &str = "INSERT INTO events (time, kind, network, node_id, detail) \
+const INSERT_EVENTS: &str = "INSERT INTO events (time, kind, network, node_id, detail, instance) \
      SELECT to_timestamp((j->>'time_ms')::bigint / 1000.0), j->>'kind', j->>'network', \
-            j->>'node_id', j->'detail' \
+            j->>'node_id', j->'detail', $2 \
      FROM unnest($1::text[]) AS l(line), LATERAL (SELECT l.line::jsonb AS j) AS x";
 
 const INSERT_REJECTED: &str = "INSERT INTO rejected \
-       (time, client_id, peer, topic, reason, detail, payload, payload_bytes) \
+       (time, client_id, peer, topic, reason, detail, payload, payload_bytes, instance) \
      SELECT to_timestamp((j->>'time_ms')::bigint / 1000.0), j->>'client_id', j->>'peer', \
-            j->>'topic', j->>'reason', j->>'detail', j->>'payload', (j->>'payload_bytes')::integer \
+            j->>'topic', j->>'reason', j->>'detail', j->>'payload', \
+            (j->>'payload_bytes')::integer, $2 \
      FROM unnest($1::text[]) AS l(line), LATERAL (SELECT l.line::jsonb AS j) AS x";
 
+/// Each node's row is the record of the instance that heard from it last: an instance's
+/// older record of a node that moved does not overwrite the newer one.
 const UPSERT_NODES: &str = "INSERT INTO nodes (network, node_id, functional_mode, severity, \
        assessed_severity, config_xml, config, joined_at, last_seen, address, readings_accepted, \
-       readings_rejected) \
+       readings_rejected, instance) \
      SELECT n->>'network', n->>'node_id', n->>'functional_mode', n->>'severity', \
             n->>'assessed_severity', n->>'config_xml', NULLIF(n->'config', 'null'::jsonb), \
             to_timestamp((n->>'joined_at_ms')::bigint / 1000.0), \
             to_timestamp((n->>'last_seen_ms')::bigint / 1000.0), n->>'address', \
-            (n->>'readings_accepted')::bigint, (n->>'readings_rejected')::bigint \
+            (n->>'readings_accepted')::bigint, (n->>'readings_rejected')::bigint, $2 \
      FROM jsonb_array_elements($1::text::jsonb) AS n \
      ON CONFLICT (network, node_id) DO UPDATE SET functional_mode = EXCLUDED.functional_mode, \
        severity = EXCLUDED.severity, assessed_severity = EXCLUDED.assessed_severity, \
        config_xml = EXCLUDED.config_xml, config = EXCLUDED.config, \
        joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen, \
        address = EXCLUDED.address, readings_accepted = EXCLUDED.readings_accepted, \
-       readings_rejected = EXCLUDED.readings_rejected";
+       readings_rejected = EXCLUDED.readings_rejected, instance = EXCLUDED.instance \
+     WHERE nodes.instance IS NOT DISTINCT FROM EXCLUDED.instance \
+        OR nodes.last_seen IS NULL \
+        OR EXCLUDED.last_seen >= nodes.last_seen";
 
 /// PostgreSQL text cannot hold NUL: a quarantined payload may, so it becomes U+FFFD.
 fn without_nul(json: &str) -> std::borrow::Cow<'_, str> {
@@ -444,16 +566,17 @@ impl FileFollower {
     async fn new(
         client: &tokio_postgres::Client,
         data_dir: &std::path::Path,
+        loader: &Loader,
     ) -> Result<FileFollower, tokio_postgres::Error> {
         let mut logs = [
             FollowedFile {
-                sink: "events",
+                sink: loader.sink("events"),
                 path: data_dir.join(layout::EVENTS_FILE),
                 offset: 0,
                 insert: INSERT_EVENTS,
             },
             FollowedFile {
-                sink: "rejected",
+                sink: loader.sink("rejected"),
                 path: data_dir.join(layout::REJECTED_FILE),
                 offset: 0,
                 insert: INSERT_REJECTED,
@@ -469,6 +592,7 @@ impl FileFollower {
             f.offset = row.map_or(0, |r| r.get::<_, i64>(0) as u64);
         }
         Ok(FileFollower {
+            instance: loader.instance.clone(),
             nodes: data_dir.join(layout::NODES_FILE),
             nodes_seen: None,
             logs,
@@ -493,7 +617,10 @@ impl FileFollower {
             // Written whole and renamed into place by the registry: never partial.
             if let Ok(text) = std::fs::read_to_string(&self.nodes) {
                 client
-                    .execute(UPSERT_NODES, &[&without_nul(&text).as_ref()])
+                    .execute(
+                        UPSERT_NODES,
+                        &[&without_nul(&text).as_ref(), &self.instance],
+                    )
                     .await?;
                 self.nodes_seen = seen;
             }
@@ -503,7 +630,7 @@ impl FileFollower {
                 let n = lines.len() as u64;
                 let tx = client.transaction().await?;
                 if !lines.is_empty() {
-                    tx.execute(f.insert, &[&lines]).await?;
+                    tx.execute(f.insert, &[&lines, &self.instance]).await?;
                 }
                 tx.execute(
                     "INSERT INTO samos_sink_checkpoint (sink, wal_seq) VALUES ($1, $2) \
