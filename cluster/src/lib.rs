@@ -24,7 +24,7 @@
 //! environment), so the stock protocol and any Ballista client work against them.
 //!
 //! This crate sits above `samos-analytics` (it reuses the table definitions) and below the
-//! `samos` binary; the server does not import it.
+//! server (whose HTTP API runs a query here with `engine=cluster`) and the `samos` binary.
 
 pub mod client;
 pub mod process;

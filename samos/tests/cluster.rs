@@ -93,12 +93,15 @@ fn sql(garage: &Garage, data: &Path, cluster: Option<&str>, query: &str) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ballista_answers_as_single_process_sql_does() {
     let garage = Garage::start();
-    // Two instances write the dataset: the cluster reads the union, as `samos sql` does.
+    let port = free_port();
+    // Two instances write the dataset: the cluster reads the union, as `samos sql` does. The
+    // first one's HTTP API may send a query to the cluster.
     let servers: Vec<TestServer> = ["a", "b"]
         .iter()
         .map(|id| {
             TestServer::with_config(&format!(
-                "instance_id = \"{id}\"\n[storage]\nparquet_rotate_secs = 1\n{}",
+                "instance_id = \"{id}\"\n[api]\ncluster = \"df://127.0.0.1:{port}\"\n\n\
+                 [storage]\nparquet_rotate_secs = 1\n{}",
                 garage.storage_toml("cluster")
             ))
         })
@@ -126,7 +129,6 @@ async fn ballista_answers_as_single_process_sql_does() {
 
     let dir = tempfile::tempdir().unwrap();
     let dataset = format!("s3://{}/cluster", garage.bucket);
-    let port = free_port();
     let scheduler = Role::start(
         &garage,
         dir.path(),
@@ -214,6 +216,19 @@ async fn ballista_answers_as_single_process_sql_does() {
         assert!(local.lines().count() > 1, "{q}: no rows\n{local}");
         assert_eq!(distributed, local, "{q}\n{}", logs());
     }
+    // The HTTP API: `engine=cluster` runs there, with the same answer as in the server.
+    let api = |engine: &str, q: &str| {
+        let path = format!(
+            "/api/v1/query?engine={engine}&format=csv&sql={}",
+            url_encode(q)
+        );
+        let (status, body) = http_request(servers[0].api.unwrap(), "GET", &path, None, None);
+        assert_eq!(status, 200, "{engine}: {body}");
+        body
+    };
+    for q in &queries[..2] {
+        assert_eq!(api("cluster", q), api("local", q), "{q}");
+    }
     // The whole dataset counted on the cluster: both instances, every reading.
     let counts = sql(&garage, &data, Some(&url), &queries[0]);
     assert_eq!(
@@ -224,6 +239,18 @@ async fn ballista_answers_as_single_process_sql_does() {
     // The executors did the scans.
     assert!(executors.iter().all(|e| !e.log().is_empty()), "{}", logs());
     drop(servers);
+}
+
+/// `q` percent-encoded for a query string.
+fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Today's UTC date, `YYYY-MM-DD`.

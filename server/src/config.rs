@@ -407,6 +407,9 @@ pub struct ApiConfig {
     pub query_timeout_ms: u64,
     /// Longest SQL text accepted, in bytes (HTTP 400 past it).
     pub max_query_bytes: usize,
+    /// A Ballista scheduler (`df://host:port`, see `samos cluster`): `/api/v1/query` runs a
+    /// query there when asked with `engine=cluster`. Unset: only in this process.
+    pub cluster: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -423,6 +426,7 @@ impl Default for ApiConfig {
             max_rows: 10_000,
             query_timeout_ms: 30_000,
             max_query_bytes: 16 * 1024,
+            cluster: None,
         }
     }
 }

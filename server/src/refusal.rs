@@ -162,6 +162,8 @@ refusals! {
     ApiEncode => "api_encode",
     /// A query over `api.max_query_bytes`.
     ApiQueryTooLong => "api_query_too_long",
+    /// `engine=cluster` without `api.cluster`, or the Ballista scheduler unreachable.
+    ApiClusterUnavailable => "api_cluster_unavailable",
     /// A viewer asked for an admin's action.
     ApiForbidden => "api_forbidden",
     /// An action without its session's CSRF token, or from another site.

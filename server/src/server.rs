@@ -257,7 +257,7 @@ impl Server {
             let history = samos_analytics::History::open_with_lake(
                 &shared.config.data_dir,
                 samos_analytics::Access::Query,
-                lake,
+                lake.clone(),
             )
             .await?;
             let api = Arc::new(
@@ -269,7 +269,8 @@ impl Server {
                     shared.router.clone(),
                     shared.config.data_dir.clone(),
                 )
-                .with_child_env(child_env),
+                .with_child_env(child_env)
+                .with_dataset(lake),
             );
             info!(addr = ?endpoints.api, "dashboard on / and HTTP API on /api/v1/");
             tokio::spawn(async move {

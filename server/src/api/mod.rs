@@ -58,6 +58,8 @@ pub struct Api {
     mining: mining::MiningJobs,
     /// Environment for `samos mine` children: how to reach the object-store table.
     child_env: Vec<(String, String)>,
+    /// The object-store dataset (with credentials) a cluster query reads, where there is one.
+    dataset: Option<samos_cluster::Dataset>,
     /// Live streams open now.
     live_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The last counters and when they were taken: every stream's second shares one walk of
@@ -88,9 +90,37 @@ impl Api {
             data_dir,
             mining: mining::MiningJobs::default(),
             child_env: Vec::new(),
+            dataset: None,
             live_streams: Arc::default(),
             counters: std::sync::Mutex::default(),
         }
+    }
+
+    /// The object-store dataset the history lives in (for queries on a cluster).
+    pub fn with_dataset(mut self, dataset: Option<samos_cluster::Dataset>) -> Api {
+        self.dataset = dataset;
+        self
+    }
+
+    /// A session on the Ballista scheduler `api.cluster` names, built for one query (the
+    /// dataset's snapshots and the protocol tables as of now).
+    async fn cluster_history(&self) -> Result<History, Refused> {
+        let refused = |why: String| {
+            Refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::ApiClusterUnavailable,
+                why,
+            )
+        };
+        let Some(url) = &self.config.cluster else {
+            return Err(refused(
+                "engine=cluster: no cluster is configured (api.cluster)".into(),
+            ));
+        };
+        let ctx = samos_cluster::connect(url, &self.data_dir, self.dataset.clone())
+            .await
+            .map_err(|e| refused(format!("the cluster at {url}: {e}")))?;
+        Ok(History::from_context(ctx, samos_analytics::Access::Query))
     }
 
     /// Environment variables every `samos mine` child gets (the object store's credentials
@@ -274,12 +304,27 @@ async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params
                 ),
             ));
         }
+        let cluster;
+        let history = match p.get("engine").map(String::as_str) {
+            None | Some("local") => &api.history,
+            Some("cluster") => {
+                cluster = api.cluster_history().await?;
+                &cluster
+            }
+            Some(other) => {
+                return Err(Refused(
+                    StatusCode::BAD_REQUEST,
+                    Refusal::ApiBadQuery,
+                    format!("engine {other:?}: local or cluster"),
+                ));
+            }
+        };
         match p.get("format").map(String::as_str) {
-            None | Some("json") => api.answer(api.history.plan(sql)).await.map(Answer::Json),
+            None | Some("json") => api.answer(history.plan(sql)).await.map(Answer::Json),
             Some(f @ ("csv" | "parquet")) => {
                 // A download is the whole result (as `samos sql --format` writes it), not the
                 // JSON answer's first `max_rows`.
-                let done = api.collect(api.history.plan(sql), usize::MAX).await?;
+                let done = api.collect(history.plan(sql), usize::MAX).await?;
                 let format = if f == "csv" {
                     samos_analytics::output::Format::Csv
                 } else {
