@@ -3,14 +3,18 @@
 //!
 //! ```text
 //! {base}/protocol/{instance}/nodes.json                                 the registry, replaced
+//! {base}/protocol/{instance}/peers.json     its fields another instance carries over, replaced
 //! {base}/protocol/{instance}/events/{epoch:013}-{first:020}-{end:020}.jsonl    a run of lines
 //! {base}/protocol/{instance}/rejected/…                                 likewise
 //! ```
 //!
 //! Each instance is the one writer of its own prefix ([`ProtocolMirror`]). The registry is
-//! uploaded whole when the local file changed, at most once a second per megabyte of it (so
-//! at most about 1 MB/s however many nodes an instance holds; a registry of 50,000 nodes,
-//! about 150 MB with their configurations, goes every minute at most). The logs are append-only local files
+//! uploaded whole (for the `nodes` table) when the local file changed, at most once a second
+//! per megabyte of it, so at most about 1 MB/s however many nodes an instance holds (a registry
+//! of 50,000 nodes, about 150 MB with their configurations, at most once a minute). What the
+//! other instances follow every second to carry a moving node over is `peers.json`: each
+//! node's record cut to the fields the caller names (no configuration, about 150 bytes a
+//! node), under the same rule — 50,000 nodes, about 7 MB, at most every 7 seconds. The logs are append-only local files
 //! (`events.jsonl`, `rejected.jsonl`) followed by byte offset: each sync uploads the complete
 //! lines past the offset as one object named by its byte range, then records the new offset
 //! locally (`data/lake-protocol.json`). A crash between the two uploads the same range again
@@ -47,6 +51,8 @@ pub const LOGS: [(&str, &str); 2] = [
 
 /// The registry's object name in an instance's folder.
 const NODES_OBJECT: &str = "nodes.json";
+/// The registry cut to what another instance carries over.
+const PEERS_OBJECT: &str = "peers.json";
 
 /// Reads at most this many objects at once.
 const READ_CONCURRENCY: usize = 16;
@@ -67,6 +73,7 @@ struct LogState {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Synced {
     pub registry: bool,
+    pub peers: bool,
     pub log_bytes: u64,
 }
 
@@ -79,14 +86,20 @@ pub struct ProtocolMirror {
     state: MirrorState,
     /// Length and modification time of the registry file last uploaded, and when.
     registry_uploaded: Option<((u64, SystemTime), std::time::Instant)>,
+    /// The same for `peers.json`, and its size.
+    peers_uploaded: Option<((u64, SystemTime), std::time::Instant, u64)>,
+    /// The fields of a registry record `peers.json` keeps.
+    peer_fields: &'static [&'static str],
 }
 
 impl ProtocolMirror {
-    /// The mirror of `data_dir`'s protocol files into `instance`'s folder of `store`.
+    /// The mirror of `data_dir`'s protocol files into `instance`'s folder of `store`;
+    /// `peer_fields` are the fields of a registry record the other instances carry over.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         instance: &str,
         data_dir: &Path,
+        peer_fields: &'static [&'static str],
     ) -> Result<ProtocolMirror, LakeError> {
         let path = data_dir.join(MIRROR_STATE_FILE);
         let state = match std::fs::read(&path) {
@@ -103,6 +116,8 @@ impl ProtocolMirror {
             data_dir: data_dir.to_path_buf(),
             state,
             registry_uploaded: None,
+            peers_uploaded: None,
+            peer_fields,
         })
     }
 
@@ -120,12 +135,29 @@ impl ProtocolMirror {
                 None => true,
                 Some((last, at)) => last != seen && at.elapsed() >= registry_interval(seen.0),
             };
-            if due {
+            let peers_due = match self.peers_uploaded {
+                None => true,
+                Some((last, at, size)) => last != seen && at.elapsed() >= registry_interval(size),
+            };
+            if due || peers_due {
                 let bytes = read(&registry)?;
-                self.put(&format!("{}/{NODES_OBJECT}", self.prefix), bytes)
-                    .await?;
-                self.registry_uploaded = Some((seen, std::time::Instant::now()));
-                synced.registry = true;
+                if peers_due {
+                    let peers = cut(&bytes, self.peer_fields).map_err(|why| LakeError::Marker {
+                        path: registry.clone(),
+                        why,
+                    })?;
+                    let size = peers.len() as u64;
+                    self.put(&format!("{}/{PEERS_OBJECT}", self.prefix), peers)
+                        .await?;
+                    self.peers_uploaded = Some((seen, std::time::Instant::now(), size));
+                    synced.peers = true;
+                }
+                if due {
+                    self.put(&format!("{}/{NODES_OBJECT}", self.prefix), bytes)
+                        .await?;
+                    self.registry_uploaded = Some((seen, std::time::Instant::now()));
+                    synced.registry = true;
+                }
             }
         }
         for (file, folder) in LOGS {
@@ -197,6 +229,20 @@ impl ProtocolMirror {
     }
 }
 
+/// A registry (a JSON array of records) with each record cut to `fields`.
+fn cut(registry: &[u8], fields: &[&str]) -> Result<Bytes, String> {
+    let records: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(registry).map_err(|e| e.to_string())?;
+    let cut: Vec<serde_json::Map<String, serde_json::Value>> = records
+        .into_iter()
+        .map(|mut r| {
+            r.retain(|k, _| fields.contains(&k.as_str()));
+            r
+        })
+        .collect();
+    Ok(serde_json::to_vec(&cut).map_err(|e| e.to_string())?.into())
+}
+
 /// The least time between two uploads of a registry of `bytes`: a second per megabyte,
 /// between one second and a minute.
 fn registry_interval(bytes: u64) -> std::time::Duration {
@@ -244,31 +290,45 @@ pub async fn registries(
     store: &dyn ObjectStore,
     except: Option<&str>,
 ) -> Result<Vec<(String, Bytes)>, LakeError> {
-    RegistryFollower::default().read(store, except).await
+    RegistryFollower::new(NODES_OBJECT)
+        .read(store, except)
+        .await
 }
 
-/// Reads the instances' registry files again and again, fetching only those whose object
-/// changed since (a HEAD each, a GET for a changed one).
-#[derive(Debug, Default)]
+/// Reads the instances' registry files (or their `peers.json`) again and again, fetching only
+/// those whose object changed since (a HEAD each, a GET for a changed one).
+#[derive(Debug)]
 pub struct RegistryFollower {
+    object: &'static str,
     /// By instance: the object's e-tag (or modification time) and its bytes.
     seen: HashMap<String, (String, Bytes)>,
 }
 
 impl RegistryFollower {
-    /// Every instance's registry file, except `except`'s, sorted by instance.
+    /// A follower of the instances' `peers.json`: what a moving node is carried over with.
+    pub fn peers() -> RegistryFollower {
+        RegistryFollower::new(PEERS_OBJECT)
+    }
+
+    fn new(object: &'static str) -> RegistryFollower {
+        RegistryFollower {
+            object,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Every instance's object, except `except`'s, sorted by instance.
     pub async fn read(
         &mut self,
         store: &dyn ObjectStore,
         except: Option<&str>,
     ) -> Result<Vec<(String, Bytes)>, LakeError> {
         let names = instances(store, PROTOCOL_PREFIX).await?;
-        let seen = &self.seen;
+        let (seen, object) = (&self.seen, self.object);
         let fetched: Vec<(String, String, Bytes)> =
             futures_util::stream::iter(names.into_iter().filter(|n| Some(n.as_str()) != except))
                 .map(|instance| async move {
-                    let path =
-                        ObjectPath::from(format!("{PROTOCOL_PREFIX}/{instance}/{NODES_OBJECT}"));
+                    let path = ObjectPath::from(format!("{PROTOCOL_PREFIX}/{instance}/{object}"));
                     let meta = match store.head(&path).await {
                         Ok(meta) => meta,
                         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -394,7 +454,7 @@ mod tests {
         let bucket = tempfile::tempdir().unwrap();
         let store = store(bucket.path());
         let events = data.path().join("events.jsonl");
-        let mut mirror = ProtocolMirror::new(store.clone(), "a", data.path()).unwrap();
+        let mut mirror = ProtocolMirror::new(store.clone(), "a", data.path(), &[]).unwrap();
         assert_eq!(mirror.sync().await.unwrap(), Synced::default());
         append(&events, "{\"n\":1}\n{\"n\":2}\n{\"n\":");
         assert_eq!(mirror.sync().await.unwrap().log_bytes, 16);
@@ -406,7 +466,7 @@ mod tests {
         append(&events, "3}\n");
         assert_eq!(mirror.sync().await.unwrap().log_bytes, 8);
         // A restart resumes from the recorded offset.
-        let mut again = ProtocolMirror::new(store.clone(), "a", data.path()).unwrap();
+        let mut again = ProtocolMirror::new(store.clone(), "a", data.path(), &[]).unwrap();
         assert_eq!(again.sync().await.unwrap().log_bytes, 0);
         let got = logs(store.as_ref(), "events", None).await.unwrap();
         assert_eq!(got.len(), 2);
@@ -452,10 +512,11 @@ mod tests {
         let store = store(bucket.path());
         let nodes = data.path().join("nodes.json");
         std::fs::write(&nodes, "[]").unwrap();
-        let mut mirror = ProtocolMirror::new(store.clone(), "b", data.path()).unwrap();
+        let mut mirror =
+            ProtocolMirror::new(store.clone(), "b", data.path(), &["node_id"]).unwrap();
         assert!(mirror.sync().await.unwrap().registry);
         assert!(!mirror.sync().await.unwrap().registry);
-        std::fs::write(&nodes, "[{}]").unwrap();
+        std::fs::write(&nodes, r#"[{"node_id":"CN1","config_xml":"<big/>"}]"#).unwrap();
         // Changed, but uploaded less than a second ago: it waits.
         assert!(!mirror.sync().await.unwrap().registry);
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -463,7 +524,14 @@ mod tests {
         assert_eq!(registry_interval(150_000_000).as_secs(), 60);
         let got = registries(store.as_ref(), None).await.unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].0.as_str(), &got[0].1[..]), ("b", &b"[{}]"[..]));
+        assert_eq!(got[0].0, "b");
+        assert!(String::from_utf8_lossy(&got[0].1).contains("<big/>"));
+        // What the other instances follow: the record cut to the fields named.
+        let peers = RegistryFollower::peers()
+            .read(store.as_ref(), Some("a"))
+            .await
+            .unwrap();
+        assert_eq!(&peers[0].1[..], br#"[{"node_id":"CN1"}]"#);
         assert!(
             registries(store.as_ref(), Some("b"))
                 .await

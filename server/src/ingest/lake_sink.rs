@@ -93,7 +93,8 @@ pub(super) struct LakeSink {
     pub(super) peers: tokio::sync::watch::Sender<PeerRegistries>,
 }
 
-/// The registry files of the other instances of the dataset: (instance, `nodes.json`).
+/// What the other instances of the dataset publish of their registries: (instance, its
+/// `peers.json`, the records cut to [`crate::protocol::peers::CARRIED_FIELDS`]).
 pub type PeerRegistries = Arc<Vec<(String, Bytes)>>;
 
 /// How often the protocol's files are mirrored and the other instances' registries read.
@@ -376,7 +377,7 @@ async fn protocol_sync(
 ) {
     let me = settings.instance_id.as_str();
     let mut mirror = None;
-    let mut follower = samos_lake::protocol::RegistryFollower::default();
+    let mut follower = samos_lake::protocol::RegistryFollower::peers();
     let mut store = None;
     let mut failing = false;
     loop {
@@ -387,7 +388,12 @@ async fn protocol_sync(
             };
             let mirror = match &mut mirror {
                 Some(m) => m,
-                None => mirror.insert(ProtocolMirror::new(store.clone(), me, &settings.data_dir)?),
+                None => mirror.insert(ProtocolMirror::new(
+                    store.clone(),
+                    me,
+                    &settings.data_dir,
+                    &crate::protocol::peers::CARRIED_FIELDS,
+                )?),
             };
             mirror.sync().await?;
             let others = follower.read(store.as_ref(), Some(me)).await?;

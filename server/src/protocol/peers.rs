@@ -4,7 +4,8 @@
 //! reported, an operator's block, a configuration pushed over the air and not yet applied,
 //! the session the node is bound to. The node sends its configuration again at its join.
 //!
-//! Every instance mirrors `nodes.json` to the dataset every second and reads the others'
+//! Every instance mirrors its registry, cut to [`CARRIED_FIELDS`], to the dataset (every
+//! second while small; a second per megabyte when large) and reads the others' every second
 //! (see `ingest::lake_sink`); this module keeps, per node, the most recently seen record
 //! among the other instances. At a join, a peer's record newer than the local one (by the
 //! node's last contact) is taken over before the join is judged, and the takeover is an
@@ -18,19 +19,54 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-use super::registry::{Node, NodeKey, NodeRecord};
+use samos_schemas::payload::Severity;
+use serde::Deserialize;
+
+use super::registry::{Node, NodeKey, NodeRecord, PushedConfig};
+
+/// The fields of a registry record the other instances read: who the node is, when it was
+/// last heard from, and what a move carries over.
+pub const CARRIED_FIELDS: [&str; 9] = [
+    "network",
+    "node_id",
+    "severity",
+    "assessed_severity",
+    "blocked_by",
+    "pushed_config",
+    "bound_client",
+    "joined_at_ms",
+    "last_seen_ms",
+];
+
+/// A node as another instance records it ([`CARRIED_FIELDS`] of its `NodeRecord`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerRecord {
+    pub network: String,
+    pub node_id: String,
+    pub severity: Severity,
+    pub assessed_severity: Severity,
+    #[serde(default)]
+    pub blocked_by: Option<String>,
+    #[serde(default)]
+    pub pushed_config: Option<PushedConfig>,
+    #[serde(default)]
+    pub bound_client: Option<String>,
+    pub joined_at_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+}
 
 /// A node as another instance last recorded it.
 #[derive(Debug, Clone)]
 pub struct PeerNode {
     pub instance: String,
-    pub record: NodeRecord,
+    pub record: PeerRecord,
 }
 
 impl PeerNode {
     /// When the instance last heard from the node.
     fn seen(&self) -> i64 {
-        last_contact(&self.record)
+        let r = &self.record;
+        r.last_seen_ms.max(r.joined_at_ms).unwrap_or(i64::MIN)
     }
 }
 
@@ -50,17 +86,14 @@ impl Peers {
     pub fn update(&self, registries: &[(String, bytes::Bytes)]) {
         let mut nodes: HashMap<NodeKey, PeerNode> = HashMap::new();
         for (instance, bytes) in registries {
-            let records: Vec<NodeRecord> = match serde_json::from_slice(bytes) {
+            let records: Vec<PeerRecord> = match serde_json::from_slice(bytes) {
                 Ok(records) => records,
                 Err(e) => {
                     warn!(%instance, error = %e, "another instance's registry is unreadable; left out");
                     continue;
                 }
             };
-            for mut record in records {
-                // The node sends its configuration again when it joins.
-                record.config = None;
-                record.config_xml = None;
+            for record in records {
                 let peer = PeerNode {
                     instance: instance.clone(),
                     record,
@@ -111,12 +144,20 @@ impl Peers {
 
 #[cfg(test)]
 mod tests {
-    use samos_schemas::payload::Severity;
-
     use super::*;
 
+    /// The records as another instance publishes them: cut to the carried fields.
     fn registry(records: &[NodeRecord]) -> bytes::Bytes {
-        serde_json::to_vec(records).unwrap().into()
+        let full: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_slice(&serde_json::to_vec(records).unwrap()).unwrap();
+        let cut: Vec<_> = full
+            .into_iter()
+            .map(|mut r| {
+                r.retain(|k, _| CARRIED_FIELDS.contains(&k.as_str()));
+                r
+            })
+            .collect();
+        serde_json::to_vec(&cut).unwrap().into()
     }
 
     fn record(node: &str, seen: i64, severity: Severity) -> NodeRecord {
