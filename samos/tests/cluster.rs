@@ -6,21 +6,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::garage::Garage;
 use common::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `samos cluster …` process, killed when dropped; its log in `log`.
 struct Role {
@@ -72,22 +63,11 @@ fn wait_port(port: u16, what: &str, logs: &dyn Fn() -> String) {
 
 /// `samos sql` over `data` (with `--cluster url` when given), CSV out.
 fn sql(garage: &Garage, data: &Path, cluster: Option<&str>, query: &str) -> String {
-    let mut cmd = Command::new(samos_bin());
-    cmd.args(["sql", "--format", "csv", "--data-dir"]).arg(data);
-    if let Some(url) = cluster {
-        cmd.args(["--cluster", url]);
-    }
-    cmd.arg(query);
-    for (k, v) in garage.env() {
-        cmd.env(k, v);
-    }
-    let out = run(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "samos sql {cluster:?} {query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    let extra = match cluster {
+        Some(url) => vec!["--cluster", url],
+        None => Vec::new(),
+    };
+    samos_sql(data, &garage.env(), &extra, query)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +200,7 @@ async fn ballista_answers_as_single_process_sql_does() {
     let api = |engine: &str, q: &str| {
         let path = format!(
             "/api/v1/query?engine={engine}&format=csv&sql={}",
-            url_encode(q)
+            percent_encode(q)
         );
         let (status, body) = http_request(servers[0].api.unwrap(), "GET", &path, None, None);
         assert_eq!(status, 200, "{engine}: {body}");
@@ -239,18 +219,6 @@ async fn ballista_answers_as_single_process_sql_does() {
     // The executors did the scans.
     assert!(executors.iter().all(|e| !e.log().is_empty()), "{}", logs());
     drop(servers);
-}
-
-/// `q` percent-encoded for a query string.
-fn url_encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Today's UTC date, `YYYY-MM-DD`.

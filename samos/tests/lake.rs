@@ -66,20 +66,7 @@ fn wait_lake_rows(s: &TestServer, rows: u64, timeout: Duration) {
 
 /// `samos sql` over the data directory, with the bucket's credentials in the environment.
 fn samos_sql(garage: &Garage, data: &Path, sql: &str) -> String {
-    let mut cmd = Command::new(samos_bin());
-    cmd.args(["sql", "--format", "csv", "--data-dir"])
-        .arg(data)
-        .arg(sql);
-    for (k, v) in garage.env() {
-        cmd.env(k, v);
-    }
-    let out = run(&mut cmd, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "samos sql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    common::samos_sql(data, &garage.env(), &[], sql)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -28,14 +28,6 @@ use samos_tools::client::{Client, ConnectOptions};
 
 const NET: &str = "fleet";
 const SERVER_ID: &str = "SN";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Instance `id` on MQTT port `port` (PROXY protocol on), its history in `s3://…/{prefix}`.
 fn instance_config(garage: &Garage, prefix: &str, id: &str, port: u16, proxied: bool) -> String {
@@ -249,20 +241,7 @@ fn assert_acked_stored(runs: &[NodeRun], counts: &HashMap<String, BTreeMap<u32, 
 
 /// `samos sql` over a data directory, with the bucket's credentials (CSV out).
 fn samos_sql(garage: &Garage, data: &Path, sql: &str) -> String {
-    let mut cmd = Command::new(samos_bin());
-    cmd.args(["sql", "--format", "csv", "--data-dir"])
-        .arg(data)
-        .arg(sql);
-    for (k, v) in garage.env() {
-        cmd.env(k, v);
-    }
-    let out = run(&mut cmd, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "samos sql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    common::samos_sql(data, &garage.env(), &[], sql)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,6 +258,35 @@ pub fn http_request(
     (status, body.to_string())
 }
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `samos sql --format csv --data-dir data [extra…] query` with `env` (an object store's
+/// credentials) set: its standard output, after checking it succeeded.
+pub fn samos_sql(data: &Path, env: &[(&str, String)], extra: &[&str], query: &str) -> String {
+    let mut cmd = Command::new(samos_bin());
+    cmd.args(["sql", "--format", "csv", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .arg(query);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "samos sql {extra:?} {query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
 /// `text` for a URL's query: everything but unreserved characters as `%XX`.
 pub fn percent_encode(text: &str) -> String {
     text.bytes()
