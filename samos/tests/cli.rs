@@ -1,4 +1,5 @@
-//! The `samos` command line: configuration errors, `samos passwd`, Mosquitto password files.
+//! The `samos` command line: configuration errors, `samos passwd`, Mosquitto password files,
+//! `samos cluster` refusing to listen beyond loopback unless opened.
 // Integration tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -155,4 +156,19 @@ fn generate_config_prints_a_valid_documented_file() {
             .status
             .success()
     );
+}
+
+#[test]
+fn ballista_roles_stay_on_loopback_unless_opened() {
+    for args in [
+        &["scheduler", "--bind", "0.0.0.0:0"][..],
+        &["executor", "--flight", "0.0.0.0:0"][..],
+    ] {
+        let out = run(
+            Command::new(samos_bin()).arg("cluster").args(args),
+            Duration::from_secs(20),
+        );
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("pass --open"), "{}", stderr(&out));
+    }
 }

@@ -15,6 +15,11 @@ pub struct ClusterArgs {
     /// Log filter, e.g. `info`, `ballista=debug` (also RUST_LOG).
     #[arg(long, global = true, default_value = "info", env = "RUST_LOG")]
     log: String,
+    /// Listen on a non-loopback address. Ballista's scheduler and executors authenticate no
+    /// one: whoever reaches them can run queries over the dataset (with these processes'
+    /// credentials). Open them only on a private network or behind a firewall.
+    #[arg(long, global = true)]
+    open: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +80,17 @@ impl DatasetArgs {
     }
 }
 
+/// Refuses a non-loopback address unless `--open` was given.
+fn check_open(addr: SocketAddr, open: bool) -> Result<()> {
+    if !addr.ip().is_loopback() && !open {
+        anyhow::bail!(
+            "{addr} is not a loopback address, and Ballista's scheduler and executors \
+             authenticate no one: pass --open to serve a private network anyway"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: ClusterArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(crate::commands::serve::log_filter(&args.log)?)
@@ -86,6 +102,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         .build()?;
     match args.role {
         Role::Scheduler { bind, dataset } => {
+            check_open(bind, args.open)?;
             let dataset = dataset.dataset()?;
             tracing::info!(%bind, dataset = ?dataset.as_ref().map(|d| d.base().to_string()), "Ballista scheduler");
             rt.block_on(samos_cluster::process::run_scheduler(bind, dataset))?;
@@ -98,6 +115,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             slots,
             dataset,
         } => {
+            check_open(flight, args.open)?;
             let dataset = dataset.dataset()?;
             let work_dir = work_dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("samos-executor-{}", flight.port()))
