@@ -93,8 +93,22 @@ pub(super) struct LakeSink {
     pub(super) peers: tokio::sync::watch::Sender<PeerRegistries>,
 }
 
+/// The fields of a registry record (`nodes.json`) the other instances read: who the node is,
+/// when it was last heard from, and what a move carries over (`protocol::peers`).
+pub const PEER_FIELDS: [&str; 9] = [
+    "network",
+    "node_id",
+    "severity",
+    "assessed_severity",
+    "blocked_by",
+    "pushed_config",
+    "bound_client",
+    "joined_at_ms",
+    "last_seen_ms",
+];
+
 /// What the other instances of the dataset publish of their registries: (instance, its
-/// `peers.json`, the records cut to [`crate::protocol::peers::CARRIED_FIELDS`]).
+/// `peers.json`, the records cut to [`PEER_FIELDS`]).
 pub type PeerRegistries = Arc<Vec<(String, Bytes)>>;
 
 /// How often the protocol's files are mirrored and the other instances' registries read.
@@ -392,7 +406,7 @@ async fn protocol_sync(
                     store.clone(),
                     me,
                     &settings.data_dir,
-                    &crate::protocol::peers::CARRIED_FIELDS,
+                    &PEER_FIELDS,
                 )?),
             };
             mirror.sync().await?;

@@ -30,7 +30,7 @@
 mod batcher;
 pub mod columns;
 mod lake_sink;
-pub use lake_sink::PeerRegistries;
+pub use lake_sink::{PEER_FIELDS, PeerRegistries};
 mod parquet_sink;
 pub mod postgres;
 pub mod watermark;

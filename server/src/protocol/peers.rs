@@ -23,20 +23,7 @@ use samos_schemas::payload::Severity;
 use serde::Deserialize;
 
 use super::registry::{Node, NodeKey, NodeRecord, PushedConfig};
-
-/// The fields of a registry record the other instances read: who the node is, when it was
-/// last heard from, and what a move carries over.
-pub const CARRIED_FIELDS: [&str; 9] = [
-    "network",
-    "node_id",
-    "severity",
-    "assessed_severity",
-    "blocked_by",
-    "pushed_config",
-    "bound_client",
-    "joined_at_ms",
-    "last_seen_ms",
-];
+pub use crate::ingest::PEER_FIELDS as CARRIED_FIELDS;
 
 /// A node as another instance records it ([`CARRIED_FIELDS`] of its `NodeRecord`).
 #[derive(Debug, Clone, Deserialize)]
