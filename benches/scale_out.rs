@@ -15,6 +15,8 @@
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../samos/tests/common/ballista.rs"]
+mod ballista;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "../samos/tests/common/garage.rs"]
@@ -212,32 +214,12 @@ async fn sql(rows: usize) -> (String, serde_json::Value) {
     let mut figures = serde_json::json!({"rows": rows, "single_s": single_s});
     for executors in [1usize, 2] {
         let port = free_port();
-        let _scheduler = role(&[
-            "scheduler".into(),
-            "--bind".into(),
-            format!("127.0.0.1:{port}"),
-            "--dataset".into(),
-            base.clone(),
-        ]);
+        let _scheduler = role(&ballista::scheduler_args(port, &base));
         wait_listening(SocketAddr::from(([127, 0, 0, 1], port)));
         let _executors: Vec<Role> = (0..executors)
             .map(|i| {
-                role(&[
-                    "executor".into(),
-                    "--scheduler".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--flight".into(),
-                    format!("127.0.0.1:{}", free_port()),
-                    "--grpc-port".into(),
-                    free_port().to_string(),
-                    "--work-dir".into(),
-                    dir.path()
-                        .join(format!("work{executors}-{i}"))
-                        .display()
-                        .to_string(),
-                    "--dataset".into(),
-                    base.clone(),
-                ])
+                let work = dir.path().join(format!("work{executors}-{i}"));
+                role(&ballista::executor_args(port, &work, &base))
             })
             .collect();
         // Registration takes a moment; the first query waits for an executor anyway.

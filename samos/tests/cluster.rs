@@ -113,37 +113,15 @@ async fn ballista_answers_as_single_process_sql_does() {
         &garage,
         dir.path(),
         "scheduler",
-        &[
-            "scheduler".into(),
-            "--bind".into(),
-            format!("127.0.0.1:{port}"),
-            "--dataset".into(),
-            dataset.clone(),
-        ],
+        &ballista::scheduler_args(port, &dataset),
     );
     wait_port(port, "the scheduler", &|| scheduler.log());
     let executors: Vec<Role> = (0..2)
         .map(|i| {
-            Role::start(
-                &garage,
-                dir.path(),
-                &format!("executor{i}"),
-                &[
-                    "executor".into(),
-                    "--scheduler".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--flight".into(),
-                    format!("127.0.0.1:{}", free_port()),
-                    "--grpc-port".into(),
-                    free_port().to_string(),
-                    "--work-dir".into(),
-                    dir.path().join(format!("work{i}")).display().to_string(),
-                    "--slots".into(),
-                    "2".into(),
-                    "--dataset".into(),
-                    dataset.clone(),
-                ],
-            )
+            let work = dir.path().join(format!("work{i}"));
+            let mut args = ballista::executor_args(port, &work, &dataset);
+            args.extend(["--slots".into(), "2".into()]);
+            Role::start(&garage, dir.path(), &format!("executor{i}"), &args)
         })
         .collect();
     let logs = || {

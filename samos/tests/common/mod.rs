@@ -4,6 +4,7 @@
 // Test support: a panic here is the failing test's report.
 #![allow(clippy::unwrap_used)]
 
+pub mod ballista;
 pub mod garage;
 pub mod haproxy;
 pub mod pg;
