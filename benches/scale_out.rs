@@ -219,7 +219,12 @@ async fn sql(rows: usize) -> (String, serde_json::Value) {
         let _executors: Vec<Role> = (0..executors)
             .map(|i| {
                 let work = dir.path().join(format!("work{executors}-{i}"));
-                role(&ballista::executor_args(port, &work, &base))
+                role(&ballista::executor_args(
+                    port,
+                    [free_port(), free_port()],
+                    &work,
+                    &base,
+                ))
             })
             .collect();
         // Registration takes a moment; the first query waits for an executor anyway.

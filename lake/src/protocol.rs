@@ -17,9 +17,10 @@
 //! node), under the same rule — 50,000 nodes, about 7 MB, at most every 7 seconds. The logs are append-only local files
 //! (`events.jsonl`, `rejected.jsonl`) followed by byte offset: each sync uploads the complete
 //! lines past the offset as one object named by its byte range, then records the new offset
-//! locally (`data/lake-protocol.json`). A crash between the two uploads the same range again
-//! under the same name (the lines past the offset are the same bytes: the file only grows), so
-//! a reader never sees a line twice. Should the local file ever shrink (replaced by hand), a new
+//! locally (`data/lake-protocol.json`). A crash between the two uploads from the same offset
+//! again: the same name if no line arrived meanwhile, else a longer run starting at the same
+//! byte (the file only grows, so it holds the first run's bytes), and readers leave out a run
+//! inside another; either way no line is read twice. Should the local file ever shrink (replaced by hand), a new
 //! epoch starts the names afresh rather than overwrite what is stored.
 //!
 //! Readers ([`instances`], [`registries`], [`logs`]) list the prefix and read every instance;

@@ -119,7 +119,8 @@ async fn ballista_answers_as_single_process_sql_does() {
     let executors: Vec<Role> = (0..2)
         .map(|i| {
             let work = dir.path().join(format!("work{i}"));
-            let mut args = ballista::executor_args(port, &work, &dataset);
+            let mut args =
+                ballista::executor_args(port, [free_port(), free_port()], &work, &dataset);
             args.extend(["--slots".into(), "2".into()]);
             Role::start(&garage, dir.path(), &format!("executor{i}"), &args)
         })

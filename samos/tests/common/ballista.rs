@@ -4,16 +4,7 @@
 // Test support: a panic here is the failing test's report.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `scheduler` on loopback `port` over `dataset`.
 pub fn scheduler_args(port: u16, dataset: &str) -> Vec<String> {
@@ -28,16 +19,17 @@ pub fn scheduler_args(port: u16, dataset: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// `executor` of the scheduler on loopback `port`, on free ports, shuffling into `work_dir`.
-pub fn executor_args(port: u16, work_dir: &Path, dataset: &str) -> Vec<String> {
+/// `executor` of the scheduler on loopback `port`, its Flight and gRPC services on loopback
+/// `ports`, shuffling into `work_dir`.
+pub fn executor_args(port: u16, ports: [u16; 2], work_dir: &Path, dataset: &str) -> Vec<String> {
     [
         "executor",
         "--scheduler",
         &format!("127.0.0.1:{port}"),
         "--flight",
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", ports[0]),
         "--grpc-port",
-        &free_port().to_string(),
+        &ports[1].to_string(),
         "--work-dir",
         &work_dir.display().to_string(),
         "--dataset",
