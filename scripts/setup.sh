@@ -7,7 +7,9 @@
 # PostgreSQL for the sink's tests (no service is started: tests run their own clusters),
 # Chromium and chromedriver for the dashboard's browser tests, HAProxy for the load-balancer tests.
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
-# Parquet files), duckdb (the SQL benchmark's baseline) and deltalake (reads the Delta table).
+# Parquet files; its Flight client queries Flight SQL), duckdb (the SQL benchmark's baseline),
+# deltalake (reads the Delta table), psycopg 3 and the ADBC Flight SQL driver (the SQL
+# endpoints' clients).
 # crates.io: Garage 2.5, the S3-compatible server the object-store tests start (built once per
 # machine into /opt/garage, or ~/.local/opt/garage without root: about 10 minutes on 2 cores).
 set -euo pipefail
@@ -42,6 +44,8 @@ command -v nextpnr-ice40 >/dev/null || need_apt+=(nextpnr-ice40)
 command -v icepack >/dev/null || need_apt+=(fpga-icestorm)
 # PostgreSQL server binaries: tests start throwaway clusters (initdb in a temp dir, free port).
 have '/usr/lib/postgresql/*/bin/initdb' || need_apt+=(postgresql)
+# psql: the PostgreSQL wire endpoint's tests drive it.
+command -v psql >/dev/null || need_apt+=(postgresql-client)
 # The dashboard's browser tests: Debian's Chromium, driven headless through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
@@ -83,6 +87,13 @@ fi
 if ! python3 -c 'import deltalake' 2>/dev/null; then
   echo "setup: installing deltalake from PyPI"
   pip_install deltalake
+fi
+
+# The SQL endpoints' real clients: psycopg 3 (libpq, PostgreSQL wire) and the ADBC Flight SQL
+# driver (pyarrow.flight comes with pyarrow).
+if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi' 2>/dev/null; then
+  echo "setup: installing psycopg and adbc-driver-flightsql from PyPI"
+  pip_install 'psycopg[binary]>=3.1' adbc-driver-flightsql adbc-driver-manager
 fi
 
 # Garage: a real S3 server for the object-store tests. A long build, so it is done once per

@@ -57,6 +57,9 @@ pub enum Access {
     Session,
 }
 
+/// The catalog every table is in (`samos.public.readings`).
+pub const CATALOG: &str = "samos";
+
 /// The views every session has.
 pub const VIEWS: [(&str, &str); 2] = [
     (
@@ -107,7 +110,10 @@ impl History {
         lake: Option<samos_lake::Dataset>,
     ) -> Result<History, QueryError> {
         let instance = instance_of(data_dir);
-        let mut config = SessionConfig::new().with_information_schema(true);
+        // Catalog `samos` (the database name PostgreSQL clients see), schema `public`.
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public");
         if lake.is_some() {
             // On an object store a scan partition waits on one range GET at a time: more of
             // them keep more requests in flight (see `LAKE_SCAN_PARTITIONS`).

@@ -127,7 +127,7 @@ impl Hash {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -237,6 +237,13 @@ impl Authenticator {
     /// Whether a password file is configured at all.
     pub fn has_passwords(&self) -> bool {
         self.passwords.is_some()
+    }
+
+    /// Whether the password file names `user`.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.passwords
+            .as_ref()
+            .is_some_and(|p| p.get(user).is_some())
     }
 
     /// Verifies `user`/`password`; runs the slow hash off the async runtime.
@@ -455,6 +462,13 @@ pub fn filter_within(allowed: &str, requested: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
 
     #[test]
     fn mosquitto_pbkdf2_hash_verifies() {

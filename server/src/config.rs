@@ -48,6 +48,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The HTTP query API (SQL and open data over the stored history).
     pub api: ApiConfig,
+    /// The PostgreSQL wire protocol over the same read-only tables (psql, Grafana, DBeaver).
+    pub pgwire: SqlEndpointConfig,
+    /// Arrow Flight SQL over the same read-only tables (ADBC, JDBC, pyarrow).
+    pub flight: SqlEndpointConfig,
     /// The sensor-network protocol (node admission, readings, `$SYS`).
     pub protocol: ProtocolConfig,
     /// The durable path of readings: WAL and Parquet.
@@ -66,6 +70,8 @@ impl Default for Config {
             acl: Vec::new(),
             metrics: MetricsConfig::default(),
             api: ApiConfig::default(),
+            pgwire: SqlEndpointConfig::default(),
+            flight: SqlEndpointConfig::default(),
             protocol: ProtocolConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -431,7 +437,46 @@ impl Default for ApiConfig {
     }
 }
 
+/// A SQL endpoint for other tools: `[pgwire]` (the PostgreSQL wire protocol) or `[flight]`
+/// (Arrow Flight SQL). Both answer from the same read-only tables as `samos sql`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlEndpointConfig {
+    /// Address to serve on (port 0: any free port). Unset: the endpoint is off.
+    pub bind: Option<SocketAddr>,
+    /// Serve over TLS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Admit clients without credentials on a non-loopback address. Without it, a client logs
+    /// in with `api.token` / `api.admin_token` or a password-file user; a loopback endpoint
+    /// with none of those configured admits anyone, like the MQTT and HTTP defaults.
+    pub allow_anonymous: bool,
+    /// Most rows one result carries; a longer one ends in an error after this many rows
+    /// (never a silently cut answer). 0: no cap.
+    pub max_rows: u64,
+    /// A query still running (planning and streaming) after this many milliseconds is
+    /// cancelled with an error.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for SqlEndpointConfig {
+    fn default() -> Self {
+        SqlEndpointConfig {
+            bind: None,
+            tls: None,
+            allow_anonymous: false,
+            max_rows: 10_000_000,
+            query_timeout_ms: 300_000,
+        }
+    }
+}
+
 impl Config {
+    /// Whether any credential (API token or password file) is configured: a SQL endpoint
+    /// then asks every client for one.
+    pub fn has_credentials(&self) -> bool {
+        self.api.token.is_some() || self.api.admin_token.is_some() || self.password_file.is_some()
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -510,6 +555,27 @@ impl Config {
                 "api.token (viewers) and api.admin_token (admins) must differ".into(),
             ));
         }
+        for (name, e) in [("pgwire", &self.pgwire), ("flight", &self.flight)] {
+            if let Some(bind) = e.bind
+                && !bind.ip().is_loopback()
+                && !self.has_credentials()
+                && !e.allow_anonymous
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}.bind {bind} is not a loopback address: set api.token or a password_file, or {name}.allow_anonymous = true to serve the data openly"
+                )));
+            }
+            if e.tls.as_ref().is_some_and(|t| t.use_identity_as_username) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}.tls.use_identity_as_username is for MQTT listeners: SQL clients log in with a password"
+                )));
+            }
+            if e.query_timeout_ms == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}.query_timeout_ms must be at least 1"
+                )));
+            }
+        }
         if self.api.max_rows == 0 || self.api.max_query_bytes == 0 || self.api.query_timeout_ms == 0
         {
             return Err(ConfigError::Invalid(
@@ -575,6 +641,31 @@ mod tests {
             ..Config::default()
         };
         assert!(open.anonymous_allowed(&public));
+    }
+
+    #[test]
+    fn a_public_sql_endpoint_needs_credentials_or_an_explicit_opening() {
+        let public = |password_file: Option<&str>, open: bool| Config {
+            password_file: password_file.map(PathBuf::from),
+            pgwire: SqlEndpointConfig {
+                bind: Some("0.0.0.0:5433".parse().unwrap()),
+                allow_anonymous: open,
+                ..SqlEndpointConfig::default()
+            },
+            ..Config::default()
+        };
+        let err = public(None, false).finish().unwrap_err().to_string();
+        assert!(err.contains("pgwire.bind"), "{err}");
+        public(Some("passwords"), false).finish().unwrap();
+        public(None, true).finish().unwrap();
+        let loopback = Config {
+            flight: SqlEndpointConfig {
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                ..SqlEndpointConfig::default()
+            },
+            ..Config::default()
+        };
+        loopback.finish().unwrap();
     }
 
     #[test]

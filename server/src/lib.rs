@@ -6,6 +6,7 @@
 //!   └─▶ protocol (node admission, registry, reading checks, control replies)
 //!         └─▶ ingest (bounded queue → batcher → WAL fsync → acks released → Parquet, PostgreSQL)
 //! api (HTTP: the JSON API, SQL, the dashboard and its live stream, fed by `live`)
+//! sql (the PostgreSQL wire protocol and Arrow Flight SQL over the same read-only tables)
 //! auth, config, metrics, clock, refusal: used by all
 //! ```
 //!
@@ -31,3 +32,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod refusal;
 pub mod server;
+pub mod sql;

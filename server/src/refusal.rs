@@ -177,6 +177,19 @@ refusals! {
     /// A mining run while the most allowed at once are going.
     ApiMiningBusy => "api_mining_busy",
 
+    // The SQL endpoints for other tools: PostgreSQL wire protocol and Flight SQL.
+    /// A login without valid credentials where they are required (or a password on a
+    /// connection that would carry it in clear).
+    SqlUnauthorized => "sql_unauthorized",
+    /// A statement that would change something: these endpoints only read.
+    SqlNotReadOnly => "sql_not_read_only",
+    /// A query that ran past the endpoint's `query_timeout_ms`, or was cancelled.
+    SqlQueryTimeout => "sql_query_timeout",
+    /// A result longer than the endpoint's `max_rows`.
+    SqlTooManyRows => "sql_too_many_rows",
+    /// A statement that does not parse or plan.
+    SqlBadQuery => "sql_bad_query",
+
     // The PostgreSQL sink (nothing is lost: the WAL keeps the readings).
     /// The database holds another store's readings.
     PostgresForeignStore => "postgres_foreign_store",

@@ -30,6 +30,14 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve {name} on {addr}: {source}")]
+    Sql {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    SqlEndpoint(#[from] crate::sql::EndpointError),
     #[error("cannot open the history for the HTTP API: {0}")]
     History(#[from] samos_analytics::QueryError),
     #[error(transparent)]
@@ -62,6 +70,10 @@ pub struct Endpoints {
     pub mqtts: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    /// The PostgreSQL wire protocol endpoint.
+    pub pg: Option<SocketAddr>,
+    /// The Arrow Flight SQL endpoint.
+    pub flight: Option<SocketAddr>,
 }
 
 /// A started server; dropping it does not stop the tasks (they belong to the runtime).
@@ -162,6 +174,17 @@ impl Server {
         } else {
             None
         };
+        let bind_sql = |name: &'static str, bind: Option<SocketAddr>| async move {
+            match bind {
+                Some(addr) => tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map(Some)
+                    .map_err(|source| StartError::Sql { name, addr, source }),
+                None => Ok(None),
+            }
+        };
+        let pg_listener = bind_sql("pgwire", config.pgwire.bind).await?;
+        let flight_listener = bind_sql("flight", config.flight.bind).await?;
         let endpoints = Endpoints {
             mqtt: listeners
                 .iter()
@@ -175,6 +198,8 @@ impl Server {
                 .collect(),
             metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
             api: api_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            pg: pg_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            flight: flight_listener.as_ref().and_then(|l| l.local_addr().ok()),
         };
 
         let protocol = if config.protocol.enabled {
@@ -278,6 +303,13 @@ impl Server {
                     tracing::error!(error = %e, "HTTP API stopped");
                 }
             });
+        }
+        if let Some(l) = pg_listener {
+            crate::sql::start_pg(l, &shared.config, shared.auth.clone(), metrics.clone()).await?;
+        }
+        if let Some(l) = flight_listener {
+            crate::sql::start_flight(l, &shared.config, shared.auth.clone(), metrics.clone())
+                .await?;
         }
         Ok(Server {
             endpoints,

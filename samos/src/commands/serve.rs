@@ -54,6 +54,12 @@ pub struct ServeArgs {
     /// Turn the HTTP query API off.
     #[arg(long)]
     no_api: bool,
+    /// Serve the PostgreSQL wire protocol (psql, Grafana, DBeaver) here, e.g. 127.0.0.1:5433.
+    #[arg(long)]
+    pg_listen: Option<SocketAddr>,
+    /// Serve Arrow Flight SQL (ADBC, JDBC, pyarrow) here, e.g. 127.0.0.1:8815.
+    #[arg(long)]
+    flight_listen: Option<SocketAddr>,
     /// Also load readings into PostgreSQL (connection string, e.g. postgres://user@host/db).
     #[arg(long)]
     postgres: Option<String>,
@@ -125,6 +131,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     if args.no_api {
         config.api.enabled = false;
+    }
+    if let Some(a) = args.pg_listen {
+        config.pgwire.bind = Some(a);
+    }
+    if let Some(a) = args.flight_listen {
+        config.flight.bind = Some(a);
     }
     if let Some(url) = args.postgres {
         config.storage.postgres = Some(url);

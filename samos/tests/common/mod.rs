@@ -9,6 +9,7 @@ pub mod garage;
 pub mod haproxy;
 pub mod pg;
 pub mod raw;
+pub mod synthetic_store;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +25,10 @@ pub struct TestServer {
     pub mqtts: Vec<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    /// The PostgreSQL wire endpoint, where `[pgwire] bind` is set.
+    pub pg: Option<SocketAddr>,
+    /// The Flight SQL endpoint, where `[flight] bind` is set.
+    pub flight: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -88,6 +93,8 @@ impl TestServer {
             mqtts: Vec::new(),
             metrics: None,
             api: None,
+            pg: None,
+            flight: None,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,6 +114,8 @@ impl TestServer {
                 server.mqtts = addrs("mqtts");
                 server.metrics = v["metrics"].as_str().map(|s| s.parse().unwrap());
                 server.api = v["api"].as_str().map(|s| s.parse().unwrap());
+                server.pg = v["pg"].as_str().map(|s| s.parse().unwrap());
+                server.flight = v["flight"].as_str().map(|s| s.parse().unwrap());
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode, header};
 
-use super::{Refused, constant_time_eq};
+use super::Refused;
+use crate::auth::constant_time_eq;
 use crate::config::ApiConfig;
 use crate::refusal::Refusal;
 

@@ -276,10 +276,6 @@ struct Collected {
     truncated: bool,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 type Params = Query<HashMap<String, String>>;
 
 async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, Query(p): Params) -> Response {
@@ -546,7 +542,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_and_tokens() {
+    fn times() {
         assert_eq!(parse_time("from", "1970-01-02").ok().unwrap(), 86_400_000);
         assert_eq!(
             parse_time("from", "1970-01-01T00:00:01+00:00")
@@ -556,8 +552,5 @@ mod tests {
         );
         assert!(parse_time("from", "yesterday").is_err());
         assert_eq!(utc_date(86_400_000), "1970-01-02");
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -36,8 +36,14 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Builds the acceptor for one listener.
+/// Builds the acceptor for one MQTT listener (ALPN `mqtt`).
 pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    acceptor_for(cfg, b"mqtt")
+}
+
+/// Builds an acceptor for `cfg` that offers `alpn` (`mqtt`, `postgresql`): a client that names
+/// another protocol is refused, one that names none is served.
+pub fn acceptor_for(cfg: &TlsConfig, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&cfg.cert)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| TlsError::Key {
@@ -69,7 +75,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> 
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    config.alpn_protocols = vec![b"mqtt".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
