@@ -30,12 +30,7 @@ use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
-};
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_query_response};
@@ -43,31 +38,29 @@ use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME, ErrorHandler,
-    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::Execute;
-use pgwire::messages::startup::Authentication;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use samos_analytics::History;
 use samos_analytics::datafusion::common::ParamValues;
 use samos_analytics::datafusion::logical_expr::LogicalPlan;
 use samos_analytics::datafusion::prelude::SessionContext;
 use samos_analytics::datafusion::sql::sqlparser::ast::{Set, Statement};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{Bounded, Limits, Logins, Method, Rows, Stop};
+mod login;
+
+use login::{Login, TokenVerifiers};
+
+use super::{Bounded, Limits, Logins, Rows, Stop};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 
 /// The catalog (PostgreSQL database) name clients connect to; any name is accepted.
 pub const DATABASE: &str = samos_analytics::CATALOG;
-
-/// SCRAM's iteration count (RFC 7677's minimum, PostgreSQL's default).
-const SCRAM_ITERATIONS: usize = 4096;
 
 /// A PostgreSQL error for the client.
 fn pg_error(severity: &str, code: &str, message: impl Into<String>) -> PgWireError {
@@ -225,186 +218,6 @@ impl ErrorHandler for Errors {
             let user = client.metadata().get(METADATA_USER).cloned();
             warn!(peer = %client.socket_addr(), ?user, reason = reason.label(), "PostgreSQL request refused: {error}");
         }
-    }
-}
-
-/// The login of one connection: the method is chosen from the user name in the startup
-/// message, then the exchange is driven to its end.
-struct Login {
-    endpoint: Arc<Endpoint>,
-    state: Mutex<LoginState>,
-}
-
-enum LoginState {
-    AwaitingStartup,
-    Password,
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
-}
-
-impl Login {
-    fn new(endpoint: Arc<Endpoint>) -> Login {
-        Login {
-            endpoint,
-            state: Mutex::new(LoginState::AwaitingStartup),
-        }
-    }
-
-    /// Admits the client: cancel key, registration for cancel requests, parameters, ready.
-    async fn admit<C>(&self, client: &mut C, method: Method) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let (pid, key) = RandomPidSecretKeyGenerator::default().generate(client);
-        client.set_pid_and_secret_key(pid, key.clone());
-        let (handle, guard) = self.endpoint.connections.register(pid, key);
-        client
-            .session_extensions()
-            .insert::<Arc<ConnectionHandle>>(handle);
-        client.session_extensions().insert(guard);
-        info!(peer = %client.socket_addr(), user = ?client.metadata().get(METADATA_USER), ?method, "PostgreSQL client logged in");
-        finish_authentication(client, self.endpoint.parameters.as_ref()).await
-    }
-}
-
-fn refused_login(user: &str, why: &str) -> PgWireError {
-    pg_error(
-        "FATAL",
-        "28P01",
-        format!("password authentication failed for user \"{user}\": {why}"),
-    )
-}
-
-#[async_trait]
-impl StartupHandler for Login {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let mut state = self.state.lock().await;
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_default();
-        match (&mut *state, message) {
-            (LoginState::AwaitingStartup, PgWireFrontendMessage::Startup(startup)) => {
-                let user = startup
-                    .parameters
-                    .get(METADATA_USER)
-                    .cloned()
-                    .unwrap_or_default();
-                match self.endpoint.logins.method(&user) {
-                    Some(Method::Anonymous) => {
-                        protocol_negotiation(client, &startup).await?;
-                        save_startup_parameters_to_metadata(client, &startup);
-                        self.admit(client, Method::Anonymous).await
-                    }
-                    Some(Method::Password) => {
-                        let peer = client.socket_addr();
-                        if !client.is_secure() && !peer.ip().is_loopback() {
-                            return Err(refused_login(
-                                &user,
-                                "this connection is not encrypted and would carry the password in clear: connect with sslmode=require",
-                            ));
-                        }
-                        protocol_negotiation(client, &startup).await?;
-                        save_startup_parameters_to_metadata(client, &startup);
-                        client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                        *state = LoginState::Password;
-                        client
-                            .send(PgWireBackendMessage::Authentication(
-                                Authentication::CleartextPassword,
-                            ))
-                            .await?;
-                        Ok(())
-                    }
-                    Some(Method::Token) => {
-                        let mut scram = ScramAuth::new(self.endpoint.tokens.clone());
-                        scram.set_iterations(SCRAM_ITERATIONS);
-                        let handler = SASLAuthStartupHandler::new(self.endpoint.parameters.clone())
-                            .with_scram(scram)
-                            .with_connection_manager(self.endpoint.connections.clone());
-                        handler
-                            .on_startup(client, PgWireFrontendMessage::Startup(startup))
-                            .await?;
-                        *state = LoginState::Scram(Box::new(handler));
-                        Ok(())
-                    }
-                    None => Err(refused_login(
-                        &user,
-                        "log in as a password-file user, or with any user name and the API token as the password",
-                    )),
-                }
-            }
-            (LoginState::Password, PgWireFrontendMessage::PasswordMessageFamily(message)) => {
-                let password = message.into_password()?;
-                if self.endpoint.logins.check(&user, &password.password).await {
-                    *state = LoginState::AwaitingStartup;
-                    self.admit(client, Method::Password).await
-                } else {
-                    Err(refused_login(&user, "wrong password"))
-                }
-            }
-            (
-                LoginState::Scram(handler),
-                message @ PgWireFrontendMessage::PasswordMessageFamily(_),
-            ) => {
-                handler.on_startup(client, message).await?;
-                if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-                    info!(peer = %client.socket_addr(), %user, method = ?Method::Token, "PostgreSQL client logged in");
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// SCRAM's view of the tokens: the salted password of the token `user` must know, with a
-/// salt drawn once per process.
-#[derive(Debug)]
-struct TokenVerifiers {
-    logins: Arc<Logins>,
-    salt: [u8; 16],
-    salted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
-}
-
-impl TokenVerifiers {
-    fn new(logins: Arc<Logins>) -> TokenVerifiers {
-        TokenVerifiers {
-            logins,
-            salt: rand::random(),
-            salted: std::sync::Mutex::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl AuthSource for TokenVerifiers {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let user = login.user().unwrap_or_default();
-        let Some(token) = self.logins.token_for(user) else {
-            return Err(refused_login(user, "no token is configured"));
-        };
-        let mut salted = self.salted.lock().expect("token verifiers");
-        let known = salted
-            .iter()
-            .find(|(t, _)| t == token)
-            .map(|(_, s)| s.clone());
-        let verifier = known.unwrap_or_else(|| {
-            let s = gen_salted_password(token, &self.salt, SCRAM_ITERATIONS);
-            salted.push((token.to_owned(), s.clone()));
-            s
-        });
-        Ok(Password::new(Some(self.salt.to_vec()), verifier))
     }
 }
 
