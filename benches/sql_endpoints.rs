@@ -74,7 +74,10 @@ fn time(label: &str, rows: u64, pid: u32, mut cmd: impl FnMut() -> Command) -> (
             String::from_utf8_lossy(&out.stderr)
         );
         let text = stdout(&out);
-        let counted: u64 = text.trim().parse().unwrap_or_else(|_| panic!("{label}: {text}"));
+        let counted: u64 = text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{label}: {text}"));
         assert_eq!(counted, rows, "{label}");
         if i > 0 {
             times.push(elapsed);
@@ -145,7 +148,10 @@ fn main() {
     let data = dir.path().join("data");
     let t = Instant::now();
     common::synthetic_store::write_store(&data, rows as usize);
-    eprintln!("store: {rows} readings written in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "store: {rows} readings written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let glob = format!("{}/readings/*/*.parquet", data.display());
     let server = TestServer::in_dir(
         dir,
@@ -172,7 +178,11 @@ fn main() {
     });
     results.push(("Samos PostgreSQL wire → psql", s, Some(mem)));
     let (s, mem) = time("psycopg", rows, pid, || python(PSYCOPG, &[&dsn, QUERY]));
-    results.push(("Samos PostgreSQL wire → psycopg (single-row mode)", s, Some(mem)));
+    results.push((
+        "Samos PostgreSQL wire → psycopg (single-row mode)",
+        s,
+        Some(mem),
+    ));
 
     println!("\n{rows} rows of `{QUERY}`, median of {RUNS} runs after one warm-up\n");
     println!("| client | seconds | rows/s | ÷ DuckDB | server RSS growth |");

@@ -7,6 +7,7 @@
 //!         └─▶ ingest (bounded queue → batcher → WAL fsync → acks released → Parquet, PostgreSQL)
 //! api (HTTP: the JSON API, SQL, the dashboard and its live stream, fed by `live`)
 //! sql (the PostgreSQL wire protocol and Arrow Flight SQL over the same read-only tables)
+//! alerts (rules over the latest readings, alert states, notifications through a durable outbox)
 //! auth, config, metrics, clock, refusal: used by all
 //! ```
 //!
@@ -20,6 +21,7 @@
 //!
 //! The path of one reading, file by file, is in ARCHITECTURE.md.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;

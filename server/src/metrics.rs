@@ -127,9 +127,16 @@ pub struct Metrics {
     pub postgres_rows: AtomicU64,
     /// Alerts raised by the severity cross-check (not refusals: the readings were stored).
     pub alerts_raised: AtomicU64,
+    /// Alert rule transitions: firing, acknowledged, resolved.
+    alert_transitions: [AtomicU64; 3],
+    /// Alert notifications: delivered, retried (attempts that failed for now), failed (for good).
+    alert_notifications: [AtomicU64; 3],
     /// Indexed by `Refusal as usize`.
     refusals: Box<[AtomicU64]>,
 }
+
+const ALERT_CHANGES: [&str; 3] = ["firing", "acknowledged", "resolved"];
+const NOTIFICATION_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -174,6 +181,8 @@ impl Default for Metrics {
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
+            alert_transitions: Default::default(),
+            alert_notifications: Default::default(),
             refusals: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -183,6 +192,20 @@ impl Metrics {
     /// Counts one refusal; every refusal is also logged where it happens.
     pub fn refuse(&self, reason: Refusal) {
         self.refuse_n(reason, 1);
+    }
+
+    /// Counts an alert's change (`firing`, `acknowledged`, `resolved`).
+    pub fn alert_transition(&self, change: &str) {
+        if let Some(i) = ALERT_CHANGES.iter().position(|c| *c == change) {
+            self.alert_transitions[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a notification attempt's outcome (`delivered`, `retried`, `failed`).
+    pub fn alert_notification(&self, result: &str) {
+        if let Some(i) = NOTIFICATION_RESULTS.iter().position(|c| *c == result) {
+            self.alert_notifications[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Counts `n` refusals of one kind.
@@ -463,6 +486,27 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for (qos, c) in arr.iter().enumerate() {
                 let _ = writeln!(o, "{name}{{qos=\"{qos}\"}} {}", c.load(Relaxed));
+            }
+        }
+        for (name, help, label, names, counters) in [
+            (
+                "samos_alert_transitions_total",
+                "Alert rule transitions, by change.",
+                "change",
+                &ALERT_CHANGES,
+                &self.alert_transitions,
+            ),
+            (
+                "samos_alert_notifications_total",
+                "Alert notification attempts, by result (retried: failed for now).",
+                "result",
+                &NOTIFICATION_RESULTS,
+                &self.alert_notifications,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value, c) in names.iter().zip(counters.iter()) {
+                let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {}", c.load(Relaxed));
             }
         }
         let _ = writeln!(

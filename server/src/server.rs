@@ -38,6 +38,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     SqlEndpoint(#[from] crate::sql::EndpointError),
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     #[error("cannot open the history for the HTTP API: {0}")]
     History(#[from] samos_analytics::QueryError),
     #[error(transparent)]
@@ -82,6 +84,7 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     pub protocol: Option<Arc<crate::protocol::Protocol>>,
     pub ingest: Option<Arc<crate::ingest::Ingest>>,
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 impl Server {
@@ -304,6 +307,26 @@ impl Server {
                 }
             });
         }
+        let alerts = match &protocol {
+            Some(p)
+                if !shared.config.alerts.rules.is_empty()
+                    || !shared.config.alerts.cross_check_actions.is_empty() =>
+            {
+                let publisher = p.clone();
+                Some(
+                    crate::alerts::Alerts::start(
+                        &shared.config.alerts,
+                        p.clone(),
+                        Arc::new(move |topic, payload| publisher.publish_message(topic, payload)),
+                        &shared.config.data_dir,
+                        &instance_id,
+                        metrics.clone(),
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
+        };
         if let Some(l) = pg_listener {
             crate::sql::start_pg(l, &shared.config, shared.auth.clone(), metrics.clone()).await?;
         }
@@ -316,6 +339,7 @@ impl Server {
             metrics,
             protocol,
             ingest,
+            alerts,
         })
     }
 

@@ -102,6 +102,23 @@ impl Protocol {
         self.live.publish("event", Some(node_id), line);
     }
 
+    /// Records an event for another part of the server (alerting): `events.jsonl` and the
+    /// dashboard's live feed.
+    pub fn record_event(
+        &self,
+        kind: &str,
+        network: &str,
+        node_id: &str,
+        detail: serde_json::Value,
+    ) {
+        self.event(kind, network, node_id, detail);
+    }
+
+    /// Publishes `payload` on `topic_name` at QoS 1 through this server's broker.
+    pub fn publish_message(&self, topic_name: String, payload: String) {
+        self.publish(topic_name, payload, QoS::AtLeastOnce, false);
+    }
+
     pub(super) fn sys(&self, name: &str, value: String) {
         let t = topic::sys_topic(
             &self.identity.network,

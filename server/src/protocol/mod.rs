@@ -359,6 +359,7 @@ impl Protocol {
         self.registry.mark_dirty();
         self.touch(&node, from);
         if let Some(v) = accepted.value.as_f64() {
+            node.remember(accepted.sensor, v, now_ms());
             self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
         }
         if node.live.watched() {

@@ -101,6 +101,17 @@ pub struct Node {
     pub severity_window: Mutex<samos_schemas::severity::Window>,
     /// Its accepted readings, for the dashboard pages watching it.
     pub live: Arc<crate::live::NodeReadings>,
+    /// The latest numeric reading of each declared sensor (by index), for alert rules.
+    pub latest: Mutex<Vec<Option<Latest>>>,
+}
+
+/// A sensor's latest numeric reading and the one before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latest {
+    pub value: f64,
+    pub time_ms: i64,
+    /// The previous reading's value and time.
+    pub previous: Option<(f64, i64)>,
 }
 
 impl Node {
@@ -112,7 +123,22 @@ impl Node {
             session: Mutex::new(None),
             severity_window: Mutex::new(Default::default()),
             live: Arc::default(),
+            latest: Mutex::default(),
         }
+    }
+
+    /// Remembers `value` as the latest reading of sensor `index`.
+    pub fn remember(&self, index: usize, value: f64, time_ms: i64) {
+        let mut latest = self.latest.lock().expect("latest readings");
+        if latest.len() <= index {
+            latest.resize(index + 1, None);
+        }
+        let previous = latest[index].map(|l| (l.value, l.time_ms));
+        latest[index] = Some(Latest {
+            value,
+            time_ms,
+            previous,
+        });
     }
 
     /// A copy of the record with the live counters folded in.

@@ -1,0 +1,232 @@
+//! Alert rules and their notifications against real receivers: a Python HTTP server that
+//! records webhooks (checking their HMAC signature with Python's own hmac) and can be made to
+//! answer 503, and `mosquitto_sub` on the MQTT action's topic; retries while the receiver
+//! fails, delivery after `kill -9` of Samos and a restart, each notification accepted once.
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::raw::*;
+use common::*;
+use serde_json::Value;
+
+const NET: &str = "Karlovasi_IoT_network";
+const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+const SENSOR: &str = "indoorTemperatureSensor";
+const SECRET: &str = "hook-s3cret";
+
+/// The recording webhook receiver, killed when dropped.
+struct Receiver {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_server.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .arg(SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "webhook receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Receiver { child, dir, port }
+    }
+
+    fn fail(&self, on: bool) {
+        let path = self.dir.path().join("fail");
+        if on {
+            std::fs::write(path, b"").unwrap();
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the recorded requests.
+    fn wait(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.requests();
+            if pred(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{what}: {r:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish(c: &mut Raw, id: &str, value: f64, pkid: u16) {
+    let topic = format!("{NET}/{id}/{LOC}/{SENSOR}");
+    let payload = format!("float,0-70,{value}");
+    assert_eq!(c.publish_qos1(&topic, payload.as_bytes(), pkid), 0);
+}
+
+fn config(port: u16) -> String {
+    format!(
+        "[alerts]\neval_interval_ms = 200\n\
+         [[alerts.rule]]\nname = \"hot\"\nwhen = \"sensor = '{SENSOR}' AND value > 45\"\nseverity = \"critical\"\nactions = [\"ops\", \"bus\"]\n\
+         [[alerts.rule]]\nname = \"silent\"\nwhen = \"node_id = 'CN2' AND silent_secs > 2\"\nactions = [\"ops\"]\n\
+         [[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{SECRET}\"\ntimeout_ms = 2000\n\
+         [[alerts.mqtt]]\nname = \"bus\"\ntopic = \"alerts/{{rule}}/{{node_id}}/{{event}}\"\n"
+    )
+}
+
+/// 200-answered requests for `event` of `rule`.
+fn accepted<'a>(requests: &'a [Value], rule: &str, event: &str) -> Vec<&'a Value> {
+    requests
+        .iter()
+        .filter(|r| r["status"] == 200 && r["body"]["rule"] == rule && r["event"] == event)
+        .collect()
+}
+
+#[test]
+fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
+    let receiver = Receiver::start();
+    receiver.fail(true);
+    let s = TestServer::with_config(&config(receiver.port));
+    let mut bus = mosquitto_sub(s.port(), &["-t", "alerts/#", "-v", "-C", "1", "-W", "30"]);
+    wait_subscriptions(&s, 1);
+
+    // CN1 runs hot: the alert fires; the receiver answers 503, so the notification is retried.
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish(&mut cn1, "CN1", 50.0, 10);
+    let tries = receiver.wait("two attempts of the firing notification", |r| {
+        r.iter()
+            .filter(|r| r["event"] == "firing" && r["body"]["rule"] == "hot")
+            .count()
+            >= 2
+    });
+    assert!(tries.iter().all(|r| r["status"] == 503));
+    assert!(s.metric("samos_alert_notifications_total{result=\"retried\"}") >= 1);
+    // The MQTT action delivered through the broker at once.
+    let mut line = String::new();
+    bus.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut line)
+        .unwrap();
+    let _ = bus.wait();
+    assert!(line.starts_with("alerts/hot/CN1/firing "), "{line}");
+    let message: Value = serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+    assert_eq!(message["value"], 50.0);
+    assert_eq!(message["severity"], "critical");
+
+    // Samos is killed while the notification waits; the receiver recovers; the restart
+    // delivers it, and does not raise the still-firing alert again.
+    let dir = s.kill();
+    receiver.fail(false);
+    let s = TestServer::in_dir(dir, &config(receiver.port));
+    let r = receiver.wait("the firing notification delivered after the restart", |r| {
+        !accepted(r, "hot", "firing").is_empty()
+    });
+    let firing = accepted(&r, "hot", "firing");
+    assert_eq!(firing.len(), 1, "{firing:#?}");
+    let id = firing[0]["delivery"].as_str().unwrap();
+    assert!(id.starts_with("hot/Karlovasi_IoT_network/CN1/indoorTemperatureSensor/"));
+    assert!(id.ends_with("#firing#ops"), "{id}");
+    assert_eq!(firing[0]["body"]["delivery_id"], id);
+
+    // Back to normal: resolved, once. CN2 joins and stays silent: the silent rule fires.
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish(&mut cn1, "CN1", 21.0, 20);
+    let _cn2 = join_paper_node(&s, "CN2");
+    receiver.wait("resolved and silent", |r| {
+        !accepted(r, "hot", "resolved").is_empty() && !accepted(r, "silent", "firing").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let r = receiver.requests();
+    assert_eq!(accepted(&r, "hot", "firing").len(), 1, "{r:#?}");
+    assert_eq!(accepted(&r, "hot", "resolved").len(), 1, "{r:#?}");
+    assert_eq!(accepted(&r, "silent", "firing").len(), 1, "{r:#?}");
+    assert!(
+        r.iter().all(|r| r["signature_ok"] == true),
+        "every request signed: {r:#?}"
+    );
+    let resolved = accepted(&r, "hot", "resolved")[0];
+    assert_eq!(resolved["body"]["alert_id"], firing[0]["body"]["alert_id"]);
+    assert_eq!(resolved["body"]["value"], 21.0);
+
+    // The alert's life is in the events table.
+    let events = samos_sql(
+        &s.data_dir(),
+        &[],
+        &[],
+        "SELECT kind, count(*) AS n FROM events WHERE kind LIKE 'alert_%' GROUP BY kind ORDER BY kind",
+    );
+    assert!(events.contains("alert_firing,2"), "{events}");
+    assert!(events.contains("alert_resolved,1"), "{events}");
+    assert!(s.metric("samos_alert_notifications_total{result=\"delivered\"}") >= 3);
+}
+
+#[test]
+fn a_bad_rule_or_an_unknown_action_stops_the_start_with_its_name() {
+    for (toml, needle) in [
+        (
+            "[[alerts.rule]]\nname = \"typo\"\nwhen = \"valu > 3\"\n",
+            "typo",
+        ),
+        (
+            "[[alerts.rule]]\nname = \"hot\"\nwhen = \"value > 3\"\nactions = [\"nowhere\"]\n",
+            "nowhere",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("samos.toml");
+        std::fs::write(
+            &config,
+            format!("data_dir = \"{}/data\"\n{toml}", dir.path().display()),
+        )
+        .unwrap();
+        let out = run(
+            Command::new(samos_bin())
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                    "--config",
+                ])
+                .arg(&config),
+            Duration::from_secs(30),
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+}
