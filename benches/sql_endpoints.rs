@@ -36,56 +36,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+/// Runs `cmd` `RUNS + 1` times (the first warms up), checking the rows each reports (a bare
+/// number, or `{"rows": n}`): (median seconds, peak server RSS growth in MiB).
+fn time(label: &str, rows: u64, pid: u32, mut cmd: impl FnMut() -> Command) -> (f64, f64) {
+    let (times, growth) = common::with_peak_rss(pid, || {
+        let mut times = Vec::new();
+        for i in 0..=RUNS {
+            let t = Instant::now();
+            let out = run(&mut cmd(), Duration::from_secs(1800));
+            let elapsed = t.elapsed().as_secs_f64();
+            assert!(
+                out.status.success(),
+                "{label}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = stdout(&out);
+            let counted = text.trim().parse::<u64>().ok().or_else(|| {
+                serde_json::from_str::<serde_json::Value>(text.trim()).ok()?["rows"].as_u64()
+            });
+            assert_eq!(counted, Some(rows), "{label}: {text}");
+            if i > 0 {
+                times.push(elapsed);
+            }
+        }
+        times
+    });
+    (median(times), growth)
 }
 
-/// Runs `cmd` `RUNS + 1` times (the first warms up), checking each printed `rows`:
-/// (median seconds, peak server RSS growth in MiB).
-fn time(label: &str, rows: u64, pid: u32, mut cmd: impl FnMut() -> Command) -> (f64, f64) {
-    let base = rss_kib(pid);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
-    let mut times = Vec::new();
-    for i in 0..=RUNS {
-        let t = Instant::now();
-        let out = run(&mut cmd(), Duration::from_secs(1800));
-        let elapsed = t.elapsed().as_secs_f64();
-        assert!(
-            out.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = stdout(&out);
-        let counted: u64 = text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{label}: {text}"));
-        assert_eq!(counted, rows, "{label}");
-        if i > 0 {
-            times.push(elapsed);
-        }
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
-    (median(times), peak.saturating_sub(base) as f64 / 1024.0)
+/// `sql_clients.py` (the tests' real clients) with `args`.
+fn clients(args: &[&str]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_clients.py"))
+        .args(args);
+    c
 }
 
 fn python(code: &str, args: &[&str]) -> Command {
@@ -93,40 +77,6 @@ fn python(code: &str, args: &[&str]) -> Command {
     c.arg("-c").arg(code).args(args);
     c
 }
-
-const PSYCOPG: &str = r#"
-import sys, psycopg
-n = 0
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    with conn.cursor() as cur:
-        for _ in cur.stream(sys.argv[2]):
-            n += 1
-print(n)
-"#;
-
-const FLIGHT: &str = r#"
-import sys, pyarrow.flight as fl
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-client = fl.FlightClient(sys.argv[1])
-q = sys.argv[2].encode()
-cmd = b"\x0a" + varint(len(q)) + q
-url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-info = client.get_flight_info(fl.FlightDescriptor.for_command(b"\x0a" + varint(len(url)) + url + b"\x12" + varint(len(cmd)) + cmd))
-n = 0
-for e in info.endpoints:
-    for chunk in client.do_get(e.ticket):
-        n += chunk.data.num_rows
-print(n)
-"#;
 
 const DUCKDB: &str = r#"
 import sys, duckdb
@@ -167,7 +117,9 @@ fn main() {
     let mut results = Vec::new();
     let (duckdb, _) = time("duckdb", rows, pid, || python(DUCKDB, &[&glob, QUERY]));
     results.push(("DuckDB (in process, Arrow batches)", duckdb, None));
-    let (s, mem) = time("flight", rows, pid, || python(FLIGHT, &[&flight, QUERY]));
+    let (s, mem) = time("flight", rows, pid, || {
+        clients(&["flight-stream", &flight, QUERY])
+    });
     results.push(("Samos Flight SQL → pyarrow.flight", s, Some(mem)));
     let (s, mem) = time("psql", rows, pid, || {
         let mut c = Command::new("bash");
@@ -177,7 +129,9 @@ fn main() {
         c
     });
     results.push(("Samos PostgreSQL wire → psql", s, Some(mem)));
-    let (s, mem) = time("psycopg", rows, pid, || python(PSYCOPG, &[&dsn, QUERY]));
+    let (s, mem) = time("psycopg", rows, pid, || {
+        clients(&["psycopg-stream", &dsn, QUERY])
+    });
     results.push((
         "Samos PostgreSQL wire → psycopg (single-row mode)",
         s,

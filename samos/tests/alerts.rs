@@ -12,12 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::raw::*;
 use common::*;
 use serde_json::Value;
 
-const NET: &str = "Karlovasi_IoT_network";
-const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
 const SENSOR: &str = "indoorTemperatureSensor";
 const SECRET: &str = "hook-s3cret";
 
@@ -88,12 +85,6 @@ impl Drop for Receiver {
     }
 }
 
-fn publish(c: &mut Raw, id: &str, value: f64, pkid: u16) {
-    let topic = format!("{NET}/{id}/{LOC}/{SENSOR}");
-    let payload = format!("float,0-70,{value}");
-    assert_eq!(c.publish_qos1(&topic, payload.as_bytes(), pkid), 0);
-}
-
 fn config(port: u16) -> String {
     format!(
         "[alerts]\neval_interval_ms = 200\n\
@@ -122,7 +113,7 @@ fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
 
     // CN1 runs hot: the alert fires; the receiver answers 503, so the notification is retried.
     let mut cn1 = join_paper_node(&s, "CN1");
-    publish(&mut cn1, "CN1", 50.0, 10);
+    publish_temperatures(&mut cn1, "CN1", [50.0], 10);
     let tries = receiver.wait("two attempts of the firing notification", |r| {
         r.iter()
             .filter(|r| r["event"] == "firing" && r["body"]["rule"] == "hot")
@@ -161,7 +152,7 @@ fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
 
     // Back to normal: resolved, once. CN2 joins and stays silent: the silent rule fires.
     let mut cn1 = join_paper_node(&s, "CN1");
-    publish(&mut cn1, "CN1", 21.0, 20);
+    publish_temperatures(&mut cn1, "CN1", [21.0], 20);
     let _cn2 = join_paper_node(&s, "CN2");
     receiver.wait("resolved and silent", |r| {
         !accepted(r, "hot", "resolved").is_empty() && !accepted(r, "silent", "firing").is_empty()

@@ -40,18 +40,6 @@ fn sql(data: &Path, query: &str) -> String {
     stdout(&out)
 }
 
-/// Publishes `values` (QoS 1, each acknowledged before the next) from node `id`.
-fn publish(c: &mut Raw, id: &str, values: impl IntoIterator<Item = f64>, first_pkid: u16) {
-    let topic = format!("{NET}/{id}/{LOC}/{SENSOR}");
-    for (i, v) in values.into_iter().enumerate() {
-        let payload = format!("float,0-70,{v}");
-        assert_eq!(
-            c.publish_qos1(&topic, payload.as_bytes(), first_pkid + i as u16),
-            0
-        );
-    }
-}
-
 /// `GET path` over a real socket: (status, JSON body).
 fn api(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
     let (status, body) = http_request(addr, "GET", path, token, None);
@@ -88,8 +76,8 @@ fn readings_not_yet_in_parquet_are_queried_and_agree_with_pyarrow() {
     let api_addr = s.api.expect("API on");
     let mut cn1 = join_paper_node(&s, "CN1");
     let mut cn2 = join_paper_node(&s, "CN2");
-    publish(&mut cn1, "CN1", (1..=30).map(|i| f64::from(i) / 2.0), 10);
-    publish(&mut cn2, "CN2", (1..=10).map(f64::from), 10);
+    publish_temperatures(&mut cn1, "CN1", (1..=30).map(|i| f64::from(i) / 2.0), 10);
+    publish_temperatures(&mut cn2, "CN2", (1..=10).map(f64::from), 10);
     // Acknowledged just now: the HTTP API already answers with it.
     let (status, body) = query(
         api_addr,
@@ -120,7 +108,7 @@ fn readings_not_yet_in_parquet_are_queried_and_agree_with_pyarrow() {
     assert!(out.contains("| 10 |"), "{out}");
 
     // One more reading is visible at once.
-    publish(&mut cn2, "CN2", [69.0], 100);
+    publish_temperatures(&mut cn2, "CN2", [69.0], 100);
     let (_, body) = query(
         api_addr,
         "SELECT max(value) AS hi, count(*) AS n FROM readings",
@@ -218,7 +206,7 @@ fn the_http_api_answers_and_refuses() {
     let addr = s.api.expect("API on");
     let tok = Some("s3cret");
     let mut cn1 = join_paper_node(&s, "CN1");
-    publish(&mut cn1, "CN1", (1..=8).map(f64::from), 10);
+    publish_temperatures(&mut cn1, "CN1", (1..=8).map(f64::from), 10);
 
     let (status, body) = query(addr, "SELECT count(*) AS n FROM readings", None);
     assert_eq!(status, 401, "{body}");
@@ -327,7 +315,7 @@ fn the_http_api_answers_and_refuses() {
 fn samos_sql_formats_and_the_shell() {
     let s = TestServer::start();
     let mut cn1 = join_paper_node(&s, "CN1");
-    publish(&mut cn1, "CN1", [20.5, 21.0, 21.5], 10);
+    publish_temperatures(&mut cn1, "CN1", [20.5, 21.0, 21.5], 10);
     drop(cn1);
     let data = s.data_dir();
     let q = "SELECT value FROM readings ORDER BY value";

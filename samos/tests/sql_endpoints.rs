@@ -13,13 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::raw::*;
 use common::*;
 use serde_json::Value;
 
-const NET: &str = "Karlovasi_IoT_network";
-const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
-const SENSOR: &str = "indoorTemperatureSensor";
 const TOKEN: &str = "viewer-token-7";
 const USER: &str = "grafana";
 const PASSWORD: &str = "s3cret-pw";
@@ -43,21 +39,9 @@ fn server(dir: &tempfile::TempDir) -> (TestServer, PathBuf) {
     ));
     let mut cn1 = join_paper_node(&s, "CN1");
     let mut cn2 = join_paper_node(&s, "CN2");
-    publish(&mut cn1, "CN1", (1..=30).map(|i| f64::from(i) / 2.0), 10);
-    publish(&mut cn2, "CN2", (1..=10).map(f64::from), 10);
+    publish_temperatures(&mut cn1, "CN1", (1..=30).map(|i| f64::from(i) / 2.0), 10);
+    publish_temperatures(&mut cn2, "CN2", (1..=10).map(f64::from), 10);
     (s, certs.join("ca.crt"))
-}
-
-/// Publishes `values` (QoS 1, each acknowledged before the next) from node `id`.
-fn publish(c: &mut Raw, id: &str, values: impl IntoIterator<Item = f64>, first_pkid: u16) {
-    let topic = format!("{NET}/{id}/{LOC}/{SENSOR}");
-    for (i, v) in values.into_iter().enumerate() {
-        let payload = format!("float,0-70,{v}");
-        assert_eq!(
-            c.publish_qos1(&topic, payload.as_bytes(), first_pkid + i as u16),
-            0
-        );
-    }
 }
 
 /// `psql` with `conninfo` and `PGPASSWORD`, one command: (success, stdout, stderr).
@@ -354,38 +338,6 @@ fn psycopg_adbc_and_flight_return_the_rows_of_samos_sql() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(s.metric("samos_refusals_total{reason=\"sql_too_many_rows\"}") >= 2);
     assert!(s.metric("samos_refusals_total{reason=\"sql_query_timeout\"}") >= 1);
-}
-
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-/// Runs `client` while sampling the server's RSS: (its answer, the peak growth in MiB).
-fn with_peak_rss(pid: u32, client: impl FnOnce() -> Value) -> (Value, f64) {
-    let base = rss_kib(pid);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
-    let answer = client();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
-    (answer, peak.saturating_sub(base) as f64 / 1024.0)
 }
 
 /// The bound the test holds the server to while it streams a million readings: what buffering

@@ -502,3 +502,55 @@ pub fn join_paper_node_at(port: u16, id: &str) -> raw::Raw {
     {}
     c
 }
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Runs `work` while sampling `pid`'s RSS every 20 ms: its result and the peak growth in MiB.
+pub fn with_peak_rss<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
+    let base = rss_kib(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let result = work();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    (result, peak.saturating_sub(base) as f64 / 1024.0)
+}
+
+/// Publishes `values` from paper node `id` (`float,0-70,v` on its temperature topic), QoS 1,
+/// each acknowledged before the next, packet ids from `first_pkid`.
+pub fn publish_temperatures(
+    c: &mut raw::Raw,
+    id: &str,
+    values: impl IntoIterator<Item = f64>,
+    first_pkid: u16,
+) {
+    const NET: &str = "Karlovasi_IoT_network";
+    const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+    let topic = format!("{NET}/{id}/{LOC}/indoorTemperatureSensor");
+    for (i, v) in values.into_iter().enumerate() {
+        let payload = format!("float,0-70,{v}");
+        assert_eq!(
+            c.publish_qos1(&topic, payload.as_bytes(), first_pkid + i as u16),
+            0
+        );
+    }
+}

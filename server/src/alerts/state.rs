@@ -174,15 +174,21 @@ impl Tracker {
             if matches!(self.active.get(&key), Some(Phase::Firing(_))) && unknown.contains(&key.1) {
                 continue;
             }
-            if let Some(Phase::Firing(mut alert)) = self.active.remove(&key) {
-                alert.resolved_ms = Some(now_ms);
-                out.push(Transition {
-                    change: Change::Resolved,
-                    alert: *alert,
-                });
-            }
+            out.extend(self.end(&key, now_ms));
         }
         out
+    }
+
+    /// Forgets the alert of `key`: its resolution when it was firing.
+    fn end(&mut self, key: &(String, Series), now_ms: i64) -> Option<Transition> {
+        let Some(Phase::Firing(mut alert)) = self.active.remove(key) else {
+            return None;
+        };
+        alert.resolved_ms = Some(now_ms);
+        Some(Transition {
+            change: Change::Resolved,
+            alert: *alert,
+        })
     }
 
     /// Forgets the alerts of rules no longer configured, resolving the firing ones.
@@ -194,17 +200,9 @@ impl Tracker {
             .filter(|(r, _)| !known.contains(r.as_str()))
             .cloned()
             .collect();
-        let mut out = Vec::new();
-        for key in gone {
-            if let Some(Phase::Firing(mut alert)) = self.active.remove(&key) {
-                alert.resolved_ms = Some(now_ms);
-                out.push(Transition {
-                    change: Change::Resolved,
-                    alert: *alert,
-                });
-            }
-        }
-        out
+        gone.iter()
+            .filter_map(|key| self.end(key, now_ms))
+            .collect()
     }
 
     /// `by` acknowledges the firing alert `id`; `None` when no such alert fires or it was

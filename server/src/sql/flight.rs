@@ -207,6 +207,21 @@ impl Endpoint {
             .with_descriptor(descriptor))
     }
 
+    /// Authorizes `request`, then answers a FlightInfo for a listing command.
+    async fn listing(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        ticket: Vec<u8>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.authorize(request.metadata()).await?;
+        Ok(Response::new(Self::info(
+            schema,
+            request.into_inner(),
+            ticket,
+        )?))
+    }
+
     /// Runs `sql` and streams its batches under the limits.
     async fn run(
         &self,
@@ -454,14 +469,9 @@ impl FlightSqlService for Endpoint {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.into_builder().schema();
-        let info = Self::info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )?;
-        Ok(Response::new(info))
+        self.listing(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_catalogs(
@@ -482,14 +492,9 @@ impl FlightSqlService for Endpoint {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        let info = Self::info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )?;
-        Ok(Response::new(info))
+        self.listing(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_schemas(
@@ -514,14 +519,9 @@ impl FlightSqlService for Endpoint {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
-        let info = Self::info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )?;
-        Ok(Response::new(info))
+        self.listing(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_tables(
@@ -581,14 +581,9 @@ impl FlightSqlService for Endpoint {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(request.metadata()).await?;
         let schema = query.clone().into_builder(&self.inner.sql_info).schema();
-        let info = Self::info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )?;
-        Ok(Response::new(info))
+        self.listing(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_sql_info(
