@@ -9,7 +9,7 @@
 # PyPI: paho-mqtt 2.x (the independent Python client of the tests), pyarrow (reads back the
 # Parquet files; its Flight client queries Flight SQL), duckdb (the SQL benchmark's baseline),
 # deltalake (reads the Delta table), psycopg 3 and the ADBC Flight SQL driver (the SQL
-# endpoints' clients).
+# endpoints' clients), aiosmtpd (the SMTP server alert mail goes to).
 # crates.io: Garage 2.5, the S3-compatible server the object-store tests start (built once per
 # machine into /opt/garage, or ~/.local/opt/garage without root: about 10 minutes on 2 cores).
 set -euo pipefail
@@ -94,6 +94,12 @@ fi
 if ! python3 -c 'import psycopg, adbc_driver_flightsql.dbapi' 2>/dev/null; then
   echo "setup: installing psycopg and adbc-driver-flightsql from PyPI"
   pip_install 'psycopg[binary]>=3.1' adbc-driver-flightsql adbc-driver-manager
+fi
+
+# aiosmtpd: the real SMTP server the alerting tests mail through (STARTTLS, AUTH).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "setup: installing aiosmtpd from PyPI"
+  pip_install aiosmtpd
 fi
 
 # Garage: a real S3 server for the object-store tests. A long build, so it is done once per

@@ -221,3 +221,93 @@ fn a_bad_rule_or_an_unknown_action_stops_the_start_with_its_name() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// The recording SMTP server, killed when dropped.
+struct MailServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl MailServer {
+    fn start(certs: &Path) -> MailServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .arg(certs.join("server.crt"))
+            .arg(certs.join("server.key"))
+            .args(["alerts", "mail-pw"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "SMTP server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        MailServer { child, dir, port }
+    }
+
+    fn mail(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("mail.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_alert_is_mailed_over_starttls_with_auth() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(certs_dir.path(), "unused");
+    let smtp = MailServer::start(&certs);
+    let s = TestServer::with_config(&format!(
+        "[alerts]\neval_interval_ms = 200\n\
+         [[alerts.rule]]\nname = \"hot\"\nwhen = \"value > 45\"\nseverity = \"critical\"\nactions = [\"mail\"]\n\
+         [[alerts.email]]\nname = \"mail\"\nserver = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = {:?}\n\
+         username = \"alerts\"\npassword = \"mail-pw\"\nfrom = \"Samos <samos@example.org>\"\nto = [\"ops@example.org\"]\n",
+        smtp.port,
+        certs.join("ca.crt").display().to_string()
+    ));
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", [52.5], 10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mail = loop {
+        let m = smtp.mail();
+        if !m.is_empty() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no mail: {}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    let m = &mail[0];
+    assert_eq!(m["tls"], true, "STARTTLS");
+    assert_eq!(m["authenticated"], true, "AUTH");
+    assert_eq!(m["user"], "alerts", "AUTH");
+    assert_eq!(m["to"][0], "ops@example.org");
+    let data = m["data"].as_str().unwrap();
+    assert!(
+        data.contains("Subject: [samos] FIRING critical: hot indoorTemperatureSensor on CN1"),
+        "{data}"
+    );
+    assert!(data.contains("value:     52.5"), "{data}");
+    assert!(
+        data.contains("hot/Karlovasi_IoT_network/CN1/indoorTemperatureSensor/"),
+        "{data}"
+    );
+    assert!(data.contains("@samos.alerts>"), "{data}");
+}

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Why a configuration could not be loaded.
+mod alerts;
+pub use alerts::{AlertRuleConfig, AlertsConfig, EmailConfig, MqttActionConfig, WebhookConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
@@ -470,135 +473,6 @@ impl Default for SqlEndpointConfig {
             max_rows: 10_000_000,
             query_timeout_ms: 300_000,
         }
-    }
-}
-
-/// Alerting (`[alerts]`): rules, and the actions their notifications go to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// How often every rule is evaluated, in milliseconds.
-    pub eval_interval_ms: u64,
-    /// Actions the built-in severity cross-check (`severity_cross_check`) notifies; empty:
-    /// the cross-check only raises its `alert` event and MQTT message, as always.
-    pub cross_check_actions: Vec<String>,
-    /// `[[alerts.rule]]`.
-    #[serde(rename = "rule")]
-    pub rules: Vec<AlertRuleConfig>,
-    /// `[[alerts.webhook]]`.
-    #[serde(rename = "webhook")]
-    pub webhooks: Vec<WebhookConfig>,
-    /// `[[alerts.mqtt]]`.
-    pub mqtt: Vec<MqttActionConfig>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            eval_interval_ms: 1000,
-            cross_check_actions: Vec::new(),
-            rules: Vec::new(),
-            webhooks: Vec::new(),
-            mqtt: Vec::new(),
-        }
-    }
-}
-
-/// One alert rule: a SQL condition over `live` (one row per sensor of every node).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertRuleConfig {
-    /// Unique; part of every alert id.
-    pub name: String,
-    /// A boolean SQL expression over `live`'s columns, e.g. `value > 45`, `silent_secs > 600`.
-    pub when: String,
-    /// How long the condition must hold before the alert fires.
-    #[serde(default)]
-    pub for_secs: u64,
-    /// `info`, `warning` or `critical`.
-    #[serde(default = "default_alert_severity")]
-    pub severity: String,
-    /// Names of the actions (`[[alerts.webhook]]`, `[[alerts.mqtt]]`) notified.
-    #[serde(default)]
-    pub actions: Vec<String>,
-}
-
-fn default_alert_severity() -> String {
-    "warning".into()
-}
-
-/// An HTTP endpoint alert notifications are POSTed to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub name: String,
-    pub url: String,
-    /// Signs each request (`X-Samos-Signature`, HMAC-SHA256) when set.
-    pub secret: Option<String>,
-    /// One attempt's time limit.
-    #[serde(default = "default_webhook_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn default_webhook_timeout() -> u64 {
-    10_000
-}
-
-/// An MQTT topic alert notifications are published on, through this server's broker.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttActionConfig {
-    pub name: String,
-    /// With `{rule}`, `{network}`, `{node_id}`, `{sensor}`, `{event}` replaced.
-    pub topic: String,
-}
-
-impl AlertsConfig {
-    /// Names unique, actions known, severities known.
-    fn check(&self) -> Result<(), String> {
-        let mut actions = std::collections::BTreeSet::new();
-        for name in self
-            .webhooks
-            .iter()
-            .map(|w| &w.name)
-            .chain(self.mqtt.iter().map(|m| &m.name))
-        {
-            if !actions.insert(name.as_str()) {
-                return Err(format!("alerts: two actions are named {name:?}"));
-            }
-        }
-        let mut rules = std::collections::BTreeSet::new();
-        for r in &self.rules {
-            if !rules.insert(r.name.as_str()) || r.name == "severity_cross_check" {
-                return Err(format!("alerts.rule {:?}: the name is taken", r.name));
-            }
-            if r.name.is_empty() || r.name.contains(['/', '#']) {
-                return Err(format!(
-                    "alerts.rule {:?}: a name is not empty and has no '/' or '#'",
-                    r.name
-                ));
-            }
-            if !["info", "warning", "critical"].contains(&r.severity.as_str()) {
-                return Err(format!(
-                    "alerts.rule {:?}: severity is info, warning or critical, not {:?}",
-                    r.name, r.severity
-                ));
-            }
-        }
-        for (owner, names) in self
-            .rules
-            .iter()
-            .map(|r| (format!("alerts.rule {:?}", r.name), &r.actions))
-            .chain(std::iter::once((
-                "alerts.cross_check_actions".to_owned(),
-                &self.cross_check_actions,
-            )))
-        {
-            if let Some(unknown) = names.iter().find(|a| !actions.contains(a.as_str())) {
-                return Err(format!("{owner}: no action is named {unknown:?}"));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -8,6 +8,10 @@
 //!   seconds},v1={hex HMAC-SHA256 of "{t}.{body}"}` (the timestamp is signed so a captured
 //!   request cannot be replayed later unnoticed). 2xx: delivered; 408, 429, 5xx, a timeout or a
 //!   connection error: retried; any other status: refused for good.
+//! - **email**: a text mail over SMTP (lettre: STARTTLS required by default, or implicit TLS,
+//!   or plain for a relay on loopback; AUTH with the configured user), its `Message-ID` made
+//!   from the delivery id so a repeat threads with the first. Accepted by the server:
+//!   delivered; a permanent SMTP reply (5xx): refused for good; anything else: retried.
 //! - **mqtt**: a QoS 1 message of the same JSON on a topic made from a template, through this
 //!   server's own broker (subscribers, retained-less); delivered once handed to the router.
 
@@ -123,6 +127,114 @@ impl Webhook {
     }
 }
 
+/// An email action.
+pub struct Email {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+    to: Vec<lettre::message::Mailbox>,
+}
+
+impl Email {
+    pub fn new(cfg: &crate::config::EmailConfig) -> Result<Email, String> {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+        let mut params = TlsParameters::builder(cfg.server.clone());
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            params = params
+                .add_root_certificate(Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
+        }
+        let params = params.build_rustls().map_err(|e| e.to_string())?;
+        let tls = match cfg.tls.as_str() {
+            "starttls" => Tls::Required(params),
+            "implicit" => Tls::Wrapper(params),
+            "none" => Tls::None,
+            other => return Err(format!("tls is starttls, implicit or none, not {other:?}")),
+        };
+        let mut builder =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&cfg.server)
+                .port(cfg.port)
+                .tls(tls)
+                .timeout(Some(Duration::from_millis(cfg.timeout_ms)));
+        if let Some(user) = &cfg.username {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                cfg.password.clone().unwrap_or_default(),
+            ));
+        }
+        let mailbox = |a: &str| a.parse().map_err(|e| format!("address {a:?}: {e}"));
+        Ok(Email {
+            transport: builder.build(),
+            from: mailbox(&cfg.from)?,
+            to: cfg
+                .to
+                .iter()
+                .map(|a| mailbox(a))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The mail of `d`.
+    pub fn message(&self, d: &Delivery) -> Result<lettre::Message, String> {
+        let a = &d.alert;
+        let subject = format!(
+            "[samos] {} {}: {} {} on {}",
+            d.change.as_str().to_uppercase(),
+            a.severity,
+            a.rule,
+            a.series.sensor,
+            a.series.node_id
+        );
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                || ms.to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        };
+        let mut text = format!(
+            "{}\n\nalert:     {}\nevent:     {}\nseverity:  {}\nnetwork:   {}\nnode:      {}\nsensor:    {}\nvalue:     {}\nsince:     {}\n",
+            a.summary,
+            a.id,
+            d.change.as_str(),
+            a.severity,
+            a.series.network,
+            a.series.node_id,
+            a.series.sensor,
+            a.value.map_or_else(|| "-".into(), |v| v.to_string()),
+            time(a.started_ms),
+        );
+        if let Some(t) = a.resolved_ms {
+            text.push_str(&format!("resolved:  {}\n", time(t)));
+        }
+        if let Some(by) = &a.acknowledged_by {
+            text.push_str(&format!("acknowledged by: {by}\n"));
+        }
+        text.push_str(&format!("instance:  {}\ndelivery:  {}\n", d.instance, d.id));
+        let digest =
+            sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(d.id.as_bytes()));
+        let message_id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let mut builder = lettre::Message::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            .message_id(Some(format!("<{message_id}@samos.alerts>")))
+            .header(lettre::message::header::ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        builder.body(text).map_err(|e| e.to_string())
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Result<(), Failure> {
+        use lettre::AsyncTransport;
+        let message = self.message(d).map_err(Failure::Permanent)?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
+            Err(e) => Err(Failure::Retry(e.to_string())),
+        }
+    }
+}
+
 /// Publishes a message on this server's broker (the protocol's own publishing).
 pub type Publisher = Arc<dyn Fn(String, String) + Send + Sync>;
 
@@ -157,6 +269,7 @@ impl MqttPublish {
 /// One configured action.
 pub enum Action {
     Webhook(Webhook),
+    Email(Box<Email>),
     Mqtt(MqttPublish),
 }
 
@@ -164,6 +277,7 @@ impl Action {
     async fn deliver(&self, d: &Delivery) -> Result<(), Failure> {
         match self {
             Action::Webhook(w) => w.deliver(d).await,
+            Action::Email(e) => e.deliver(d).await,
             Action::Mqtt(m) => m.deliver(d),
         }
     }

@@ -6,7 +6,7 @@
 //!   └─▶ every eval_interval_ms: `live` rows ─▶ rules.rs (SQL conditions) ─▶ state.rs (pending,
 //!       firing, acknowledged, resolved) ─▶ events.jsonl + live feed (the dashboard)
 //!                                       └─▶ outbox.rs (a file per notification, fsync'd)
-//!                                            └─▶ deliver.rs (one task per action: webhook, MQTT)
+//!                                            └─▶ deliver.rs (one task per action: webhook, email, MQTT)
 //! ```
 //!
 //! The paper's severity cross-check is a built-in rule, `severity_cross_check`
@@ -150,6 +150,11 @@ impl Alerts {
             )
             .map_err(|e| AlertError::Setup(format!("webhook {}: {e}", w.name)))?;
             actions.push((w.name.clone(), deliver::Action::Webhook(hook)));
+        }
+        for e in &config.emails {
+            let mail = deliver::Email::new(e)
+                .map_err(|why| AlertError::Setup(format!("email {}: {why}", e.name)))?;
+            actions.push((e.name.clone(), deliver::Action::Email(Box::new(mail))));
         }
         for m in &config.mqtt {
             actions.push((

@@ -1,0 +1,58 @@
+"""A real SMTP server (aiosmtpd) that records mail, for the alerting tests.
+
+    python3 smtp_server.py PORT DIR CERT KEY USER PASSWORD
+
+STARTTLS is required (with CERT/KEY), then AUTH (USER/PASSWORD, PLAIN or LOGIN). Each
+accepted mail is appended to DIR/mail.jsonl as {"from", "to", "tls", "user", "data"}.
+"""
+
+import json
+import os
+import ssl
+import sys
+import time
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+PORT, DIR, CERT, KEY, USER, PASSWORD = sys.argv[1:7]
+
+
+class Recorder:
+    async def handle_DATA(self, server, session, envelope):
+        record = {
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "tls": session.ssl is not None,
+            "authenticated": bool(session.authenticated),
+            "user": session.auth_data if isinstance(session.auth_data, str) else None,
+            "data": envelope.content.decode("utf-8", "replace"),
+        }
+        with open(os.path.join(DIR, "mail.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return "250 OK"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login.decode() == USER
+        and auth_data.password.decode() == PASSWORD
+    )
+    return AuthResult(success=ok, auth_data=auth_data.login.decode() if ok else None)
+
+
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(CERT, KEY)
+controller = Controller(
+    Recorder(),
+    hostname="127.0.0.1",
+    port=int(PORT),
+    tls_context=context,
+    require_starttls=True,
+    authenticator=authenticator,
+    auth_required=True,
+)
+controller.start()
+while True:
+    time.sleep(3600)
