@@ -18,6 +18,32 @@ use serde_json::Value;
 const SENSOR: &str = "indoorTemperatureSensor";
 const SECRET: &str = "hook-s3cret";
 
+/// Starts `tests/{script} PORT DIR ARGS…` (a recording server) on a free port with a fresh
+/// directory; returns once it accepts connections.
+fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (Child, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new("python3")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .arg(port.to_string())
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{script} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, dir, port)
+}
+
 /// The recording webhook receiver, killed when dropped.
 struct Receiver {
     child: Child,
@@ -27,23 +53,7 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_server.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(dir.path())
-            .arg(SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "webhook receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, dir, port) = python_server("webhook_server.py", &[SECRET.as_ref()]);
         Receiver { child, dir, port }
     }
 
@@ -231,25 +241,15 @@ struct MailServer {
 
 impl MailServer {
     fn start(certs: &Path) -> MailServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(dir.path())
-            .arg(certs.join("server.crt"))
-            .arg(certs.join("server.key"))
-            .args(["alerts", "mail-pw"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "SMTP server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, dir, port) = python_server(
+            "smtp_server.py",
+            &[
+                certs.join("server.crt").as_os_str(),
+                certs.join("server.key").as_os_str(),
+                "alerts".as_ref(),
+                "mail-pw".as_ref(),
+            ],
+        );
         MailServer { child, dir, port }
     }
 
