@@ -186,6 +186,9 @@ impl Alerts {
             }
         }
         info!(rules = rules.len(), waiting, "alerting on");
+        protocol
+            .track_latest
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let alerts = Arc::new(Alerts {
             rules,
             conditions,
@@ -320,11 +323,6 @@ impl Alerts {
         let mut v = self.tracker.lock().expect("alert tracker").snapshot();
         v.sort_by_key(|a| a.started_ms);
         v
-    }
-
-    /// Notifications not delivered yet.
-    pub fn waiting(&self) -> usize {
-        self.outbox.len()
     }
 }
 

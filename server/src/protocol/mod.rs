@@ -117,6 +117,9 @@ pub struct Protocol {
     pub live: LiveFeed,
     /// The other instances' records of the nodes (empty unless the dataset is shared).
     pub peers: peers::Peers,
+    /// Keep each sensor's latest reading (`Node::latest`): set by alerting, the only reader,
+    /// so without rules an accepted reading pays one relaxed load for it.
+    pub track_latest: std::sync::atomic::AtomicBool,
 }
 
 impl Protocol {
@@ -170,6 +173,7 @@ impl Protocol {
             router,
             answered: Mutex::new(HashSet::new()),
             live: LiveFeed::default(),
+            track_latest: std::sync::atomic::AtomicBool::new(false),
             peers: peers::Peers::default(),
         })
     }
@@ -359,7 +363,9 @@ impl Protocol {
         self.registry.mark_dirty();
         self.touch(&node, from);
         if let Some(v) = accepted.value.as_f64() {
-            node.remember(accepted.sensor, v, now_ms());
+            if self.track_latest.load(Relaxed) {
+                node.remember(accepted.sensor, v, now_ms());
+            }
             self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
         }
         if node.live.watched() {
