@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Why a configuration could not be loaded.
 mod alerts;
 pub use alerts::{AlertRuleConfig, AlertsConfig, EmailConfig, MqttActionConfig, WebhookConfig};
+mod bridge;
+pub use bridge::{BridgeConfig, ForwardConfig, ForwardFormat, ForwardSource, Upstream};
 
+/// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
@@ -57,6 +59,9 @@ pub struct Config {
     pub flight: SqlEndpointConfig,
     /// Alert rules over the live readings and where their notifications go.
     pub alerts: AlertsConfig,
+    /// Upstream MQTT brokers readings, events and alerts are forwarded to (store and forward).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
     /// The sensor-network protocol (node admission, readings, `$SYS`).
     pub protocol: ProtocolConfig,
     /// The durable path of readings: WAL and Parquet.
@@ -78,6 +83,7 @@ impl Default for Config {
             pgwire: SqlEndpointConfig::default(),
             flight: SqlEndpointConfig::default(),
             alerts: AlertsConfig::default(),
+            bridges: Vec::new(),
             protocol: ProtocolConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -562,6 +568,7 @@ impl Config {
             ));
         }
         self.alerts.check().map_err(ConfigError::Invalid)?;
+        bridge::check(&self.bridges).map_err(ConfigError::Invalid)?;
         for (name, e) in [("pgwire", &self.pgwire), ("flight", &self.flight)] {
             if let Some(bind) = e.bind
                 && !bind.ip().is_loopback()

@@ -8,6 +8,7 @@
 //! api (HTTP: the JSON API, SQL, the dashboard and its live stream, fed by `live`)
 //! sql (the PostgreSQL wire protocol and Arrow Flight SQL over the same read-only tables)
 //! alerts (rules over the latest readings, alert states, notifications through a durable outbox)
+//! bridge (readings, events and alerts forwarded to upstream brokers from the WAL and event log)
 //! auth, config, metrics, clock, refusal: used by all
 //! ```
 //!
@@ -24,6 +25,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod clock;
 pub mod config;

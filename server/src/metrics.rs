@@ -133,6 +133,24 @@ pub struct Metrics {
     alert_notifications: [AtomicU64; 3],
     /// Indexed by `Refusal as usize`.
     refusals: Box<[AtomicU64]>,
+    /// One entry per `[[bridge]]`.
+    bridges: std::sync::Mutex<Vec<std::sync::Arc<BridgeMetrics>>>,
+}
+
+/// What one bridge to an upstream broker reports.
+#[derive(Debug, Default)]
+pub struct BridgeMetrics {
+    pub name: String,
+    /// 1 while connected upstream.
+    pub connected: AtomicU64,
+    /// Messages the upstream broker acknowledged.
+    pub forwarded: AtomicU64,
+    /// Committed WAL batches not yet wholly acknowledged upstream.
+    pub lag_batches: AtomicU64,
+    /// Messages sent and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// Connections that failed or broke (each retried with backoff).
+    pub connection_errors: AtomicU64,
 }
 
 const ALERT_CHANGES: [&str; 3] = ["firing", "acknowledged", "resolved"];
@@ -184,6 +202,7 @@ impl Default for Metrics {
             alert_transitions: Default::default(),
             alert_notifications: Default::default(),
             refusals: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            bridges: Default::default(),
         }
     }
 }
@@ -226,13 +245,27 @@ impl Metrics {
         self.started.elapsed()
     }
 
-    /// The Prometheus text exposition.
+    /// The metrics of the bridge `name` (registered on first use).
+    pub fn bridge(&self, name: &str) -> std::sync::Arc<BridgeMetrics> {
+        let mut bridges = self.bridges.lock().expect("bridge metrics");
+        if let Some(b) = bridges.iter().find(|b| b.name == name) {
+            return b.clone();
+        }
+        let b = std::sync::Arc::new(BridgeMetrics {
+            name: name.to_owned(),
+            ..BridgeMetrics::default()
+        });
+        bridges.push(b.clone());
+        b
+    }
+
     /// Names this instance in the metrics (`samos_instance_info{instance_id, version}`); the
     /// first call wins.
     pub fn set_instance(&self, instance_id: &str) {
         let _ = self.instance.set(instance_id.to_owned());
     }
 
+    /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
         if let Some(id) = self.instance.get() {
@@ -509,6 +542,53 @@ impl Metrics {
                 let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {}", c.load(Relaxed));
             }
         }
+        let bridges = self.bridges.lock().expect("bridge metrics").clone();
+        if !bridges.is_empty() {
+            type Field = fn(&BridgeMetrics) -> &AtomicU64;
+            let families: [(&str, &str, &str, Field); 5] = [
+                (
+                    "samos_bridge_connected",
+                    "gauge",
+                    "1 while the bridge is connected to its upstream broker.",
+                    |b| &b.connected,
+                ),
+                (
+                    "samos_bridge_messages_total",
+                    "counter",
+                    "Messages the upstream broker acknowledged (QoS 1).",
+                    |b| &b.forwarded,
+                ),
+                (
+                    "samos_bridge_lag_batches",
+                    "gauge",
+                    "Committed WAL batches not yet wholly acknowledged upstream.",
+                    |b| &b.lag_batches,
+                ),
+                (
+                    "samos_bridge_in_flight",
+                    "gauge",
+                    "Messages sent upstream and not yet acknowledged.",
+                    |b| &b.in_flight,
+                ),
+                (
+                    "samos_bridge_connection_errors_total",
+                    "counter",
+                    "Upstream connections that failed or broke (each retried with backoff).",
+                    |b| &b.connection_errors,
+                ),
+            ];
+            for (name, kind, help, field) in families {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for b in &bridges {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{bridge=\"{}\"}} {}",
+                        b.name,
+                        field(b).load(Relaxed)
+                    );
+                }
+            }
+        }
         let _ = writeln!(
             o,
             "# HELP samos_refusals_total Refused packets, connections and messages, by reason.\n# TYPE samos_refusals_total counter"
@@ -569,5 +649,14 @@ mod tests {
         assert!(text.contains("samos_packets_received_total{type=\"publish\"} 2"));
         assert!(text.contains("samos_publish_ack_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("samos_publish_ack_latency_seconds_count 1"));
+        assert!(
+            !text.contains("samos_bridge_"),
+            "no bridge, no bridge metrics"
+        );
+        m.bridge("cloud").lag_batches.store(4, Relaxed);
+        m.bridge("cloud").forwarded.fetch_add(2, Relaxed);
+        let text = m.render();
+        assert!(text.contains("samos_bridge_lag_batches{bridge=\"cloud\"} 4"));
+        assert!(text.contains("samos_bridge_messages_total{bridge=\"cloud\"} 2"));
     }
 }

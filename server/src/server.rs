@@ -40,6 +40,8 @@ pub enum StartError {
     SqlEndpoint(#[from] crate::sql::EndpointError),
     #[error(transparent)]
     Alerts(#[from] crate::alerts::AlertError),
+    #[error(transparent)]
+    Bridge(#[from] crate::bridge::BridgeError),
     #[error("cannot open the history for the HTTP API: {0}")]
     History(#[from] samos_analytics::QueryError),
     #[error(transparent)]
@@ -222,15 +224,28 @@ impl Server {
         } else {
             None
         };
+        if protocol.is_none() && !config.bridges.is_empty() {
+            return Err(crate::bridge::BridgeError::NoProtocol.into());
+        }
         let ingest = match &protocol {
             Some(_) => Some(crate::ingest::Ingest::start(
                 &config.storage,
                 &config.data_dir,
                 &instance_id,
+                &crate::bridge::wal_followers(&config)?,
                 metrics.clone(),
             )?),
             None => None,
         };
+        if let (Some(p), Some(i)) = (&protocol, &ingest) {
+            crate::bridge::start(
+                &config,
+                i,
+                crate::bridge::registry_ranges(p.clone()),
+                &instance_id,
+                &metrics,
+            )?;
+        }
         if let (Some(p), Some(peers)) =
             (&protocol, ingest.as_ref().and_then(|i| i.peer_registries()))
         {

@@ -7,6 +7,7 @@
 pub mod ballista;
 pub mod garage;
 pub mod haproxy;
+pub mod mosquitto;
 pub mod pg;
 pub mod raw;
 pub mod synthetic_store;

@@ -20,8 +20,8 @@ use tracing::{error, warn};
 use super::columns::{build_batch, encode_record};
 use super::parquet_sink::SinkMsg;
 use super::wal::{Wal, WalError};
-use super::watermark::Watermark;
-use super::{Reading, Ticket, Work, postgres};
+use super::watermark::{Follower, Watermark};
+use super::{Reading, Ticket, Work};
 use crate::broker::durable::{SessionOp, SessionTable};
 use crate::metrics::Metrics;
 
@@ -32,11 +32,13 @@ pub(super) struct Batcher {
     pub(super) durable_clients: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Last committed sequence, for sinks that follow the WAL.
     pub(super) committed: Arc<Watermark>,
-    /// The PostgreSQL sink's progress, when there is one.
-    pub(super) pg: Option<Arc<postgres::PostgresState>>,
+    /// The PostgreSQL sink and the bridges.
+    pub(super) followers: Arc<[Follower]>,
+    /// The PostgreSQL sink's checkpoint (one of `followers`), for its lag gauge.
+    pub(super) pg: Option<Arc<Watermark>>,
     /// The last WAL sequence in the object-store table, when there is one.
     pub(super) lake: Option<Arc<Watermark>>,
-    /// Committed batches PostgreSQL or the object store may fall behind before commits (and
+    /// Committed batches a follower or the object store may fall behind before commits (and
     /// so publishers) wait.
     pub(super) max_backlog: u64,
     pub(super) rx: Receiver<Work>,
@@ -151,12 +153,12 @@ impl Batcher {
         }
     }
 
-    /// Waits while PostgreSQL or the object store is more than `max_backlog` batches behind:
-    /// the WAL backlog on disk stays bounded, the queue fills, and publishers are paused
-    /// instead.
+    /// Waits while PostgreSQL, a bridge or the object store is more than `max_backlog`
+    /// batches behind: the WAL backlog on disk stays bounded, the queue fills, and publishers
+    /// are paused instead.
     fn wait_for_backlog(&self) {
-        if let Some(pg) = &self.pg {
-            self.wait_for_follower("PostgreSQL", &pg.checkpoint);
+        for f in self.followers.iter() {
+            self.wait_for_follower(&f.name, &f.checkpoint);
         }
         if let Some(lake) = &self.lake {
             self.wait_for_follower("the object store", lake);
@@ -209,7 +211,7 @@ impl Batcher {
         }
         if let Some(pg) = &self.pg {
             // Kept current here too, so an outage (no sink loop running) still shows its lag.
-            let lag = seq.saturating_sub(pg.checkpoint.get());
+            let lag = seq.saturating_sub(pg.get());
             self.metrics.postgres_lag.store(lag, Relaxed);
         }
         if let Some(lake) = &self.lake {

@@ -29,7 +29,8 @@ use samos_store::layout::{self, utc_day};
 use samos_store::parquet::Published;
 use tracing::{debug, error, info, warn};
 
-use super::{postgres, wal, watermark::Watermark};
+use super::wal;
+use super::watermark::{Follower, Watermark, needed_from};
 use crate::clock;
 use crate::metrics::Metrics;
 
@@ -87,7 +88,8 @@ pub(super) struct LakeSink {
     /// The last WAL sequence committed (for the lag gauge).
     pub(super) committed: Arc<Watermark>,
     /// The PostgreSQL sink's progress: WAL segments it still needs are kept.
-    pub(super) pg: Option<Arc<postgres::PostgresState>>,
+    /// PostgreSQL and the bridges: WAL segments they still need are kept.
+    pub(super) followers: Arc<[Follower]>,
     pub(super) metrics: Arc<Metrics>,
     /// The other instances' registries as last read from the store.
     pub(super) peers: tokio::sync::watch::Sender<PeerRegistries>,
@@ -336,10 +338,7 @@ impl LakeSink {
         self.metrics
             .lake_lag
             .store(self.committed.get().saturating_sub(seq), Relaxed);
-        let keep_from = match &self.pg {
-            Some(pg) => seq.min(pg.checkpoint.get()),
-            None => seq,
-        };
+        let keep_from = needed_from(seq, &self.followers);
         if let Err(e) = wal::remove_segments_through(&self.wal_dir, keep_from) {
             warn!(error = %e, "cannot free WAL segments");
         }

@@ -30,6 +30,7 @@
 mod batcher;
 pub mod columns;
 mod lake_sink;
+pub mod log_tail;
 pub use lake_sink::{PEER_FIELDS, PeerRegistries};
 mod parquet_sink;
 pub mod postgres;
@@ -59,7 +60,7 @@ use batcher::Batcher;
 pub use columns::{build_batch, decode_record_sessions, encode_record};
 use parquet_sink::ParquetSink;
 use wal::{Wal, WalError};
-use watermark::Watermark;
+use watermark::{Follower, Watermark};
 
 /// How far a connection's readings are durable: the batcher stores the highest per-connection
 /// sequence number it has committed and wakes the connection.
@@ -169,6 +170,9 @@ pub struct Ingest {
     restored: Mutex<Vec<(Arc<str>, DurableSession)>>,
     /// The other instances' registries, where the history is a shared object-store dataset.
     peers: Option<tokio::sync::watch::Receiver<PeerRegistries>>,
+    /// PostgreSQL and the bridges.
+    followers: Arc<[Follower]>,
+    wal_dir: PathBuf,
 }
 
 /// What the batcher is handed: readings, session changes and flush requests, in the order
@@ -183,10 +187,15 @@ enum Work {
 impl Ingest {
     /// Recovers the WAL into Parquet, then starts the batcher and the Parquet sink threads.
     /// `instance_id` names this instance's table in a shared object-store dataset.
+    ///
+    /// `followers` are the other readers of the WAL that keep their own checkpoint (the
+    /// bridges): each name with its checkpoint, or `None` to start at the end of the WAL (a
+    /// new follower); their watermarks are [`Ingest::follower`].
     pub fn start(
         config: &StorageConfig,
         data_dir: &Path,
         instance_id: &str,
+        followers: &[(String, Option<u64>)],
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Ingest>, IngestError> {
         let wal_dir = data_dir.join(layout::WAL_DIR);
@@ -265,10 +274,21 @@ impl Ingest {
         let pg_state = config.postgres.as_ref().map(|_| {
             Arc::new(postgres::PostgresState {
                 // Until the sink has connected and read its checkpoint, keep every segment.
-                checkpoint: Watermark::new(0),
+                checkpoint: Arc::new(Watermark::new(0)),
                 connected: std::sync::atomic::AtomicBool::new(false),
             })
         });
+        let followers: Arc<[Follower]> = pg_state
+            .iter()
+            .map(|pg| Follower {
+                name: "PostgreSQL".into(),
+                checkpoint: pg.checkpoint.clone(),
+            })
+            .chain(followers.iter().map(|(name, from)| Follower {
+                name: name.clone(),
+                checkpoint: Arc::new(Watermark::new(from.unwrap_or(committed.get()))),
+            }))
+            .collect();
         // The outbox's finished files go to the object store first, in WAL order; the replay
         // starts after the last of them. Before them, a local Parquet store left from before
         // the object store was configured is moved into the table (its files are whole and
@@ -293,7 +313,7 @@ impl Ingest {
         let (lake_tx, lake_rx) = channel::unbounded();
         let mut sink = ParquetSink {
             store,
-            pg: pg_state.clone(),
+            followers: followers.clone(),
             wal_dir: wal_dir.clone(),
             retention_days: config.retention_days,
             retention_checked: None,
@@ -315,7 +335,7 @@ impl Ingest {
                 outbox: data_dir.join(layout::OUTBOX_DIR),
                 checkpoint: checkpoint.clone(),
                 committed: committed.clone(),
-                pg: pg_state.clone(),
+                followers: followers.clone(),
                 metrics: metrics.clone(),
             };
             start_lake_sink(sink, lake_rx, &wal_dir)?;
@@ -374,7 +394,8 @@ impl Ingest {
             sessions,
             durable_clients: durable_clients.clone(),
             committed: committed.clone(),
-            pg: pg_state.clone(),
+            followers: followers.clone(),
+            pg: pg_state.as_ref().map(|pg| pg.checkpoint.clone()),
             lake: lake_checkpoint,
             max_backlog: config.max_wal_backlog_batches.max(1),
             rx,
@@ -395,6 +416,8 @@ impl Ingest {
             durable_clients,
             restored: Mutex::new(restored),
             peers,
+            followers,
+            wal_dir,
         }))
     }
 
@@ -421,6 +444,24 @@ impl Ingest {
     /// a shared object-store dataset; `None` otherwise.
     pub fn peer_registries(&self) -> Option<tokio::sync::watch::Receiver<PeerRegistries>> {
         self.peers.clone()
+    }
+
+    /// The checkpoint of the follower `name` passed to [`Ingest::start`].
+    pub fn follower(&self, name: &str) -> Option<Arc<Watermark>> {
+        self.followers
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.checkpoint.clone())
+    }
+
+    /// The last committed WAL sequence, for followers to wait on.
+    pub fn committed(&self) -> Arc<Watermark> {
+        self.committed.clone()
+    }
+
+    /// The WAL's directory, for followers to read.
+    pub fn wal_dir(&self) -> &Path {
+        &self.wal_dir
     }
 
     /// The persistent sessions recovered at start (once: for the router to recreate).

@@ -22,7 +22,8 @@ use samos_store::parquet::{ParquetStore, Published};
 use tracing::{debug, error, info, warn};
 
 use super::lake_sink::LakeMsg;
-use super::{IngestError, postgres, wal};
+use super::watermark::{Follower, needed_from};
+use super::{IngestError, wal};
 use crate::clock;
 use crate::metrics::Metrics;
 
@@ -36,7 +37,8 @@ pub(super) enum SinkMsg {
 pub(super) struct ParquetSink {
     pub(super) store: ParquetStore,
     /// The PostgreSQL sink's progress: WAL segments it still needs are kept.
-    pub(super) pg: Option<Arc<postgres::PostgresState>>,
+    /// PostgreSQL and the bridges: WAL segments they still need are kept.
+    pub(super) followers: Arc<[Follower]>,
     pub(super) wal_dir: PathBuf,
     /// Date partitions older than this many days are deleted (0: never).
     pub(super) retention_days: u32,
@@ -128,10 +130,7 @@ impl ParquetSink {
             return Ok(());
         }
         wal::write_checkpoint(&self.wal_dir, file.last_seq)?;
-        let keep_from = match &self.pg {
-            Some(pg) => file.last_seq.min(pg.checkpoint.get()),
-            None => file.last_seq,
-        };
+        let keep_from = needed_from(file.last_seq, &self.followers);
         wal::remove_segments_through(&self.wal_dir, keep_from)?;
         match self.store.compact(&file.partition) {
             Ok(Some(c)) => {

@@ -36,6 +36,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tracing::{info, warn};
 
+use super::log_tail::LogTail;
 use super::wal::WalTail;
 use super::watermark::Watermark;
 use crate::metrics::Metrics;
@@ -70,7 +71,7 @@ const COLUMNS: [(&str, Type); 20] = [
 pub struct PostgresState {
     /// Highest WAL sequence loaded into PostgreSQL (gates WAL segment deletion; the batcher
     /// waits on it when the sink is too far behind).
-    pub checkpoint: Watermark,
+    pub checkpoint: Arc<Watermark>,
     pub connected: std::sync::atomic::AtomicBool,
 }
 
@@ -504,8 +505,7 @@ const LINES_PER_TRANSACTION: usize = 10_000;
 /// A JSON-lines file loaded into a table by byte offset.
 struct FollowedFile {
     sink: String,
-    path: PathBuf,
-    offset: u64,
+    tail: LogTail,
     insert: &'static str,
 }
 
@@ -571,14 +571,12 @@ impl FileFollower {
         let mut logs = [
             FollowedFile {
                 sink: loader.sink("events"),
-                path: data_dir.join(layout::EVENTS_FILE),
-                offset: 0,
+                tail: LogTail::new(data_dir.join(layout::EVENTS_FILE), 0),
                 insert: INSERT_EVENTS,
             },
             FollowedFile {
                 sink: loader.sink("rejected"),
-                path: data_dir.join(layout::REJECTED_FILE),
-                offset: 0,
+                tail: LogTail::new(data_dir.join(layout::REJECTED_FILE), 0),
                 insert: INSERT_REJECTED,
             },
         ];
@@ -589,7 +587,7 @@ impl FileFollower {
                     &[&f.sink],
                 )
                 .await?;
-            f.offset = row.map_or(0, |r| r.get::<_, i64>(0) as u64);
+            f.tail.offset = row.map_or(0, |r| r.get::<_, i64>(0) as u64);
         }
         Ok(FileFollower {
             instance: loader.instance.clone(),
@@ -626,7 +624,15 @@ impl FileFollower {
             }
         }
         for f in &mut self.logs {
-            while let Some((lines, next)) = read_lines(f, metrics) {
+            while let Some(chunk) = f.tail.read(LINES_PER_TRANSACTION, |_| {
+                metrics.refuse(Refusal::PostgresUnreadableLogLine);
+            }) {
+                let lines: Vec<String> = chunk
+                    .lines
+                    .iter()
+                    .map(|l| without_nul(&l.text).into_owned())
+                    .collect();
+                let next = chunk.next;
                 let n = lines.len() as u64;
                 let tx = client.transaction().await?;
                 if !lines.is_empty() {
@@ -639,49 +645,10 @@ impl FileFollower {
                 )
                 .await?;
                 tx.commit().await?;
-                f.offset = next;
+                f.tail.offset = next;
                 metrics.postgres_rows.fetch_add(n, Relaxed);
             }
         }
         Ok(())
     }
-}
-
-/// The whole lines of `f` after its offset (up to a transaction's worth) and the offset after
-/// them; `None` when there is nothing new. Lines that are not JSON (a line torn by a crash) are
-/// counted and skipped.
-fn read_lines(f: &mut FollowedFile, metrics: &Metrics) -> Option<(Vec<String>, u64)> {
-    use std::io::{BufRead, Seek, SeekFrom};
-    let file = std::fs::File::open(&f.path).ok()?;
-    let len = file.metadata().ok()?.len();
-    if len < f.offset {
-        warn!(file = %f.path.display(), "file is shorter than the loaded offset (replaced?): loading it from the start");
-        f.offset = 0;
-    }
-    if len == f.offset {
-        return None;
-    }
-    let mut reader = std::io::BufReader::new(file);
-    reader.seek(SeekFrom::Start(f.offset)).ok()?;
-    let mut lines = Vec::new();
-    let mut next = f.offset;
-    let mut line = String::new();
-    while lines.len() < LINES_PER_TRANSACTION {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(n) if n > 0 && line.ends_with('\n') => {
-                next += n as u64;
-                let text = line.trim_end();
-                if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-                    lines.push(without_nul(text).into_owned());
-                } else {
-                    metrics.refuse(Refusal::PostgresUnreadableLogLine);
-                    warn!(file = %f.path.display(), offset = next - n as u64, "skipping a line that is not JSON");
-                }
-            }
-            // End of file, or a line still being written: load it next time.
-            _ => break,
-        }
-    }
-    (next > f.offset).then_some((lines, next))
 }

@@ -1,9 +1,10 @@
 //! A WAL sequence number that one writer moves and others wait on, from threads and tasks.
 //!
-//! Two of them follow the WAL: the batcher's last committed record (the PostgreSQL sink waits
-//! for it instead of polling the WAL) and the PostgreSQL sink's checkpoint (the batcher waits
-//! for it when the sink is `max_wal_backlog_batches` behind, and shutdown waits for it to
-//! drain). Waiting is a notification, not a sleep: a waiter wakes when the value moves.
+//! They follow the WAL: the batcher's last committed record (the PostgreSQL sink and the
+//! bridges wait for it instead of polling the WAL) and each [`Follower`]'s checkpoint (the
+//! batcher waits for it when the follower is `max_wal_backlog_batches` behind, WAL segments
+//! are kept until every follower is past them, and shutdown waits for PostgreSQL to drain).
+//! Waiting is a notification, not a sleep: a waiter wakes when the value moves.
 //!
 //! Invariants: `set` stores the value before it wakes anyone, and it takes the condition
 //! variable's lock between the two, so a blocking waiter that saw the old value under that
@@ -12,7 +13,7 @@
 //! the lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -78,11 +79,38 @@ impl Watermark {
     }
 }
 
+/// A reader of the WAL with its own checkpoint (the PostgreSQL sink, each bridge): the
+/// highest sequence it has done with, durably. It never runs ahead of what its reader has
+/// made durable elsewhere, since the WAL segments below it may be deleted.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    /// For logs: `PostgreSQL`, `bridge cloud`.
+    pub name: String,
+    pub checkpoint: Arc<Watermark>,
+}
+
+/// The lowest of `seq` and every follower's checkpoint: the WAL must keep what lies above it.
+pub fn needed_from(seq: u64, followers: &[Follower]) -> u64 {
+    followers
+        .iter()
+        .map(|f| f.checkpoint.get())
+        .fold(seq, u64::min)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+
+    #[test]
+    fn the_wal_is_kept_from_the_slowest_follower() {
+        let follower = |name: &str, at| Follower {
+            name: name.into(),
+            checkpoint: Arc::new(Watermark::new(at)),
+        };
+        assert_eq!(needed_from(9, &[]), 9);
+        assert_eq!(needed_from(9, &[follower("a", 12), follower("b", 4)]), 4);
+        assert_eq!(needed_from(3, &[follower("a", 12)]), 3);
+    }
 
     #[test]
     fn a_blocking_waiter_wakes_when_the_value_moves_and_gives_up_at_the_limit() {

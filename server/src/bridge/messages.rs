@@ -1,0 +1,554 @@
+//! What a bridge sends: readings (a WAL record's Arrow batch) and event lines turned into
+//! (topic, payload) messages by the bridge's forward rules.
+//!
+//! Invariant: the messages of one WAL record or one event line depend only on it and on the
+//! forward rules, and come out in the same order every time, so a bridge that resumes inside
+//! a record (its checkpoint counts the record's messages already acknowledged) skips exactly
+//! those. Each message carries what a consumer needs to drop a duplicate of at-least-once
+//! delivery: a reading its `instance` and `key` (as in the `readings` table), an event its
+//! `instance` and `id`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, StringArray};
+use arrow::datatypes::{Float64Type, Int32Type, TimestampMillisecondType, UInt8Type, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use samos_mqtt::topic::{matches, valid_topic_name};
+use samos_schemas::readings::LOCATION_COLUMNS;
+use serde::Serialize;
+
+use crate::config::{ForwardConfig, ForwardFormat, ForwardSource};
+
+/// A message for the upstream broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A sensor's declared range (`min`, `max`) by network, node and sensor, for the paper's text
+/// payload; `None` when the node is no longer known.
+pub type RangeLookup = Arc<dyn Fn(&str, &str, &str) -> Option<(String, String)> + Send + Sync>;
+
+/// A parsed topic template.
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    Topic,
+    Network,
+    NodeId,
+    Sensor,
+    Kind,
+    Instance,
+}
+
+/// The fields a template may name, for one message.
+struct Fields<'a> {
+    topic: &'a str,
+    network: &'a str,
+    node_id: &'a str,
+    sensor: &'a str,
+    kind: &'a str,
+    instance: &'a str,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    source: ForwardSource,
+    filter: String,
+    template: Vec<Piece>,
+    format: ForwardFormat,
+}
+
+impl Rule {
+    fn topic(&self, f: &Fields<'_>) -> String {
+        let mut out = String::with_capacity(f.topic.len() + 16);
+        for piece in &self.template {
+            out.push_str(match piece {
+                Piece::Text(t) => t,
+                Piece::Topic => f.topic,
+                Piece::Network => f.network,
+                Piece::NodeId => f.node_id,
+                Piece::Sensor => f.sensor,
+                Piece::Kind => f.kind,
+                Piece::Instance => f.instance,
+            });
+        }
+        out
+    }
+}
+
+/// Splits a template the configuration check accepted into pieces.
+fn parse_template(template: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find('}').map_or(rest.len(), |c| c + open);
+        pieces.push(match &rest[open + 1..close] {
+            "topic" => Piece::Topic,
+            "network" => Piece::Network,
+            "node_id" => Piece::NodeId,
+            "sensor" => Piece::Sensor,
+            "kind" => Piece::Kind,
+            _ => Piece::Instance,
+        });
+        rest = &rest[(close + 1).min(rest.len())..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    pieces
+}
+
+/// The forward rules of one bridge.
+#[derive(Clone)]
+pub struct Forwarder {
+    rules: Vec<Rule>,
+    instance: String,
+    ranges: RangeLookup,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reading as the JSON payload carries it: the `readings` columns.
+#[derive(Serialize)]
+struct ReadingJson<'a> {
+    instance: &'a str,
+    key: u64,
+    ingest_time_ms: i64,
+    network: &'a str,
+    node_id: &'a str,
+    country: &'a str,
+    district_state: &'a str,
+    city: &'a str,
+    area_description: &'a str,
+    area: &'a str,
+    building: &'a str,
+    room: &'a str,
+    sensor: &'a str,
+    data_type: &'a str,
+    units: &'a str,
+    value: Option<f64>,
+    raw: Option<&'a str>,
+    severity: &'a str,
+    qos: u8,
+    client_id: &'a str,
+}
+
+/// A dictionary column's keys and values.
+struct Dict<'a> {
+    keys: &'a [i32],
+    values: &'a StringArray,
+}
+
+impl<'a> Dict<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Option<Dict<'a>> {
+        let d = batch
+            .column_by_name(name)?
+            .as_dictionary_opt::<Int32Type>()?;
+        Some(Dict {
+            keys: d.keys().values(),
+            values: d.values().as_string_opt::<i32>()?,
+        })
+    }
+
+    fn get(&self, row: usize) -> &'a str {
+        self.values.value(self.keys[row] as usize)
+    }
+}
+
+impl Forwarder {
+    /// The rules of one bridge; `ranges` serves the text format.
+    pub fn new(forwards: &[ForwardConfig], instance: &str, ranges: RangeLookup) -> Forwarder {
+        Forwarder {
+            rules: forwards
+                .iter()
+                .map(|f| Rule {
+                    source: f.source,
+                    filter: f.filter.clone(),
+                    template: parse_template(&f.topic),
+                    format: f.format,
+                })
+                .collect(),
+            instance: instance.to_owned(),
+            ranges,
+        }
+    }
+
+    /// Whether any rule forwards readings (else the WAL need not be read).
+    pub fn wants_readings(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.source == ForwardSource::Readings)
+    }
+
+    /// Whether any rule forwards events or alerts.
+    pub fn wants_events(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.source != ForwardSource::Readings)
+    }
+
+    /// The messages of one batch of `readings`, in row order then rule order. A batch that
+    /// is not `readings` (which the WAL's checksum makes a bug) gives an error.
+    pub fn readings(&self, batch: &RecordBatch, out: &mut Vec<Message>) -> Result<(), String> {
+        let bad = || {
+            format!(
+                "a WAL batch without the readings columns: {}",
+                batch.schema()
+            )
+        };
+        let dict = |name| Dict::of(batch, name).ok_or_else(bad);
+        let (network, node_id, sensor) = (dict("network")?, dict("node_id")?, dict("sensor")?);
+        let location: Vec<Dict<'_>> = LOCATION_COLUMNS
+            .iter()
+            .map(|c| dict(c))
+            .collect::<Result<_, _>>()?;
+        let (data_type, units, severity, client) = (
+            dict("data_type")?,
+            dict("units")?,
+            dict("severity")?,
+            dict("client_id")?,
+        );
+        let column = |name| batch.column_by_name(name).ok_or_else(bad);
+        let time = column("ingest_time")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(bad)?;
+        let value = column("value")?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(bad)?;
+        let raw = column("raw")?.as_string_opt::<i32>().ok_or_else(bad)?;
+        let qos = column("qos")?
+            .as_primitive_opt::<UInt8Type>()
+            .ok_or_else(bad)?;
+        let key = column("key")?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(bad)?;
+        let mut ranges: HashMap<(i32, i32, i32), Option<(String, String)>> = HashMap::new();
+        let mut topic = String::new();
+        for row in 0..batch.num_rows() {
+            let levels: [&str; 7] = std::array::from_fn(|i| location[i].get(row));
+            topic.clear();
+            for part in [network.get(row), node_id.get(row)]
+                .into_iter()
+                .chain(levels)
+                .chain([sensor.get(row)])
+            {
+                if !topic.is_empty() {
+                    topic.push('/');
+                }
+                topic.push_str(part);
+            }
+            let fields = Fields {
+                topic: &topic,
+                network: network.get(row),
+                node_id: node_id.get(row),
+                sensor: sensor.get(row),
+                kind: "",
+                instance: &self.instance,
+            };
+            let raw_value = raw.is_valid(row).then(|| raw.value(row));
+            let number = value.is_valid(row).then(|| value.value(row));
+            for rule in &self.rules {
+                if rule.source != ForwardSource::Readings || !matches(&rule.filter, &topic) {
+                    continue;
+                }
+                let payload = match rule.format {
+                    ForwardFormat::Json => serde_json::to_vec(&ReadingJson {
+                        instance: &self.instance,
+                        key: key.value(row),
+                        ingest_time_ms: time.value(row),
+                        network: fields.network,
+                        node_id: fields.node_id,
+                        country: levels[0],
+                        district_state: levels[1],
+                        city: levels[2],
+                        area_description: levels[3],
+                        area: levels[4],
+                        building: levels[5],
+                        room: levels[6],
+                        sensor: fields.sensor,
+                        data_type: data_type.get(row),
+                        units: units.get(row),
+                        value: number,
+                        raw: raw_value,
+                        severity: severity.get(row),
+                        qos: qos.value(row),
+                        client_id: client.get(row),
+                    })
+                    .expect("a reading serializes"),
+                    ForwardFormat::Text => {
+                        let range = ranges
+                            .entry((network.keys[row], node_id.keys[row], sensor.keys[row]))
+                            .or_insert_with(|| {
+                                (self.ranges)(fields.network, fields.node_id, fields.sensor)
+                            });
+                        paper_text(data_type.get(row), range.as_ref(), number, raw_value)
+                            .into_bytes()
+                    }
+                };
+                push(out, rule.topic(&fields), payload);
+            }
+        }
+        Ok(())
+    }
+
+    /// The messages of one line of `events.jsonl` ending at byte offset `end`, in rule order.
+    pub fn event(&self, line: &str, end: u64, out: &mut Vec<Message>) {
+        let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
+            return;
+        };
+        let text = |key: &str| {
+            event
+                .get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (kind, network, node_id) = (text("kind"), text("network"), text("node_id"));
+        let is_alert = kind == "alert" || kind.starts_with("alert_");
+        event.insert("instance".into(), self.instance.clone().into());
+        event.insert(
+            "id".into(),
+            format!("{}:events:{end}", self.instance).into(),
+        );
+        let payload = serde_json::to_vec(&event).expect("an event serializes");
+        let events_topic = format!("{network}/events/{node_id}/{kind}");
+        let alerts_topic = samos_schemas::topic::alert_topic(&network, &node_id);
+        for rule in &self.rules {
+            let topic = match rule.source {
+                ForwardSource::Readings => continue,
+                ForwardSource::Events => &events_topic,
+                ForwardSource::Alerts if is_alert => &alerts_topic,
+                ForwardSource::Alerts => continue,
+            };
+            if !matches(&rule.filter, topic) {
+                continue;
+            }
+            let fields = Fields {
+                topic,
+                network: &network,
+                node_id: &node_id,
+                sensor: "",
+                kind: &kind,
+                instance: &self.instance,
+            };
+            push(out, rule.topic(&fields), payload.clone());
+        }
+    }
+}
+
+/// A topic no broker accepts (empty, a wildcard from a node's name) is logged and left out:
+/// the rules and names are checked, so this is a bug, not a message to hold everything for.
+fn push(out: &mut Vec<Message>, topic: String, payload: Vec<u8>) {
+    if valid_topic_name(&topic) {
+        out.push(Message { topic, payload });
+    } else {
+        tracing::error!(%topic, "bridge: not a valid topic name; the message is left out");
+    }
+}
+
+/// The paper's `dataType,dataRange,value`.
+fn paper_text(
+    data_type: &str,
+    range: Option<&(String, String)>,
+    value: Option<f64>,
+    raw: Option<&str>,
+) -> String {
+    let range = range.map_or(String::new(), |(min, max)| format!("{min}-{max}"));
+    let value = match (raw, value) {
+        (Some(raw), _) => raw.to_owned(),
+        (None, Some(v)) if data_type.eq_ignore_ascii_case("bool") => (v != 0.0).to_string(),
+        (None, Some(v)) => v.to_string(),
+        (None, None) => String::new(),
+    };
+    format!("{data_type},{range},{value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use samos_schemas::node_config::NodeConfig;
+    use samos_schemas::payload::{SensorSpec, Severity, Value};
+    use samos_schemas::topic::Location;
+
+    use super::*;
+    use crate::ingest::{Reading, build_batch};
+
+    fn forward(
+        source: ForwardSource,
+        filter: &str,
+        topic: &str,
+        format: ForwardFormat,
+    ) -> ForwardConfig {
+        ForwardConfig {
+            source,
+            filter: filter.into(),
+            topic: topic.into(),
+            format,
+        }
+    }
+
+    fn config() -> Arc<NodeConfig> {
+        let spec = |name: &str, ty: &str| SensorSpec {
+            name: name.into(),
+            part: "p".into(),
+            data_type: ty.into(),
+            units: "u".into(),
+            min: "0".into(),
+            max: "70".into(),
+        };
+        Arc::new(NodeConfig {
+            node_id: "n1".into(),
+            network: "net".into(),
+            server_id: "SN".into(),
+            location: Location::from_levels(["c", "d", "ci", "a", "indoor", "b", "r"]),
+            sensors: vec![spec("temp", "float"), spec("hum", "float")],
+            ip_address: String::new(),
+            mac_address: String::new(),
+            platform: String::new(),
+            document: serde_json::Value::Null,
+        })
+    }
+
+    fn batch() -> RecordBatch {
+        let config = config();
+        let reading = |sensor: usize, value: Value| Reading {
+            ingest_time_ms: 1_700_000_000_000,
+            config: config.clone(),
+            sensor,
+            value,
+            severity: Severity::Normal,
+            qos: 1,
+            client_id: "c1".into(),
+            ack: None,
+            qos2_pkid: None,
+        };
+        build_batch(
+            &[
+                reading(0, Value::Float(23.4)),
+                reading(1, Value::Float(51.0)),
+            ],
+            7,
+        )
+    }
+
+    #[test]
+    fn readings_become_json_and_the_papers_text_under_their_templates() {
+        let c = config();
+        let sensor0 = c.sensors[0].clone();
+        let ranges: RangeLookup = Arc::new(move |_, _, s| {
+            (s == sensor0.name).then(|| (sensor0.min.clone(), sensor0.max.clone()))
+        });
+        let f = Forwarder::new(
+            &[
+                forward(
+                    ForwardSource::Readings,
+                    "#",
+                    "site1/{topic}",
+                    ForwardFormat::Json,
+                ),
+                forward(
+                    ForwardSource::Readings,
+                    &format!("+/+/+/+/+/+/+/+/+/{}", c.sensors[0].name),
+                    "{network}/{node_id}/{sensor}",
+                    ForwardFormat::Text,
+                ),
+                forward(ForwardSource::Alerts, "#", "{topic}", ForwardFormat::Json),
+            ],
+            "east",
+            ranges,
+        );
+        let mut out = Vec::new();
+        f.readings(&batch(), &mut out).unwrap();
+        assert_eq!(out.len(), 3, "two JSON, one text: {out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(json["instance"], "east");
+        assert_eq!(json["key"], 7 * samos_schemas::readings::ROWS_PER_BATCH);
+        assert_eq!(json["value"], 23.4);
+        assert_eq!(json["sensor"], c.sensors[0].name.as_str());
+        assert!(json["raw"].is_null());
+        assert!(out[0].topic.starts_with("site1/"));
+        assert!(out[0].topic.ends_with(&format!("/{}", c.sensors[0].name)));
+        assert_eq!(
+            out[1].payload,
+            format!(
+                "{},{}-{},23.4",
+                c.sensors[0].data_type, c.sensors[0].min, c.sensors[0].max
+            )
+            .into_bytes()
+        );
+        assert_eq!(out[1].topic, "net/n1/temp");
+        assert_eq!(out[0].topic, "site1/net/n1/c/d/ci/a/indoor/b/r/temp");
+        let mut again = Vec::new();
+        f.readings(&batch(), &mut again).unwrap();
+        assert_eq!(out, again, "the same record gives the same messages");
+    }
+
+    #[test]
+    fn events_and_alerts_go_to_their_own_topics_with_an_id() {
+        let f = Forwarder::new(
+            &[
+                forward(
+                    ForwardSource::Events,
+                    "net/events/#",
+                    "{topic}",
+                    ForwardFormat::Json,
+                ),
+                forward(
+                    ForwardSource::Alerts,
+                    "#",
+                    "a/{kind}/{node_id}",
+                    ForwardFormat::Json,
+                ),
+            ],
+            "east",
+            Arc::new(|_, _, _| None),
+        );
+        let mut out = Vec::new();
+        f.event(
+            r#"{"time_ms":1,"kind":"alert_firing","network":"net","node_id":"n1","detail":{}}"#,
+            120,
+            &mut out,
+        );
+        f.event(
+            r#"{"time_ms":2,"kind":"joined","network":"net","node_id":"n2"}"#,
+            200,
+            &mut out,
+        );
+        f.event("not json", 210, &mut out);
+        let topics: Vec<_> = out.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "net/events/n1/alert_firing",
+                "a/alert_firing/n1",
+                "net/events/n2/joined"
+            ]
+        );
+        let first: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(first["id"], "east:events:120");
+        assert_eq!(first["instance"], "east");
+        assert_eq!(first["kind"], "alert_firing");
+    }
+
+    #[test]
+    fn the_papers_text_spells_booleans_and_text_as_sent() {
+        let r = ("0".to_owned(), "1".to_owned());
+        assert_eq!(
+            paper_text("bool", Some(&r), Some(1.0), None),
+            "bool,0-1,true"
+        );
+        assert_eq!(paper_text("int", None, Some(5.0), None), "int,,5");
+        assert_eq!(paper_text("string", None, None, Some("on")), "string,,on");
+    }
+}
