@@ -17,6 +17,7 @@ use serde_json::Value;
 
 const SENSOR: &str = "indoorTemperatureSensor";
 const SECRET: &str = "hook-s3cret";
+const ADMIN: &str = "admin-t0ken";
 
 /// Starts `tests/{script} PORT DIR ARGS…` (a recording server) on a free port with a fresh
 /// directory; returns once it accepts connections.
@@ -97,7 +98,8 @@ impl Drop for Receiver {
 
 fn config(port: u16) -> String {
     format!(
-        "[alerts]\neval_interval_ms = 200\n\
+        "[api]\nadmin_token = \"{ADMIN}\"\n\
+         [alerts]\neval_interval_ms = 200\n\
          [[alerts.rule]]\nname = \"hot\"\nwhen = \"sensor = '{SENSOR}' AND value > 45\"\nseverity = \"critical\"\nactions = [\"ops\", \"bus\"]\n\
          [[alerts.rule]]\nname = \"silent\"\nwhen = \"node_id = 'CN2' AND silent_secs > 2\"\nactions = [\"ops\"]\n\
          [[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{SECRET}\"\ntimeout_ms = 2000\n\
@@ -180,6 +182,58 @@ fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
     assert_eq!(resolved["body"]["alert_id"], firing[0]["body"]["alert_id"]);
     assert_eq!(resolved["body"]["value"], 21.0);
 
+    // The dashboard's API shows each alert's state; an admin acknowledges the silent one,
+    // which its actions hear; an unknown id is refused.
+    let api = s.api.unwrap();
+    let rule_alerts = || -> Vec<Value> {
+        let (status, body) = http_request(api, "GET", "/api/v1/alerts", Some(ADMIN), None);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["rules"].as_array().unwrap().clone()
+    };
+    let state = |alerts: &[Value], rule: &str| {
+        alerts
+            .iter()
+            .find(|a| a["rule"] == rule)
+            .map(|a| a["state"].as_str().unwrap().to_owned())
+    };
+    let alerts = rule_alerts();
+    assert_eq!(
+        state(&alerts, "hot").as_deref(),
+        Some("resolved"),
+        "{alerts:#?}"
+    );
+    assert_eq!(
+        state(&alerts, "silent").as_deref(),
+        Some("firing"),
+        "{alerts:#?}"
+    );
+    let silent = alerts.iter().find(|a| a["rule"] == "silent").unwrap();
+    let ack = serde_json::json!({ "id": silent["id"] }).to_string();
+    let (status, body) = http_request(api, "POST", "/api/v1/alerts/ack", Some(ADMIN), Some(&ack));
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_request(
+        api,
+        "POST",
+        "/api/v1/alerts/ack",
+        Some(ADMIN),
+        Some(r#"{"id": "silent/nowhere"}"#),
+    );
+    assert_eq!(status, 404);
+    receiver.wait("the acknowledgement notified", |r| {
+        !accepted(r, "silent", "acknowledged").is_empty()
+    });
+    let alerts = rule_alerts();
+    assert_eq!(
+        state(&alerts, "silent").as_deref(),
+        Some("acknowledged"),
+        "{alerts:#?}"
+    );
+    assert!(
+        alerts.iter().any(|a| a["acknowledged_by"].is_string()),
+        "{alerts:#?}"
+    );
+
     // The alert's life is in the events table.
     let events = samos_sql(
         &s.data_dir(),
@@ -189,6 +243,7 @@ fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
     );
     assert!(events.contains("alert_firing,2"), "{events}");
     assert!(events.contains("alert_resolved,1"), "{events}");
+    assert!(events.contains("alert_acknowledged,1"), "{events}");
     assert!(s.metric("samos_alert_notifications_total{result=\"delivered\"}") >= 3);
 }
 
@@ -275,7 +330,8 @@ fn an_alert_is_mailed_over_starttls_with_auth() {
     let certs = make_certs(certs_dir.path(), "unused");
     let smtp = MailServer::start(&certs);
     let s = TestServer::with_config(&format!(
-        "[alerts]\neval_interval_ms = 200\n\
+        "[api]\nadmin_token = \"{ADMIN}\"\n\
+         [alerts]\neval_interval_ms = 200\n\
          [[alerts.rule]]\nname = \"hot\"\nwhen = \"value > 45\"\nseverity = \"critical\"\nactions = [\"mail\"]\n\
          [[alerts.email]]\nname = \"mail\"\nserver = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = {:?}\n\
          username = \"alerts\"\npassword = \"mail-pw\"\nfrom = \"Samos <samos@example.org>\"\nto = [\"ops@example.org\"]\n",

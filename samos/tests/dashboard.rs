@@ -192,7 +192,10 @@ fn fetch_script(path: &str, method: &str, body: Option<&Value>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
     let server = TestServer::with_config(&format!(
-        "[api]\ntoken = {VIEWER:?}\nadmin_token = {ADMIN:?}\n[storage]\nparquet_rotate_secs = 2\n"
+        "[api]\ntoken = {VIEWER:?}\nadmin_token = {ADMIN:?}\n[storage]\nparquet_rotate_secs = 2\n\
+         [alerts]\neval_interval_ms = 500\n\
+         [[alerts.rule]]\nname = \"watch\"\nseverity = \"info\"\n\
+         when = \"node_id = 'SIM004' AND sensor = 'indoorTemperatureSensor'\"\n"
     ));
     let api = server.api.unwrap();
     let base = format!("http://{api}");
@@ -277,6 +280,16 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
         |v| v.as_str().is_some_and(|t| t.contains("alice")),
     )
     .await;
+    // A rule's alert, firing, acknowledged by name: its state follows.
+    b.click("#rule-alerts tr[data-node='SIM004'] button.ack")
+        .await;
+    b.until(
+        "the rule alert is acknowledged by alice",
+        "const r = document.querySelector(\"#rule-alerts tr[data-node='SIM004'].state-acknowledged\"); return r ? r.textContent : null",
+        |v| v.as_str().is_some_and(|t| t.contains("alice")),
+    )
+    .await;
+    b.screenshot(&shots, "alerts-acknowledged").await;
 
     // The back button returns to the nodes page.
     b.c().back().await.unwrap();

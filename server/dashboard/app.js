@@ -468,12 +468,36 @@ function refusedTable(rows) {
 // ---------- alerts ----------
 
 function alertsPage() {
+  const rulesBody = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
   const body = h("div", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
   main().replaceChildren(h("h1", {}, "Alerts"),
+    h("h2", {}, "Alert rules"),
+    h("p", { class: "muted" }, "Raised by the configured rules ([[alerts.rule]]): firing, acknowledged by an operator, resolved when the condition stops holding."),
+    rulesBody,
+    h("h2", {}, "Severity cross-check"),
     h("p", { class: "muted" }, "Raised when a node's readings are more severe than the mode it declares (the server's cross-check)."), body);
+  const ackButton = (payload, where) => h("button", { type: "button", class: "ack", onclick: async (e) => {
+    e.target.disabled = true;
+    try {
+      await api("/api/v1/alerts/ack", { body: payload });
+    } catch (err) { where.prepend(errorBox(err)); }
+    load();
+  } }, "Acknowledge");
   async function load() {
     try {
-      const { alerts } = await api("/api/v1/alerts");
+      const { alerts, rules } = await api("/api/v1/alerts");
+      rulesBody.replaceChildren(rules.length ? h("table", { id: "rule-alerts" },
+        h("thead", {}, h("tr", {}, ["started", "rule", "severity", "node", "sensor", "value", "state", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, rules.map((a) => h("tr", { "data-id": a.id, "data-node": a.node_id, class: `state-${a.state}` },
+          h("td", {}, time(a.started_ms)),
+          h("td", { title: a.summary }, a.rule),
+          h("td", {}, badge(`alert-${a.severity}`, a.severity)),
+          h("td", {}, h("a", { href: `/nodes/${encodeURIComponent(a.network)}/${encodeURIComponent(a.node_id)}`, "data-link": true }, a.node_id)),
+          h("td", {}, a.sensor), h("td", { class: "num" }, a.value == null ? "" : num(a.value)),
+          h("td", { class: "state" }, a.state === "acknowledged" ? `acknowledged by ${a.acknowledged_by}`
+            : a.state === "resolved" ? `resolved ${time(a.resolved_ms)}` : "firing"),
+          h("td", {}, a.state === "firing" && isAdmin() ? ackButton({ id: a.id }, rulesBody) : ""))))) :
+        h("p", { class: "muted" }, "No rule alerts."));
       body.replaceChildren(alerts.length ? h("table", { id: "alerts" },
         h("thead", {}, h("tr", {}, ["time", "node", "declared", "assessed", "sensor", "value", "acknowledged"].map((c) => h("th", {}, c)))),
         h("tbody", {}, alerts.map((a) => h("tr", { "data-node": a.node_id, class: a.acknowledged ? "acked" : "open" },
@@ -483,19 +507,13 @@ function alertsPage() {
           h("td", {}, badge(`sev-${a.detail.assessed}`, a.detail.assessed)),
           h("td", {}, a.detail.sensor), h("td", { class: "num" }, num(a.detail.value)),
           h("td", {}, a.acknowledged ? `${a.acknowledged.by}, ${time(a.acknowledged.time_ms)}`
-            : isAdmin() ? h("button", { type: "button", class: "ack", onclick: async (e) => {
-              e.target.disabled = true;
-              try {
-                await api("/api/v1/alerts/ack", { body: { network: a.network, node_id: a.node_id, alert_time_ms: a.time_ms } });
-              } catch (err) { body.prepend(errorBox(err)); }
-              load();
-            } }, "Acknowledge") : "open"))))) : h("p", { class: "muted" }, "No alerts."));
+            : isAdmin() ? ackButton({ network: a.network, node_id: a.node_id, alert_time_ms: a.time_ms }, body) : "open"))))) : h("p", { class: "muted" }, "No alerts."));
     } catch (e) {
       body.replaceChildren(errorBox(e));
     }
   }
   load();
-  return { event(e) { if (e.kind === "alert" || e.kind === "alert_acknowledged") load(); }, lagged: load };
+  return { event(e) { if (e.kind === "alert" || e.kind.startsWith("alert_")) load(); }, lagged: load };
 }
 
 // ---------- quarantine ----------

@@ -291,6 +291,26 @@ impl Server {
                 }
             });
         }
+        let alerts = match &protocol {
+            Some(p)
+                if !shared.config.alerts.rules.is_empty()
+                    || !shared.config.alerts.cross_check_actions.is_empty() =>
+            {
+                let publisher = p.clone();
+                Some(
+                    crate::alerts::Alerts::start(
+                        &shared.config.alerts,
+                        p.clone(),
+                        Arc::new(move |topic, payload| publisher.publish_message(topic, payload)),
+                        &shared.config.data_dir,
+                        &instance_id,
+                        metrics.clone(),
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
+        };
         if let Some(l) = api_listener {
             let lake = shared.config.storage.lake_dataset()?;
             let child_env = lake
@@ -313,7 +333,8 @@ impl Server {
                     shared.config.data_dir.clone(),
                 )
                 .with_child_env(child_env)
-                .with_dataset(lake),
+                .with_dataset(lake)
+                .with_alerts(alerts.clone()),
             );
             info!(addr = ?endpoints.api, "dashboard on / and HTTP API on /api/v1/");
             tokio::spawn(async move {
@@ -322,26 +343,6 @@ impl Server {
                 }
             });
         }
-        let alerts = match &protocol {
-            Some(p)
-                if !shared.config.alerts.rules.is_empty()
-                    || !shared.config.alerts.cross_check_actions.is_empty() =>
-            {
-                let publisher = p.clone();
-                Some(
-                    crate::alerts::Alerts::start(
-                        &shared.config.alerts,
-                        p.clone(),
-                        Arc::new(move |topic, payload| publisher.publish_message(topic, payload)),
-                        &shared.config.data_dir,
-                        &instance_id,
-                        metrics.clone(),
-                    )
-                    .await?,
-                )
-            }
-            _ => None,
-        };
         if let Some(l) = pg_listener {
             crate::sql::start_pg(l, &shared.config, shared.auth.clone(), metrics.clone()).await?;
         }

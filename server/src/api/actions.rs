@@ -162,14 +162,23 @@ pub(super) async fn push_config(
     respond(&api, result)
 }
 
+/// Which alert: a rule's by its id, or the severity cross-check's by node and time.
 #[derive(Deserialize)]
-pub(super) struct Acknowledge {
-    network: String,
-    node_id: String,
-    alert_time_ms: i64,
+#[serde(untagged)]
+pub(super) enum Acknowledge {
+    Rule {
+        id: String,
+    },
+    CrossCheck {
+        network: String,
+        node_id: String,
+        alert_time_ms: i64,
+    },
 }
 
-/// `POST /api/v1/alerts/ack {"network", "node_id", "alert_time_ms"}` (admins).
+/// `POST /api/v1/alerts/ack` (admins): `{"id"}` for a firing rule alert (its state becomes
+/// acknowledged, notified to the rule's actions), or `{"network", "node_id", "alert_time_ms"}`
+/// for an alert of the severity cross-check.
 pub(super) async fn acknowledge(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -178,10 +187,32 @@ pub(super) async fn acknowledge(
     let result = (|| {
         let caller = api.access.admin(&headers)?;
         let Json(a) = body.map_err(|e| bad_request(&e.body_text()))?;
-        let p = api.protocol()?;
-        p.acknowledge_alert(&a.network, &a.node_id, a.alert_time_ms, &caller.name)
-            .map_err(|e| operator_refusal(&e))?;
-        Ok(json!({"acknowledged": a.alert_time_ms, "by": caller.name}))
+        match a {
+            Acknowledge::Rule { id } => {
+                let found = api
+                    .alerts
+                    .as_ref()
+                    .is_some_and(|alerts| alerts.acknowledge(&id, &caller.name));
+                if !found {
+                    return Err(Refused(
+                        StatusCode::NOT_FOUND,
+                        Refusal::ApiNotFound,
+                        format!("no firing alert has the id {id:?}"),
+                    ));
+                }
+                Ok(json!({"acknowledged": id, "by": caller.name}))
+            }
+            Acknowledge::CrossCheck {
+                network,
+                node_id,
+                alert_time_ms,
+            } => {
+                let p = api.protocol()?;
+                p.acknowledge_alert(&network, &node_id, alert_time_ms, &caller.name)
+                    .map_err(|e| operator_refusal(&e))?;
+                Ok(json!({"acknowledged": alert_time_ms, "by": caller.name}))
+            }
+        }
     })();
     respond(&api, result)
 }

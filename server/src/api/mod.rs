@@ -60,6 +60,8 @@ pub struct Api {
     child_env: Vec<(String, String)>,
     /// The object-store dataset (with credentials) a cluster query reads, where there is one.
     dataset: Option<samos_cluster::Dataset>,
+    /// The alert rules' engine, where rules are configured (admins acknowledge its alerts).
+    alerts: Option<Arc<crate::alerts::Alerts>>,
     /// Live streams open now.
     live_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The last counters and when they were taken: every stream's second shares one walk of
@@ -91,6 +93,7 @@ impl Api {
             mining: mining::MiningJobs::default(),
             child_env: Vec::new(),
             dataset: None,
+            alerts: None,
             live_streams: Arc::default(),
             counters: std::sync::Mutex::default(),
         }
@@ -125,6 +128,12 @@ impl Api {
 
     /// Environment variables every `samos mine` child gets (the object store's credentials
     /// where the configuration, not the environment, holds them).
+    /// The alert rules' engine whose alerts admins acknowledge.
+    pub fn with_alerts(mut self, alerts: Option<Arc<crate::alerts::Alerts>>) -> Api {
+        self.alerts = alerts;
+        self
+    }
+
     pub fn with_child_env(mut self, env: Vec<(String, String)>) -> Api {
         self.child_env = env;
         self

@@ -267,9 +267,46 @@ pub(super) async fn alerts(
                 v
             })
             .collect();
-        json!({ "alerts": alerts })
+        let rules = rule_alerts(&path, &p);
+        json!({ "alerts": alerts, "rules": rules })
     });
     respond(&api, result)
+}
+
+/// The alert rules' alerts as their events leave them, newest first: each alert (its id, rule,
+/// severity, series, value, start, summary) with `state` (`firing`, `acknowledged`,
+/// `resolved`), who acknowledged it and when it resolved.
+fn rule_alerts(events: &Path, p: &HashMap<String, String>) -> Vec<Value> {
+    let lines = tail_lines(
+        events,
+        |v| {
+            for_node(p, v)
+                && matches!(
+                    v["kind"].as_str(),
+                    Some("alert_firing" | "alert_acknowledged" | "alert_resolved")
+                )
+                && v["detail"]["id"].is_string()
+        },
+        usize::MAX,
+    );
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    // Oldest first, so each alert ends as its newest event left it.
+    for v in lines.into_iter().rev() {
+        let mut alert = v["detail"].clone();
+        let state = v["kind"]
+            .as_str()
+            .and_then(|k| k.strip_prefix("alert_"))
+            .unwrap_or_default()
+            .to_owned();
+        alert["state"] = state.into();
+        alert["changed_ms"] = v["time_ms"].clone();
+        let id = alert["id"].as_str().unwrap_or_default().to_owned();
+        by_id.insert(id, alert);
+    }
+    let mut alerts: Vec<Value> = by_id.into_values().collect();
+    alerts.sort_by_key(|a| std::cmp::Reverse(a["started_ms"].as_i64()));
+    alerts.truncate(limit(p));
+    alerts
 }
 
 /// `GET /api/v1/quarantine?node=&reason=&limit=`: refused messages, newest first.

@@ -16,7 +16,10 @@
 //!
 //! Files: [`batcher`] (group commit and ticket release), [`columns`] (the Arrow batch and the
 //! WAL record), `parquet_sink` (published files, checkpoint, retention), [`postgres`],
-//! [`watermark`] (the committed sequence and the PostgreSQL checkpoint, waited on, not polled).
+//! [`watermark`] (the committed sequence and the followers' checkpoints, waited on, not
+//! polled), [`log_tail`] (the event log followed by offset). The WAL's followers — PostgreSQL
+//! and the bridges (`crate::bridge`) — each keep their own checkpoint: segments stay until all
+//! are past them, and commits wait while one is `max_wal_backlog_batches` behind.
 //! Recovery at start replays what the WAL holds past the checkpoint into Parquet; the store
 //! removes a crashed run's temporary files first, so every row reaches Parquet once.
 //!
