@@ -58,6 +58,16 @@ impl Receiver {
         Receiver { child, dir, port }
     }
 
+    /// Serving HTTPS with the server certificate of `certs` (from `make_certs`).
+    fn start_tls(certs: &Path) -> Receiver {
+        let (cert, key) = (certs.join("server.crt"), certs.join("server.key"));
+        let (child, dir, port) = python_server(
+            "webhook_server.py",
+            &[SECRET.as_ref(), cert.as_os_str(), key.as_os_str()],
+        );
+        Receiver { child, dir, port }
+    }
+
     fn fail(&self, on: bool) {
         let path = self.dir.path().join("fail");
         if on {
@@ -245,6 +255,35 @@ fn webhooks_are_signed_retried_through_503_and_kill_9_and_accepted_once() {
     assert!(events.contains("alert_resolved,1"), "{events}");
     assert!(events.contains("alert_acknowledged,1"), "{events}");
     assert!(s.metric("samos_alert_notifications_total{result=\"delivered\"}") >= 3);
+}
+
+#[test]
+fn a_webhook_reaches_an_https_receiver_that_trusts_a_private_ca() {
+    let work = tempfile::tempdir().unwrap();
+    let certs = make_certs(work.path(), "unused");
+    let receiver = Receiver::start_tls(&certs);
+    let toml = format!(
+        "[alerts]\neval_interval_ms = 200\n\
+         [[alerts.rule]]\nname = \"hot\"\nwhen = \"value > 45\"\nactions = [\"ops\"]\n\
+         [[alerts.webhook]]\nname = \"ops\"\nurl = \"https://localhost:{}/hook\"\n\
+         secret = \"{SECRET}\"\nca_file = \"{}\"\n",
+        receiver.port,
+        certs.join("ca.crt").display()
+    );
+    let s = TestServer::with_config(&toml);
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", [50.0], 10);
+    let r = receiver.wait("the firing notification over HTTPS", |r| {
+        !accepted(r, "hot", "firing").is_empty()
+    });
+    assert_eq!(accepted(&r, "hot", "firing").len(), 1, "{r:#?}");
+    assert!(r.iter().all(|r| r["signature_ok"] == true), "{r:#?}");
+    assert_eq!(
+        s.metric("samos_alert_notifications_total{result=\"retried\"}"),
+        0,
+        "the receiver's certificate was trusted at once: {}",
+        s.log()
+    );
 }
 
 #[test]

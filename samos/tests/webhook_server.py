@@ -1,6 +1,8 @@
 """A real HTTP server that records webhook deliveries, for the alerting tests.
 
-    python3 webhook_server.py PORT DIR SECRET
+    python3 webhook_server.py PORT DIR SECRET [CERT KEY]
+
+With CERT and KEY (PEM) it serves HTTPS.
 
 Each POST is appended to DIR/requests.jsonl as {"status", "delivery", "event", "signature_ok",
 "body"}: the signature (X-Samos-Signature: t=..,v1=..) is checked with Python's own hmac
@@ -47,4 +49,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+if len(sys.argv) > 5:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -83,12 +83,25 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(url: String, secret: Option<String>, timeout: Duration) -> Result<Webhook, String> {
-        let client = reqwest::Client::builder()
+    /// `ca_file`: a PEM CA trusted besides the built-in roots.
+    pub fn new(
+        url: String,
+        secret: Option<String>,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Webhook, String> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .user_agent(concat!("samos/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .user_agent(concat!("samos/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Webhook {
             url,
             secret,

@@ -147,6 +147,7 @@ impl Alerts {
                 w.url.clone(),
                 w.secret.clone(),
                 Duration::from_millis(w.timeout_ms),
+                w.ca_file.as_deref(),
             )
             .map_err(|e| AlertError::Setup(format!("webhook {}: {e}", w.name)))?;
             actions.push((w.name.clone(), deliver::Action::Webhook(hook)));

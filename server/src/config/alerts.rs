@@ -70,6 +70,9 @@ pub struct WebhookConfig {
     pub url: String,
     /// Signs each request (`X-Samos-Signature`, HMAC-SHA256) when set.
     pub secret: Option<String>,
+    /// A PEM CA to trust besides the built-in roots (an `https://` receiver with a private
+    /// certificate).
+    pub ca_file: Option<PathBuf>,
     /// One attempt's time limit.
     #[serde(default = "default_webhook_timeout")]
     pub timeout_ms: u64,
