@@ -69,17 +69,7 @@ fn run_once(
         ),
     )
     .unwrap();
-    let samos = Samos::start(
-        dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let samos = Samos::with_config(dir.path(), &config);
     let metrics = samos.addr("metrics");
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let start = Instant::now();

@@ -298,17 +298,7 @@ fn object_store_pairs(
                 ),
             )
             .unwrap();
-            let samos = Samos::start(
-                dir.path(),
-                &[
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--metrics-listen",
-                    "127.0.0.1:0",
-                ],
-            );
+            let samos = Samos::with_config(dir.path(), &config);
             let spec = node_load(samos.addr("mqtt"), 100, 2_000 * scale, 10, QoS::ExactlyOnce);
             let r = rt.block_on(loadgen::run(spec)).expect("load run");
             rates[i] = r.acknowledged_per_second();

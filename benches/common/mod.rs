@@ -129,6 +129,21 @@ impl Samos {
         Samos { child, ready }
     }
 
+    /// Starts `samos serve --config {config}` with MQTT and metrics on free loopback ports.
+    pub fn with_config(dir: &Path, config: &Path) -> Samos {
+        Samos::start(
+            dir,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+        )
+    }
+
     /// The first address of `kind` (`mqtt`, `mqtts`) or the metrics endpoint (`metrics`).
     pub fn addr(&self, kind: &str) -> SocketAddr {
         let v = &self.ready[kind];

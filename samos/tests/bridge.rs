@@ -325,33 +325,35 @@ fn every_reading_arrives_upstream_across_a_broker_outage_and_a_crash() {
 }
 
 #[test]
-fn a_bridge_to_a_broker_that_refuses_its_password_holds_the_readings() {
+fn a_bridge_that_cannot_log_in_holds_the_readings_and_pauses_publishers_at_its_backlog() {
     let work = tempfile::tempdir().unwrap();
     let certs = make_certs(work.path(), "unused");
     let broker = Mosquitto::start(&certs);
     let collector = Collector::start(broker.plain_port, &["up/#"]);
-    let config = bridge_config(&broker, &certs).replace(mosquitto::PASSWORD, "wrong");
-    let server = TestServer::with_config(&config);
+    // One reading per WAL batch, at most 100 batches behind the bridge.
+    let limits = "[storage]\nmax_wal_backlog_batches = 100\nmax_batch_rows = 1\n";
+    let good = format!("{limits}{}", bridge_config(&broker, &certs));
+    let server = TestServer::with_config(&good.replace(mosquitto::PASSWORD, "wrong"));
     let mut node = join_paper_node(&server, "CN1");
-    assert_eq!(publish_pipelined(&mut node, "CN1", &values(0..200)), 200);
-    assert!(server.wait_log(
-        "bridge: upstream unreachable or lost",
-        Duration::from_secs(15)
-    ));
+    let acked = publish_pipelined(&mut node, "CN1", &values(0..200));
+    assert!((90..=100).contains(&acked), "{acked} acknowledged");
     assert!(server.log().contains("refused"), "{}", server.log());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric("samos_bridge_lag_batches{bridge=\"up\"}") == 0 {
-        assert!(Instant::now() < deadline, "{}", server.metrics_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The readings wait in the WAL: fixed and restarted, the bridge sends them.
+    assert!(server.wait_log("bridge up is too far behind", Duration::from_secs(10)));
+    assert!(server.metric("samos_bridge_lag_batches{bridge=\"up\"}") >= 90);
+    assert_eq!(server.metric("samos_bridge_connected{bridge=\"up\"}"), 0);
+    assert!(collector.readings().is_empty());
+
+    // The acknowledged readings wait in the WAL: killed, fixed and restarted, the bridge sends
+    // them all.
     drop(node);
-    let dir = server.stop();
-    let server = TestServer::in_dir(dir, &bridge_config(&broker, &certs));
+    let dir = server.kill();
+    let server = TestServer::in_dir(dir, &good);
     assert!(
-        collector.wait_for(200, Duration::from_secs(30)),
-        "{} of 200 after the password was fixed: {}",
+        collector.wait_for(acked, Duration::from_secs(30)),
+        "{} of {acked} after the password was fixed: {}",
         collector.readings().len(),
         server.log()
     );
+    let got = collector.readings();
+    assert!((0..acked as i64).all(|v| got.contains_key(&("CN1".to_owned(), v))));
 }

@@ -378,8 +378,7 @@ fn paper_text(
 #[cfg(test)]
 mod tests {
     use samos_schemas::node_config::NodeConfig;
-    use samos_schemas::payload::{SensorSpec, Severity, Value};
-    use samos_schemas::topic::Location;
+    use samos_schemas::payload::{Severity, Value};
 
     use super::*;
     use crate::ingest::{Reading, build_batch};
@@ -399,25 +398,7 @@ mod tests {
     }
 
     fn config() -> Arc<NodeConfig> {
-        let spec = |name: &str, ty: &str| SensorSpec {
-            name: name.into(),
-            part: "p".into(),
-            data_type: ty.into(),
-            units: "u".into(),
-            min: "0".into(),
-            max: "70".into(),
-        };
-        Arc::new(NodeConfig {
-            node_id: "n1".into(),
-            network: "net".into(),
-            server_id: "SN".into(),
-            location: Location::from_levels(["c", "d", "ci", "a", "indoor", "b", "r"]),
-            sensors: vec![spec("temp", "float"), spec("hum", "float")],
-            ip_address: String::new(),
-            mac_address: String::new(),
-            platform: String::new(),
-            document: serde_json::Value::Null,
-        })
+        crate::ingest::columns::test_config("n1")
     }
 
     fn batch() -> RecordBatch {
@@ -436,7 +417,8 @@ mod tests {
         build_batch(
             &[
                 reading(0, Value::Float(23.4)),
-                reading(1, Value::Float(51.0)),
+                reading(1, Value::Text("on".into())),
+                reading(2, Value::Bool(true)),
             ],
             7,
         )
@@ -444,11 +426,8 @@ mod tests {
 
     #[test]
     fn readings_become_json_and_the_papers_text_under_their_templates() {
-        let c = config();
-        let sensor0 = c.sensors[0].clone();
-        let ranges: RangeLookup = Arc::new(move |_, _, s| {
-            (s == sensor0.name).then(|| (sensor0.min.clone(), sensor0.max.clone()))
-        });
+        let ranges: RangeLookup =
+            Arc::new(|_, node, _| (node == "n1").then(|| ("0".into(), "100".into())));
         let f = Forwarder::new(
             &[
                 forward(
@@ -459,9 +438,15 @@ mod tests {
                 ),
                 forward(
                     ForwardSource::Readings,
-                    &format!("+/+/+/+/+/+/+/+/+/{}", c.sensors[0].name),
+                    "#",
                     "{network}/{node_id}/{sensor}",
                     ForwardFormat::Text,
+                ),
+                forward(
+                    ForwardSource::Readings,
+                    "+/+/+/+/+/+/+/+/+/t",
+                    "only-t/{instance}",
+                    ForwardFormat::Json,
                 ),
                 forward(ForwardSource::Alerts, "#", "{topic}", ForwardFormat::Json),
             ],
@@ -470,25 +455,35 @@ mod tests {
         );
         let mut out = Vec::new();
         f.readings(&batch(), &mut out).unwrap();
-        assert_eq!(out.len(), 3, "two JSON, one text: {out:?}");
-        let json: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
-        assert_eq!(json["instance"], "east");
-        assert_eq!(json["key"], 7 * samos_schemas::readings::ROWS_PER_BATCH);
-        assert_eq!(json["value"], 23.4);
-        assert_eq!(json["sensor"], c.sensors[0].name.as_str());
-        assert!(json["raw"].is_null());
-        assert!(out[0].topic.starts_with("site1/"));
-        assert!(out[0].topic.ends_with(&format!("/{}", c.sensors[0].name)));
+        let topics: Vec<&str> = out.iter().map(|m| m.topic.as_str()).collect();
         assert_eq!(
-            out[1].payload,
-            format!(
-                "{},{}-{},23.4",
-                c.sensors[0].data_type, c.sensors[0].min, c.sensors[0].max
-            )
-            .into_bytes()
+            topics,
+            [
+                "site1/net/n1/c/d/ci/a/indoor/b/r/t",
+                "net/n1/t",
+                "only-t/east",
+                "site1/net/n1/c/d/ci/a/indoor/b/r/s",
+                "net/n1/s",
+                "site1/net/n1/c/d/ci/a/indoor/b/r/b",
+                "net/n1/b",
+            ],
+            "row by row, rule by rule"
         );
-        assert_eq!(out[1].topic, "net/n1/temp");
-        assert_eq!(out[0].topic, "site1/net/n1/c/d/ci/a/indoor/b/r/temp");
+        let json =
+            |i: usize| -> serde_json::Value { serde_json::from_slice(&out[i].payload).unwrap() };
+        assert_eq!(json(0)["instance"], "east");
+        assert_eq!(json(0)["key"], 7 * samos_schemas::readings::ROWS_PER_BATCH);
+        assert_eq!(json(0)["value"], 23.4);
+        assert_eq!(json(0)["sensor"], "t");
+        assert_eq!(json(0)["room"], "r");
+        assert!(json(0)["raw"].is_null());
+        assert_eq!(json(3)["raw"], "on");
+        assert!(json(3)["value"].is_null());
+        assert_eq!(json(5)["value"], 1.0);
+        let text = |i: usize| String::from_utf8(out[i].payload.clone()).unwrap();
+        assert_eq!(text(1), "float,0-100,23.4");
+        assert_eq!(text(4), "string,0-100,on");
+        assert_eq!(text(6), "bool,0-100,true");
         let mut again = Vec::new();
         f.readings(&batch(), &mut again).unwrap();
         assert_eq!(out, again, "the same record gives the same messages");

@@ -198,36 +198,42 @@ pub fn decode_record_sessions(payload: &[u8]) -> Result<Vec<SessionOp>, String> 
     SessionOp::decode_all(samos_store::record::sections(payload)?.0)
 }
 
+/// A node of network `net` at location `c/d/ci/a/indoor/b/r` with three sensors, all declared
+/// `0-100`: `t` (float), `s` (string), `b` (bool). For tests of what reads batches.
+#[cfg(test)]
+pub(crate) fn test_config(node: &str) -> Arc<NodeConfig> {
+    use samos_schemas::payload::SensorSpec;
+    use samos_schemas::topic::Location;
+    let spec = |name: &str, ty: &str| SensorSpec {
+        name: name.into(),
+        part: "p".into(),
+        data_type: ty.into(),
+        units: "u".into(),
+        min: "0".into(),
+        max: "100".into(),
+    };
+    Arc::new(NodeConfig {
+        node_id: node.into(),
+        network: "net".into(),
+        server_id: "SN".into(),
+        location: Location::from_levels(["c", "d", "ci", "a", "indoor", "b", "r"]),
+        sensors: vec![spec("t", "float"), spec("s", "string"), spec("b", "bool")],
+        ip_address: String::new(),
+        mac_address: String::new(),
+        platform: String::new(),
+        document: serde_json::Value::Null,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use proptest::prelude::*;
-    use samos_schemas::node_config::NodeConfig;
-    use samos_schemas::payload::SensorSpec;
     use samos_schemas::payload::Severity;
-    use samos_schemas::topic::Location;
 
     fn config(node: &str) -> Arc<NodeConfig> {
-        let spec = |name: &str, ty: &str| SensorSpec {
-            name: name.into(),
-            part: "p".into(),
-            data_type: ty.into(),
-            units: "u".into(),
-            min: "0".into(),
-            max: "100".into(),
-        };
-        Arc::new(NodeConfig {
-            node_id: node.into(),
-            network: "net".into(),
-            server_id: "SN".into(),
-            location: Location::from_levels(["c", "d", "ci", "a", "indoor", "b", "r"]),
-            sensors: vec![spec("t", "float"), spec("s", "string"), spec("b", "bool")],
-            ip_address: String::new(),
-            mac_address: String::new(),
-            platform: String::new(),
-            document: serde_json::Value::Null,
-        })
+        test_config(node)
     }
 
     fn value() -> impl Strategy<Value = (usize, Value)> {
