@@ -342,6 +342,13 @@ fn a_bridge_that_cannot_log_in_holds_the_readings_and_pauses_publishers_at_its_b
     assert!(server.metric("samos_bridge_lag_batches{bridge=\"up\"}") >= 90);
     assert_eq!(server.metric("samos_bridge_connected{bridge=\"up\"}"), 0);
     assert!(collector.readings().is_empty());
+    // The dashboard's overview shows it too.
+    let overview: serde_json::Value =
+        serde_json::from_str(&http_get(server.api.unwrap(), "/api/v1/overview")).unwrap();
+    let bridge = &overview["bridges"][0];
+    assert_eq!(bridge["name"], "up");
+    assert_eq!(bridge["connected"], false);
+    assert!(bridge["lag_batches"].as_u64().unwrap() >= 90, "{overview}");
 
     // The acknowledged readings wait in the WAL: killed, fixed and restarted, the bridge sends
     // them all.

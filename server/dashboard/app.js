@@ -218,7 +218,10 @@ function overviewPage() {
       card("Alerts", num(s.alerts_total), "card-alerts"),
       card("Parquet lag (rows)", num(s.parquet_lag_rows), "card-parquet-lag"),
       card("PostgreSQL lag (batches)", num(s.postgres_lag_batches), "card-pg-lag"),
-      card("Object store lag (batches)", num(s.object_store_lag_batches), "card-lake-lag"));
+      card("Object store lag (batches)", num(s.object_store_lag_batches), "card-lake-lag"),
+      ...(s.bridges || []).map((b) => card(`Bridge ${b.name} lag (batches)`,
+        h("span", { class: b.connected ? "" : "error", title: b.connected ? `${num(b.messages)} messages forwarded` : "not connected to its broker" },
+          b.connected ? num(b.lag_batches) : `${num(b.lag_batches)}, down`), `card-bridge-${b.name}`)));
     const rows = Object.entries(s.refusals || {}).sort((a, b) => b[1] - a[1]);
     reasons.replaceChildren(rows.length
       ? table([["reason"], ["count", "num"]], rows, ([r, n]) => h("tr", {}, h("td", {}, r), h("td", { class: "num" }, num(n))))

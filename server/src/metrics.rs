@@ -259,6 +259,11 @@ impl Metrics {
         b
     }
 
+    /// Every bridge's metrics, in configuration order.
+    pub fn bridges(&self) -> Vec<std::sync::Arc<BridgeMetrics>> {
+        self.bridges.lock().expect("bridge metrics").clone()
+    }
+
     /// Names this instance in the metrics (`samos_instance_info{instance_id, version}`); the
     /// first call wins.
     pub fn set_instance(&self, instance_id: &str) {
@@ -542,7 +547,7 @@ impl Metrics {
                 let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {}", c.load(Relaxed));
             }
         }
-        let bridges = self.bridges.lock().expect("bridge metrics").clone();
+        let bridges = self.bridges();
         if !bridges.is_empty() {
             type Field = fn(&BridgeMetrics) -> &AtomicU64;
             let families: [(&str, &str, &str, Field); 5] = [

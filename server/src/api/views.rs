@@ -71,6 +71,12 @@ pub(super) fn counters(metrics: &Metrics, protocol: Option<&Protocol>) -> Value 
         "postgres_lag_batches": metrics.postgres_lag.load(Relaxed),
         "object_store_lag_batches": metrics.lake_lag.load(Relaxed),
         "ingest_backpressure": metrics.ingest_backpressure.load(Relaxed),
+        "bridges": metrics.bridges().iter().map(|b| json!({
+            "name": b.name,
+            "connected": b.connected.load(Relaxed) == 1,
+            "lag_batches": b.lag_batches.load(Relaxed),
+            "messages": b.forwarded.load(Relaxed),
+        })).collect::<Vec<_>>(),
         "nodes": {"total": total, "active": active, "blocked": blocked, "connected": connected},
     })
 }
