@@ -334,7 +334,8 @@ struct MailServer {
 }
 
 impl MailServer {
-    fn start(certs: &Path) -> MailServer {
+    /// `tls`: `starttls` (required) or `implicit` (SMTPS).
+    fn start(certs: &Path, tls: &str) -> MailServer {
         let (child, dir, port) = python_server(
             "smtp_server.py",
             &[
@@ -342,6 +343,7 @@ impl MailServer {
                 certs.join("server.key").as_os_str(),
                 "alerts".as_ref(),
                 "mail-pw".as_ref(),
+                tls.as_ref(),
             ],
         );
         MailServer { child, dir, port }
@@ -365,14 +367,23 @@ impl Drop for MailServer {
 
 #[test]
 fn an_alert_is_mailed_over_starttls_with_auth() {
+    an_alert_is_mailed("starttls");
+}
+
+#[test]
+fn an_alert_is_mailed_over_implicit_tls_with_auth() {
+    an_alert_is_mailed("implicit");
+}
+
+fn an_alert_is_mailed(tls: &str) {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = make_certs(certs_dir.path(), "unused");
-    let smtp = MailServer::start(&certs);
+    let smtp = MailServer::start(&certs, tls);
     let s = TestServer::with_config(&format!(
         "[api]\nadmin_token = \"{ADMIN}\"\n\
          [alerts]\neval_interval_ms = 200\n\
          [[alerts.rule]]\nname = \"hot\"\nwhen = \"value > 45\"\nseverity = \"critical\"\nactions = [\"mail\"]\n\
-         [[alerts.email]]\nname = \"mail\"\nserver = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = {:?}\n\
+         [[alerts.email]]\nname = \"mail\"\nserver = \"127.0.0.1\"\nport = {}\ntls = \"{tls}\"\nca_file = {:?}\n\
          username = \"alerts\"\npassword = \"mail-pw\"\nfrom = \"Samos <samos@example.org>\"\nto = [\"ops@example.org\"]\n",
         smtp.port,
         certs.join("ca.crt").display().to_string()
@@ -390,7 +401,7 @@ fn an_alert_is_mailed_over_starttls_with_auth() {
     };
     assert_eq!(mail.len(), 1, "{mail:#?}");
     let m = &mail[0];
-    assert_eq!(m["tls"], true, "STARTTLS");
+    assert_eq!(m["tls"], true, "{tls}");
     assert_eq!(m["authenticated"], true, "AUTH");
     assert_eq!(m["user"], "alerts", "AUTH");
     assert_eq!(m["to"][0], "ops@example.org");

@@ -1,9 +1,10 @@
 """A real SMTP server (aiosmtpd) that records mail, for the alerting tests.
 
-    python3 smtp_server.py PORT DIR CERT KEY USER PASSWORD
+    python3 smtp_server.py PORT DIR CERT KEY USER PASSWORD [implicit]
 
-STARTTLS is required (with CERT/KEY), then AUTH (USER/PASSWORD, PLAIN or LOGIN). Each
-accepted mail is appended to DIR/mail.jsonl as {"from", "to", "tls", "user", "data"}.
+STARTTLS is required (with CERT/KEY), or with `implicit` TLS from the first byte (SMTPS),
+then AUTH (USER/PASSWORD, PLAIN or LOGIN). Each accepted mail is appended to DIR/mail.jsonl
+as {"from", "to", "tls", "user", "data"}.
 """
 
 import json
@@ -16,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 PORT, DIR, CERT, KEY, USER, PASSWORD = sys.argv[1:7]
+IMPLICIT = sys.argv[7:8] == ["implicit"]
 
 
 class Recorder:
@@ -23,7 +25,8 @@ class Recorder:
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None
+            or server.transport.get_extra_info("ssl_object") is not None,
             "authenticated": bool(session.authenticated),
             "user": session.auth_data if isinstance(session.auth_data, str) else None,
             "data": envelope.content.decode("utf-8", "replace"),
@@ -44,15 +47,27 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 context.load_cert_chain(CERT, KEY)
-controller = Controller(
-    Recorder(),
-    hostname="127.0.0.1",
-    port=int(PORT),
-    tls_context=context,
-    require_starttls=True,
-    authenticator=authenticator,
-    auth_required=True,
-)
+if IMPLICIT:
+    # TLS from the first byte: AUTH is over TLS already.
+    controller = Controller(
+        Recorder(),
+        hostname="127.0.0.1",
+        port=int(PORT),
+        ssl_context=context,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+else:
+    controller = Controller(
+        Recorder(),
+        hostname="127.0.0.1",
+        port=int(PORT),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
 controller.start()
 while True:
     time.sleep(3600)
