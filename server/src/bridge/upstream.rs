@@ -173,6 +173,15 @@ impl Connection {
         read_packet(&mut self.reader, &mut self.rbuf).await
     }
 
+    /// A packet already read whole into the buffer, if any (no I/O).
+    pub fn buffered_packet(&mut self) -> Result<Option<v4::Packet>, UpstreamError> {
+        match v4::read(&mut self.rbuf, 1 << 20) {
+            Ok(p) => Ok(Some(p)),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+        }
+    }
+
     /// Sends DISCONNECT and waits (briefly) for the writer to drain.
     pub async fn close(mut self) {
         let _ = self.frames.send(BytesMut::from(&[0xE0u8, 0][..]));
