@@ -289,7 +289,6 @@ async fn the_dashboard_shows_and_steers_the_network_in_a_real_browser() {
         |v| v.as_str().is_some_and(|t| t.contains("alice")),
     )
     .await;
-    b.screenshot(&shots, "alerts-acknowledged").await;
 
     // The back button returns to the nodes page.
     b.c().back().await.unwrap();

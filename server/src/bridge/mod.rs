@@ -234,6 +234,7 @@ impl Bridge {
         let mut producer = Producer::new(self, self.position);
         let mut window: VecDeque<InFlight> = VecDeque::new();
         let mut pkid = 0u16;
+        let mut unacked = 0usize;
         let keep_alive = self.dialer.keep_alive.max(Duration::from_secs(1));
         let mut last_sent = Instant::now();
         let mut ping_sent: Option<Instant> = None;
@@ -260,6 +261,7 @@ impl Bridge {
                 };
                 pkid = pkid.wrapping_add(1).max(1);
                 conn.send(upstream::publish_frame(&topic, payload, pkid))?;
+                unacked += 1;
                 last_sent = Instant::now();
                 window.push_back(InFlight {
                     pkid,
@@ -270,7 +272,7 @@ impl Bridge {
             while window.front().is_some_and(|f| f.acked) {
                 self.position = window.pop_front().expect("front").after;
             }
-            self.metrics.in_flight.store(window.len() as u64, Relaxed);
+            self.metrics.in_flight.store(unacked as u64, Relaxed);
             // The checkpoint is fsync'd at most every 100 ms under load, and at once when all
             // that was sent is acknowledged and nothing waits: never once per message.
             if self.position != self.stored
@@ -289,6 +291,7 @@ impl Bridge {
                             v4::Packet::PubAck(ack) => {
                                 if let Some(f) = window.iter_mut().find(|f| f.pkid == ack.pkid && !f.acked) {
                                     f.acked = true;
+                                    unacked -= 1;
                                     self.metrics.forwarded.fetch_add(1, Relaxed);
                                 }
                             }
