@@ -482,6 +482,16 @@ impl WalTail {
                 if seq > up_to {
                     break;
                 }
+                // A committed record lies within its file: a length past the end is damage,
+                // refused before anything that size is allocated.
+                let end = self.offset + (HEADER + len) as u64;
+                if end > f.metadata().map_err(io(&current))?.len() {
+                    return Err(WalError::Corrupt {
+                        path: current.clone(),
+                        offset: self.offset,
+                        message: format!("a record of {len} bytes runs past the segment's end"),
+                    });
+                }
                 let mut payload = vec![0u8; len];
                 f.read_exact_at(&mut payload, self.offset + HEADER as u64)
                     .map_err(io(&current))?;
