@@ -47,27 +47,17 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 context.load_cert_chain(CERT, KEY)
+common = dict(
+    hostname="127.0.0.1",
+    port=int(PORT),
+    authenticator=authenticator,
+    auth_required=True,
+)
 if IMPLICIT:
     # TLS from the first byte: AUTH is over TLS already.
-    controller = Controller(
-        Recorder(),
-        hostname="127.0.0.1",
-        port=int(PORT),
-        ssl_context=context,
-        authenticator=authenticator,
-        auth_required=True,
-        auth_require_tls=False,
-    )
+    controller = Controller(Recorder(), ssl_context=context, auth_require_tls=False, **common)
 else:
-    controller = Controller(
-        Recorder(),
-        hostname="127.0.0.1",
-        port=int(PORT),
-        tls_context=context,
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_required=True,
-    )
+    controller = Controller(Recorder(), tls_context=context, require_starttls=True, **common)
 controller.start()
 while True:
     time.sleep(3600)
