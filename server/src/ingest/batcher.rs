@@ -49,7 +49,14 @@ pub(super) struct Batcher {
     pub(super) max_rows: usize,
     pub(super) sink: Sender<SinkMsg>,
     pub(super) metrics: Arc<Metrics>,
+    /// Test hook (`SAMOS_FAILPOINT=wal-fsync-eio:N`): the fsync after the first N records
+    /// fails with EIO, as a failing disk's would.
+    pub(super) fail_fsync_after: Option<u64>,
 }
+
+/// The exit status after a failed WAL write or fsync (`EX_TEMPFAIL`): restart, and recovery
+/// starts from what is durable.
+pub const EXIT_WAL_FAILED: i32 = 75;
 
 /// What one WAL record gathers: readings of one UTC day and session changes, in queue order.
 #[derive(Default)]
@@ -146,9 +153,14 @@ impl Batcher {
             }
             self.slots.add_permits(freed);
             if let Err(e) = self.commit(group) {
-                // Nothing of this batch is acknowledged: clients resend after reconnecting.
-                error!(error = %e, "WAL commit failed; stopping ingest (readings stay unacknowledged)");
-                return;
+                // Nothing of this batch is acknowledged, and the fsync is never retried: after
+                // a failed fsync the kernel may have dropped the unwritten pages and cleared
+                // the error, so a retry that succeeds proves nothing (PostgreSQL's
+                // "fsyncgate"). The process exits; at the restart recovery keeps exactly what
+                // the disk holds whole (every record checksummed), and clients resend what
+                // was not acknowledged.
+                error!(error = %e, exit_status = EXIT_WAL_FAILED, "WAL write or fsync failed: exiting without acknowledging the batch; a restart recovers from what is durable");
+                std::process::exit(EXIT_WAL_FAILED);
             }
         }
     }
@@ -204,6 +216,12 @@ impl Batcher {
             encode_record(&group.ops, batch.as_ref())
         };
         self.wal.append(&payload)?;
+        if self.fail_fsync_after.is_some_and(|n| seq > n) {
+            return Err(WalError::Io {
+                path: "wal (failpoint wal-fsync-eio)".into(),
+                source: std::io::Error::from_raw_os_error(5),
+            });
+        }
         self.wal.commit()?;
         self.committed.set(seq);
         if !group.ops.is_empty() {

@@ -407,6 +407,9 @@ impl Ingest {
             max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
             sink: sink_tx,
             metrics: metrics.clone(),
+            fail_fsync_after: std::env::var("SAMOS_FAILPOINT")
+                .ok()
+                .and_then(|f| f.strip_prefix("wal-fsync-eio:")?.parse().ok()),
         };
         spawn("samos-batcher", &wal_dir, move || batcher.run())?;
         spawn("samos-parquet", &wal_dir, move || sink.run(sink_rx))?;
