@@ -11,7 +11,9 @@ use serde::Deserialize;
 mod alerts;
 pub use alerts::{AlertRuleConfig, AlertsConfig, EmailConfig, MqttActionConfig, WebhookConfig};
 mod bridge;
-pub use bridge::{BridgeConfig, ForwardConfig, ForwardFormat, ForwardSource, Upstream};
+pub use bridge::{
+    BridgeConfig, ForwardConfig, ForwardFormat, ForwardSource, TemplatePiece, Upstream,
+};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -227,12 +227,13 @@ impl Server {
         if protocol.is_none() && !config.bridges.is_empty() {
             return Err(crate::bridge::BridgeError::NoProtocol.into());
         }
+        let bridges = crate::bridge::Saved::load(&config)?;
         let ingest = match &protocol {
             Some(_) => Some(crate::ingest::Ingest::start(
                 &config.storage,
                 &config.data_dir,
                 &instance_id,
-                &crate::bridge::wal_followers(&config)?,
+                &bridges.wal_followers(&config),
                 metrics.clone(),
             )?),
             None => None,
@@ -240,6 +241,7 @@ impl Server {
         if let (Some(p), Some(i)) = (&protocol, &ingest) {
             crate::bridge::start(
                 &config,
+                &bridges,
                 i,
                 crate::bridge::registry_ranges(p.clone()),
                 &instance_id,

@@ -462,6 +462,9 @@ impl WalTail {
                 }
             };
             let f = File::open(&current).map_err(io(&current))?;
+            // The file's length as last seen: asked again only when a record seems to pass it
+            // (the writer may have extended the file since).
+            let mut file_len = 0;
             let mut ended = false;
             while out.len() < max {
                 // One record at a time: a segment may hold a megabyte of zeros past its end.
@@ -485,7 +488,10 @@ impl WalTail {
                 // A committed record lies within its file: a length past the end is damage,
                 // refused before anything that size is allocated.
                 let end = self.offset + (HEADER + len) as u64;
-                if end > f.metadata().map_err(io(&current))?.len() {
+                if end > file_len {
+                    file_len = f.metadata().map_err(io(&current))?.len();
+                }
+                if end > file_len {
                     return Err(WalError::Corrupt {
                         path: current.clone(),
                         offset: self.offset,

@@ -239,15 +239,22 @@ pub(super) async fn alerts(
 ) -> Response {
     let result = api.authorize(&headers).map(|_| {
         let path = api.data_dir.join(layout::EVENTS_FILE);
-        let lines = tail_lines(
+        // One read of the event log for both kinds of alert.
+        let (rule_lines, lines): (Vec<Value>, Vec<Value>) = tail_lines(
             &path,
             |v| {
                 for_node(&p, v)
-                    && matches!(v["kind"].as_str(), Some("alert" | "alert_acknowledged"))
+                    && matches!(
+                        v["kind"].as_str(),
+                        Some("alert" | "alert_firing" | "alert_acknowledged" | "alert_resolved")
+                    )
             },
             usize::MAX,
-        );
-        // An alert is (network, node, its time); an acknowledgement names that time.
+        )
+        .into_iter()
+        .partition(|v| v["detail"]["id"].is_string());
+        // An alert of the cross-check is (network, node, its time); an acknowledgement names
+        // that time.
         let key = |v: &Value, time: &Value| {
             (
                 v["network"].as_str().unwrap_or("").to_string(),
@@ -273,28 +280,17 @@ pub(super) async fn alerts(
                 v
             })
             .collect();
-        let rules = rule_alerts(&path, &p);
+        let rules = rule_alerts(rule_lines, &p);
         json!({ "alerts": alerts, "rules": rules })
     });
     respond(&api, result)
 }
 
-/// The alert rules' alerts as their events leave them, newest first: each alert (its id, rule,
+/// The alert rules' alerts as their events (`lines`, newest first, each with the alert as
+/// `detail`) leave them, newest first: each alert (its id, rule,
 /// severity, series, value, start, summary) with `state` (`firing`, `acknowledged`,
 /// `resolved`), who acknowledged it and when it resolved.
-fn rule_alerts(events: &Path, p: &HashMap<String, String>) -> Vec<Value> {
-    let lines = tail_lines(
-        events,
-        |v| {
-            for_node(p, v)
-                && matches!(
-                    v["kind"].as_str(),
-                    Some("alert_firing" | "alert_acknowledged" | "alert_resolved")
-                )
-                && v["detail"]["id"].is_string()
-        },
-        usize::MAX,
-    );
+fn rule_alerts(lines: Vec<Value>, p: &HashMap<String, String>) -> Vec<Value> {
     let mut by_id: HashMap<String, Value> = HashMap::new();
     // Oldest first, so each alert ends as its newest event left it.
     for v in lines.into_iter().rev() {

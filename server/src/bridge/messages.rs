@@ -18,7 +18,7 @@ use samos_mqtt::topic::{matches, valid_topic_name};
 use samos_schemas::readings::LOCATION_COLUMNS;
 use serde::Serialize;
 
-use crate::config::{ForwardConfig, ForwardFormat, ForwardSource};
+use crate::config::{ForwardConfig, ForwardFormat, ForwardSource, TemplatePiece};
 
 /// A message for the upstream broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,18 +30,6 @@ pub struct Message {
 /// A sensor's declared range (`min`, `max`) by network, node and sensor, for the paper's text
 /// payload; `None` when the node is no longer known.
 pub type RangeLookup = Arc<dyn Fn(&str, &str, &str) -> Option<(String, String)> + Send + Sync>;
-
-/// A parsed topic template.
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    Topic,
-    Network,
-    NodeId,
-    Sensor,
-    Kind,
-    Instance,
-}
 
 /// The fields a template may name, for one message.
 struct Fields<'a> {
@@ -57,7 +45,7 @@ struct Fields<'a> {
 struct Rule {
     source: ForwardSource,
     filter: String,
-    template: Vec<Piece>,
+    template: Vec<TemplatePiece>,
     format: ForwardFormat,
 }
 
@@ -66,42 +54,17 @@ impl Rule {
         let mut out = String::with_capacity(f.topic.len() + 16);
         for piece in &self.template {
             out.push_str(match piece {
-                Piece::Text(t) => t,
-                Piece::Topic => f.topic,
-                Piece::Network => f.network,
-                Piece::NodeId => f.node_id,
-                Piece::Sensor => f.sensor,
-                Piece::Kind => f.kind,
-                Piece::Instance => f.instance,
+                TemplatePiece::Text(t) => t,
+                TemplatePiece::Topic => f.topic,
+                TemplatePiece::Network => f.network,
+                TemplatePiece::NodeId => f.node_id,
+                TemplatePiece::Sensor => f.sensor,
+                TemplatePiece::Kind => f.kind,
+                TemplatePiece::Instance => f.instance,
             });
         }
         out
     }
-}
-
-/// Splits a template the configuration check accepted into pieces.
-fn parse_template(template: &str) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            pieces.push(Piece::Text(rest[..open].to_owned()));
-        }
-        let close = rest[open..].find('}').map_or(rest.len(), |c| c + open);
-        pieces.push(match &rest[open + 1..close] {
-            "topic" => Piece::Topic,
-            "network" => Piece::Network,
-            "node_id" => Piece::NodeId,
-            "sensor" => Piece::Sensor,
-            "kind" => Piece::Kind,
-            _ => Piece::Instance,
-        });
-        rest = &rest[(close + 1).min(rest.len())..];
-    }
-    if !rest.is_empty() {
-        pieces.push(Piece::Text(rest.to_owned()));
-    }
-    pieces
 }
 
 /// The forward rules of one bridge.
@@ -168,21 +131,28 @@ impl<'a> Dict<'a> {
 }
 
 impl Forwarder {
-    /// The rules of one bridge; `ranges` serves the text format.
-    pub fn new(forwards: &[ForwardConfig], instance: &str, ranges: RangeLookup) -> Forwarder {
-        Forwarder {
+    /// The rules of one bridge; `ranges` serves the text format. A topic template that does
+    /// not parse is an error (the configuration check refuses it first).
+    pub fn new(
+        forwards: &[ForwardConfig],
+        instance: &str,
+        ranges: RangeLookup,
+    ) -> Result<Forwarder, String> {
+        Ok(Forwarder {
             rules: forwards
                 .iter()
-                .map(|f| Rule {
-                    source: f.source,
-                    filter: f.filter.clone(),
-                    template: parse_template(&f.topic),
-                    format: f.format,
+                .map(|f| {
+                    Ok(Rule {
+                        source: f.source,
+                        filter: f.filter.clone(),
+                        template: f.template()?,
+                        format: f.format,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, String>>()?,
             instance: instance.to_owned(),
             ranges,
-        }
+        })
     }
 
     /// Whether any rule forwards readings (else the WAL need not be read).
@@ -348,10 +318,11 @@ impl Forwarder {
     }
 }
 
-/// A topic no broker accepts (empty, a wildcard from a node's name) is logged and left out:
-/// the rules and names are checked, so this is a bug, not a message to hold everything for.
+/// A topic no broker accepts (empty, a wildcard from a node's name, longer than MQTT's 65,535
+/// bytes) is logged and left out: the rules and names are checked, so this is a bug, not a
+/// message to hold everything for.
 fn push(out: &mut Vec<Message>, topic: String, payload: Vec<u8>) {
-    if valid_topic_name(&topic) {
+    if valid_topic_name(&topic) && topic.len() <= usize::from(u16::MAX) {
         out.push(Message { topic, payload });
     } else {
         tracing::error!(%topic, "bridge: not a valid topic name; the message is left out");
@@ -452,7 +423,8 @@ mod tests {
             ],
             "east",
             ranges,
-        );
+        )
+        .unwrap();
         let mut out = Vec::new();
         f.readings(&batch(), &mut out).unwrap();
         let topics: Vec<&str> = out.iter().map(|m| m.topic.as_str()).collect();
@@ -508,7 +480,8 @@ mod tests {
             ],
             "east",
             Arc::new(|_, _, _| None),
-        );
+        )
+        .unwrap();
         let mut out = Vec::new();
         f.event(
             r#"{"time_ms":1,"kind":"alert_firing","network":"net","node_id":"n1","detail":{}}"#,

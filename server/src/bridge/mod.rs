@@ -61,6 +61,8 @@ pub enum BridgeError {
     },
     #[error(transparent)]
     Tls(#[from] upstream::TlsSetupError),
+    #[error("bridge {bridge:?}: a forward rule: {message}")]
+    Rule { bridge: String, message: String },
     #[error("bridge {bridge:?}: cannot start its thread: {source}")]
     Thread {
         bridge: String,
@@ -86,45 +88,56 @@ fn checkpoint_of(config: &Config, bridge: &BridgeConfig) -> Checkpoint {
     )
 }
 
-/// Before storage starts: each bridge's WAL follower and its saved position (`None`: a new
-/// bridge, which starts at the end of the WAL).
-pub fn wal_followers(config: &Config) -> Result<Vec<(String, Option<u64>)>, BridgeError> {
-    config
-        .bridges
-        .iter()
-        .map(|b| {
-            let saved =
+/// Every bridge's saved position, read once before storage starts (`None`: a new bridge,
+/// which starts at the end of the WAL and of the event log).
+#[derive(Debug)]
+pub struct Saved(Vec<Option<Position>>);
+
+impl Saved {
+    pub fn load(config: &Config) -> Result<Saved, BridgeError> {
+        config
+            .bridges
+            .iter()
+            .map(|b| {
                 checkpoint_of(config, b)
                     .load()
                     .map_err(|source| BridgeError::Checkpoint {
                         bridge: b.name.clone(),
                         source,
-                    })?;
-            Ok((follower_name(&b.name), saved.map(|p| p.wal_seq)))
-        })
-        .collect()
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Saved)
+    }
+
+    /// Each bridge's WAL follower and where it starts, for `Ingest::start`.
+    pub fn wal_followers(&self, config: &Config) -> Vec<(String, Option<u64>)> {
+        config
+            .bridges
+            .iter()
+            .zip(&self.0)
+            .map(|(b, saved)| (follower_name(&b.name), saved.map(|p| p.wal_seq)))
+            .collect()
+    }
 }
 
 /// Starts every bridge, after storage and before the listeners accept readings. A new
 /// bridge's position (the end of the WAL and of the event log) is written here.
 pub fn start(
     config: &Config,
+    saved: &Saved,
     ingest: &Ingest,
     ranges: RangeLookup,
     instance_id: &str,
     metrics: &Metrics,
 ) -> Result<(), BridgeError> {
-    for b in &config.bridges {
+    for (b, saved) in config.bridges.iter().zip(&saved.0) {
         let checkpoint = checkpoint_of(config, b);
-        let io = |source| BridgeError::Checkpoint {
-            bridge: b.name.clone(),
-            source,
-        };
         let follower = ingest
             .follower(&follower_name(&b.name))
             .expect("every bridge is a WAL follower");
         let events = config.data_dir.join(layout::EVENTS_FILE);
-        let position = match checkpoint.load().map_err(io)? {
+        let position = match *saved {
             Some(p) => p,
             None => {
                 let p = Position {
@@ -132,13 +145,23 @@ pub fn start(
                     wal_done: 0,
                     events_offset: std::fs::metadata(&events).map_or(0, |m| m.len()),
                 };
-                checkpoint.store(p).map_err(io)?;
+                checkpoint
+                    .store(p)
+                    .map_err(|source| BridgeError::Checkpoint {
+                        bridge: b.name.clone(),
+                        source,
+                    })?;
                 p
             }
         };
         let bridge = Bridge {
             dialer: Dialer::new(b, instance_id)?,
-            forwarder: Forwarder::new(&b.forwards, instance_id, ranges.clone()),
+            forwarder: Forwarder::new(&b.forwards, instance_id, ranges.clone()).map_err(
+                |message| BridgeError::Rule {
+                    bridge: b.name.clone(),
+                    message,
+                },
+            )?,
             max_in_flight: usize::from(b.max_in_flight),
             checkpoint,
             stored: position,
@@ -260,7 +283,7 @@ impl Bridge {
                     continue;
                 };
                 pkid = pkid.wrapping_add(1).max(1);
-                conn.send(upstream::publish_frame(&topic, payload, pkid))?;
+                conn.send(upstream::publish_frame(&topic, payload, pkid)?)?;
                 unacked += 1;
                 last_sent = Instant::now();
                 window.push_back(InFlight {

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqttbytes::v4;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -240,12 +239,13 @@ async fn read_packet(
 }
 
 /// A QoS 1 PUBLISH frame.
-pub fn publish_frame(topic: &str, payload: Vec<u8>, pkid: u16) -> BytesMut {
+pub fn publish_frame(topic: &str, payload: Vec<u8>, pkid: u16) -> Result<BytesMut, UpstreamError> {
     let mut p = v4::Publish::new(topic, mqttbytes::QoS::AtLeastOnce, payload);
     p.pkid = pkid;
     let mut frame = BytesMut::with_capacity(topic.len() + p.payload.len() + 8);
-    p.write(&mut frame).expect("a topic under 64 KiB");
-    frame
+    p.write(&mut frame)
+        .map_err(|e| UpstreamError::Protocol(format!("cannot encode a PUBLISH: {e:?}")))?;
+    Ok(frame)
 }
 
 /// PINGREQ.
@@ -253,47 +253,19 @@ pub fn ping_frame() -> BytesMut {
     BytesMut::from(&[0xC0u8, 0][..])
 }
 
-/// The TLS connector: the CA file's roots, or the public (webpki) roots; the client
-/// certificate when one is configured; ALPN when asked.
+/// The TLS connector (`link::tls::client_config`) and the name the broker's certificate is
+/// checked against.
 fn tls_connector(
     config: &BridgeConfig,
     upstream: &Upstream,
 ) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_file {
-        Some(ca) => {
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
-            {
-                roots
-                    .add(cert.map_err(|e| format!("ca_file {}: {e}", ca.display()))?)
-                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots);
-    let mut tls = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    if let Some(alpn) = &config.alpn {
-        tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    }
+    let identity = config.cert_file.as_deref().zip(config.key_file.as_deref());
+    let tls = crate::link::tls::client_config(
+        config.ca_file.as_deref(),
+        identity,
+        config.alpn.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| e.to_string())?;
     let name = config.server_name.clone().unwrap_or(upstream.host.clone());
     let name = ServerName::try_from(name.clone())
         .map_err(|e| format!("{name:?} is not a server name: {e}"))?;

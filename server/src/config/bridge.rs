@@ -235,38 +235,81 @@ pub(super) fn check(bridges: &[BridgeConfig]) -> Result<(), String> {
                     "{owner}: format = \"text\" (the paper's payload) is for readings only"
                 ));
             }
-            check_template(&f.topic, placeholders(f.source))
+            f.template()
                 .map_err(|e| format!("{owner}: topic {:?}: {e}", f.topic))?;
         }
     }
     Ok(())
 }
 
-/// Braces balanced around known placeholders; no wildcard in the fixed text.
-fn check_template(template: &str, allowed: &[&str]) -> Result<(), String> {
+/// A piece of a parsed topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePiece {
+    Text(String),
+    Topic,
+    Network,
+    NodeId,
+    Sensor,
+    Kind,
+    Instance,
+}
+
+impl TemplatePiece {
+    fn placeholder(name: &str) -> Option<TemplatePiece> {
+        Some(match name {
+            "topic" => TemplatePiece::Topic,
+            "network" => TemplatePiece::Network,
+            "node_id" => TemplatePiece::NodeId,
+            "sensor" => TemplatePiece::Sensor,
+            "kind" => TemplatePiece::Kind,
+            "instance" => TemplatePiece::Instance,
+            _ => return None,
+        })
+    }
+}
+
+impl ForwardConfig {
+    /// The rule's topic template, parsed (the configuration check refused a bad one).
+    pub fn template(&self) -> Result<Vec<TemplatePiece>, String> {
+        parse_template(&self.topic, placeholders(self.source))
+    }
+}
+
+/// Fixed text and `allowed` placeholders, braces balanced; no wildcard in the fixed text.
+fn parse_template(template: &str, allowed: &[&str]) -> Result<Vec<TemplatePiece>, String> {
+    let mut pieces = Vec::new();
     let mut rest = template;
     let mut fixed = String::new();
     while let Some(open) = rest.find('{') {
         fixed.push_str(&rest[..open]);
+        if open > 0 {
+            pieces.push(TemplatePiece::Text(rest[..open].to_owned()));
+        }
         let close = rest[open..].find('}').ok_or("an unclosed '{'")? + open;
         let name = &rest[open + 1..close];
-        if !allowed.contains(&name) {
-            return Err(format!(
-                "{{{name}}} is not one of {}",
-                allowed
-                    .iter()
-                    .map(|a| format!("{{{a}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+        match TemplatePiece::placeholder(name).filter(|_| allowed.contains(&name)) {
+            Some(piece) => pieces.push(piece),
+            None => {
+                return Err(format!(
+                    "{{{name}}} is not one of {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         rest = &rest[close + 1..];
     }
     fixed.push_str(rest);
+    if !rest.is_empty() {
+        pieces.push(TemplatePiece::Text(rest.to_owned()));
+    }
     if fixed.contains(['}', '+', '#']) || template.is_empty() {
         return Err("empty, or '+', '#' or '}' outside a placeholder".into());
     }
-    Ok(())
+    Ok(pieces)
 }
 
 #[cfg(test)]
@@ -304,12 +347,19 @@ mod tests {
     #[test]
     fn templates_name_known_placeholders_only() {
         let r = placeholders(ForwardSource::Readings);
-        assert!(check_template("site1/{topic}", r).is_ok());
-        assert!(check_template("devices/n1/messages/events/", r).is_ok());
-        assert!(check_template("{kind}", r).is_err());
-        assert!(check_template("a/{topic", r).is_err());
-        assert!(check_template("a/#", r).is_err());
-        assert!(check_template("", r).is_err());
-        assert!(check_template("{kind}/x", placeholders(ForwardSource::Events)).is_ok());
+        assert_eq!(
+            parse_template("site1/{topic}/x", r),
+            Ok(vec![
+                TemplatePiece::Text("site1/".into()),
+                TemplatePiece::Topic,
+                TemplatePiece::Text("/x".into())
+            ])
+        );
+        assert!(parse_template("devices/n1/messages/events/", r).is_ok());
+        assert!(parse_template("{kind}", r).is_err());
+        assert!(parse_template("a/{topic", r).is_err());
+        assert!(parse_template("a/#", r).is_err());
+        assert!(parse_template("", r).is_err());
+        assert!(parse_template("{kind}/x", placeholders(ForwardSource::Events)).is_ok());
     }
 }

@@ -1,5 +1,5 @@
 //! TLS for listeners: rustls with the ring provider, TLS 1.2 and 1.3, optional client
-//! certificates verified against a CA.
+//! certificates verified against a CA; and the client side the bridges dial out with.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +36,49 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A client configuration (for the bridges' upstream brokers): the roots of `ca` (PEM), or
+/// the public webpki roots; a client certificate and key when given; `alpn` when given.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    alpn: Option<&[u8]>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for cert in certificates(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Rustls(format!("CA {}: {e}", ca.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| TlsError::Rustls(e.to_string()))?
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(|e| TlsError::Rustls(format!("client certificate: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
+    if let Some(alpn) = alpn {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
+    Ok(config)
+}
+
 /// Builds the acceptor for one MQTT listener (ALPN `mqtt`).
 pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     acceptor_for(cfg, b"mqtt")
@@ -46,10 +89,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> 
 pub fn acceptor_for(cfg: &TlsConfig, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&cfg.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| TlsError::Key {
-        path: cfg.key.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let key = private_key(&cfg.key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
