@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::raw::{self, Reply};
@@ -63,4 +64,324 @@ fn a_failed_fsync_is_never_acknowledged_the_server_exits_and_recovers_what_is_du
     // The unacknowledged 6th may be there (its write reached the page cache); a client would
     // resend it, as QoS 1 allows. Nothing else is.
     assert!(!out.contains("\n7,"), "{out}");
+}
+
+/// Runs the server on its own small tmpfs (a user and mount namespace: `unshare -rm`, no
+/// privileges needed), so the test can fill that file system and free it again through
+/// `/proc/{pid}/root`.
+fn server_on_small_disk(dir: tempfile::TempDir, toml: &str, bytes: u64) -> TestServer {
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mount = format!("mount -t tmpfs -o size={bytes} tmpfs \"$0\" && exec \"$@\"");
+    let probe = Command::new("unshare")
+        .args(["-rm", "true"])
+        .status()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        probe.success(),
+        "this test mounts a small tmpfs in a user namespace: unprivileged user namespaces must be allowed (kernel.unprivileged_userns_clone=1)"
+    );
+    let data = data.display().to_string();
+    TestServer::in_dir_wrapped(
+        dir,
+        toml,
+        &[],
+        &["unshare", "-rm", "sh", "-c", &mount, &data],
+    )
+}
+
+/// Free bytes of the file system holding `path` (`stat -f`).
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    it.next().unwrap() * it.next().unwrap()
+}
+
+/// Fills the file system holding `path` to the last block; returns the ballast file.
+fn fill(path: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let ballast = path.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let block = vec![0x55u8; 64 << 10];
+    let mut small = false;
+    loop {
+        let chunk = if small { &block[..4096] } else { &block[..] };
+        match f.write(chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) && !small => small = true,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    ballast
+}
+
+const CN2_TOPIC: &str = "Karlovasi_IoT_network/CN2/Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52/indoorTemperatureSensor";
+
+/// A reading whose value encodes `i` (values stay inside the declared range 0-70).
+fn numbered(i: u32) -> Vec<u8> {
+    format!("float,0-70,{}", f64::from(i) / 1000.0).into_bytes()
+}
+
+#[test]
+fn a_full_disk_pauses_publishers_refuses_v5_with_0x97_and_ingest_resumes_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[mqtt]\nsys_interval_secs = 1\n[storage]\nparquet_rotate_secs = 1\nwal_segment_bytes = 1048576\n";
+    let mut s = server_on_small_disk(dir, toml, 24 << 20);
+    let disk =
+        std::path::PathBuf::from(format!("/proc/{}/root{}", s.pid(), s.data_dir().display()));
+    assert!(
+        free_bytes(&disk) < 25 << 20,
+        "the data directory is on the small tmpfs"
+    );
+
+    // A 3.1.1 node publishing numbered readings one after another, each waiting for its PUBACK.
+    let mut v3 = join_paper_node(&s, "CN1");
+    let mut v5 = join_paper_node_with(s.port(), "CN2", 5);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let pkid = (i % 60000 + 1) as u16;
+                v3.send(&raw::publish(
+                    4,
+                    TOPIC.as_bytes(),
+                    1,
+                    pkid,
+                    false,
+                    &numbered(i),
+                ));
+                match v3.next(Duration::from_secs(120)) {
+                    Reply::V4(mqttbytes::v4::Packet::PubAck(a)) if a.pkid == pkid => {
+                        acked.lock().unwrap().push(i);
+                    }
+                    other => panic!("no PUBACK for reading {i}: {other:?}"),
+                }
+            }
+        })
+    };
+    let acked_now = || acked.lock().unwrap().len();
+    let wait_until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_until("readings flow", &|| acked_now() >= 300);
+
+    // Fill the disk to the last block.
+    let ballast = fill(&disk);
+    wait_until("the WAL reports the disk full", &|| {
+        s.metric("samos_disk_full{writer=\"wal\"}") == 1
+    });
+    wait_until("the Parquet writer reports the disk full", &|| {
+        s.metric("samos_disk_full{writer=\"parquet\"}") == 1
+    });
+    // Publishers are paused: once the space the writers gave back (the unfinished Parquet
+    // file, the WAL's zeroed runway) is used up, nothing more is acknowledged.
+    let mut paused_at = acked_now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = acked_now();
+        if now == paused_at {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acknowledgements never stopped");
+        paused_at = now;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.metric("samos_disk_full{writer=\"wal\"}"), 1);
+    assert_eq!(
+        acked_now(),
+        paused_at,
+        "nothing is acknowledged while the disk is full"
+    );
+    // An MQTT 5 node is told: 0x97 Quota exceeded, and the reading is not stored.
+    assert_eq!(v5.publish_qos1(CN2_TOPIC, &numbered(1), 7), 0x97);
+    assert!(s.metric("samos_refusals_total{reason=\"disk_full\"}") >= 1);
+    // $SYS says so too.
+    let (mut watcher, _) = raw::Raw::connected(s.port(), 4, "watcher", true, &[]);
+    watcher.send(&raw::subscribe(4, 1, "$SYS/broker/disk_full", 0));
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("wal") && Instant::now() < deadline {
+        if let Some((_, payload)) = watcher.next_publish(Duration::from_secs(2)) {
+            seen = String::from_utf8(payload).unwrap();
+        }
+    }
+    assert!(seen.contains("wal"), "$SYS/broker/disk_full: {seen:?}");
+    assert!(s.is_running(), "a full disk never stops the server");
+    let log = s.log();
+    let episodes = s.metric("samos_disk_full_episodes_total{writer=\"wal\"}");
+    assert!(episodes >= 1);
+    assert_eq!(
+        log.matches("disk full: nothing new is acknowledged")
+            .count() as u64,
+        episodes,
+        "logged once per episode, however many writes failed: {log}"
+    );
+
+    // Free the space: ingest resumes by itself, and the paused publisher goes on.
+    std::fs::remove_file(&ballast).unwrap();
+    wait_until("the WAL writes again", &|| {
+        s.metric("samos_disk_full{writer=\"wal\"}") == 0
+    });
+    wait_until("the Parquet writer writes again", &|| {
+        s.metric("samos_disk_full{writer=\"parquet\"}") == 0
+    });
+    wait_until("the publisher goes on", &|| acked_now() >= paused_at + 300);
+    assert_eq!(v5.publish_qos1(CN2_TOPIC, &numbered(2), 8), 0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    assert!(s.log().contains("disk space freed: writing again"));
+
+    // A crash-consistent copy of the data directory (the server stopped, then copied), opened
+    // by a new server: the WAL recovers whole, and every acknowledged reading is there once.
+    let frozen = Command::new("kill")
+        .args(["-STOP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(frozen.success());
+    let copy = tempfile::tempdir().unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&disk)
+        .arg(copy.path().join("data"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::remove_file(copy.path().join("data/ballast")).ok();
+    drop(s.kill());
+    let s = TestServer::in_dir(copy, "");
+    assert!(!s.log().contains("corrupt"), "{}", s.log());
+    let out = samos_sql(
+        &s.data_dir(),
+        &[],
+        &[],
+        "SELECT CAST(round(value * 1000) AS BIGINT) AS i, count(*) AS n FROM readings \
+         WHERE node_id = 'CN1' GROUP BY 1 ORDER BY 1",
+    );
+    let stored: std::collections::HashMap<u32, u32> = out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (i, n) = l.split_once(',').unwrap();
+            (i.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    let acked = acked.lock().unwrap();
+    for i in acked.iter() {
+        assert_eq!(
+            stored.get(i),
+            Some(&1),
+            "acknowledged reading {i} stored once"
+        );
+    }
+    assert!(stored.values().all(|n| *n == 1), "no reading stored twice");
+    let cn2 = samos_sql(
+        &s.data_dir(),
+        &[],
+        &[],
+        "SELECT CAST(round(value * 1000) AS BIGINT) AS i FROM readings WHERE node_id = 'CN2'",
+    );
+    assert_eq!(
+        cn2.lines().skip(1).collect::<Vec<_>>(),
+        ["2"],
+        "the refused reading is not stored"
+    );
+}
+
+#[test]
+fn a_client_trickling_a_packet_byte_by_byte_is_closed_by_its_keep_alive() {
+    // Slowloris after CONNECT: bytes keep coming, a whole packet never does. Keep-alive counts
+    // packets, so the bound is 1.5 × keep-alive, and the held bytes stay under one packet
+    // (mqtt.max_packet_size).
+    let s = TestServer::start();
+    let mut r = raw::Raw::open(s.port(), 5);
+    r.send(&raw::connect(5, "trickle", true, 1, &[]));
+    assert!(matches!(r.next(Duration::from_secs(5)), Reply::V5(_)));
+    let header = raw::publish(5, TOPIC.as_bytes(), 0, 0, false, &[b'x'; 200]);
+    let t0 = Instant::now();
+    let mut writer = r.writer();
+    let trickler = std::thread::spawn(move || {
+        use std::io::Write;
+        for b in header.iter().take(100) {
+            if writer.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert_eq!(
+        r.closed_with(Duration::from_secs(10)),
+        Some(0x8D),
+        "keep-alive timeout"
+    );
+    let waited = t0.elapsed();
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    trickler.join().unwrap();
+}
+
+#[test]
+fn connections_past_the_limits_are_closed_before_any_handshake() {
+    let s = TestServer::with_config("[mqtt]\nmax_connections = 2\n");
+    let (a, _) = raw::Raw::connected(s.port(), 4, "a", true, &[]);
+    let (_b, _) = raw::Raw::connected(s.port(), 4, "b", true, &[]);
+    // The third socket is closed at once: no CONNACK.
+    let mut c = raw::Raw::open(s.port(), 4);
+    c.send(&raw::connect(4, "c", true, 60, &[]));
+    assert!(matches!(c.next(Duration::from_secs(5)), Reply::Closed));
+    assert_eq!(
+        s.metric("samos_refusals_total{reason=\"max_connections\"}"),
+        1
+    );
+    assert!(s.wait_log("mqtt.max_connections reached", Duration::from_secs(5)));
+    // A place is given back when a connection ends.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut d = raw::Raw::open(s.port(), 4);
+        d.send(&raw::connect(4, "d", true, 60, &[]));
+        if let Reply::V4(mqttbytes::v4::Packet::ConnAck(_)) = d.next(Duration::from_secs(5)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let s = TestServer::with_config("[mqtt]\nmax_connection_rate_per_ip = 3\n");
+    let t0 = Instant::now();
+    let mut admitted = 0;
+    let mut refused = 0;
+    for i in 0..5 {
+        let mut r = raw::Raw::open(s.port(), 4);
+        r.send(&raw::connect(4, &format!("r{i}"), true, 60, &[]));
+        match r.next(Duration::from_secs(5)) {
+            Reply::V4(mqttbytes::v4::Packet::ConnAck(_)) => admitted += 1,
+            Reply::Closed => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    if t0.elapsed() < Duration::from_millis(900) {
+        assert_eq!((admitted, refused), (3, 2));
+        assert_eq!(
+            s.metric("samos_refusals_total{reason=\"connection_rate\"}"),
+            2
+        );
+    }
+    // The next second admits again.
+    std::thread::sleep(Duration::from_millis(1100));
+    raw::Raw::connected(s.port(), 4, "later", true, &[]);
 }

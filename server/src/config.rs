@@ -122,6 +122,12 @@ pub struct MqttConfig {
     pub sys_interval_secs: u64,
     /// Capacity of the router's inbound queue; a full queue pauses publishers' sockets.
     pub router_queue: usize,
+    /// Open client sockets across all listeners; one more is closed at once. 0: no limit
+    /// (the process's file-descriptor limit applies).
+    pub max_connections: usize,
+    /// New connections per second from one address (the client's, behind a PROXY-protocol
+    /// balancer); more are closed at once. 0: no limit.
+    pub max_connection_rate_per_ip: u32,
 }
 
 impl Default for MqttConfig {
@@ -138,6 +144,8 @@ impl Default for MqttConfig {
             max_session_expiry_secs: None,
             sys_interval_secs: 10,
             router_queue: 8192,
+            max_connections: 0,
+            max_connection_rate_per_ip: 0,
         }
     }
 }

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub postgres_rows: AtomicU64,
     /// Alerts raised by the severity cross-check (not refusals: the readings were stored).
     pub alerts_raised: AtomicU64,
+    /// Writers waiting for disk space.
+    pub disk: crate::disk_space::DiskSpace,
     /// Alert rule transitions: firing, acknowledged, resolved.
     alert_transitions: [AtomicU64; 3],
     /// Alert notifications: delivered, retried (attempts that failed for now), failed (for good).
@@ -199,6 +201,7 @@ impl Default for Metrics {
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
+            disk: Default::default(),
             alert_transitions: Default::default(),
             alert_notifications: Default::default(),
             refusals: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -611,6 +614,7 @@ impl Metrics {
             "samos_wal_commit_seconds",
             "Append and fsync of one WAL batch.",
         );
+        self.disk.render(&mut o);
         o
     }
 }

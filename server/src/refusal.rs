@@ -40,6 +40,10 @@ macro_rules! refusals {
 
 refusals! {
     // Connections.
+    /// A socket accepted while `mqtt.max_connections` were open: closed at once.
+    MaxConnections => "max_connections",
+    /// A socket from an address past `mqtt.max_connection_rate_per_ip`: closed at once.
+    ConnectionRate => "connection_rate",
     /// No CONNECT within `mqtt.connect_timeout_secs`.
     ConnectTimeout => "connect_timeout",
     /// The TLS handshake failed (bad certificate, protocol, cipher).
@@ -110,6 +114,8 @@ refusals! {
     SessionExpiryRaisedFromZero => "session_expiry_raised_from_zero",
     /// A subscriber's queue was full: the message was not delivered to it.
     SubscriberQueueFull => "subscriber_queue_full",
+    /// MQTT 5: a QoS 1/2 reading while the WAL waits for disk space (0x97 Quota exceeded).
+    DiskFull => "disk_full",
 
     // The sensor-network protocol.
     /// A client wrote an alert topic, which the server alone writes.

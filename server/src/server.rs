@@ -265,6 +265,10 @@ impl Server {
             protocol: protocol.clone(),
             acl: Acl::new(config.acl.clone()),
             auth: Arc::new(Authenticator::new(passwords)),
+            limits: crate::link::limits::ConnectionLimits::new(
+                config.mqtt.max_connections,
+                config.mqtt.max_connection_rate_per_ip,
+            ),
             config: Arc::new(config),
             metrics: metrics.clone(),
             router: handle,

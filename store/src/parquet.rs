@@ -51,6 +51,29 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ParquetError + '_ {
     }
 }
 
+impl ParquetError {
+    /// Whether the write failed for lack of space (it may succeed once space is freed).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, ParquetError::Io { source, .. } if crate::file::is_no_space(source))
+    }
+}
+
+/// A Parquet writer's error: the I/O error it carries, if that is what it is.
+fn writer_error(path: &Path, e: parquet::errors::ParquetError) -> ParquetError {
+    match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(source) => ParquetError::Io {
+                    path: path.to_path_buf(),
+                    source: *source,
+                },
+                Err(other) => format_error(path, other),
+            }
+        }
+        other => format_error(path, other),
+    }
+}
+
 fn format_error(path: &Path, e: impl std::fmt::Display) -> ParquetError {
     ParquetError::Format {
         path: path.to_path_buf(),
@@ -69,7 +92,7 @@ pub fn writer(path: &Path, schema: Arc<Schema>) -> Result<ArrowWriter<File>, Par
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| format_error(path, e))
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| writer_error(path, e))
 }
 
 /// Opens a Parquet writer for the `readings` table at `path`.
@@ -80,8 +103,8 @@ pub fn readings_writer(path: &Path) -> Result<ArrowWriter<File>, ParquetError> {
 /// Finishes a file written under `tmp` and makes it visible as `dest`: footer, fsync, rename,
 /// directory fsync. A reader never sees it partial.
 pub fn publish(writer: ArrowWriter<File>, tmp: &Path, dest: &Path) -> Result<(), ParquetError> {
-    let file = writer.into_inner().map_err(|e| format_error(tmp, e))?;
-    file.sync_all().map_err(io(tmp))?;
+    let file = writer.into_inner().map_err(|e| writer_error(tmp, e))?;
+    crate::file::fsync(&file, tmp).map_err(io(tmp))?;
     std::fs::rename(tmp, dest).map_err(io(dest))?;
     crate::file::sync_parent(dest).map_err(io(dest))
 }
@@ -213,7 +236,7 @@ impl ParquetStore {
             Some(open) => open,
             None => {
                 let dir = layout::partition_dir(&self.root, day);
-                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                crate::file::create_dir_durably(&dir).map_err(io(&dir))?;
                 let tmp = dir.join(layout::temporary_name(seq));
                 let writer = readings_writer(&tmp)?;
                 self.open.insert(OpenFile {
@@ -230,7 +253,7 @@ impl ParquetStore {
         };
         open.writer
             .write(batch)
-            .map_err(|e| format_error(&open.tmp, e))?;
+            .map_err(|e| writer_error(&open.tmp, e))?;
         open.rows += batch.num_rows();
         open.last_seq = seq;
         let bytes = open.writer.bytes_written() + open.writer.in_progress_size();
@@ -252,6 +275,18 @@ impl ParquetStore {
         Ok(None)
     }
 
+    /// Gives up the open file, unpublished: its temporary file is deleted (after a write
+    /// that failed, typically for lack of space). The caller writes its batches again.
+    pub fn abandon(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        drop(open.writer);
+        if let Err(e) = std::fs::remove_file(&open.tmp) {
+            tracing::warn!(path = %open.tmp.display(), error = %e, "cannot delete an abandoned Parquet file; it is removed at the next start");
+        }
+    }
+
     /// Finishes the open file: footer, fsync, rename into place.
     pub fn close(&mut self) -> Result<Option<Published>, ParquetError> {
         let Some(open) = self.open.take() else {
@@ -260,7 +295,11 @@ impl ParquetStore {
         let path = open
             .dir
             .join(layout::part_name(open.first_seq, open.last_seq));
-        publish(open.writer, &open.tmp, &path)?;
+        if let Err(e) = publish(open.writer, &open.tmp, &path) {
+            // Nothing was published; the space the file held is given back now.
+            let _ = std::fs::remove_file(&open.tmp);
+            return Err(e);
+        }
         Ok(Some(Published {
             path,
             partition: open.dir,
@@ -289,6 +328,17 @@ impl ParquetStore {
             .collect();
         files.sort_by_key(|f| f.last_seq);
         files
+    }
+
+    /// The last WAL sequence in any finished file, from the file names alone: everything up
+    /// to it is stored (files are published in WAL order), even where a crash came before
+    /// the WAL checkpoint recorded it.
+    pub fn last_published_seq(&self) -> Option<u64> {
+        layout::date_partitions(&self.root)
+            .into_iter()
+            .flat_map(|(_, dir)| partition_files(&dir))
+            .map(|((_, last), _)| last)
+            .max()
     }
 
     /// Deletes the date partitions older than `retention_days` before `today` (a UTC day
@@ -345,21 +395,11 @@ impl ParquetStore {
         }
         let (first, last) = (first.0.0, last.0.1);
         let tmp = dir.join(layout::compaction_temporary_name(first));
-        let mut writer = readings_writer(&tmp)?;
-        let mut rows = 0u64;
-        for (_, path) in &run {
-            let f = File::open(path).map_err(io(path))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .and_then(ParquetRecordBatchReaderBuilder::build)
-                .map_err(|e| format_error(path, e))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| format_error(path, e))?;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| format_error(&tmp, e))?;
-            }
-        }
         let merged = dir.join(layout::part_name(first, last));
-        publish(writer, &tmp, &merged)?;
+        let rows = merge(&run, &tmp, &merged).inspect_err(|_| {
+            // Give the space back now (a full disk is the likely cause), not at the restart.
+            let _ = std::fs::remove_file(&tmp);
+        })?;
         for (_, path) in &run {
             std::fs::remove_file(path).map_err(io(path))?;
         }
@@ -369,6 +409,25 @@ impl ParquetStore {
             rows,
         }))
     }
+}
+
+/// Writes the rows of `run` into one file under `tmp` and publishes it as `merged`.
+fn merge(run: &[&((u64, u64), PathBuf)], tmp: &Path, merged: &Path) -> Result<u64, ParquetError> {
+    let mut writer = readings_writer(tmp)?;
+    let mut rows = 0u64;
+    for (_, path) in run {
+        let f = File::open(path).map_err(io(path))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(ParquetRecordBatchReaderBuilder::build)
+            .map_err(|e| format_error(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| format_error(path, e))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| writer_error(tmp, e))?;
+        }
+    }
+    publish(writer, tmp, merged)?;
+    Ok(rows)
 }
 
 /// The UTC day of a `readings` batch, from its first ingest time.

@@ -24,7 +24,7 @@
 //! segment is corruption, and an error: nothing is skipped silently.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -42,12 +42,30 @@ pub enum WalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A write found no space (ENOSPC, or the quota): the log is as it was before the
+    /// append, and the same append may be tried again once space is freed.
+    #[error("WAL write on {path} found no space: {source}")]
+    NoSpace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("WAL segment {path} is corrupt at byte {offset}: {message}")]
     Corrupt {
         path: PathBuf,
         offset: u64,
         message: String,
     },
+}
+
+impl WalError {
+    /// Whether the error is a write that found no space.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            WalError::NoSpace { .. } => true,
+            WalError::Io { source, .. } => crate::file::is_no_space(source),
+            WalError::Corrupt { .. } => false,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
@@ -117,7 +135,7 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    crate::file::sync_dir(dir).map_err(io(dir))
 }
 
 /// Reads the checkpoint (0 when there is none).
@@ -137,14 +155,7 @@ pub fn read_checkpoint(dir: &Path) -> Result<u64, WalError> {
 /// Records that every batch up to `seq` is in Parquet (atomically).
 pub fn write_checkpoint(dir: &Path, seq: u64) -> Result<(), WalError> {
     let path = dir.join("checkpoint");
-    let tmp = dir.join("checkpoint.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(seq.to_string().as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir)
+    crate::file::write_atomically(&path, seq.to_string().as_bytes()).map_err(io(&path))
 }
 
 /// The file in the WAL directory naming its store.
@@ -159,20 +170,13 @@ pub fn store_id(dir: &Path) -> Result<String, WalError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(&path)(e)),
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::file::create_dir_durably(dir).map_err(io(dir))?;
     let id = format!(
         "{:016x}{:016x}",
         rand::random::<u64>(),
         rand::random::<u64>()
     );
-    let tmp = dir.join("store-id.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(id.as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir)?;
+    crate::file::write_atomically(&path, id.as_bytes()).map_err(io(&path))?;
     Ok(id)
 }
 
@@ -279,7 +283,7 @@ impl Wal {
         max_segment_bytes: u64,
         mut visit: impl FnMut(&WalRecord),
     ) -> Result<(Wal, Recovery), WalError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::file::create_dir_durably(dir).map_err(io(dir))?;
         let checkpoint = read_checkpoint(dir)?;
         let segs = segments(dir)?;
         let mut recovery = Recovery {
@@ -302,7 +306,7 @@ impl Wal {
                     .open(path)
                     .map_err(io(path))?;
                 f.set_len(offset).map_err(io(path))?;
-                f.sync_all().map_err(io(path))?;
+                crate::file::fsync(&f, path).map_err(io(path))?;
                 recovery.cut = Some(TornTail {
                     segment: path.clone(),
                     offset,
@@ -355,10 +359,28 @@ impl Wal {
     }
 
     /// Appends a record (not yet durable: see [`Wal::commit`]); returns its sequence.
+    ///
+    /// [`WalError::NoSpace`] leaves the log as it was: whatever part of the record reached
+    /// the file is cut off again (so the segment ends at its last whole record, and the space
+    /// is given back), and the same payload may be appended again later. Any other error
+    /// leaves the log unusable.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, WalError> {
         if self.bytes >= self.max_segment_bytes {
             self.rotate()?;
         }
+        match self.write_record(payload) {
+            Err(WalError::Io { path, source }) if crate::file::is_no_space(&source) => {
+                // Truncating past the last whole record needs no space and discards nothing
+                // appended before; the runway is rebuilt by the next append.
+                self.file.set_len(self.bytes).map_err(io(&self.path))?;
+                self.file_len = self.bytes;
+                Err(WalError::NoSpace { path, source })
+            }
+            other => other,
+        }
+    }
+
+    fn write_record(&mut self, payload: &[u8]) -> Result<u64, WalError> {
         let seq = self.next_seq;
         let seq_bytes = seq.to_le_bytes();
         let mut h = crc32fast::Hasher::new();
@@ -371,7 +393,12 @@ impl Wal {
         record.extend_from_slice(payload);
         let end = self.bytes + record.len() as u64;
         if end > self.file_len && record.len() <= RUNWAY_MAX_RECORD {
-            self.extend_runway((end + RUNWAY).min(self.max_segment_bytes.max(end)))?;
+            match self.extend_runway((end + RUNWAY).min(self.max_segment_bytes.max(end))) {
+                Ok(()) => {}
+                // Short of space for the runway: the record alone may still fit.
+                Err(e) if e.is_no_space() => {}
+                Err(e) => return Err(e),
+            }
         }
         self.file
             .write_all_at(&record, self.bytes)
@@ -397,7 +424,7 @@ impl Wal {
 
     /// Makes everything appended so far durable (one fsync for the whole group).
     pub fn commit(&mut self) -> Result<(), WalError> {
-        self.file.sync_data().map_err(io(&self.path))
+        crate::file::fdatasync(&self.file, &self.path).map_err(io(&self.path))
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {

@@ -57,6 +57,18 @@ impl TestServer {
 
     /// [`TestServer::in_dir`] with extra environment variables for the server process.
     pub fn in_dir_with_env(dir: tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> TestServer {
+        Self::in_dir_wrapped(dir, toml, env, &[])
+    }
+
+    /// [`TestServer::in_dir_with_env`] with the server started through `wrapper` (a command
+    /// and its arguments, given the server's command line after them, which it must `exec`:
+    /// the server's pid is the child's).
+    pub fn in_dir_wrapped(
+        dir: tempfile::TempDir,
+        toml: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> TestServer {
         let config = dir.path().join("samos.toml");
         let data = dir.path().join("data");
         std::fs::write(
@@ -67,7 +79,14 @@ impl TestServer {
         let ready = dir.path().join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = dir.path().join("samos.log");
-        let mut cmd = Command::new(samos_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(samos_bin());
+                c
+            }
+            None => Command::new(samos_bin()),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -483,6 +502,11 @@ pub fn join_paper_node(s: &TestServer, id: &str) -> raw::Raw {
 /// [`join_paper_node`] through any port (a load balancer's, or from a thread holding only the
 /// port).
 pub fn join_paper_node_at(port: u16, id: &str) -> raw::Raw {
+    join_paper_node_with(port, id, 4)
+}
+
+/// [`join_paper_node_at`] over MQTT `level` (4: 3.1.1, 5: 5.0).
+pub fn join_paper_node_with(port: u16, id: &str, level: u8) -> raw::Raw {
     const NET: &str = "Karlovasi_IoT_network";
     const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
     let config = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -491,8 +515,8 @@ pub fn join_paper_node_at(port: u16, id: &str) -> raw::Raw {
     )))
     .unwrap();
     let control = format!("{NET}/{id}/{LOC}/control");
-    let (mut c, _) = raw::Raw::connected(port, 4, id, true, &[]);
-    c.send(&raw::subscribe(4, 1, &control, 0));
+    let (mut c, _) = raw::Raw::connected(port, level, id, true, &[]);
+    c.send(&raw::subscribe(level, 1, &control, 0));
     let _ = c.next(Duration::from_secs(10));
     c.publish_qos1(&control, format!("PUB_CONFIG_FILE, {config}").as_bytes(), 1);
     while !c

@@ -641,6 +641,8 @@ impl Router {
             let msg = self.sys_message(topic, v.to_string());
             self.publish(msg);
         }
+        let msg = self.sys_message("disk_full", self.metrics.disk.summary());
+        self.publish(msg);
         let uptime = format!("{} seconds", self.metrics.uptime().as_secs());
         let msg = self.sys_message("uptime", uptime);
         self.publish(msg);

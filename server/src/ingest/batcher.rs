@@ -3,6 +3,10 @@
 //! under load records grow while the previous fsync runs), appends and fsyncs it, releases the
 //! acknowledgement tickets it held, and hands the Arrow batch to the Parquet sink.
 //!
+//! A write that finds the disk full is retried (the WAL is left as it was) until space is
+//! freed: the batcher holds the record, the queue fills, publishers pause. A failed fsync is
+//! never retried: the process exits ([`EXIT_WAL_FAILED`]).
+//!
 //! Invariants: a ticket is released only after the record holding its reading or session
 //! change is fsync'd; a record never spans two UTC days; the queue's slots are given back as
 //! work leaves the queue, and closed when the batcher stops.
@@ -23,6 +27,7 @@ use super::wal::{Wal, WalError};
 use super::watermark::{Follower, Watermark};
 use super::{Reading, Ticket, Work};
 use crate::broker::durable::{SessionOp, SessionTable};
+use crate::disk_space::{Writer, retry_delay};
 use crate::metrics::Metrics;
 
 /// Owns the column builders, the WAL and the durable session table.
@@ -215,7 +220,7 @@ impl Batcher {
         } else {
             encode_record(&group.ops, batch.as_ref())
         };
-        self.wal.append(&payload)?;
+        self.append_waiting_for_space(&payload)?;
         if self.fail_fsync_after.is_some_and(|n| seq > n) {
             return Err(WalError::Io {
                 path: "wal (failpoint wal-fsync-eio)".into(),
@@ -260,6 +265,28 @@ impl Batcher {
             let _ = self.sink.send(SinkMsg::Batch(seq, batch));
         }
         Ok(())
+    }
+
+    /// Appends `payload`, waiting as long as the disk is full: nothing is acknowledged
+    /// meanwhile, the queue fills and publishers are paused (see `crate::disk_space`).
+    fn append_waiting_for_space(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        let mut attempt = 0;
+        loop {
+            match self.wal.append(payload) {
+                Ok(_) => {
+                    if attempt > 0 {
+                        self.metrics.disk.freed(Writer::Wal);
+                    }
+                    return Ok(());
+                }
+                Err(e @ WalError::NoSpace { .. }) => {
+                    self.metrics.disk.full(Writer::Wal, &e);
+                    std::thread::sleep(retry_delay(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn apply_sessions(&mut self, ops: &[SessionOp]) {

@@ -37,6 +37,8 @@ pub mod log_tail;
 pub use lake_sink::{PEER_FIELDS, PeerRegistries};
 mod parquet_sink;
 pub mod postgres;
+#[cfg(test)]
+mod power_cut;
 pub mod watermark;
 
 pub use samos_store::wal;
@@ -156,6 +158,18 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Lake(#[from] samos_lake::LakeError),
+}
+
+impl IngestError {
+    /// Whether a write failed for lack of space (and may succeed once space is freed).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            IngestError::Wal(e) => e.is_no_space(),
+            IngestError::Io { source, .. } => crate::disk_space::is_no_space(source),
+            IngestError::Parquet(e) => e.is_no_space(),
+            _ => false,
+        }
+    }
 }
 
 /// The handle connections push readings into.
@@ -309,7 +323,19 @@ impl Ingest {
                 "moving the local Parquet store into the object-store table"
             );
         }
-        let replay_after = outbox.last().map_or(0, |f| f.last_seq);
+        // Files are published in WAL order before the checkpoint is written: a crash between
+        // the two leaves a file past the checkpoint, whose records must not be written again.
+        let replay_after = match lake {
+            Some(_) => outbox.last().map_or(0, |f| f.last_seq),
+            None => store.last_published_seq().unwrap_or(0),
+        };
+        if lake.is_none() && replay_after > recovery.checkpoint {
+            info!(
+                checkpoint = recovery.checkpoint,
+                last_published = replay_after,
+                "Parquet files past the WAL checkpoint (published just before a crash): the replay starts after them"
+            );
+        }
         let lake_checkpoint = lake
             .as_ref()
             .map(|_| Arc::new(Watermark::new(recovery.checkpoint)));
@@ -322,6 +348,8 @@ impl Ingest {
             retention_checked: None,
             metrics: metrics.clone(),
             lake: lake.as_ref().map(|_| lake_tx.clone()),
+            published_through: recovery.checkpoint.max(replay_after),
+            written_through: recovery.checkpoint.max(replay_after),
         };
         for file in migrate.iter().chain(&outbox) {
             let _ = lake_tx.send(lake_sink::LakeMsg::File(file.clone()));

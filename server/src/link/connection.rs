@@ -307,11 +307,16 @@ impl Connection {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => {
                         self.shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
-                        if let (Some(k), Some(d)) = (keepalive, deadline.as_mut()) {
-                            *d = tokio::time::Instant::now() + k;
-                        }
+                        let buffered = rbuf.len();
                         if let Err(end) = self.process(&mut rbuf).await {
                             return end;
+                        }
+                        // Keep-alive counts whole control packets (§3.1.2.10), not bytes: a
+                        // client trickling a packet byte by byte is closed all the same.
+                        if rbuf.len() < buffered
+                            && let (Some(k), Some(d)) = (keepalive, deadline.as_mut())
+                        {
+                            *d = tokio::time::Instant::now() + k;
                         }
                     }
                 },

@@ -1,7 +1,8 @@
 //! Network side: listeners accept sockets (plain or TLS, behind a load balancer's PROXY
 //! header where configured) and run one connection task each.
 //!
-//! Files: this one (listeners, accept loop), [`proxy`] (reading the PROXY header), [`tls`],
+//! Files: this one (listeners, accept loop), [`limits`] (max connections, connection rate
+//! per address, checked before anything else), [`proxy`] (reading the PROXY header), [`tls`],
 //! [`connection`] (one task per client:
 //! admission, session loop, incoming packets), [`ack_queue`] (acknowledgements held until
 //! durable), [`outgoing`] (QoS 1/2 state towards the client), [`aliases`] (topic aliases).
@@ -9,6 +10,7 @@
 pub mod ack_queue;
 pub mod aliases;
 pub mod connection;
+pub mod limits;
 pub mod outgoing;
 pub mod proxy;
 pub mod tls;
@@ -39,6 +41,8 @@ pub struct Shared {
     pub protocol: Option<Arc<crate::protocol::Protocol>>,
     /// Durable storage of readings (with the protocol).
     pub ingest: Option<Arc<crate::ingest::Ingest>>,
+    /// `mqtt.max_connections` and `mqtt.max_connection_rate_per_ip`.
+    pub limits: limits::ConnectionLimits,
 }
 
 /// A bound listener, ready to accept.
@@ -125,12 +129,17 @@ impl Listener {
                     continue;
                 }
             };
+            let Some(slot) = shared.limits.slot(&shared.metrics) else {
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let context = self.context.clone();
             let acceptor = self.acceptor.clone();
             let proxy_protocol = self.proxy_protocol;
             tokio::spawn(async move {
+                let _slot = slot;
                 let mut stream = stream;
                 let mut peer = peer;
                 if proxy_protocol {
@@ -154,6 +163,9 @@ impl Listener {
                             return;
                         }
                     }
+                }
+                if !shared.limits.admit_rate(peer.ip(), &shared.metrics) {
+                    return;
                 }
                 let Some(acceptor) = acceptor else {
                     connection::run(stream, peer, None, context, shared).await;

@@ -38,6 +38,7 @@ use tracing::warn;
 use crate::broker::RouterHandle;
 use crate::clock::now_ms;
 use crate::config::{NodeIdentity, ProtocolConfig};
+use crate::disk_space::Writer;
 pub use crate::ingest::AcceptedReading;
 use crate::live::LiveFeed;
 use crate::metrics::Metrics;
@@ -225,8 +226,11 @@ impl Protocol {
                 tick.tick().await;
                 let m = me.clone();
                 let saved = tokio::task::spawn_blocking(move || m.registry.save_if_dirty()).await;
-                if let Ok(Err(e)) = saved {
-                    tracing::error!(error = %e, "cannot save the node registry");
+                match saved {
+                    Ok(Ok(())) => me.metrics.disk.freed(Writer::Registry),
+                    Ok(Err(e)) if e.is_no_space() => me.metrics.disk.full(Writer::Registry, &e),
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot save the node registry"),
+                    Err(_) => {}
                 }
             }
         });

@@ -167,6 +167,13 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// Whether a save failed for lack of space (the next save may succeed).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, RegistryError::Write { source, .. } if samos_store::file::is_no_space(source))
+    }
+}
+
 /// All nodes, keyed by network and node id.
 #[derive(Debug)]
 pub struct NodeRegistry {

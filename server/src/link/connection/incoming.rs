@@ -51,6 +51,10 @@ impl Connection {
                 });
             }
         }
+        if self.refuse_while_disk_full(&p) {
+            self.ack_after(p.pkid, p.qos, PubRecReason::QuotaExceeded, arrived, None);
+            return Ok(());
+        }
         let reading = match self.admit_publish(&mut p) {
             Ok(reading) => reading,
             Err(refused) => {
@@ -118,6 +122,29 @@ impl Connection {
             });
         }
         Ok(())
+    }
+
+    /// Whether a reading is refused at once because the WAL is waiting for disk space: only
+    /// an MQTT 5 client's QoS 1/2 reading, which 0x97 Quota exceeded tells to hold and send
+    /// again later. A 3.x client cannot be told, so its reading waits in the queue (the
+    /// publisher is paused) and is acknowledged once stored. Nothing refused is stored.
+    fn refuse_while_disk_full(&self, p: &Publish) -> bool {
+        let refuse = !self.version.is_v3()
+            && p.qos != QoS::AtMostOnce
+            && self.shared.ingest.is_some()
+            && self
+                .shared
+                .metrics
+                .disk
+                .is_full(crate::disk_space::Writer::Wal)
+            && self.shared.protocol.is_some()
+            && samos_schemas::topic::parse(&p.topic)
+                .is_some_and(|t| matches!(t.kind, samos_schemas::topic::TopicKind::Data { .. }));
+        if refuse {
+            self.shared.metrics.refuse(Refusal::DiskFull);
+            tracing::debug!(client_id = %self.client_id, topic = %p.topic, "reading refused (0x97): the disk is full");
+        }
+        refuse
     }
 
     /// Whether the message may be routed: the ACL, the sensor-network protocol's verdict (an
