@@ -177,9 +177,8 @@ fn main() {
     );
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut csv = String::from(
-        "minute,rss_mib,fds,wal_mib,data_mib,readings_per_s,p99_ack_ms,connections\n",
-    );
+    let mut csv =
+        String::from("minute,rss_mib,fds,wal_mib,data_mib,readings_per_s,p99_ack_ms,connections\n");
     let started = Instant::now();
     let mut last_text = metrics_text(metrics);
     let mut last_at = Instant::now();

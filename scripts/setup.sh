@@ -102,6 +102,14 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   pip_install aiosmtpd
 fi
 
+# cargo-fuzz: runs the fuzz targets (the tests run each for 20 s). Once per machine.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (once per machine)"
+  start=$(date +%s)
+  cargo install --locked --quiet cargo-fuzz
+  echo "setup: cargo-fuzz installed in $(( $(date +%s) - start )) s"
+fi
+
 # Garage: a real S3 server for the object-store tests. A long build, so it is done once per
 # machine, into a fixed place the tests look in (SAMOS_GARAGE overrides).
 garage_root=/opt/garage

@@ -304,84 +304,65 @@ fn a_full_disk_pauses_publishers_refuses_v5_with_0x97_and_ingest_resumes_once_sp
 }
 
 #[test]
-fn a_client_trickling_a_packet_byte_by_byte_is_closed_by_its_keep_alive() {
-    // Slowloris after CONNECT: bytes keep coming, a whole packet never does. Keep-alive counts
-    // packets, so the bound is 1.5 × keep-alive, and the held bytes stay under one packet
-    // (mqtt.max_packet_size).
-    let s = TestServer::start();
-    let mut r = raw::Raw::open(s.port(), 5);
-    r.send(&raw::connect(5, "trickle", true, 1, &[]));
-    assert!(matches!(r.next(Duration::from_secs(5)), Reply::V5(_)));
-    let header = raw::publish(5, TOPIC.as_bytes(), 0, 0, false, &[b'x'; 200]);
-    let t0 = Instant::now();
-    let mut writer = r.writer();
-    let trickler = std::thread::spawn(move || {
-        use std::io::Write;
-        for b in header.iter().take(100) {
-            if writer.write_all(&[*b]).is_err() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
-    assert_eq!(
-        r.closed_with(Duration::from_secs(10)),
-        Some(0x8D),
-        "keep-alive timeout"
+fn clock_steps_back_an_hour_and_forward_a_day_lose_nothing_and_the_sequence_keeps_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("clock-offset-ms");
+    std::fs::write(&offset, "0").unwrap();
+    let offset_env = offset.display().to_string();
+    let s = TestServer::in_dir_with_env(
+        dir,
+        "[storage]\nparquet_rotate_secs = 1\n",
+        &[("SAMOS_CLOCK_OFFSET_FILE", &offset_env)],
     );
-    let waited = t0.elapsed();
-    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
-    trickler.join().unwrap();
-}
-
-#[test]
-fn connections_past_the_limits_are_closed_before_any_handshake() {
-    let s = TestServer::with_config("[mqtt]\nmax_connections = 2\n");
-    let (a, _) = raw::Raw::connected(s.port(), 4, "a", true, &[]);
-    let (_b, _) = raw::Raw::connected(s.port(), 4, "b", true, &[]);
-    // The third socket is closed at once: no CONNACK.
-    let mut c = raw::Raw::open(s.port(), 4);
-    c.send(&raw::connect(4, "c", true, 60, &[]));
-    assert!(matches!(c.next(Duration::from_secs(5)), Reply::Closed));
-    assert_eq!(
-        s.metric("samos_refusals_total{reason=\"max_connections\"}"),
-        1
+    let mut c = join_paper_node(&s, "CN1");
+    let mut i = 0u32;
+    let mut phase = |c: &mut raw::Raw, shift_ms: i64| {
+        std::fs::write(&offset, shift_ms.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..50 {
+            i += 1;
+            let pkid = i as u16;
+            assert_eq!(c.publish_qos1(TOPIC, &numbered(i), pkid), 0, "reading {i}");
+        }
+    };
+    phase(&mut c, 0);
+    phase(&mut c, -3_600_000);
+    phase(&mut c, 86_400_000);
+    let out = samos_sql(
+        &s.data_dir(),
+        &[],
+        &[],
+        "SELECT CAST(round(value * 1000) AS BIGINT) AS i, \
+         CAST(ingest_time AS BIGINT) AS t, CAST(date AS VARCHAR) AS d, \
+         CAST(to_char(ingest_time, '%Y-%m-%d') AS VARCHAR) AS day_of_t, key \
+         FROM readings ORDER BY key",
     );
-    assert!(s.wait_log("mqtt.max_connections reached", Duration::from_secs(5)));
-    // A place is given back when a connection ends.
-    drop(a);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut d = raw::Raw::open(s.port(), 4);
-        d.send(&raw::connect(4, "d", true, 60, &[]));
-        if let Reply::V4(mqttbytes::v4::Packet::ConnAck(_)) = d.next(Duration::from_secs(5)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slot never came back");
-        std::thread::sleep(Duration::from_millis(100));
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let ids: Vec<u32> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!(
+        ids,
+        (1..=150).collect::<Vec<_>>(),
+        "every reading once, in sequence order"
+    );
+    let time = |i: usize| rows[i][1].parse::<i64>().unwrap();
+    // Stamped by the clock as it was: the second fifty an hour before the first, the last
+    // fifty a day after.
+    assert!(
+        time(50) < time(49) - 3_000_000,
+        "{} vs {}",
+        time(50),
+        time(49)
+    );
+    assert!(time(100) > time(99) + 80_000_000);
+    for r in &rows {
+        assert_eq!(r[2], r[3], "filed under the date of its own time: {r:?}");
     }
-
-    let s = TestServer::with_config("[mqtt]\nmax_connection_rate_per_ip = 3\n");
-    let t0 = Instant::now();
-    let mut admitted = 0;
-    let mut refused = 0;
-    for i in 0..5 {
-        let mut r = raw::Raw::open(s.port(), 4);
-        r.send(&raw::connect(4, &format!("r{i}"), true, 60, &[]));
-        match r.next(Duration::from_secs(5)) {
-            Reply::V4(mqttbytes::v4::Packet::ConnAck(_)) => admitted += 1,
-            Reply::Closed => refused += 1,
-            other => panic!("{other:?}"),
-        }
-    }
-    if t0.elapsed() < Duration::from_millis(900) {
-        assert_eq!((admitted, refused), (3, 2));
-        assert_eq!(
-            s.metric("samos_refusals_total{reason=\"connection_rate\"}"),
-            2
-        );
-    }
-    // The next second admits again.
-    std::thread::sleep(Duration::from_millis(1100));
-    raw::Raw::connected(s.port(), 4, "later", true, &[]);
+    assert_ne!(
+        rows[149][2], rows[0][2],
+        "a day later is another date partition"
+    );
 }

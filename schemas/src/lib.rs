@@ -2,7 +2,8 @@
 //! grammar ([`topic`], [`payload`]), the node-configuration XSD, the Arrow schemas of the
 //! tables ([`readings`], [`tables`]: `nodes`, `events`, `rejected`) and their PostgreSQL DDL,
 //! the paper's severity rules ([`severity`]), the synthetic fleet's identities and documents
-//! ([`fleet`]: simulator, load generator, tests, benches) and, with the `node-config` feature,
+//! ([`fleet`]: simulator, load generator, tests, benches), the HTTP API's query-parameter
+//! grammar ([`http_params`]) and, with the `node-config` feature,
 //! node admission: a configuration document validated against the XSD with libxml2 and read
 //! into a `NodeConfig` (`node_config`).
 //!
@@ -10,6 +11,7 @@
 //! an async runtime or anything that does I/O. The server and the tools depend on it.
 
 pub mod fleet;
+pub mod http_params;
 #[cfg(feature = "node-config")]
 pub mod node_config;
 pub mod payload;

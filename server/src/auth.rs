@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -217,20 +217,33 @@ impl PasswordFile {
 }
 
 /// Checks credentials against the password file. Successful checks are remembered (keyed by a
-/// per-process salted digest of the password) so reconnect storms do not pay the slow hash again.
+/// per-process salted digest of the password) so reconnect storms do not pay the slow hash
+/// again, and concurrent checks of the same user and password share one hash (single flight):
+/// a thousand nodes sharing a login that reconnect at once cost one PBKDF2, not a thousand.
+/// Failed checks are not remembered (a wrong password pays the hash every time; the
+/// per-address connection rate bounds how often).
 #[derive(Debug)]
 pub struct Authenticator {
     passwords: Option<PasswordFile>,
     cache_salt: [u8; 16],
     verified: Mutex<HashMap<String, Vec<u8>>>,
+    /// Checks under way, by user and salted digest: later askers await the first one's result.
+    in_flight: Mutex<HashMap<(String, Vec<u8>), Arc<tokio::sync::OnceCell<bool>>>>,
+    /// Counts the slow hashes computed (`samos_password_hashes_total`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Authenticator {
-    pub fn new(passwords: Option<PasswordFile>) -> Authenticator {
+    pub fn new(
+        passwords: Option<PasswordFile>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Authenticator {
         Authenticator {
             passwords,
             cache_salt: rand::random(),
             verified: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -247,7 +260,7 @@ impl Authenticator {
     }
 
     /// Verifies `user`/`password`; runs the slow hash off the async runtime.
-    pub async fn verify(self: &std::sync::Arc<Self>, user: &str, password: &[u8]) -> bool {
+    pub async fn verify(self: &Arc<Self>, user: &str, password: &[u8]) -> bool {
         let Some(hash) = self.passwords.as_ref().and_then(|p| p.get(user)).cloned() else {
             return false;
         };
@@ -258,15 +271,35 @@ impl Authenticator {
         if self.verified.lock().expect("auth cache").get(user) == Some(&key) {
             return true;
         }
+        let flight = (user.to_string(), key);
+        let cell = self
+            .in_flight
+            .lock()
+            .expect("auth flights")
+            .entry(flight.clone())
+            .or_default()
+            .clone();
         let password = password.to_vec();
-        let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false);
-        if ok {
-            self.verified
-                .lock()
-                .expect("auth cache")
-                .insert(user.to_string(), key);
+        let ok = *cell
+            .get_or_init(|| async {
+                self.metrics
+                    .password_hashes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
+                    .await
+                    .unwrap_or(false);
+                if ok {
+                    self.verified
+                        .lock()
+                        .expect("auth cache")
+                        .insert(flight.0.clone(), flight.1.clone());
+                }
+                ok
+            })
+            .await;
+        let mut flights = self.in_flight.lock().expect("auth flights");
+        if flights.get(&flight).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            flights.remove(&flight);
         }
         ok
     }
@@ -462,6 +495,47 @@ pub fn filter_within(allowed: &str, requested: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_checks_of_one_login_share_one_hash_and_later_ones_hit_the_cache() {
+        let mut file = PasswordFile::default();
+        file.set("node", "secret", 1000);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let auth = Arc::new(Authenticator::new(Some(file), metrics.clone()));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let results = runtime.block_on(async {
+            let checks: Vec<_> = (0..64)
+                .map(|_| {
+                    let auth = auth.clone();
+                    tokio::spawn(async move { auth.verify("node", b"secret").await })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for c in checks {
+                all.push(c.await.unwrap());
+            }
+            all
+        });
+        assert!(results.iter().all(|ok| *ok));
+        assert_eq!(
+            metrics
+                .password_hashes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(runtime.block_on(auth.verify("node", b"secret")));
+        assert!(!runtime.block_on(auth.verify("node", b"wrong")));
+        assert!(!runtime.block_on(auth.verify("nobody", b"secret")));
+        assert_eq!(
+            metrics
+                .password_hashes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+    }
 
     #[test]
     fn constant_time_comparison() {

@@ -128,6 +128,9 @@ pub struct MqttConfig {
     /// New connections per second from one address (the client's, behind a PROXY-protocol
     /// balancer); more are closed at once. 0: no limit.
     pub max_connection_rate_per_ip: u32,
+    /// Topic filters one session may hold; a SUBSCRIBE past it gets 0x97 Quota exceeded (3.x:
+    /// 0x80) for each new filter. 0: no limit.
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for MqttConfig {
@@ -146,6 +149,7 @@ impl Default for MqttConfig {
             router_queue: 8192,
             max_connections: 0,
             max_connection_rate_per_ip: 0,
+            max_subscriptions_per_client: 10_000,
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct Metrics {
     pub alerts_raised: AtomicU64,
     /// Writers waiting for disk space.
     pub disk: crate::disk_space::DiskSpace,
+    /// Slow password hashes computed (a verified password is cached; concurrent checks of
+    /// one login share a hash).
+    pub password_hashes: AtomicU64,
     /// Alert rule transitions: firing, acknowledged, resolved.
     alert_transitions: [AtomicU64; 3],
     /// Alert notifications: delivered, retried (attempts that failed for now), failed (for good).
@@ -202,6 +205,7 @@ impl Default for Metrics {
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
             disk: Default::default(),
+            password_hashes: AtomicU64::new(0),
             alert_transitions: Default::default(),
             alert_notifications: Default::default(),
             refusals: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -377,6 +381,12 @@ impl Metrics {
             "counter",
             "Alerts raised: a node's readings more severe than the mode it reports.",
             self.alerts_raised.load(Relaxed),
+        );
+        single(
+            "samos_password_hashes_total",
+            "counter",
+            "Slow password hashes computed (the rest answered by the verified-password cache).",
+            self.password_hashes.load(Relaxed),
         );
         single(
             "samos_ingest_backpressure_total",

@@ -106,6 +106,8 @@ refusals! {
     TopicFilterInvalid => "topic_filter_invalid",
     /// A SUBSCRIBE filter the client's ACL does not allow.
     SubscribeNotAuthorized => "subscribe_not_authorized",
+    /// A new SUBSCRIBE filter past `mqtt.max_subscriptions_per_client`.
+    SubscriptionQuota => "subscription_quota",
     /// A message a wider subscription matched but the ACL hides from this client.
     DeliveryNotAuthorized => "delivery_not_authorized",
     /// A message over the client's MQTT 5 Maximum Packet Size, not delivered to it.

@@ -92,6 +92,7 @@ pub struct Server {
 impl Server {
     /// Binds every listener and starts the router; returns once all sockets are bound.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        crate::clock::follow_offset_file();
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -151,6 +152,7 @@ impl Server {
                 queue_capacity: config.mqtt.router_queue,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 instance_id: instance_id.clone(),
+                max_subscriptions: config.mqtt.max_subscriptions_per_client,
             },
             metrics.clone(),
         );
@@ -264,7 +266,7 @@ impl Server {
             ingest: ingest.clone(),
             protocol: protocol.clone(),
             acl: Acl::new(config.acl.clone()),
-            auth: Arc::new(Authenticator::new(passwords)),
+            auth: Arc::new(Authenticator::new(passwords, metrics.clone())),
             limits: crate::link::limits::ConnectionLimits::new(
                 config.mqtt.max_connections,
                 config.mqtt.max_connection_rate_per_ip,

@@ -22,6 +22,8 @@
 
 pub mod file;
 pub mod layout;
+#[cfg(feature = "columnar")]
 pub mod parquet;
+#[cfg(feature = "columnar")]
 pub mod record;
 pub mod wal;

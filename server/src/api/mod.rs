@@ -34,6 +34,7 @@ use samos_analytics::datafusion::arrow::record_batch::RecordBatch;
 use samos_analytics::datafusion::prelude::{DataFrame, col, lit};
 use samos_analytics::datafusion::scalar::ScalarValue;
 use samos_analytics::{History, QueryError};
+use samos_schemas::http_params;
 use serde_json::{Value, json};
 use tracing::warn;
 
@@ -419,22 +420,13 @@ async fn nodes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 
 /// `2026-11-25T10:00:00Z` (or any RFC 3339 time) or `2026-11-25` (midnight UTC), as ms.
 fn parse_time(name: &str, text: &str) -> Result<i64, Refused> {
-    let bad = || {
+    http_params::parse_time(text).ok_or_else(|| {
         Refused(
             StatusCode::BAD_REQUEST,
             Refusal::ApiBadQuery,
             format!("{name}={text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"),
         )
-    };
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.timestamp_millis());
-    }
-    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?;
-    Ok(day
-        .and_hms_opt(0, 0, 0)
-        .ok_or_else(bad)?
-        .and_utc()
-        .timestamp_millis())
+    })
 }
 
 fn utc_date(ms: i64) -> String {

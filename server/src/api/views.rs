@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use samos_schemas::http_params::{self, SeriesWindow, sql_text};
 use samos_schemas::payload::FunctionalMode;
 use samos_store::layout;
 use serde_json::{Value, json};
@@ -193,10 +194,7 @@ fn tail_lines(path: &Path, keep: impl Fn(&Value) -> bool, limit: usize) -> Vec<V
 }
 
 fn limit(p: &HashMap<String, String>) -> usize {
-    p.get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(200)
-        .min(MAX_LINES)
+    http_params::count(p.get("limit").map(String::as_str), 200, MAX_LINES)
 }
 
 /// Whether a log line matches the `node` and `network` parameters.
@@ -342,10 +340,6 @@ pub(super) async fn quarantine(
 }
 
 /// A string as a SQL literal.
-fn sql_text(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// `GET /api/v1/series?node=&sensor=&from=&to=&points=`: one sensor's readings in at most
 /// `points` time buckets (min, max, mean, count each), for charts of any range.
 pub(super) async fn series(
@@ -364,23 +358,13 @@ pub(super) async fn series(
         };
         let node = p.get("node").ok_or_else(|| bad("node="))?;
         let sensor = p.get("sensor").ok_or_else(|| bad("sensor="))?;
-        let to = match p.get("to") {
-            Some(t) => super::parse_time("to", t)?,
-            None => now_ms() + 1,
-        };
-        let from = match p.get("from") {
-            Some(t) => super::parse_time("from", t)?,
-            None => to - 3_600_000,
-        };
-        if from >= to {
-            return Err(bad("from < to"));
-        }
-        let points: i64 = p
-            .get("points")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(600)
-            .clamp(10, 5000);
-        let bucket = ((to - from) / points).max(1);
+        let SeriesWindow { from, to, bucket } = http_params::series_window(
+            p.get("from").map(String::as_str),
+            p.get("to").map(String::as_str),
+            p.get("points").map(String::as_str),
+            now_ms(),
+        )
+        .map_err(|e| Refused(StatusCode::BAD_REQUEST, Refusal::ApiBadQuery, e.to_string()))?;
         let network = p
             .get("network")
             .map(|n| format!(" AND network = {}", sql_text(n)))
@@ -441,6 +425,5 @@ mod tests {
         std::fs::write(&long, text).unwrap();
         let got = tail_lines(&long, |_| true, 1);
         assert_eq!(got[0]["last"], true);
-        assert_eq!(sql_text("o'brien"), "'o''brien'");
     }
 }

@@ -194,9 +194,10 @@ pub enum Request {
     Publish(Vec<Arc<Message>>),
     Subscribe {
         client_id: Arc<str>,
-        /// Filters already authorized, with whether each is accepted.
+        /// Filters already authorized.
         filters: Vec<(String, SubOptions)>,
-        reply: oneshot::Sender<()>,
+        /// Whether each filter was stored (not: past `mqtt.max_subscriptions_per_client`).
+        reply: oneshot::Sender<Vec<bool>>,
     },
     Unsubscribe {
         client_id: Arc<str>,

@@ -31,6 +31,8 @@ pub struct RouterConfig {
     pub version: String,
     /// `$SYS/broker/instance_id`.
     pub instance_id: String,
+    /// Most filters one session may hold (0: no limit).
+    pub max_subscriptions: usize,
 }
 
 struct PendingConnect {
@@ -204,8 +206,8 @@ impl Router {
                 filters,
                 reply,
             } => {
-                self.subscribe(&client_id, filters);
-                let _ = reply.send(());
+                let stored = self.subscribe(&client_id, filters);
+                let _ = reply.send(stored);
             }
             Request::Unsubscribe {
                 client_id,
@@ -519,12 +521,22 @@ impl Router {
         }
     }
 
-    fn subscribe(&mut self, client_id: &Arc<str>, filters: Vec<(String, SubOptions)>) {
+    /// Stores the filters of one SUBSCRIBE; returns, for each, whether it was stored (not:
+    /// a new filter past `max_subscriptions`).
+    fn subscribe(&mut self, client_id: &Arc<str>, filters: Vec<(String, SubOptions)>) -> Vec<bool> {
         let Some(session) = self.sessions.get_mut(client_id) else {
-            return;
+            return vec![false; filters.len()];
         };
+        let limit = self.config.max_subscriptions;
+        let mut stored = Vec::with_capacity(filters.len());
         let mut retained_for = Vec::new();
         for (filter, options) in filters {
+            let full = limit > 0 && session.subscriptions.len() >= limit;
+            if full && !session.subscriptions.contains_key(&filter) {
+                stored.push(false);
+                continue;
+            }
+            stored.push(true);
             let replaced = self
                 .subscriptions
                 .insert(client_id, &filter, options.clone());
@@ -572,6 +584,7 @@ impl Router {
             }
         }
         self.flush_staged();
+        stored
     }
 
     fn unsubscribe(&mut self, client_id: &Arc<str>, filters: Vec<String>) -> Vec<bool> {
@@ -666,6 +679,7 @@ mod tests {
             queue_capacity: 16,
             version: "test".into(),
             instance_id: "test".into(),
+            max_subscriptions: 0,
         };
         Router::new(config, Arc::new(Metrics::default())).0
     }

@@ -461,7 +461,7 @@ mod tests {
             &config,
             &endpoint,
             bind.parse().unwrap_or_else(|_| unreachable!()),
-            Arc::new(Authenticator::new(None)),
+            Arc::new(Authenticator::new(None, Arc::default())),
         )
     }
 

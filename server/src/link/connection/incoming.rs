@@ -291,6 +291,8 @@ impl Connection {
         let sub_id = s.properties.as_ref().and_then(|p| p.id);
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut accepted = Vec::new();
+        // Where each accepted filter's code is in `codes`.
+        let mut accepted_at = Vec::new();
         for f in &s.filters {
             let shared_filter = topic::parse_shared(&f.path);
             let valid = shared_filter
@@ -324,6 +326,7 @@ impl Connection {
                 });
                 continue;
             }
+            accepted_at.push(codes.len());
             codes.push(match f.qos {
                 QoS::AtMostOnce => SubscribeReasonCode::QoS0,
                 QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
@@ -344,6 +347,35 @@ impl Connection {
                 },
             ));
         }
+        if !accepted.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            self.router(Request::Subscribe {
+                client_id: self.client_id.clone(),
+                filters: accepted.clone(),
+                reply: tx,
+            })
+            .await?;
+            let stored = rx.await.map_err(|_| router_gone())?;
+            let mut kept = Vec::with_capacity(accepted.len());
+            for ((filter, options), (stored, at)) in accepted
+                .into_iter()
+                .zip(stored.into_iter().zip(accepted_at))
+            {
+                if stored {
+                    kept.push((filter, options));
+                } else {
+                    self.shared.metrics.refuse(Refusal::SubscriptionQuota);
+                    warn!(client_id = %self.client_id, %filter, limit = self.shared.config.mqtt.max_subscriptions_per_client,
+                        "subscription refused: mqtt.max_subscriptions_per_client reached");
+                    codes[at] = if v5 {
+                        SubscribeReasonCode::QuotaExceeded
+                    } else {
+                        SubscribeReasonCode::Unspecified
+                    };
+                }
+            }
+            accepted = kept;
+        }
         let mut ops = Vec::new();
         if self.durable_session {
             ops.extend(accepted.iter().map(|(filter, o)| SessionOp::Subscribe {
@@ -357,16 +389,6 @@ impl Connection {
                     subscription_id: o.subscription_id.map(|id| id as u32),
                 },
             }));
-        }
-        if !accepted.is_empty() {
-            let (tx, rx) = oneshot::channel();
-            self.router(Request::Subscribe {
-                client_id: self.client_id.clone(),
-                filters: accepted,
-                reply: tx,
-            })
-            .await?;
-            rx.await.map_err(|_| router_gone())?;
         }
         self.record_all_then(ops, Packet::SubAck(SubAck::new(s.pkid, codes)))
             .await

@@ -1,0 +1,290 @@
+//! Connection storms: every node reconnecting at once, half over TLS, all with passwords
+//! (the default PBKDF2-SHA512 cost of `samos passwd`, 210,000 iterations). Nodes share
+//! logins in groups (`STORM_USERS` logins, default 20), as fleets provisioned per site do.
+//!
+//! Three waves against one `samos serve`, each opening every connection as fast as the
+//! client can (256 handshakes at a time) and then closing them all:
+//!
+//! 1. cold: the server has verified no password yet;
+//! 2. warm: the same nodes reconnect (the verified-password cache answers);
+//! 3. restarted: the server is killed and started again, then every node reconnects.
+//!
+//! For each: the time until every connection was admitted, the server's CPU time per
+//! admission (from `/proc/{pid}/stat`), the slow hashes it computed, and after the nodes left
+//! `samos_connections`, open descriptors and resident memory against the first wave's.
+//!
+//! `cargo bench --bench storm` (`STORM_CONNECTIONS`, default 20,000, lowered to what the
+//! process's file-descriptor limit allows: each side holds one descriptor per connection).
+//! Writes `target/samos-bench/storm.md`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Samos, certs};
+use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
+use samos_tools::client::{Client, ClientTls, ConnectOptions};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The soft limit on open files of this process.
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn start(dir: &Path, certs: &Path, passwords: &Path) -> Samos {
+    let config = dir.join("samos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{d}/data"
+password_file = "{p}"
+allow_anonymous = false
+[mqtt]
+sys_interval_secs = 0
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+cert = "{c}/server.crt"
+key = "{c}/server.key"
+[metrics]
+bind = "127.0.0.1:0"
+"#,
+            d = dir.display(),
+            c = certs.display(),
+            p = passwords.display(),
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("samos-ready.json"));
+    Samos::start(dir, &["--config", config.to_str().unwrap()])
+}
+
+struct Wave {
+    label: &'static str,
+    admitted: usize,
+    seconds: f64,
+    cpu_ms_per_admission: f64,
+    hashes: f64,
+    connections_after: f64,
+    fds_after: usize,
+    rss_after_mib: f64,
+}
+
+/// Opens `n` connections (odd ones over TLS), 256 handshakes at a time; returns them and
+/// the seconds until the last was admitted.
+async fn connect_all(
+    n: usize,
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    ca: &ClientTls,
+    users: usize,
+) -> (Vec<Client>, f64) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let options = ConnectOptions {
+                addr: if i % 2 == 0 { tcp } else { tls },
+                tls: (i % 2 == 1).then(|| ca.clone()),
+                credentials: Some((format!("site{}", i % users), "storm-password".into())),
+                keep_alive: 600,
+            };
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let mut tries = 0;
+                loop {
+                    match Client::connect(&options, &format!("node{i:05}")).await {
+                        Ok(c) => return c,
+                        Err(e) => {
+                            tries += 1;
+                            assert!(tries < 20, "node {i} never admitted: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    (clients, started.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let users: usize = env_or("STORM_USERS", 20);
+    let wanted: usize = env_or("STORM_CONNECTIONS", 20_000);
+    // Each side holds a descriptor per connection, plus its own files and a margin.
+    let n = wanted.min(fd_limit().saturating_sub(600)) & !1;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let passwords = dir.path().join("passwords");
+    let mut file = PasswordFile::default();
+    for u in 0..users {
+        file.set(&format!("site{u}"), "storm-password", DEFAULT_ITERATIONS);
+    }
+    file.save(&passwords).unwrap();
+    let ca = ClientTls::from_ca(&certs.join("ca.crt"), "localhost").unwrap();
+    eprintln!(
+        "storm: {n} connections (asked for {wanted}; this process may open {}), half over TLS, {users} logins at {DEFAULT_ITERATIONS} PBKDF2 iterations",
+        fd_limit()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut samos = start(dir.path(), &certs, &passwords);
+    let mut waves = Vec::new();
+    for label in ["cold", "warm", "restarted"] {
+        if label == "restarted" {
+            drop(samos);
+            samos = start(dir.path(), &certs, &passwords);
+        }
+        let pid = samos.child.id();
+        let (tcp, tls, metrics) = (
+            samos.ready["mqtt"][0].as_str().unwrap().parse().unwrap(),
+            samos.ready["mqtts"][0].as_str().unwrap().parse().unwrap(),
+            samos.addr("metrics"),
+        );
+        let hashes_before = metric(metrics, "samos_password_hashes_total");
+        let cpu_before = cpu_seconds(pid);
+        let (clients, seconds) = runtime.block_on(connect_all(n, tcp, tls, &ca, users));
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let admitted = metric(metrics, "samos_connections") as usize;
+        assert_eq!(admitted, n, "every connection admitted");
+        let hashes = metric(metrics, "samos_password_hashes_total") - hashes_before;
+        runtime.block_on(async {
+            for c in clients {
+                let _ = c.disconnect().await;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(metrics, "samos_connections") > 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "connections never went back to 0"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let wave = Wave {
+            label,
+            admitted,
+            seconds,
+            cpu_ms_per_admission: cpu * 1000.0 / n as f64,
+            hashes,
+            connections_after: metric(metrics, "samos_connections"),
+            fds_after: open_fds(pid),
+            rss_after_mib: rss_mib(pid),
+        };
+        eprintln!(
+            "storm: {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB",
+            wave.admitted,
+            wave.seconds,
+            wave.cpu_ms_per_admission,
+            wave.hashes,
+            wave.connections_after,
+            wave.fds_after,
+            wave.rss_after_mib
+        );
+        waves.push(wave);
+    }
+    let mut md = format!(
+        "{n} connections, half over TLS (RSA-2048 server certificate), {users} logins at {DEFAULT_ITERATIONS} PBKDF2-SHA512 iterations, 256 handshakes at a time\n\n\
+         | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS after (MiB) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for w in &waves {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} |",
+            w.label,
+            w.admitted,
+            w.seconds,
+            w.cpu_ms_per_admission,
+            w.hashes,
+            w.connections_after,
+            w.fds_after,
+            w.rss_after_mib
+        );
+    }
+    let (cold, warm) = (&waves[0], &waves[1]);
+    assert!(
+        warm.hashes == 0.0,
+        "a warm reconnect computed {} hashes",
+        warm.hashes
+    );
+    assert!(
+        cold.hashes <= users as f64,
+        "{} hashes for {users} logins",
+        cold.hashes
+    );
+    assert!(
+        warm.rss_after_mib <= cold.rss_after_mib * 1.1 && warm.fds_after <= cold.fds_after,
+        "memory or descriptors grew between waves"
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("storm.md"), &md).unwrap();
+    println!("{md}");
+}
