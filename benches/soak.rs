@@ -21,20 +21,11 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Samos;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Samos, env_or, metric_value as value, metrics_text, open_fds, rss_mib};
 
 /// One sample.
 #[derive(Debug, Clone, Copy)]
@@ -49,21 +40,6 @@ struct Row {
     connections: u64,
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
-
 fn bytes_under(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -76,25 +52,6 @@ fn bytes_under(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-fn metrics_text(addr: SocketAddr) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The acknowledgement latency histogram: (upper bound in seconds, cumulative count).
@@ -192,8 +149,8 @@ fn main() {
             - value(&last_text, "samos_readings_committed_total");
         let row = Row {
             minute: started.elapsed().as_secs_f64() / 60.0,
-            rss_mib: status_kib(pid, "VmRSS:") as f64 / 1024.0,
-            fds: open_fds(pid),
+            rss_mib: rss_mib(pid),
+            fds: open_fds(pid) as u64,
             wal_mib: bytes_under(&data.join("wal")) as f64 / 1048576.0,
             data_mib: bytes_under(&data) as f64 / 1048576.0,
             readings_per_s: committed / interval,
@@ -246,17 +203,20 @@ fn main() {
     );
 }
 
-/// Four panels over the run's minutes: memory, descriptors, WAL size, p99 latency and rate.
+/// One plotted quantity of a sample.
+type Metric = fn(&Row) -> f64;
+
+/// Five panels over the run's minutes: memory, descriptors, WAL size, p99 latency, rate.
 fn plot(rows: &[Row], nodes: usize, speed: f64) -> String {
     const W: f64 = 720.0;
     const PANEL: f64 = 150.0;
     const LEFT: f64 = 70.0;
-    let panels: [(&str, &dyn Fn(&Row) -> f64); 5] = [
-        ("server RSS (MiB)", &|r| r.rss_mib),
-        ("open file descriptors", &|r| r.fds as f64),
-        ("WAL on disk (MiB)", &|r| r.wal_mib),
-        ("p99 PUBLISH→PUBACK (ms)", &|r| r.p99_ack_ms),
-        ("durable readings/s", &|r| r.readings_per_s),
+    let panels: [(&str, Metric); 5] = [
+        ("server RSS (MiB)", |r| r.rss_mib),
+        ("open file descriptors", |r| r.fds as f64),
+        ("WAL on disk (MiB)", |r| r.wal_mib),
+        ("p99 PUBLISH→PUBACK (ms)", |r| r.p99_ack_ms),
+        ("durable readings/s", |r| r.readings_per_s),
     ];
     let height = 40.0 + PANEL * panels.len() as f64;
     let mut svg = format!(
@@ -269,7 +229,7 @@ fn plot(rows: &[Row], nodes: usize, speed: f64) -> String {
     for (i, (title, f)) in panels.iter().enumerate() {
         let top = 40.0 + PANEL * i as f64;
         let plot_h = PANEL - 40.0;
-        let y_max = rows.iter().map(|r| f(r)).fold(0.0, f64::max).max(1e-9) * 1.1;
+        let y_max = rows.iter().map(f).fold(0.0, f64::max).max(1e-9) * 1.1;
         let _ = writeln!(
             svg,
             "<text x=\"{LEFT}\" y=\"{}\">{title}</text>\n\

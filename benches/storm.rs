@@ -23,22 +23,14 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Samos, certs};
+use common::{Samos, certs, env_or, metric_value, metrics_text, open_fds, rss_mib};
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
 use samos_tools::client::{Client, ClientTls, ConnectOptions};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The soft limit on open files of this process.
 fn fd_limit() -> usize {
@@ -59,35 +51,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&metrics_text(addr), name)
 }
 
 fn start(dir: &Path, certs: &Path, passwords: &Path) -> Samos {
@@ -128,6 +93,7 @@ struct Wave {
     hashes: f64,
     connections_after: f64,
     fds_after: usize,
+    rss_before_mib: f64,
     rss_after_mib: f64,
 }
 
@@ -206,6 +172,7 @@ fn main() {
             samos.ready["mqtts"][0].as_str().unwrap().parse().unwrap(),
             samos.addr("metrics"),
         );
+        let rss_before = rss_mib(pid);
         let hashes_before = metric(metrics, "samos_password_hashes_total");
         let cpu_before = cpu_seconds(pid);
         let (clients, seconds) = runtime.block_on(connect_all(n, tcp, tls, &ca, users));
@@ -235,29 +202,31 @@ fn main() {
             hashes,
             connections_after: metric(metrics, "samos_connections"),
             fds_after: open_fds(pid),
+            rss_before_mib: rss_before,
             rss_after_mib: rss_mib(pid),
         };
         eprintln!(
-            "storm: {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB",
+            "storm: {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB (before: {:.1} MiB)",
             wave.admitted,
             wave.seconds,
             wave.cpu_ms_per_admission,
             wave.hashes,
             wave.connections_after,
             wave.fds_after,
-            wave.rss_after_mib
+            wave.rss_after_mib,
+            wave.rss_before_mib
         );
         waves.push(wave);
     }
     let mut md = format!(
         "{n} connections, half over TLS (RSA-2048 server certificate), {users} logins at {DEFAULT_ITERATIONS} PBKDF2-SHA512 iterations, 256 handshakes at a time\n\n\
-         | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS after (MiB) |\n\
+         | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS before → after (MiB) |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for w in &waves {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} → {:.1} |",
             w.label,
             w.admitted,
             w.seconds,
@@ -265,6 +234,7 @@ fn main() {
             w.hashes,
             w.connections_after,
             w.fds_after,
+            w.rss_before_mib,
             w.rss_after_mib
         );
     }

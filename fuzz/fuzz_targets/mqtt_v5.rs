@@ -3,7 +3,9 @@
 //! chunk size). Must never panic, loop or allocate past the packet limit.
 #![no_main]
 
-use bytes::BytesMut;
+#[path = "common/stream.rs"]
+mod stream;
+
 use libfuzzer_sys::fuzz_target;
 use samos_mqtt::codec::{Codec, ProtocolVersion};
 
@@ -16,16 +18,5 @@ fuzz_target!(|data: &[u8]| {
         max_incoming: 4096,
         max_outgoing: usize::MAX,
     };
-    let mut buf = BytesMut::new();
-    for chunk in rest.chunks(usize::from(first).max(1)) {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-        assert!(buf.len() <= 4096 + 5, "a partial packet larger than the limit is buffered");
-    }
+    stream::decode_in_chunks(&codec, rest, usize::from(first));
 });

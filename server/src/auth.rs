@@ -216,6 +216,9 @@ impl PasswordFile {
     }
 }
 
+/// A user name and the salted digest of the password it was given with.
+type Login = (String, Vec<u8>);
+
 /// Checks credentials against the password file. Successful checks are remembered (keyed by a
 /// per-process salted digest of the password) so reconnect storms do not pay the slow hash
 /// again, and concurrent checks of the same user and password share one hash (single flight):
@@ -228,7 +231,7 @@ pub struct Authenticator {
     cache_salt: [u8; 16],
     verified: Mutex<HashMap<String, Vec<u8>>>,
     /// Checks under way, by user and salted digest: later askers await the first one's result.
-    in_flight: Mutex<HashMap<(String, Vec<u8>), Arc<tokio::sync::OnceCell<bool>>>>,
+    in_flight: Mutex<HashMap<Login, Arc<tokio::sync::OnceCell<bool>>>>,
     /// Counts the slow hashes computed (`samos_password_hashes_total`).
     metrics: Arc<crate::metrics::Metrics>,
 }

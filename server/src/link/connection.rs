@@ -279,6 +279,7 @@ impl Connection {
         let keepalive =
             (self.keepalive > 0).then(|| Duration::from_millis(u64::from(self.keepalive) * 1500));
         let mut deadline = keepalive.map(|k| tokio::time::Instant::now() + k);
+        let mut read_want = READ_MIN;
         // Packets that arrived with CONNECT.
         if let Err(end) = self.process(&mut rbuf).await {
             return end;
@@ -303,7 +304,7 @@ impl Connection {
                         }
                     }
                 },
-                r = read_some(reader, &mut rbuf), if reading => match r {
+                r = read_some(reader, &mut rbuf, &mut read_want), if reading => match r {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => {
                         self.shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
@@ -639,14 +640,34 @@ fn router_gone() -> End {
 
 /// Reads into `buf`, first making room for a large read so that a busy client costs few
 /// system calls.
+/// Smallest and largest read a connection asks the socket for.
+const READ_MIN: usize = 2 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// Reads what is there into `buf`, asking for `want` bytes, which adapts: doubled (up to
+/// 64 KiB) while reads fill it, halved (down to 2 KiB) while they are small. A quiet node, as
+/// most are between readings, so holds a 2 KiB buffer, not 64 KiB: 20,000 idle connections
+/// cost 40 MiB of read buffers instead of 1.3 GiB. An empty buffer much larger than `want` is
+/// given back before the read.
 async fn read_some<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
+    want: &mut usize,
 ) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 16 * 1024 {
-        buf.reserve(64 * 1024);
+    if buf.is_empty() && buf.capacity() > 4 * *want {
+        *buf = BytesMut::new();
     }
-    reader.read_buf(buf).await
+    buf.reserve(*want);
+    let spare = buf.capacity() - buf.len();
+    let n = reader.read_buf(buf).await?;
+    *want = if n >= spare {
+        (*want * 2).min(READ_MAX)
+    } else if n < *want / 4 {
+        (*want / 2).max(READ_MIN)
+    } else {
+        *want
+    };
+    Ok(n)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
