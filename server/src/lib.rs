@@ -9,7 +9,7 @@
 //! sql (the PostgreSQL wire protocol and Arrow Flight SQL over the same read-only tables)
 //! alerts (rules over the latest readings, alert states, notifications through a durable outbox)
 //! bridge (readings, events and alerts forwarded to upstream brokers from the WAL and event log)
-//! auth, config, metrics, clock, refusal, disk_space: used by all
+//! auth, config, metrics, clock, refusal, disk_space, memory: used by all
 //! ```
 //!
 //! Imports run down that picture: `link` may use everything below it; `protocol` uses
@@ -33,6 +33,7 @@ pub mod disk_space;
 pub mod ingest;
 pub mod link;
 pub mod live;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod refusal;

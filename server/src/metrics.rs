@@ -77,6 +77,8 @@ pub struct Metrics {
     instance: std::sync::OnceLock<String>,
     pub connections_total: AtomicU64,
     pub connections_current: AtomicU64,
+    /// Most connections at once since `memory.rs` last looked (it resets this).
+    pub connections_peak: AtomicU64,
     pub packets_received: [AtomicU64; 16],
     pub packets_sent: [AtomicU64; 16],
     pub bytes_received: AtomicU64,
@@ -168,6 +170,7 @@ impl Default for Metrics {
             instance: std::sync::OnceLock::new(),
             connections_total: AtomicU64::new(0),
             connections_current: AtomicU64::new(0),
+            connections_peak: AtomicU64::new(0),
             packets_received: Default::default(),
             packets_sent: Default::default(),
             bytes_received: AtomicU64::new(0),

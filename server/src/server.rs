@@ -276,6 +276,7 @@ impl Server {
             router: handle,
         });
         tokio::spawn(router.run());
+        crate::memory::give_back_after_crowds(metrics.clone());
         if let Some(p) = &protocol {
             let interval =
                 Duration::from_secs(shared.config.protocol.local_time_interval_secs.max(1));

@@ -136,7 +136,8 @@ pub async fn run<S>(
         return;
     };
     shared.metrics.connections_total.fetch_add(1, Relaxed);
-    shared.metrics.connections_current.fetch_add(1, Relaxed);
+    let open = shared.metrics.connections_current.fetch_add(1, Relaxed) + 1;
+    shared.metrics.connections_peak.fetch_max(open, Relaxed);
     conn.resume(grant_state);
 
     let end = conn.session(&mut reader, &mut writer, rbuf).await;
