@@ -366,3 +366,76 @@ fn clock_steps_back_an_hour_and_forward_a_day_lose_nothing_and_the_sequence_keep
         "a day later is another date partition"
     );
 }
+
+#[test]
+fn a_session_expires_on_the_monotonic_clock_while_running_and_retention_counts_from_the_clocks_today()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("clock-offset-ms");
+    std::fs::write(&offset, "0").unwrap();
+    let offset_env = offset.display().to_string();
+    let config = "[storage]\nparquet_rotate_secs = 1\nretention_days = 1\n";
+    let start =
+        |dir| TestServer::in_dir_with_env(dir, config, &[("SAMOS_CLOCK_OFFSET_FILE", &offset_env)]);
+    let stored = |s: &TestServer| {
+        samos_sql(
+            &s.data_dir(),
+            &[],
+            &[],
+            "SELECT CAST(date AS VARCHAR) AS d, count(*) AS n FROM readings GROUP BY d ORDER BY d",
+        )
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    // Session expiry interval: one hour.
+    let expiry_hour = [0x11, 0, 0, 0x0e, 0x10];
+    let s = start(dir);
+    let mut node = join_paper_node(&s, "CN1");
+    for i in 1..=20u32 {
+        assert_eq!(node.publish_qos1(TOPIC, &numbered(i), i as u16), 0);
+    }
+    let (watcher, present) = raw::Raw::connected(s.port(), 5, "watcher", false, &expiry_hour);
+    assert!(!present);
+    drop((watcher, node));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A day forward while the server runs: the session closed a moment ago on the monotonic
+    // clock, so it is still there.
+    std::fs::write(&offset, "86400000").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (watcher, present) = raw::Raw::connected(s.port(), 5, "watcher", false, &expiry_hour);
+    assert!(present, "a clock step does not expire a session");
+    drop(watcher);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut node = join_paper_node(&s, "CN1");
+    for i in 21..=30u32 {
+        assert_eq!(node.publish_qos1(TOPIC, &numbered(i), i as u16), 0);
+    }
+    drop(node);
+    let before = {
+        let rows = stored(&s);
+        assert_eq!(rows.len(), 2, "today's and tomorrow's partitions: {rows:?}");
+        rows
+    };
+    assert_eq!(s.metric("samos_parquet_partitions_expired_total"), 0);
+
+    // Restarted two days after the first readings: across a restart only the wall clock
+    // measures the gap, so the session (closed a day ago by that clock) has expired, and
+    // retention (one day) removes the first day's partition at once.
+    std::fs::write(&offset, "172800000").unwrap();
+    let s = start(s.stop());
+    let (_watcher, present) = raw::Raw::connected(s.port(), 5, "watcher", false, &expiry_hour);
+    assert!(!present, "expired by the wall clock across the restart");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("samos_parquet_partitions_expired_total") < 1 {
+        assert!(Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        stored(&s),
+        before[1..],
+        "only the partition older than the retention is gone"
+    );
+}

@@ -2,9 +2,11 @@
 //! it. Durations and timeouts use `Instant`/tokio time, never this clock.
 //!
 //! The wall clock may step (NTP, an operator, a VM resumed): nothing ordered depends on it.
-//! The WAL sequence orders readings, keep-alives and retries use the monotonic clock; a step
-//! only changes the times readings are stamped with, and so the date partition they are filed
-//! under (README, "Failure behaviour").
+//! The WAL sequence orders readings; keep-alives, retries and a running server's session
+//! expiry use the monotonic clock. A step changes the times readings are stamped with (and so
+//! the date partition they are filed under), the day retention counts from, and, across a
+//! restart, how long a closed session is taken to have been gone (README, "Failure
+//! behaviour").
 //!
 //! Test hook: with `SAMOS_CLOCK_OFFSET_FILE` set, the milliseconds in that file (re-read
 //! every 50 ms) are added to the system clock, so a test steps this server's clock without
