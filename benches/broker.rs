@@ -11,11 +11,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Mosquitto, Samos, certs, free_port, wait_listening};
+use common::{Mosquitto, Rumqttd, Samos, certs};
 use mqttbytes::QoS;
 use samos_tools::loadgen::{self, ClientTls, LoadReport, LoadSpec};
 
@@ -26,17 +25,7 @@ struct Broker {
     /// Samos stops when this is dropped.
     _samos: Option<Samos>,
     _mosquitto: Option<Mosquitto>,
-    /// Other brokers' processes, killed on drop.
-    child: Option<Child>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _rumqttd: Option<Rumqttd>,
 }
 
 fn start_samos(dir: &Path, certs: &Path) -> Broker {
@@ -70,8 +59,8 @@ enabled = false
         tcp: samos.addr("mqtt"),
         tls: Some(samos.addr("mqtts")),
         _samos: Some(samos),
-        child: None,
         _mosquitto: None,
+        _rumqttd: None,
     }
 }
 
@@ -82,64 +71,21 @@ fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
         tcp: m.tcp,
         tls: Some(m.tls),
         _samos: None,
-        child: None,
         _mosquitto: Some(m),
+        _rumqttd: None,
     })
 }
 
 fn start_rumqttd(dir: &Path) -> Option<Broker> {
-    let bin = which("rumqttd")?;
-    let tcp = free_port();
-    let conf = dir.join("rumqttd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"id = 0
-[router]
-id = 0
-max_connections = 10010
-max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
-[v4.1]
-name = "v4-1"
-listen = "127.0.0.1:{tcp}"
-next_connection_delay_ms = 0
-[v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 20480
-max_inflight_count = 1000
-dynamic_filters = true
-"#
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let b = Broker {
+    let r = Rumqttd::start(dir, 10_010)?;
+    Some(Broker {
         name: "rumqttd",
-        tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+        tcp: r.tcp,
         tls: None,
         _samos: None,
-        child: Some(child),
         _mosquitto: None,
-    };
-    wait_listening(b.tcp);
-    Some(b)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+        _rumqttd: Some(r),
+    })
 }
 
 struct Row {

@@ -28,29 +28,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Samos, certs, env_or, metric_value, metrics_text, open_fds, rss_mib};
+use common::{
+    Samos, certs, cpu_seconds, env_or, fd_limit, metric_value, metrics_text, open_fds, rss_mib,
+};
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
 use samos_tools::client::{Client, ClientTls, ConnectOptions};
 
 /// The soft limit on open files of this process.
-fn fd_limit() -> usize {
-    std::fs::read_to_string("/proc/self/limits")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(1024)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 fn metric(addr: SocketAddr, name: &str) -> f64 {
     metric_value(&metrics_text(addr), name)
 }

@@ -1,5 +1,5 @@
-//! Shared by the benchmark harnesses: Samos and Mosquitto as their own processes, and test
-//! certificates.
+//! Shared by the benchmark harnesses: Samos, Mosquitto and rumqttd as their own processes,
+//! test certificates, and what `/proc` says about a process.
 #![allow(dead_code)]
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
@@ -88,11 +88,86 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// rumqttd (`cargo install rumqttd`, optional) on a free loopback port, plain TCP, killed when
+/// dropped; `None` when it is not installed. It forwards and stores nothing.
+pub struct Rumqttd {
+    pub tcp: SocketAddr,
+    pub child: Child,
+}
+
+impl Rumqttd {
+    /// Allows `max_connections` clients with 1000 messages in flight each.
+    pub fn start(dir: &Path, max_connections: usize) -> Option<Rumqttd> {
+        let bin = which("rumqttd")?;
+        let tcp = free_port();
+        let conf = dir.join("rumqttd.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"id = 0
+[router]
+id = 0
+max_connections = {max_connections}
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{tcp}"
+next_connection_delay_ms = 0
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 1000
+dynamic_filters = true
+"#
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let r = Rumqttd {
+            tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+            child,
+        };
+        wait_listening(r.tcp);
+        Some(r)
+    }
+}
+
+impl Drop for Rumqttd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `name` on `PATH` or in `~/.cargo/bin`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// A running `samos serve`, killed when dropped.
@@ -203,4 +278,24 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// Open file descriptors of process `pid`.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// This process's limit on open files (the soft limit, which children inherit).
+pub fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// CPU seconds (user and system) process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
 }

@@ -215,12 +215,17 @@ fn compaction_is_one_transaction_no_snapshot_sees_a_reading_twice_or_not_at_all(
     drop(dir);
 }
 
+/// Reading `i` carries the value `i / READING_SCALE`.
+const READING_SCALE: f64 = 20_000.0;
+
 /// Publishes QoS 1 readings one at a time until the connection goes, recording each
 /// acknowledged reading.
 fn publish_until_closed(port: u16, acked: Arc<Mutex<Vec<u32>>>) {
     let mut c = join_cn1(port);
     for i in 0..1_000_000u32 {
-        let value = format!("float,0-70,{}", f64::from(i) / 2000.0);
+        // Inside the sensor's declared 0–70 for every index the loop can reach (a value
+        // outside it would be quarantined, not stored).
+        let value = format!("float,0-70,{}", f64::from(i) / READING_SCALE);
         let pkid = (i % 60_000) as u16 + 1;
         c.send(&publish(
             4,
@@ -253,7 +258,7 @@ fn assert_every_acked_once(garage: &Garage, data: &Path, acked: &[u32]) {
         &format!(
             "SELECT count(*) - count(DISTINCT i) AS doubled, \
                     count(DISTINCT i) FILTER (WHERE i < {n}) AS acked_present, count(*) AS stored \
-             FROM (SELECT CAST(round(value * 2000) AS BIGINT) AS i FROM readings)"
+             FROM (SELECT CAST(round(value * {READING_SCALE}) AS BIGINT) AS i FROM readings)"
         ),
     );
     let row: Vec<u64> = out

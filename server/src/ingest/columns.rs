@@ -195,7 +195,7 @@ pub fn encode_record(ops: &[SessionOp], batch: Option<&RecordBatch>) -> Vec<u8> 
 
 /// The session changes of a WAL record.
 pub fn decode_record_sessions(payload: &[u8]) -> Result<Vec<SessionOp>, String> {
-    SessionOp::decode_all(samos_store::record::sections(payload)?.0)
+    SessionOp::decode_all(samos_store::record::sessions(payload)?)
 }
 
 /// A node of network `net` at location `c/d/ci/a/indoor/b/r` with three sensors, all declared
@@ -281,6 +281,40 @@ mod tests {
             columns[i] = Arc::new(dicts.next().unwrap().finish());
         }
         RecordBatch::try_new(readings_schema(), columns).unwrap()
+    }
+
+    /// Small records use the compact encoding, large ones Arrow IPC; both decode to the batch.
+    #[test]
+    fn small_records_are_compact_and_large_ones_ipc() {
+        let config = config("n0");
+        let reading = |i: usize| Reading {
+            ingest_time_ms: 1_700_000_000_000 + i as i64,
+            config: config.clone(),
+            sensor: i % 3,
+            value: Value::Float(i as f64),
+            severity: Severity::Normal,
+            qos: 2,
+            client_id: "n0".into(),
+            ack: None,
+            qos2_pkid: None,
+        };
+        for (rows, format) in [(1, 2), (samos_store::record::COMPACT_MAX_ROWS + 1, 1)] {
+            let readings: Vec<Reading> = (0..rows).map(reading).collect();
+            let batch = build_batch(&readings, 42);
+            let payload = encode_record(&[], Some(&batch));
+            assert_eq!(payload[0], format, "{rows} rows");
+            if rows == 1 {
+                assert!(
+                    payload.len() < 600,
+                    "a lone reading takes {} bytes",
+                    payload.len()
+                );
+            }
+            assert_eq!(
+                samos_store::record::decode_batches(&payload).unwrap(),
+                vec![batch]
+            );
+        }
     }
 
     proptest! {

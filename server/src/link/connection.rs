@@ -10,6 +10,7 @@
 
 mod admission;
 mod incoming;
+mod reads;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,9 +37,14 @@ use crate::broker::durable::SessionOp;
 use crate::broker::{Delivery, Kick, Message, OutPhase, Outbox, Request, SessionState, Will};
 use crate::ingest::StorageStopped;
 use crate::refusal::Refusal;
+use reads::{READ_MIN, read_some};
 
 /// Stop reading from a client whose unsent output exceeds this (it is not reading ours).
 const WRITE_HIGH_WATER: usize = 1 << 20;
+
+/// The write buffer's first allocation. It is given back whenever everything in it has been
+/// written, so an idle connection holds none.
+const WRITE_INITIAL: usize = 4 * 1024;
 
 /// What a listener tells its connections.
 #[derive(Debug, Clone)]
@@ -188,6 +194,7 @@ struct Connection {
     session_expiry: u32,
     connection: u64,
     outbox: Arc<Outbox>,
+    /// Bytes not yet written to the client; no allocation while empty (`WRITE_INITIAL`).
     wbuf: BytesMut,
     /// Outgoing QoS state: messages in flight, packet ids, backlog, aliases given.
     out: Outgoing,
@@ -241,7 +248,7 @@ impl Connection {
             session_expiry: 0,
             connection: 0,
             outbox: Outbox::new(mqtt.max_queued_messages),
-            wbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::new(),
             out: Outgoing::new(
                 receive_max.min(mqtt.max_inflight_messages as usize),
                 alias_out_max,
@@ -301,6 +308,7 @@ impl Connection {
                         let _ = self.wbuf.split_to(n);
                         self.shared.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
                         if self.wbuf.is_empty() {
+                            self.wbuf = BytesMut::new();
                             let _ = writer.flush().await;
                         }
                     }
@@ -427,20 +435,34 @@ impl Connection {
 
     /// Hands the PUBLISHes gathered so far to the router.
     async fn flush_batch(&mut self) -> Result<(), End> {
-        if self.batch.is_empty() {
-            return Ok(());
+        match self.take_batch() {
+            Some(batch) => self.send_to_router(Request::Publish(batch)).await,
+            None => Ok(()),
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.router(Request::Publish(batch)).await
     }
 
     /// Sends a request, after the PUBLISHes that came before it.
     async fn router(&mut self, req: Request) -> Result<(), End> {
-        if !self.batch.is_empty() {
-            let batch = std::mem::take(&mut self.batch);
-            self.send_to_router(Request::Publish(batch)).await?;
-        }
+        self.flush_batch().await?;
         self.send_to_router(req).await
+    }
+
+    /// The PUBLISHes gathered so far, if routing them can deliver or retain anything. With no
+    /// subscription anywhere and nothing to retain it cannot, and the router is not woken for
+    /// them (a node publishing one reading at a time would wake it once a reading). The
+    /// router counts a subscription before its SUBACK leaves, so a message that arrives after
+    /// a SUBACK is always routed.
+    fn take_batch(&mut self) -> Option<Vec<Arc<Message>>> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let routable = self.shared.metrics.subscriptions.load(Relaxed) > 0
+            || self.batch.iter().any(|m| m.retain);
+        if !routable {
+            self.batch.clear();
+            return None;
+        }
+        Some(std::mem::take(&mut self.batch))
     }
 
     async fn send_to_router(&self, req: Request) -> Result<(), End> {
@@ -520,7 +542,8 @@ impl Connection {
             debug!(client_id = %self.client_id, topic = %m.topic, "message larger than the client accepts, discarded");
             return false;
         }
-        self.codec.encode_publish(&publish, &mut self.wbuf);
+        let codec = self.codec;
+        codec.encode_publish(&publish, self.out_buf());
         if let Some((a, true)) = alias {
             self.out.aliases.define(&m.topic, a);
         }
@@ -528,8 +551,17 @@ impl Connection {
         true
     }
 
+    /// The write buffer, allocated if it is not.
+    fn out_buf(&mut self) -> &mut BytesMut {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(WRITE_INITIAL);
+        }
+        &mut self.wbuf
+    }
+
     fn send(&mut self, packet: &Packet) {
-        match self.codec.encode(packet, &mut self.wbuf) {
+        let codec = self.codec;
+        match codec.encode(packet, self.out_buf()) {
             Ok(()) => {
                 self.shared.metrics.packets_sent[packet_type(packet)].fetch_add(1, Relaxed);
             }
@@ -637,38 +669,6 @@ fn router_gone() -> End {
         reason: DisconnectReasonCode::ServerShuttingDown,
         why: "router stopped".into(),
     }
-}
-
-/// Reads into `buf`, first making room for a large read so that a busy client costs few
-/// system calls.
-/// Smallest and largest read a connection asks the socket for.
-const READ_MIN: usize = 2 * 1024;
-const READ_MAX: usize = 64 * 1024;
-
-/// Reads what is there into `buf`, asking for `want` bytes, which adapts: doubled (up to
-/// 64 KiB) while reads fill it, halved (down to 2 KiB) while they are small. A quiet node, as
-/// most are between readings, so holds a 2 KiB buffer, not 64 KiB: 20,000 idle connections
-/// cost 40 MiB of read buffers instead of 1.3 GiB. An empty buffer much larger than `want` is
-/// given back before the read.
-async fn read_some<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-    want: &mut usize,
-) -> std::io::Result<usize> {
-    if buf.is_empty() && buf.capacity() > 4 * *want {
-        *buf = BytesMut::new();
-    }
-    buf.reserve(*want);
-    let spare = buf.capacity() - buf.len();
-    let n = reader.read_buf(buf).await?;
-    *want = if n >= spare {
-        (*want * 2).min(READ_MAX)
-    } else if n < *want / 4 {
-        (*want / 2).max(READ_MIN)
-    } else {
-        *want
-    };
-    Ok(n)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

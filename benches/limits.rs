@@ -1,0 +1,458 @@
+//! Ingest at the machine's limits: the three loads of a sensor network furthest from what the
+//! machine allows, each against a peer measured in the same run (BENCHMARKS.md, "Ingest at
+//! the machine's limits").
+//!
+//! 1. **Many nodes, little pipelining**: 1,000 nodes × 100 QoS 2 readings, 10 in flight each.
+//!    Samos's durable readings/s against rumqttd's delivered/s (to one subscriber; rumqttd
+//!    forwards and stores nothing), alternating, `LIMITS_PAIRS` pairs (default 3), medians.
+//! 2. **Paper mode**: one node, one QoS 2 exchange at a time, 10,000 readings. The floor is one
+//!    `fdatasync` (the median of 2,000 appends of a small record into an already written file
+//!    on the data directory's file system, as the WAL writes into its runway) plus rumqttd's
+//!    time per exchange in the same mode; the target is 0.8 × 1 / floor.
+//! 3. **Idle nodes**: `LIMITS_IDLE` connections (default 100,000, or as many as the descriptor
+//!    limit leaves: the bench raises its soft limit to the hard one, and each side holds one
+//!    descriptor per connection), half over TLS (rumqttd: all TCP, its TLS listener is not
+//!    configured here), held idle for 10 s to Samos, Mosquitto and rumqttd in turn: resident
+//!    memory per connection and CPU while idle; then all close and reconnect at once: seconds
+//!    until every one is admitted.
+//!
+//! rumqttd is optional (`cargo install rumqttd`); without it the ratios that need it are not
+//! computed and say so. `cargo bench --bench limits` (`-- --quick`: one pair, 10,000 idle
+//! connections). Writes `target/samos-bench/limits.md` and `limits.json`.
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{
+    Mosquitto, Rumqttd, Samos, certs, cpu_seconds, env_or, fd_limit, metric_value, metrics_text,
+    rss_mib,
+};
+use mqttbytes::QoS;
+use samos_tools::client::{Client, ClientTls, ConnectOptions};
+use samos_tools::loadgen::{self, LoadReport, LoadSpec, NodeMode};
+
+/// Samos with a plain and a TLS listener, no passwords (loopback), metrics on.
+fn start_samos(dir: &Path, certs: &Path) -> Samos {
+    let config = dir.join("samos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{d}/data"
+[mqtt]
+sys_interval_secs = 0
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+cert = "{c}/server.crt"
+key = "{c}/server.key"
+[metrics]
+bind = "127.0.0.1:0"
+"#,
+            d = dir.display(),
+            c = certs.display()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("samos-ready.json"));
+    Samos::start(dir, &["--config", config.to_str().unwrap()])
+}
+
+/// `publishers` × `per` QoS 2 messages, `inflight` each: as joined sensor nodes (Samos) or
+/// as plain publishers to a counting subscriber (a broker).
+fn load(addr: SocketAddr, publishers: usize, per: usize, inflight: usize, nodes: bool) -> LoadSpec {
+    LoadSpec {
+        addr,
+        tls: None,
+        credentials: None,
+        publishers,
+        messages_per_publisher: per,
+        qos: QoS::ExactlyOnce,
+        inflight,
+        payload_bytes: 16,
+        topic_prefix: "bench".into(),
+        subscriber: !nodes && inflight > 1,
+        idle_timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(300),
+        as_nodes: nodes.then(|| NodeMode {
+            network: "bench".into(),
+            server_id: "SN".into(),
+        }),
+        stored_metrics: None,
+        progress: false,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
+}
+
+/// The median time of `fdatasync` after appending a `record`-byte write into a file whose
+/// blocks are already written, in `dir` (the WAL's situation: it writes into a zeroed runway).
+fn fdatasync_p50(dir: &Path, record: usize, samples: usize) -> Duration {
+    let path = dir.join("fsync-probe");
+    let file = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let bytes = record * samples;
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..bytes).step_by(zeros.len()) {
+        file.write_all_at(&zeros, at as u64).unwrap();
+    }
+    file.sync_all().unwrap();
+    let payload = vec![0x5au8; record];
+    let mut times: Vec<f64> = (0..samples)
+        .map(|i| {
+            let started = Instant::now();
+            file.write_all_at(&payload, (i * record) as u64).unwrap();
+            file.sync_data().unwrap();
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(f64::total_cmp);
+    Duration::from_secs_f64(times[samples / 2])
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (children inherit it).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed; no other memory is touched.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        }
+    }
+}
+
+/// Opens `n` connections (odd ones to `tls` when given), 256 handshakes at a time; returns
+/// them and the seconds until the last was admitted.
+async fn connect_all(
+    n: usize,
+    tcp: SocketAddr,
+    tls: Option<(SocketAddr, ClientTls)>,
+    wave: usize,
+) -> (Vec<Client>, f64) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let secure = tls.as_ref().filter(|_| i % 2 == 1);
+            let options = ConnectOptions {
+                addr: secure.map_or(tcp, |(a, _)| *a),
+                tls: secure.map(|(_, t)| t.clone()),
+                credentials: None,
+                keep_alive: 600,
+            };
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let mut tries = 0;
+                loop {
+                    match Client::connect(&options, &format!("idle{wave}-{i:06}")).await {
+                        Ok(c) => return c,
+                        Err(e) => {
+                            tries += 1;
+                            assert!(tries < 50, "connection {i} never admitted: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    (clients, started.elapsed().as_secs_f64())
+}
+
+struct Idle {
+    server: &'static str,
+    connections: usize,
+    tls: usize,
+    rss_before_mib: f64,
+    rss_idle_mib: f64,
+    kib_per_connection: f64,
+    idle_cpu_percent: f64,
+    connect_seconds: f64,
+    reconnect_seconds: f64,
+}
+
+/// Scenario 3 against one server (`pid`): connect `n`, idle 10 s, close all, reconnect all.
+fn idle_nodes(
+    rt: &tokio::runtime::Runtime,
+    server: &'static str,
+    pid: u32,
+    n: usize,
+    tcp: SocketAddr,
+    tls: Option<(SocketAddr, ClientTls)>,
+) -> Idle {
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_before = rss_mib(pid);
+    let with_tls = if tls.is_some() { n / 2 } else { 0 };
+    let (clients, connect_seconds) = rt.block_on(connect_all(n, tcp, tls.clone(), 0));
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_seconds(pid);
+    let idle_for = Duration::from_secs(10);
+    std::thread::sleep(idle_for);
+    let idle_cpu = (cpu_seconds(pid) - cpu) / idle_for.as_secs_f64();
+    let rss_idle = rss_mib(pid);
+    drop(clients);
+    std::thread::sleep(Duration::from_secs(2));
+    let (clients, reconnect_seconds) = rt.block_on(connect_all(n, tcp, tls, 1));
+    drop(clients);
+    let idle = Idle {
+        server,
+        connections: n,
+        tls: with_tls,
+        rss_before_mib: rss_before,
+        rss_idle_mib: rss_idle,
+        kib_per_connection: (rss_idle - rss_before) * 1024.0 / n as f64,
+        idle_cpu_percent: idle_cpu * 100.0,
+        connect_seconds,
+        reconnect_seconds,
+    };
+    eprintln!(
+        "idle: {server}: {n} connections ({with_tls} TLS) in {connect_seconds:.2} s; RSS {rss_before:.1} → {rss_idle:.1} MiB ({:.1} KiB each); idle CPU {:.2} %; all reconnected in {reconnect_seconds:.2} s",
+        idle.kib_per_connection, idle.idle_cpu_percent
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    idle
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    raise_fd_limit();
+    let pairs: usize = env_or("LIMITS_PAIRS", if quick { 1 } else { 3 });
+    let wanted_idle: usize = env_or("LIMITS_IDLE", if quick { 10_000 } else { 100_000 });
+    // Each side holds a descriptor per connection, plus its own files and a margin.
+    let idle_n = wanted_idle.min(fd_limit().saturating_sub(600)) & !1;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let ca = ClientTls::from_ca(&certs.join("ca.crt"), "localhost").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let have_rumqttd = common::which("rumqttd").is_some();
+    if !have_rumqttd {
+        eprintln!("rumqttd not installed (cargo install rumqttd): its figures are left out");
+    }
+    let mut json = serde_json::Map::new();
+    let mut md = String::new();
+
+    // 1. Many nodes, little pipelining.
+    let mut samos_rates = Vec::new();
+    let mut rumqttd_rates = Vec::new();
+    for pair in 1..=pairs {
+        let run = tempfile::tempdir_in(dir.path()).unwrap();
+        let samos = start_samos(run.path(), &certs);
+        let r = rt
+            .block_on(loadgen::run(load(samos.addr("mqtt"), 1000, 100, 10, true)))
+            .expect("Samos run");
+        let committed = metric_value(
+            &metrics_text(samos.addr("metrics")),
+            "samos_readings_committed_total",
+        );
+        assert!(
+            committed >= r.acknowledged as f64,
+            "acknowledged more than committed"
+        );
+        drop(samos);
+        samos_rates.push(r.acknowledged_per_second());
+        let mut line = format!(
+            "pair {pair}: Samos {:.0} durable/s",
+            r.acknowledged_per_second()
+        );
+        if have_rumqttd {
+            let broker = Rumqttd::start(run.path(), 2000).unwrap();
+            let r = rt
+                .block_on(loadgen::run(load(broker.tcp, 1000, 100, 10, false)))
+                .expect("rumqttd run");
+            rumqttd_rates.push(r.received_per_second());
+            let _ = write!(line, ", rumqttd {:.0} delivered/s", r.received_per_second());
+        }
+        eprintln!("many nodes: {line}");
+    }
+    let samos_many = median(samos_rates.clone());
+    let _ = writeln!(
+        md,
+        "### 1,000 nodes × 100 QoS 2 readings, 10 in flight each ({pairs} alternating pairs, medians)\n\n\
+         | | per second | runs |\n|---|---:|---|\n\
+         | Samos, durable | {samos_many:.0} | {samos_rates:.0?} |"
+    );
+    let rumqttd_many = (!rumqttd_rates.is_empty()).then(|| median(rumqttd_rates.clone()));
+    if let Some(peer) = rumqttd_many {
+        let _ = writeln!(
+            md,
+            "| rumqttd, delivered (stores nothing) | {peer:.0} | {rumqttd_rates:.0?} |\n\n\
+             Samos ÷ rumqttd: **{:.2}×** (target ≥ 1); Samos ≥ 150,000/s: **{}**.\n",
+            samos_many / peer,
+            if samos_many >= 150_000.0 {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    } else {
+        let _ = writeln!(md, "\nrumqttd not installed: no ratio.\n");
+    }
+    json.insert(
+        "many_nodes".into(),
+        serde_json::json!({"samos_durable_per_second": samos_rates, "rumqttd_delivered_per_second": rumqttd_rates}),
+    );
+
+    // 2. Paper mode.
+    let run = tempfile::tempdir_in(dir.path()).unwrap();
+    let fsync = fdatasync_p50(run.path(), 512, 2000);
+    let samos = start_samos(run.path(), &certs);
+    let samos_paper: LoadReport = rt
+        .block_on(loadgen::run(load(samos.addr("mqtt"), 1, 10_000, 1, true)))
+        .expect("Samos paper-mode run");
+    drop(samos);
+    let peer_paper = have_rumqttd.then(|| {
+        let broker = Rumqttd::start(run.path(), 100).unwrap();
+        rt.block_on(loadgen::run(load(broker.tcp, 1, 10_000, 1, false)))
+            .expect("rumqttd paper-mode run")
+    });
+    let samos_rate = samos_paper.acknowledged_per_second();
+    let _ = writeln!(
+        md,
+        "### Paper mode: 1 node × 10,000 QoS 2 readings, one exchange at a time\n\n\
+         | | per exchange (µs) | per second |\n|---|---:|---:|\n\
+         | fdatasync p50 (512-byte append into written blocks, 2,000 samples) | {:.0} | |\n\
+         | Samos, durable | {:.0} | {samos_rate:.0} |",
+        fsync.as_secs_f64() * 1e6,
+        1e6 / samos_rate,
+    );
+    if let Some(peer) = &peer_paper {
+        let peer_rate = peer.acknowledged_per_second();
+        let floor = fsync.as_secs_f64() + 1.0 / peer_rate;
+        let target = 0.8 / floor;
+        let _ = writeln!(
+            md,
+            "| rumqttd (stores nothing) | {:.0} | {peer_rate:.0} |\n\
+             | floor: fdatasync + rumqttd's exchange | {:.0} | {:.0} |\n\n\
+             Samos ÷ floor rate: **{:.2}** (target ≥ 0.8: **{}**).\n",
+            1e6 / peer_rate,
+            floor * 1e6,
+            1.0 / floor,
+            samos_rate * floor,
+            if samos_rate >= target {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    } else {
+        let _ = writeln!(md, "\nrumqttd not installed: no floor.\n");
+    }
+    json.insert(
+        "paper_mode".into(),
+        serde_json::json!({
+            "fdatasync_p50_us": fsync.as_secs_f64() * 1e6,
+            "samos": samos_paper,
+            "rumqttd": peer_paper,
+        }),
+    );
+
+    // 3. Idle nodes.
+    let mut idle = Vec::new();
+    {
+        let run = tempfile::tempdir_in(dir.path()).unwrap();
+        let samos = start_samos(run.path(), &certs);
+        let tls = Some((samos.addr("mqtts"), ca.clone()));
+        idle.push(idle_nodes(
+            &rt,
+            "Samos",
+            samos.child.id(),
+            idle_n,
+            samos.addr("mqtt"),
+            tls,
+        ));
+    }
+    if let Some(m) = Mosquitto::start(dir.path(), &certs, None) {
+        let tls = Some((m.tls, ca.clone()));
+        idle.push(idle_nodes(&rt, "Mosquitto", m.pid(), idle_n, m.tcp, tls));
+    }
+    if have_rumqttd {
+        let r = Rumqttd::start(dir.path(), idle_n + 100).unwrap();
+        idle.push(idle_nodes(
+            &rt,
+            "rumqttd",
+            r.child.id(),
+            idle_n,
+            r.tcp,
+            None,
+        ));
+    }
+    let _ = writeln!(
+        md,
+        "### Idle nodes: {idle_n} connections (asked for {wanted_idle}; descriptor limit {})\n\n\
+         | server | connections (TLS) | RSS before → idle (MiB) | per connection (KiB) | idle CPU (% of a core) | connected in (s) | all reconnected in (s) |\n\
+         |---|---:|---:|---:|---:|---:|---:|",
+        fd_limit()
+    );
+    for i in &idle {
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {:.1} → {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            i.server,
+            i.connections,
+            i.tls,
+            i.rss_before_mib,
+            i.rss_idle_mib,
+            i.kib_per_connection,
+            i.idle_cpu_percent,
+            i.connect_seconds,
+            i.reconnect_seconds
+        );
+        json.insert(
+            format!("idle_{}", i.server),
+            serde_json::json!({
+                "connections": i.connections, "tls": i.tls, "rss_before_mib": i.rss_before_mib,
+                "rss_idle_mib": i.rss_idle_mib, "kib_per_connection": i.kib_per_connection,
+                "idle_cpu_percent": i.idle_cpu_percent, "connect_seconds": i.connect_seconds,
+                "reconnect_seconds": i.reconnect_seconds,
+            }),
+        );
+    }
+    println!("\n{md}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("limits.md"), &md).unwrap();
+    std::fs::write(
+        out.join("limits.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
