@@ -435,10 +435,11 @@ impl Connection {
 
     /// Hands the PUBLISHes gathered so far to the router.
     async fn flush_batch(&mut self) -> Result<(), End> {
-        match self.take_batch() {
-            Some(batch) => self.send_to_router(Request::Publish(batch)).await,
-            None => Ok(()),
+        if self.batch.is_empty() {
+            return Ok(());
         }
+        let batch = std::mem::take(&mut self.batch);
+        self.send_to_router(Request::Publish(batch)).await
     }
 
     /// Sends a request, after the PUBLISHes that came before it.
@@ -447,22 +448,13 @@ impl Connection {
         self.send_to_router(req).await
     }
 
-    /// The PUBLISHes gathered so far, if routing them can deliver or retain anything. With no
-    /// subscription anywhere and nothing to retain it cannot, and the router is not woken for
-    /// them (a node publishing one reading at a time would wake it once a reading). The
-    /// router counts a subscription before its SUBACK leaves, so a message that arrives after
-    /// a SUBACK is always routed.
-    fn take_batch(&mut self) -> Option<Vec<Arc<Message>>> {
-        if self.batch.is_empty() {
-            return None;
-        }
-        let routable = self.shared.metrics.subscriptions.load(Relaxed) > 0
-            || self.batch.iter().any(|m| m.retain);
-        if !routable {
-            self.batch.clear();
-            return None;
-        }
-        Some(std::mem::take(&mut self.batch))
+    /// Whether routing a PUBLISH can deliver or retain anything. With no subscription
+    /// anywhere and nothing to retain it cannot, and the message is not handed to the router
+    /// (a node publishing one reading at a time would wake it once a reading). The router
+    /// counts a subscription before its SUBACK leaves, so a message that arrives after a
+    /// SUBACK is always routed.
+    fn routable(&self, retain: bool) -> bool {
+        retain || self.shared.metrics.subscriptions.load(Relaxed) > 0
     }
 
     async fn send_to_router(&self, req: Request) -> Result<(), End> {

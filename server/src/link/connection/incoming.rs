@@ -67,7 +67,9 @@ impl Connection {
                 return Ok(());
             }
         };
-        self.batch.push(self.message(&mut p, arrived));
+        if self.routable(p.retain) {
+            self.batch.push(self.message(&mut p, arrived));
+        }
         let stored_qos2 = p.qos == QoS::ExactlyOnce && self.durable_session && reading.is_some();
         if p.qos == QoS::ExactlyOnce {
             self.incoming_qos2.insert(p.pkid, stored_qos2);
