@@ -170,6 +170,13 @@ pub fn which(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// The `samos` binary the benches start: this build's, or `SAMOS_BENCH_BIN` (an earlier
+/// build, to compare two versions on one machine in one sitting).
+pub fn samos_bin() -> PathBuf {
+    std::env::var_os("SAMOS_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_samos")), PathBuf::from)
+}
+
 /// A running `samos serve`, killed when dropped.
 pub struct Samos {
     pub child: Child,
@@ -180,7 +187,7 @@ impl Samos {
     /// Starts `samos serve` with `args` and waits for its ready file in `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Samos {
         let ready = dir.join("samos-ready.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_samos"))
+        let child = Command::new(samos_bin())
             .args([
                 "serve",
                 "--api-listen",

@@ -71,17 +71,20 @@ enum End {
     Kicked(Kick),
 }
 
-/// Runs one connection to completion.
-pub async fn run<S>(
-    stream: S,
+/// Runs one connection to completion, over the two halves of its stream
+/// (`tokio::io::split`). Halves, not the stream: an async fn keeps its arguments for as long
+/// as it runs, and a TLS stream is 2.7 KiB that every waiting connection would carry twice.
+pub async fn run<R, W>(
+    mut reader: R,
+    mut writer: W,
     peer: SocketAddr,
     cert_identity: Option<String>,
     listener: Arc<ListenerContext>,
     shared: Arc<Shared>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(4096);
     let max = shared.config.mqtt.max_packet_size;
     let timeout = Duration::from_secs(shared.config.mqtt.connect_timeout_secs);
@@ -136,7 +139,10 @@ pub async fn run<S>(
         listener,
         shared.clone(),
     );
-    let Some(grant_state) = conn.admit(&mut writer).await else {
+    // Admission, packet handling and the goodbye run in boxed futures of their own: the task
+    // every connected node holds while it waits keeps only the session's waiting state, not
+    // the largest of them (`link/tests.rs` bounds its size).
+    let Some(grant_state) = Box::pin(conn.admit(&mut writer)).await else {
         let _ = writer.shutdown().await;
         linger(&mut reader).await;
         return;
@@ -149,7 +155,7 @@ pub async fn run<S>(
     let end = conn.session(&mut reader, &mut writer, rbuf).await;
     shared.metrics.connections_current.fetch_sub(1, Relaxed);
     let server_closed = !matches!(end, End::Graceful { .. } | End::Closed);
-    conn.finish(end, &mut writer).await;
+    Box::pin(conn.finish(end, &mut writer)).await;
     if server_closed {
         linger(&mut reader).await;
     }
@@ -163,7 +169,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// not read yet: the DISCONNECT that says why (a busy client then sees a broken pipe instead
 /// of, say, 0x93 Receive Maximum exceeded).
 async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
-    let mut sink = [0u8; 4096];
+    // On the heap: a buffer inside the future would make every connection's task larger.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = reader.read(&mut sink).await {
             if n == 0 {
@@ -177,7 +184,8 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
 struct Connection {
     version: ProtocolVersion,
     codec: Codec,
-    connect: Connect,
+    /// The CONNECT packet, for admission (boxed: every waiting connection carries this struct).
+    connect: Box<Connect>,
     peer: SocketAddr,
     listener: Arc<ListenerContext>,
     shared: Arc<Shared>,
@@ -260,7 +268,7 @@ impl Connection {
             will: None,
             batch: Vec::new(),
             acks: AckQueue::default(),
-            connect,
+            connect: Box::new(connect),
             listener,
             shared,
         }
@@ -289,7 +297,7 @@ impl Connection {
         let mut deadline = keepalive.map(|k| tokio::time::Instant::now() + k);
         let mut read_want = READ_MIN;
         // Packets that arrived with CONNECT.
-        if let Err(end) = self.process(&mut rbuf).await {
+        if let Err(end) = Box::pin(self.process(&mut rbuf)).await {
             return end;
         }
         loop {
@@ -318,7 +326,7 @@ impl Connection {
                     Ok(n) => {
                         self.shared.metrics.bytes_received.fetch_add(n as u64, Relaxed);
                         let buffered = rbuf.len();
-                        if let Err(end) = self.process(&mut rbuf).await {
+                        if let Err(end) = Box::pin(self.process(&mut rbuf)).await {
                             return end;
                         }
                         // Keep-alive counts whole control packets (§3.1.2.10), not bytes: a

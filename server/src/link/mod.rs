@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::auth::{Acl, Authenticator};
@@ -134,65 +134,116 @@ impl Listener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let shared = shared.clone();
-            let context = self.context.clone();
-            let acceptor = self.acceptor.clone();
-            let proxy_protocol = self.proxy_protocol;
-            tokio::spawn(async move {
-                let _slot = slot;
-                let mut stream = stream;
-                let mut peer = peer;
-                if proxy_protocol {
-                    match tokio::time::timeout(handshake_timeout, proxy::read_header(&mut stream))
-                        .await
-                    {
-                        Ok(Ok(Some(client))) => {
-                            debug!(balancer = %peer, %client, "PROXY header");
-                            peer = client;
-                        }
-                        // The balancer's own connection (a health check): its address stays.
-                        Ok(Ok(None)) => {}
-                        Ok(Err(e)) => {
-                            shared.metrics.refuse(Refusal::ProxyHeaderInvalid);
-                            warn!(%peer, error = %e, "connection refused: no valid PROXY header");
-                            return;
-                        }
-                        Err(_) => {
-                            shared.metrics.refuse(Refusal::ProxyHeaderTimeout);
-                            debug!(%peer, "PROXY header timed out");
-                            return;
-                        }
-                    }
-                }
-                if !shared.limits.admit_rate(peer.ip(), &shared.metrics) {
-                    return;
-                }
-                let Some(acceptor) = acceptor else {
-                    connection::run(stream, peer, None, context, shared).await;
-                    return;
-                };
-                let tls =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            shared.metrics.refuse(Refusal::TlsHandshakeFailed);
-                            warn!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            shared.metrics.refuse(Refusal::TlsHandshakeTimeout);
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(tls::common_name);
-                connection::run(tls, peer, identity, context, shared).await;
-            });
+            let accepted = Accepted {
+                stream,
+                peer,
+                _slot: slot,
+                proxy_protocol: self.proxy_protocol,
+                handshake_timeout,
+                context: self.context.clone(),
+                shared: shared.clone(),
+            };
+            // One task per connection, each sized for its own kind: every connected node holds
+            // its task for as long as it stays (`tests.rs` bounds the size).
+            match &self.acceptor {
+                None => tokio::spawn(serve_tcp(accepted)),
+                Some(acceptor) => tokio::spawn(serve_tls(accepted, acceptor.clone())),
+            };
         }
     }
 }
+
+/// A connection just accepted, holding its place under `mqtt.max_connections`.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: limits::Slot,
+    proxy_protocol: bool,
+    handshake_timeout: Duration,
+    context: Arc<ListenerContext>,
+    shared: Arc<Shared>,
+}
+
+impl Accepted {
+    /// The client's address (from the PROXY header behind a balancer), if it may go on: the
+    /// header is valid and the address within its connection rate.
+    async fn client(&mut self) -> Option<SocketAddr> {
+        let mut peer = self.peer;
+        if self.proxy_protocol {
+            let header =
+                tokio::time::timeout(self.handshake_timeout, proxy::read_header(&mut self.stream));
+            match header.await {
+                Ok(Ok(Some(client))) => {
+                    debug!(balancer = %peer, %client, "PROXY header");
+                    peer = client;
+                }
+                // The balancer's own connection (a health check): its address stays.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    self.shared.metrics.refuse(Refusal::ProxyHeaderInvalid);
+                    warn!(%peer, error = %e, "connection refused: no valid PROXY header");
+                    return None;
+                }
+                Err(_) => {
+                    self.shared.metrics.refuse(Refusal::ProxyHeaderTimeout);
+                    debug!(%peer, "PROXY header timed out");
+                    return None;
+                }
+            }
+        }
+        self.shared
+            .limits
+            .admit_rate(peer.ip(), &self.shared.metrics)
+            .then_some(peer)
+    }
+}
+
+/// A plain TCP connection to its end.
+async fn serve_tcp(mut a: Accepted) {
+    let Some(peer) = a.client().await else {
+        return;
+    };
+    let (reader, writer) = tokio::io::split(a.stream);
+    connection::run(reader, writer, peer, None, a.context, a.shared).await;
+}
+
+/// A TLS connection to its end: the handshake (in a future of its own, gone once it is done),
+/// then the session.
+async fn serve_tls(mut a: Accepted, acceptor: tokio_rustls::TlsAcceptor) {
+    let Some(peer) = a.client().await else {
+        return;
+    };
+    // In a block of its own, so that the stream, moved into its halves, is not also kept in
+    // this task for as long as the session runs.
+    let (reader, writer, identity) = {
+        let handshake = Box::pin(tokio::time::timeout(
+            a.handshake_timeout,
+            acceptor.accept(a.stream),
+        ));
+        let tls = match handshake.await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                a.shared.metrics.refuse(Refusal::TlsHandshakeFailed);
+                warn!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                a.shared.metrics.refuse(Refusal::TlsHandshakeTimeout);
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let identity = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(tls::common_name);
+        let (reader, writer) = tokio::io::split(tls);
+        (reader, writer, identity)
+    };
+    connection::run(reader, writer, peer, identity, a.context, a.shared).await;
+}
+
+#[cfg(test)]
+mod tests;

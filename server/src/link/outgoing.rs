@@ -15,20 +15,19 @@ use mqttbytes::QoS;
 use super::aliases::OutgoingAliases;
 use crate::broker::{Delivery, OutPhase, Outbox, SessionState};
 
-/// Packet ids as a bitmap: allocation is O(1) whatever the window.
+/// Packet ids as a bitmap: allocation is O(1) whatever the window. The 8 KiB bitmap exists
+/// only once an id was used: a node that only publishes (most of a sensor network) never
+/// receives a QoS 1/2 message and holds none.
 #[derive(Debug)]
 struct PacketIds {
-    in_use: Box<[u64; 1024]>,
+    in_use: Option<Box<[u64; 1024]>>,
     /// The last id handed out; allocation continues after it.
     last: u16,
 }
 
 impl PacketIds {
     fn new(last: u16) -> PacketIds {
-        PacketIds {
-            in_use: Box::new([0; 1024]),
-            last,
-        }
+        PacketIds { in_use: None, last }
     }
 
     fn bit(id: u16) -> (usize, u64) {
@@ -37,17 +36,19 @@ impl PacketIds {
 
     fn is_used(&self, id: u16) -> bool {
         let (word, bit) = Self::bit(id);
-        self.in_use[word] & bit != 0
+        self.in_use.as_ref().is_some_and(|b| b[word] & bit != 0)
     }
 
     fn mark(&mut self, id: u16) {
         let (word, bit) = Self::bit(id);
-        self.in_use[word] |= bit;
+        self.in_use.get_or_insert_with(|| Box::new([0; 1024]))[word] |= bit;
     }
 
     fn free(&mut self, id: u16) {
         let (word, bit) = Self::bit(id);
-        self.in_use[word] &= !bit;
+        if let Some(b) = &mut self.in_use {
+            b[word] &= !bit;
+        }
     }
 
     /// The next free id after the last one handed out. The window (at most 65,535 in flight)
@@ -235,6 +236,7 @@ mod tests {
     fn packet_ids_skip_zero_and_those_in_use() {
         let mut ids = PacketIds::new(u16::MAX - 1);
         assert_eq!(ids.allocate(), u16::MAX);
+        assert!(ids.in_use.is_none(), "no bitmap before an id is in use");
         ids.mark(u16::MAX);
         ids.mark(1);
         ids.mark(2);
