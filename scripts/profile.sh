@@ -10,7 +10,7 @@
 #
 # Needs `perf` (Debian: linux-perf) and `strace`. Runs the load twice on a fresh server each
 # time: once under perf, once under strace (which slows every system call, so its run is not
-# timed). Honours CARGO_TARGET_DIR (the benches' release build serves). Writes OUT_DIR (default target/profile-SCENARIO): perf.data, threads.txt,
+# timed). Uses the benches' release build (CARGO_TARGET_DIR honoured). Writes OUT_DIR (default target/profile-SCENARIO): perf.data, threads.txt,
 # functions.txt, syscalls.txt and the bench reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,8 @@ case "$scenario" in
     many) load=(--clients 1000 --messages 100 --inflight 10) ;;
     *) echo "unknown scenario $scenario (paper or many)" >&2; exit 2 ;;
 esac
-cargo build --release --bin samos
+# The benches' build (their feature set): `cargo build --release` would build every crate again.
+cargo bench --bench limits --no-run
 samos="${CARGO_TARGET_DIR:-target}/release/samos"
 mkdir -p "$out"
 work=$(mktemp -d)

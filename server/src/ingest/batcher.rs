@@ -1,7 +1,8 @@
 //! The batcher thread: takes readings and session changes off the queue in arrival order,
 //! gathers what is waiting into one WAL record (group commit: a lone reading commits at once,
 //! under load records grow while the previous fsync runs), appends and fsyncs it, releases the
-//! acknowledgement tickets it held, and hands the Arrow batch to the Parquet sink.
+//! acknowledgement tickets it held, and hands the Arrow batch to the Parquet sink (small ones
+//! a few at a time: [`SinkHold`]).
 //!
 //! A write that finds the disk full is retried (the WAL is left as it was) until space is
 //! freed: the batcher holds the record, the queue fills, publishers pause. A failed fsync is
@@ -16,7 +17,8 @@ use std::sync::atomic::{Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use arrow::record_batch::RecordBatch;
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use samos_store::layout::utc_day;
 use tokio::sync::Semaphore;
 use tracing::{error, warn};
@@ -57,6 +59,38 @@ pub(super) struct Batcher {
     /// Test hook (`SAMOS_FAILPOINT=wal-fsync-eio:N`): the fsync after the first N records
     /// fails with EIO, as a failing disk's would.
     pub(super) fail_fsync_after: Option<u64>,
+    /// Small committed batches not yet handed to the Parquet sink (see [`SinkHold`]).
+    pub(super) held: SinkHold,
+}
+
+/// Committed batches of a few rows wait here, in order, until they add up to
+/// [`SinkHold::ROWS`] rows or as many batches as the sink's queue holds
+/// (`storage.sink_queue_batches`), or the queue has been quiet for [`SinkHold::LINGER`]: a
+/// node publishing one reading at a time would otherwise wake the Parquet sink once a
+/// reading, and on two cores that thread competes with the exchange being timed. They are
+/// committed (in the WAL) already; the sink only turns them into Parquet, which nothing waits
+/// for. A slow sink still holds commits back once the hold is full: memory stays bounded.
+pub(super) struct SinkHold {
+    batches: Vec<(u64, RecordBatch)>,
+    rows: usize,
+    max_batches: usize,
+}
+
+impl SinkHold {
+    const ROWS: usize = 1024;
+    const LINGER: Duration = Duration::from_millis(20);
+
+    pub(super) fn new(max_batches: usize) -> SinkHold {
+        SinkHold {
+            batches: Vec::new(),
+            rows: 0,
+            max_batches,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows >= Self::ROWS || self.batches.len() >= self.max_batches
+    }
 }
 
 /// The exit status after a failed WAL write or fsync (`EX_TEMPFAIL`): restart, and recovery
@@ -131,17 +165,29 @@ impl Batcher {
             // Slots of the work taken off the queue for this record, given back in one call
             // (each `add_permits` takes the semaphore's waiter lock).
             let mut freed = 0;
-            let work = match carry.take() {
-                Some(w) => w,
-                None => match self.rx.recv() {
-                    Ok(w) => {
-                        freed += usize::from(holds_slot(&w));
-                        w
-                    }
-                    Err(_) => return,
-                },
+            let next = match carry.take() {
+                Some(w) => Ok(w),
+                None if self.held.batches.is_empty() => {
+                    self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                }
+                None => self.rx.recv_timeout(SinkHold::LINGER),
+            };
+            let work = match next {
+                Ok(w) => {
+                    freed += usize::from(holds_slot(&w));
+                    w
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.hand_to_sink();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.hand_to_sink();
+                    return;
+                }
             };
             if let Work::Flush(done) = work {
+                self.hand_to_sink();
                 let _ = self.sink.send(SinkMsg::Flush(done));
                 continue;
             }
@@ -259,12 +305,24 @@ impl Batcher {
             }
         }
         drop(group);
-        // A slow sink blocks here, which stops commits, which fills the queue, which pauses
-        // publishers: the WAL backlog stays bounded.
         if let Some(batch) = batch {
-            let _ = self.sink.send(SinkMsg::Batch(seq, batch));
+            self.held.rows += batch.num_rows();
+            self.held.batches.push((seq, batch));
+            if self.held.is_full() {
+                self.hand_to_sink();
+            }
         }
         Ok(())
+    }
+
+    /// Hands the held batches to the Parquet sink, in order. A slow sink blocks here, which
+    /// stops commits, which fills the queue, which pauses publishers: the WAL backlog stays
+    /// bounded.
+    fn hand_to_sink(&mut self) {
+        for (seq, batch) in self.held.batches.drain(..) {
+            let _ = self.sink.send(SinkMsg::Batch(seq, batch));
+        }
+        self.held.rows = 0;
     }
 
     /// Appends `payload`, waiting as long as the disk is full: nothing is acknowledged

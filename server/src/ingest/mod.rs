@@ -438,6 +438,7 @@ impl Ingest {
             fail_fsync_after: std::env::var("SAMOS_FAILPOINT")
                 .ok()
                 .and_then(|f| f.strip_prefix("wal-fsync-eio:")?.parse().ok()),
+            held: batcher::SinkHold::new(config.sink_queue_batches),
         };
         spawn("samos-batcher", &wal_dir, move || batcher.run())?;
         spawn("samos-parquet", &wal_dir, move || sink.run(sink_rx))?;

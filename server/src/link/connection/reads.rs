@@ -8,12 +8,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub(super) const READ_MIN: usize = 2 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// What a quiet connection reads into while it holds no read buffer (part of its task).
-const READ_QUIET: usize = 512;
+const READ_QUIET: usize = 256;
 
 /// Reads what is there into `buf`, asking for `want` bytes, which adapts: doubled (up to
 /// 64 KiB) while reads fill it, halved (down to 2 KiB) while they are small, so a busy client
 /// costs few system calls. A quiet node, as most are between readings, holds no read buffer
-/// while it waits: with `buf` empty and `want` at its least, the read goes into 512 bytes
+/// while it waits: with `buf` empty and `want` at its least, the read goes into 256 bytes
 /// inside the connection's task, and `buf` is allocated once bytes came. 20,000 idle
 /// connections so hold no read buffers (40 MiB at 2 KiB each, 1.3 GiB at 64 KiB).
 pub(super) async fn read_some<R: AsyncRead + Unpin>(
