@@ -148,7 +148,13 @@ fn main() {
     let mut waves = Vec::new();
     // Three warm waves: the allocator's heap settles over the first ones (fragmentation that
     // levels off); growth that goes on from the second to the third would be a leak.
-    for label in ["cold", "warm", "warm again", "warm a third time", "restarted"] {
+    for label in [
+        "cold",
+        "warm",
+        "warm again",
+        "warm a third time",
+        "restarted",
+    ] {
         if label == "restarted" {
             drop(samos);
             samos = start(dir.path(), &certs, &passwords);

@@ -47,10 +47,12 @@ sleep 0.5
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 kill "$server"; wait "$server" 2>/dev/null || true
-perf report -i "$out/perf.data" --stdio --sort comm --no-children 2>/dev/null \
-    | grep -v '^#' | grep -v '^$' | head -20 > "$out/threads.txt"
-perf report -i "$out/perf.data" --stdio --sort comm,dso,symbol --no-children -g none 2>/dev/null \
-    | grep -v '^#' | grep -v '^$' | head -60 > "$out/functions.txt"
+report() {
+    perf report -i "$out/perf.data" --stdio --no-children -g none "$@" 2>/dev/null \
+        | grep -v -e '^#' -e '^$' | sed 's/ *$//' || true
+}
+report --sort comm > "$out/threads.txt"
+report --sort comm,dso,symbol | head -60 > "$out/functions.txt" || true
 
 start_server
 strace -c -f -p "$server" -o "$out/syscalls.txt" &
@@ -62,5 +64,5 @@ kill -INT "$strace_pid"
 wait "$strace_pid" || true
 echo "profile of $scenario: $out/{threads,functions,syscalls}.txt"
 cat "$out/threads.txt"
-head -30 "$out/functions.txt"
-head -25 "$out/syscalls.txt"
+head -30 "$out/functions.txt" || true
+head -25 "$out/syscalls.txt" || true

@@ -68,8 +68,10 @@ pub(super) struct Batcher {
 /// (`storage.sink_queue_batches`), or the queue has been quiet for [`SinkHold::LINGER`]: a
 /// node publishing one reading at a time would otherwise wake the Parquet sink once a
 /// reading, and on two cores that thread competes with the exchange being timed. They are
-/// committed (in the WAL) already; the sink only turns them into Parquet, which nothing waits
-/// for. A slow sink still holds commits back once the hold is full: memory stays bounded.
+/// committed (in the WAL) already; the sink only turns them into Parquet. Whatever waits on
+/// the sink's progress hands them over first: a commit held back by the object store's
+/// backlog, a full disk, a flush, the batcher's end. A slow sink still holds commits back once
+/// the hold is full: memory stays bounded.
 pub(super) struct SinkHold {
     batches: Vec<(u64, RecordBatch)>,
     rows: usize,
@@ -219,7 +221,17 @@ impl Batcher {
     /// Waits while PostgreSQL, a bridge or the object store is more than `max_backlog`
     /// batches behind: the WAL backlog on disk stays bounded, the queue fills, and publishers
     /// are paused instead.
-    fn wait_for_backlog(&self) {
+    fn wait_for_backlog(&mut self) {
+        let next = self.wal.next_seq();
+        let behind =
+            |checkpoint: &Watermark| next.saturating_sub(checkpoint.get() + 1) >= self.max_backlog;
+        let waiting = self.followers.iter().any(|f| behind(&f.checkpoint))
+            || self.lake.as_deref().is_some_and(behind);
+        if waiting {
+            // The object store follows the published Parquet files: batches still held here
+            // must reach the sink first, or it could never catch up.
+            self.hand_to_sink();
+        }
         for f in self.followers.iter() {
             self.wait_for_follower(&f.name, &f.checkpoint);
         }
@@ -339,6 +351,8 @@ impl Batcher {
                 }
                 Err(e @ WalError::NoSpace { .. }) => {
                     self.metrics.disk.full(Writer::Wal, &e);
+                    // Published Parquet files free WAL segments: let the sink have everything.
+                    self.hand_to_sink();
                     std::thread::sleep(retry_delay(attempt));
                     attempt += 1;
                 }
