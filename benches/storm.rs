@@ -6,8 +6,10 @@
 //! client can (256 handshakes at a time) and then closing them all:
 //!
 //! 1. cold: the server has verified no password yet;
-//! 2.–4. warm: the same nodes reconnect (the verified-password cache answers), three times:
-//!    memory after the third must not exceed the second's by more than 5 % (a leak grows on);
+//! 2. warm: the same nodes reconnect (the verified-password cache answers);
+//! 3. warm again, and
+//! 4. warm a third time: memory after this one must not exceed the previous wave's by more
+//!    than 5 % (the heap settles over the first waves; a leak grows on);
 //! 5. restarted: the server is killed and started again, then every node reconnects.
 //!
 //! For each: the time until every connection was admitted, the server's CPU time per
