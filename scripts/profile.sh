@@ -35,14 +35,13 @@ start_server() {
     server=$!
     for _ in $(seq 200); do [ -s "$work/ready.json" ] && break; sleep 0.05; done
     mqtt=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r["mqtt"]; print(m if isinstance(m,str) else m[0])' "$work/ready.json")
-    metrics=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r["metrics"]; print(m if isinstance(m,str) else m[0])' "$work/ready.json")
 }
 
 start_server
 perf record -F 4999 -g -o "$out/perf.data" -p "$server" 2>/dev/null &
 perf_pid=$!
 sleep 0.5
-"$samos" bench --server "$mqtt" --samos-metrics "$metrics" --qos 2 "${load[@]}" --quiet \
+"$samos" bench --server "$mqtt" --qos 2 "${load[@]}" --quiet \
     | tee "$out/bench-perf.txt"
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
@@ -58,7 +57,7 @@ start_server
 strace -c -f -p "$server" -o "$out/syscalls.txt" &
 strace_pid=$!
 sleep 0.5
-"$samos" bench --server "$mqtt" --samos-metrics "$metrics" --qos 2 "${load[@]}" --quiet \
+"$samos" bench --server "$mqtt" --qos 2 "${load[@]}" --quiet \
     > "$out/bench-strace.txt"
 kill -INT "$strace_pid"
 wait "$strace_pid" || true
