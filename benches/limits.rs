@@ -30,15 +30,14 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Mosquitto, Rumqttd, Samos, certs, cpu_seconds, env_or, fd_limit, metric_value, metrics_text,
-    rss_mib,
+    Mosquitto, Rumqttd, Samos, certs, connect_all, cpu_seconds, env_or, fd_limit, metric_value,
+    metrics_text, rss_mib,
 };
 use mqttbytes::QoS;
-use samos_tools::client::{Client, ClientTls, ConnectOptions};
+use samos_tools::client::ClientTls;
 use samos_tools::loadgen::{self, LoadReport, LoadSpec, NodeMode};
 
 /// Samos with a plain and a TLS listener, no passwords (loopback), metrics on.
@@ -147,49 +146,6 @@ fn raise_fd_limit() {
     }
 }
 
-/// Opens `n` connections (odd ones to `tls` when given), 256 handshakes at a time; returns
-/// them and the seconds until the last was admitted.
-async fn connect_all(
-    n: usize,
-    tcp: SocketAddr,
-    tls: Option<(SocketAddr, ClientTls)>,
-    wave: usize,
-) -> (Vec<Client>, f64) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let gate = gate.clone();
-            let secure = tls.as_ref().filter(|_| i % 2 == 1);
-            let options = ConnectOptions {
-                addr: secure.map_or(tcp, |(a, _)| *a),
-                tls: secure.map(|(_, t)| t.clone()),
-                credentials: None,
-                keep_alive: 600,
-            };
-            tokio::spawn(async move {
-                let _permit = gate.acquire().await.unwrap();
-                let mut tries = 0;
-                loop {
-                    match Client::connect(&options, &format!("idle{wave}-{i:06}")).await {
-                        Ok(c) => return c,
-                        Err(e) => {
-                            tries += 1;
-                            assert!(tries < 50, "connection {i} never admitted: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut clients = Vec::with_capacity(n);
-    for t in tasks {
-        clients.push(t.await.unwrap());
-    }
-    (clients, started.elapsed().as_secs_f64())
-}
-
 struct Idle {
     server: &'static str,
     connections: usize,
@@ -214,7 +170,8 @@ fn idle_nodes(
     std::thread::sleep(Duration::from_secs(1));
     let rss_before = rss_mib(pid);
     let with_tls = if tls.is_some() { n / 2 } else { 0 };
-    let (clients, connect_seconds) = rt.block_on(connect_all(n, tcp, tls.clone(), 0));
+    let (clients, connect_seconds) =
+        rt.block_on(connect_all(n, tcp, tls.clone(), |_| None, "idle-a"));
     std::thread::sleep(Duration::from_secs(2));
     let cpu = cpu_seconds(pid);
     let idle_for = Duration::from_secs(10);
@@ -223,7 +180,7 @@ fn idle_nodes(
     let rss_idle = rss_mib(pid);
     drop(clients);
     std::thread::sleep(Duration::from_secs(2));
-    let (clients, reconnect_seconds) = rt.block_on(connect_all(n, tcp, tls, 1));
+    let (clients, reconnect_seconds) = rt.block_on(connect_all(n, tcp, tls, |_| None, "idle-b"));
     drop(clients);
     let idle = Idle {
         server,

@@ -28,14 +28,14 @@ mod common;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Samos, certs, cpu_seconds, env_or, fd_limit, metric_value, metrics_text, open_fds, rss_mib,
+    Samos, certs, connect_all, cpu_seconds, env_or, fd_limit, metric_value, metrics_text, open_fds,
+    rss_mib,
 };
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
-use samos_tools::client::{Client, ClientTls, ConnectOptions};
+use samos_tools::client::ClientTls;
 
 /// The soft limit on open files of this process.
 fn metric(addr: SocketAddr, name: &str) -> f64 {
@@ -84,49 +84,6 @@ struct Wave {
     rss_after_mib: f64,
 }
 
-/// Opens `n` connections (odd ones over TLS), 256 handshakes at a time; returns them and
-/// the seconds until the last was admitted.
-async fn connect_all(
-    n: usize,
-    tcp: SocketAddr,
-    tls: SocketAddr,
-    ca: &ClientTls,
-    users: usize,
-) -> (Vec<Client>, f64) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let gate = gate.clone();
-            let options = ConnectOptions {
-                addr: if i % 2 == 0 { tcp } else { tls },
-                tls: (i % 2 == 1).then(|| ca.clone()),
-                credentials: Some((format!("site{}", i % users), "storm-password".into())),
-                keep_alive: 600,
-            };
-            tokio::spawn(async move {
-                let _permit = gate.acquire().await.unwrap();
-                let mut tries = 0;
-                loop {
-                    match Client::connect(&options, &format!("node{i:05}")).await {
-                        Ok(c) => return c,
-                        Err(e) => {
-                            tries += 1;
-                            assert!(tries < 20, "node {i} never admitted: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut clients = Vec::with_capacity(n);
-    for t in tasks {
-        clients.push(t.await.unwrap());
-    }
-    (clients, started.elapsed().as_secs_f64())
-}
-
 fn main() {
     let users: usize = env_or("STORM_USERS", 20);
     let wanted: usize = env_or("STORM_CONNECTIONS", 20_000);
@@ -170,7 +127,13 @@ fn main() {
         let rss_before = rss_mib(pid);
         let hashes_before = metric(metrics, "samos_password_hashes_total");
         let cpu_before = cpu_seconds(pid);
-        let (clients, seconds) = runtime.block_on(connect_all(n, tcp, tls, &ca, users));
+        let (clients, seconds) = runtime.block_on(connect_all(
+            n,
+            tcp,
+            Some((tls, ca.clone())),
+            |i| Some((format!("site{}", i % users), "storm-password".into())),
+            "node",
+        ));
         let cpu = cpu_seconds(pid) - cpu_before;
         let admitted = metric(metrics, "samos_connections") as usize;
         assert_eq!(admitted, n, "every connection admitted");

@@ -306,3 +306,51 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     ticks as f64 / 100.0
 }
+
+/// Opens `n` connections, odd ones over TLS when `tls` is given, 256 handshakes at a time,
+/// each retried (50 ms apart, at most 50 times) until admitted; client ids
+/// `{prefix}{i:06}`, logins from `login(i)`. Returns them and the seconds until the last was
+/// admitted.
+pub async fn connect_all(
+    n: usize,
+    tcp: SocketAddr,
+    tls: Option<(SocketAddr, samos_tools::client::ClientTls)>,
+    login: impl Fn(usize) -> Option<(String, String)>,
+    prefix: &str,
+) -> (Vec<samos_tools::client::Client>, f64) {
+    use samos_tools::client::{Client, ConnectOptions};
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let secure = tls.as_ref().filter(|_| i % 2 == 1);
+            let options = ConnectOptions {
+                addr: secure.map_or(tcp, |(a, _)| *a),
+                tls: secure.map(|(_, t)| t.clone()),
+                credentials: login(i),
+                keep_alive: 600,
+            };
+            let id = format!("{prefix}{i:06}");
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let mut tries = 0;
+                loop {
+                    match Client::connect(&options, &id).await {
+                        Ok(c) => return c,
+                        Err(e) => {
+                            tries += 1;
+                            assert!(tries < 50, "{id} never admitted: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    (clients, started.elapsed().as_secs_f64())
+}

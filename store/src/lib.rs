@@ -24,6 +24,6 @@ pub mod file;
 pub mod layout;
 #[cfg(feature = "columnar")]
 pub mod parquet;
-#[cfg(feature = "columnar")]
+#[cfg(feature = "record")]
 pub mod record;
 pub mod wal;

@@ -4,7 +4,7 @@
 //!
 //! - format 1: an Arrow IPC stream (schema, dictionaries, one record batch), for any batch;
 //! - format 2: the compact encoding of [`compact`], for `readings` batches of up to
-//!   [`COMPACT_MAX_ROWS`] rows. A lone reading's record shrinks from 8.4 KB to about 400 bytes
+//!   [`COMPACT_MAX_ROWS`] rows. A lone reading's record shrinks from 8.4 KB to about 350 bytes
 //!   and its encoding from tens of microseconds to a few copies: what one node publishing one
 //!   reading at a time waits for, once per reading (BENCHMARKS, "Ingest at the machine's
 //!   limits"). Larger batches spread the IPC stream's fixed cost over their rows.

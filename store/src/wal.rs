@@ -7,7 +7,7 @@
 //! u32 LE  length of the payload
 //! u32 LE  CRC-32 of (sequence ‖ payload)
 //! u64 LE  sequence (one per batch, strictly increasing across segments)
-//! [u8]    payload: see [`crate::record`] (session changes, then the batch as Arrow IPC)
+//! [u8]    payload: see [`crate::record`] (session changes, then the batch)
 //! ```
 //!
 //! A record never has an all-zero header (its sequence is at least 1), so zeros mark the end

@@ -55,6 +55,23 @@ struct Session {
     pending_connect: Option<PendingConnect>,
 }
 
+#[cfg(test)]
+impl RouterConfig {
+    /// Small limits for unit tests: 100 queued messages, a queue of 16 requests.
+    pub(crate) fn for_tests() -> RouterConfig {
+        RouterConfig {
+            max_queued_messages: 100,
+            queue_qos0_offline: false,
+            max_session_expiry: None,
+            sys_interval: None,
+            queue_capacity: 16,
+            version: "test".into(),
+            instance_id: "test".into(),
+            max_subscriptions: 0,
+        }
+    }
+}
+
 /// A cheap handle for sending requests to the router.
 #[derive(Debug, Clone)]
 pub struct RouterHandle {

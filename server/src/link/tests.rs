@@ -10,16 +10,7 @@ use crate::broker::router::{Router, RouterConfig};
 
 fn shared() -> Arc<Shared> {
     let metrics = Arc::new(Metrics::default());
-    let config = RouterConfig {
-        max_queued_messages: 100,
-        queue_qos0_offline: false,
-        max_session_expiry: None,
-        sys_interval: None,
-        queue_capacity: 16,
-        version: "test".into(),
-        instance_id: "test".into(),
-        max_subscriptions: 0,
-    };
+    let config = RouterConfig::for_tests();
     let (_router, handle) = Router::new(config, metrics.clone());
     Arc::new(Shared {
         config: Arc::new(Config::default()),

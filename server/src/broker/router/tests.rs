@@ -2,16 +2,7 @@
 use super::*;
 
 fn router() -> Router {
-    let config = RouterConfig {
-        max_queued_messages: 100,
-        queue_qos0_offline: false,
-        max_session_expiry: None,
-        sys_interval: None,
-        queue_capacity: 16,
-        version: "test".into(),
-        instance_id: "test".into(),
-        max_subscriptions: 0,
-    };
+    let config = RouterConfig::for_tests();
     Router::new(config, Arc::new(Metrics::default())).0
 }
 
