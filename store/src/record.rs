@@ -81,11 +81,60 @@ pub fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, String> {
     if format == FORMAT_COMPACT {
         return compact::decode(readings).map(|b| vec![b]);
     }
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(readings), None)
-        .map_err(|e| e.to_string())?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+    check_ipc_lengths(readings)?;
+    // Arrow's IPC reader panics on some malformed metadata (a schema without its fields
+    // vector: `unwrap` in `fb_to_schema`, found by the `wal_record` fuzz target); a damaged
+    // record is an error here, not a panic of the thread that reads it.
+    std::panic::catch_unwind(|| {
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(readings), None)
+                .map_err(|e| e.to_string())?;
+        reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|_| Err("malformed Arrow IPC stream (the reader panicked)".into()))
+}
+
+/// Arrow's stream reader sizes its buffer from each message's length prefix before it reads
+/// the message, so a damaged prefix would allocate up to 2 GiB (found by the `wal_record` fuzz
+/// target). Every message's metadata and body must fit in the bytes there are.
+fn check_ipc_lengths(mut ipc: &[u8]) -> Result<(), String> {
+    fn length(ipc: &mut &[u8]) -> Result<i32, String> {
+        let Some((head, rest)) = ipc.split_first_chunk::<4>() else {
+            return Err("IPC stream cut inside a message length".into());
+        };
+        *ipc = rest;
+        Ok(i32::from_le_bytes(*head))
+    }
+    while !ipc.is_empty() {
+        let mut meta = length(&mut ipc)?;
+        if meta == -1 {
+            // The continuation marker of the current IPC format; the length follows.
+            meta = length(&mut ipc)?;
+        }
+        if meta == 0 {
+            return Ok(());
+        }
+        let meta = usize::try_from(meta)
+            .ok()
+            .filter(|&n| n <= ipc.len())
+            .ok_or_else(|| format!("IPC message of {meta} bytes in {} left", ipc.len()))?;
+        let (metadata, rest) = ipc.split_at(meta);
+        let message = arrow::ipc::root_as_message(metadata).map_err(|e| e.to_string())?;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|&n| n <= rest.len())
+            .ok_or_else(|| {
+                format!(
+                    "IPC body of {} bytes in {} left",
+                    message.bodyLength(),
+                    rest.len()
+                )
+            })?;
+        ipc = &rest[body..];
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,5 +157,28 @@ mod tests {
         assert!(decode_batches(&only_sessions).unwrap().is_empty());
         assert!(sessions(&[3, 0]).unwrap_err().contains("format 3"));
         assert!(sessions(&[1, 9, 0, 0, 0]).is_err());
+    }
+
+    /// Found by the `wal_record` fuzz target: an IPC message length claiming far more than
+    /// the record holds made Arrow's reader allocate it (out of memory) before reading.
+    #[test]
+    fn an_ipc_length_past_the_record_is_an_error_not_an_allocation() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::UInt64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![1, 2, 3]))]).unwrap();
+        let mut payload = encode(|_| {}, Some(&batch));
+        // The first message's length, after the format, the session length and the marker.
+        payload[9..13].copy_from_slice(&0x7fff_fff0_i32.to_le_bytes());
+        let err = decode_batches(&payload).unwrap_err();
+        assert!(err.contains("IPC message of"), "{err}");
+        let mut body = encode(|_| {}, Some(&batch));
+        // Past the end-of-stream marker (8 bytes) into the batch's body.
+        let cut = body.len() - 24;
+        body.truncate(cut);
+        assert!(decode_batches(&body).is_err(), "a stream cut short");
+        let oom = include_bytes!("../../fuzz/regressions/wal_record/oom-ipc-length");
+        assert!(decode_batches(oom).is_err());
+        let panic = include_bytes!("../../fuzz/regressions/wal_record/arrow-schema-panic");
+        assert!(decode_batches(panic).is_err());
     }
 }
