@@ -40,34 +40,6 @@ use mqttbytes::QoS;
 use samos_tools::client::ClientTls;
 use samos_tools::loadgen::{self, LoadReport, LoadSpec, NodeMode};
 
-/// Samos with a plain and a TLS listener, no passwords (loopback), metrics on.
-fn start_samos(dir: &Path, certs: &Path) -> Samos {
-    let config = dir.join("samos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{d}/data"
-[mqtt]
-sys_interval_secs = 0
-[[listener]]
-bind = "127.0.0.1:0"
-[[listener]]
-bind = "127.0.0.1:0"
-[listener.tls]
-cert = "{c}/server.crt"
-key = "{c}/server.key"
-[metrics]
-bind = "127.0.0.1:0"
-"#,
-            d = dir.display(),
-            c = certs.display()
-        ),
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(dir.join("samos-ready.json"));
-    Samos::start(dir, &["--config", config.to_str().unwrap()])
-}
-
 /// `publishers` × `per` QoS 2 messages, `inflight` each: as joined sensor nodes (Samos) or
 /// as plain publishers to a counting subscriber (a broker).
 fn load(addr: SocketAddr, publishers: usize, per: usize, inflight: usize, nodes: bool) -> LoadSpec {
@@ -91,6 +63,10 @@ fn load(addr: SocketAddr, publishers: usize, per: usize, inflight: usize, nodes:
         stored_metrics: None,
         progress: false,
     }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -232,7 +208,7 @@ fn main() {
     let mut rumqttd_rates = Vec::new();
     for pair in 1..=pairs {
         let run = tempfile::tempdir_in(dir.path()).unwrap();
-        let samos = start_samos(run.path(), &certs);
+        let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
         let r = rt
             .block_on(loadgen::run(load(samos.addr("mqtt"), 1000, 100, 10, true)))
             .expect("Samos run");
@@ -274,11 +250,7 @@ fn main() {
             "| rumqttd, delivered (stores nothing) | {peer:.0} | {rumqttd_rates:.0?} |\n\n\
              Samos ÷ rumqttd: **{:.2}×** (target ≥ 1); Samos ≥ 150,000/s: **{}**.\n",
             samos_many / peer,
-            if samos_many >= 150_000.0 {
-                "met"
-            } else {
-                "missed"
-            }
+            verdict(samos_many >= 150_000.0)
         );
     } else {
         let _ = writeln!(md, "\nrumqttd not installed: no ratio.\n");
@@ -291,7 +263,7 @@ fn main() {
     // 2. Paper mode.
     let run = tempfile::tempdir_in(dir.path()).unwrap();
     let fsync = fdatasync_p50(run.path(), 512, 2000);
-    let samos = start_samos(run.path(), &certs);
+    let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
     let samos_paper: LoadReport = rt
         .block_on(loadgen::run(load(samos.addr("mqtt"), 1, 10_000, 1, true)))
         .expect("Samos paper-mode run");
@@ -324,11 +296,7 @@ fn main() {
             floor * 1e6,
             1.0 / floor,
             samos_rate * floor,
-            if samos_rate >= target {
-                "met"
-            } else {
-                "missed"
-            }
+            verdict(samos_rate >= target)
         );
     } else {
         let _ = writeln!(md, "\nrumqttd not installed: no floor.\n");
@@ -346,7 +314,7 @@ fn main() {
     let mut idle = Vec::new();
     {
         let run = tempfile::tempdir_in(dir.path()).unwrap();
-        let samos = start_samos(run.path(), &certs);
+        let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
         let tls = Some((samos.addr("mqtts"), ca.clone()));
         idle.push(idle_nodes(
             &rt,

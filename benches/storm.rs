@@ -37,39 +37,16 @@ use common::{
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
 use samos_tools::client::ClientTls;
 
-/// The soft limit on open files of this process.
 fn metric(addr: SocketAddr, name: &str) -> f64 {
     metric_value(&metrics_text(addr), name)
 }
 
 fn start(dir: &Path, certs: &Path, passwords: &Path) -> Samos {
-    let config = dir.join("samos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{d}/data"
-password_file = "{p}"
-allow_anonymous = false
-[mqtt]
-sys_interval_secs = 0
-[[listener]]
-bind = "127.0.0.1:0"
-[[listener]]
-bind = "127.0.0.1:0"
-[listener.tls]
-cert = "{c}/server.crt"
-key = "{c}/server.key"
-[metrics]
-bind = "127.0.0.1:0"
-"#,
-            d = dir.display(),
-            c = certs.display(),
-            p = passwords.display(),
-        ),
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(dir.join("samos-ready.json"));
-    Samos::start(dir, &["--config", config.to_str().unwrap()])
+    let logins = format!(
+        "password_file = \"{}\"\nallow_anonymous = false",
+        passwords.display()
+    );
+    Samos::with_tcp_and_tls(dir, certs, &logins)
 }
 
 struct Wave {

@@ -211,6 +211,37 @@ impl Samos {
         Samos { child, ready }
     }
 
+    /// Starts `samos serve` with a plain and a TLS MQTT listener (`certs`: `server.crt`,
+    /// `server.key`) and metrics, all on free loopback ports, no `$SYS`; `top` is added to the
+    /// configuration's top level (a password file, say). Data in `dir/data`.
+    pub fn with_tcp_and_tls(dir: &Path, certs: &Path, top: &str) -> Samos {
+        let config = dir.join("samos.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{d}/data"
+{top}
+[mqtt]
+sys_interval_secs = 0
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+cert = "{c}/server.crt"
+key = "{c}/server.key"
+[metrics]
+bind = "127.0.0.1:0"
+"#,
+                d = dir.display(),
+                c = certs.display(),
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(dir.join("samos-ready.json"));
+        Samos::start(dir, &["--config", config.to_str().unwrap()])
+    }
+
     /// Starts `samos serve --config {config}` with MQTT and metrics on free loopback ports.
     pub fn with_config(dir: &Path, config: &Path) -> Samos {
         Samos::start(
