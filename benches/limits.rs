@@ -18,7 +18,8 @@
 //!
 //! rumqttd is optional (`cargo install rumqttd`); without it the ratios that need it are not
 //! computed and say so. `cargo bench --bench limits` (`-- --quick`: one pair, 10,000 idle
-//! connections). Writes `target/samos-bench/limits.md` and `limits.json`.
+//! connections; `LIMITS_ONLY=many,paper,idle`: those loads only). Writes
+//! `target/samos-bench/limits.md` and `limits.json`.
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -183,6 +184,11 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only = std::env::var("LIMITS_ONLY").ok();
+    let wants = |load: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|l| l.trim() == load))
+    };
     raise_fd_limit();
     let pairs: usize = env_or("LIMITS_PAIRS", if quick { 1 } else { 3 });
     let wanted_idle: usize = env_or("LIMITS_IDLE", if quick { 10_000 } else { 100_000 });
@@ -204,172 +210,178 @@ fn main() {
     let mut md = String::new();
 
     // 1. Many nodes, little pipelining.
-    let mut samos_rates = Vec::new();
-    let mut rumqttd_rates = Vec::new();
-    for pair in 1..=pairs {
-        let run = tempfile::tempdir_in(dir.path()).unwrap();
-        let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
-        let r = rt
-            .block_on(loadgen::run(load(samos.addr("mqtt"), 1000, 100, 10, true)))
-            .expect("Samos run");
-        let committed = metric_value(
-            &metrics_text(samos.addr("metrics")),
-            "samos_readings_committed_total",
-        );
-        assert!(
-            committed >= r.acknowledged as f64,
-            "acknowledged more than committed"
-        );
-        drop(samos);
-        samos_rates.push(r.acknowledged_per_second());
-        let mut line = format!(
-            "pair {pair}: Samos {:.0} durable/s",
-            r.acknowledged_per_second()
-        );
-        if have_rumqttd {
-            let broker = Rumqttd::start(run.path(), 2000).unwrap();
+    if wants("many") {
+        let mut samos_rates = Vec::new();
+        let mut rumqttd_rates = Vec::new();
+        for pair in 1..=pairs {
+            let run = tempfile::tempdir_in(dir.path()).unwrap();
+            let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
             let r = rt
-                .block_on(loadgen::run(load(broker.tcp, 1000, 100, 10, false)))
-                .expect("rumqttd run");
-            rumqttd_rates.push(r.received_per_second());
-            let _ = write!(line, ", rumqttd {:.0} delivered/s", r.received_per_second());
+                .block_on(loadgen::run(load(samos.addr("mqtt"), 1000, 100, 10, true)))
+                .expect("Samos run");
+            let committed = metric_value(
+                &metrics_text(samos.addr("metrics")),
+                "samos_readings_committed_total",
+            );
+            assert!(
+                committed >= r.acknowledged as f64,
+                "acknowledged more than committed"
+            );
+            drop(samos);
+            samos_rates.push(r.acknowledged_per_second());
+            let mut line = format!(
+                "pair {pair}: Samos {:.0} durable/s",
+                r.acknowledged_per_second()
+            );
+            if have_rumqttd {
+                let broker = Rumqttd::start(run.path(), 2000).unwrap();
+                let r = rt
+                    .block_on(loadgen::run(load(broker.tcp, 1000, 100, 10, false)))
+                    .expect("rumqttd run");
+                rumqttd_rates.push(r.received_per_second());
+                let _ = write!(line, ", rumqttd {:.0} delivered/s", r.received_per_second());
+            }
+            eprintln!("many nodes: {line}");
         }
-        eprintln!("many nodes: {line}");
-    }
-    let samos_many = median(samos_rates.clone());
-    let _ = writeln!(
-        md,
-        "### 1,000 nodes × 100 QoS 2 readings, 10 in flight each ({pairs} alternating pairs, medians)\n\n\
-         | | per second | runs |\n|---|---:|---|\n\
-         | Samos, durable | {samos_many:.0} | {samos_rates:.0?} |"
-    );
-    let rumqttd_many = (!rumqttd_rates.is_empty()).then(|| median(rumqttd_rates.clone()));
-    if let Some(peer) = rumqttd_many {
+        let samos_many = median(samos_rates.clone());
         let _ = writeln!(
             md,
-            "| rumqttd, delivered (stores nothing) | {peer:.0} | {rumqttd_rates:.0?} |\n\n\
-             Samos ÷ rumqttd: **{:.2}×** (target ≥ 1); Samos ≥ 150,000/s: **{}**.\n",
-            samos_many / peer,
-            verdict(samos_many >= 150_000.0)
+            "### 1,000 nodes × 100 QoS 2 readings, 10 in flight each ({pairs} alternating pairs, medians)\n\n\
+             | | per second | runs |\n|---|---:|---|\n\
+             | Samos, durable | {samos_many:.0} | {samos_rates:.0?} |"
         );
-    } else {
-        let _ = writeln!(md, "\nrumqttd not installed: no ratio.\n");
+        let rumqttd_many = (!rumqttd_rates.is_empty()).then(|| median(rumqttd_rates.clone()));
+        if let Some(peer) = rumqttd_many {
+            let _ = writeln!(
+                md,
+                "| rumqttd, delivered (stores nothing) | {peer:.0} | {rumqttd_rates:.0?} |\n\n\
+                 Samos ÷ rumqttd: **{:.2}×** (target ≥ 1); Samos ≥ 150,000/s: **{}**.\n",
+                samos_many / peer,
+                verdict(samos_many >= 150_000.0)
+            );
+        } else {
+            let _ = writeln!(md, "\nrumqttd not installed: no ratio.\n");
+        }
+        json.insert(
+            "many_nodes".into(),
+            serde_json::json!({"samos_durable_per_second": samos_rates, "rumqttd_delivered_per_second": rumqttd_rates}),
+        );
     }
-    json.insert(
-        "many_nodes".into(),
-        serde_json::json!({"samos_durable_per_second": samos_rates, "rumqttd_delivered_per_second": rumqttd_rates}),
-    );
 
     // 2. Paper mode.
-    let run = tempfile::tempdir_in(dir.path()).unwrap();
-    let fsync = fdatasync_p50(run.path(), 512, 2000);
-    let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
-    let samos_paper: LoadReport = rt
-        .block_on(loadgen::run(load(samos.addr("mqtt"), 1, 10_000, 1, true)))
-        .expect("Samos paper-mode run");
-    drop(samos);
-    let peer_paper = have_rumqttd.then(|| {
-        let broker = Rumqttd::start(run.path(), 100).unwrap();
-        rt.block_on(loadgen::run(load(broker.tcp, 1, 10_000, 1, false)))
-            .expect("rumqttd paper-mode run")
-    });
-    let samos_rate = samos_paper.acknowledged_per_second();
-    let _ = writeln!(
-        md,
-        "### Paper mode: 1 node × 10,000 QoS 2 readings, one exchange at a time\n\n\
-         | | per exchange (µs) | per second |\n|---|---:|---:|\n\
-         | fdatasync p50 (512-byte append into written blocks, 2,000 samples) | {:.0} | |\n\
-         | Samos, durable | {:.0} | {samos_rate:.0} |",
-        fsync.as_secs_f64() * 1e6,
-        1e6 / samos_rate,
-    );
-    if let Some(peer) = &peer_paper {
-        let peer_rate = peer.acknowledged_per_second();
-        let floor = fsync.as_secs_f64() + 1.0 / peer_rate;
-        let target = 0.8 / floor;
-        let _ = writeln!(
-            md,
-            "| rumqttd (stores nothing) | {:.0} | {peer_rate:.0} |\n\
-             | floor: fdatasync + rumqttd's exchange | {:.0} | {:.0} |\n\n\
-             Samos ÷ floor rate: **{:.2}** (target ≥ 0.8: **{}**).\n",
-            1e6 / peer_rate,
-            floor * 1e6,
-            1.0 / floor,
-            samos_rate * floor,
-            verdict(samos_rate >= target)
-        );
-    } else {
-        let _ = writeln!(md, "\nrumqttd not installed: no floor.\n");
-    }
-    json.insert(
-        "paper_mode".into(),
-        serde_json::json!({
-            "fdatasync_p50_us": fsync.as_secs_f64() * 1e6,
-            "samos": samos_paper,
-            "rumqttd": peer_paper,
-        }),
-    );
-
-    // 3. Idle nodes.
-    let mut idle = Vec::new();
-    {
+    if wants("paper") {
         let run = tempfile::tempdir_in(dir.path()).unwrap();
+        let fsync = fdatasync_p50(run.path(), 512, 2000);
         let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
-        let tls = Some((samos.addr("mqtts"), ca.clone()));
-        idle.push(idle_nodes(
-            &rt,
-            "Samos",
-            samos.child.id(),
-            idle_n,
-            samos.addr("mqtt"),
-            tls,
-        ));
-    }
-    if let Some(m) = Mosquitto::start(dir.path(), &certs, None) {
-        let tls = Some((m.tls, ca.clone()));
-        idle.push(idle_nodes(&rt, "Mosquitto", m.pid(), idle_n, m.tcp, tls));
-    }
-    if have_rumqttd {
-        let r = Rumqttd::start(dir.path(), idle_n + 100).unwrap();
-        idle.push(idle_nodes(
-            &rt,
-            "rumqttd",
-            r.child.id(),
-            idle_n,
-            r.tcp,
-            None,
-        ));
-    }
-    let _ = writeln!(
-        md,
-        "### Idle nodes: {idle_n} connections (asked for {wanted_idle}; descriptor limit {})\n\n\
-         | server | connections (TLS) | RSS before → idle (MiB) | per connection (KiB) | idle CPU (% of a core) | connected in (s) | all reconnected in (s) |\n\
-         |---|---:|---:|---:|---:|---:|---:|",
-        fd_limit()
-    );
-    for i in &idle {
+        let samos_paper: LoadReport = rt
+            .block_on(loadgen::run(load(samos.addr("mqtt"), 1, 10_000, 1, true)))
+            .expect("Samos paper-mode run");
+        drop(samos);
+        let peer_paper = have_rumqttd.then(|| {
+            let broker = Rumqttd::start(run.path(), 100).unwrap();
+            rt.block_on(loadgen::run(load(broker.tcp, 1, 10_000, 1, false)))
+                .expect("rumqttd paper-mode run")
+        });
+        let samos_rate = samos_paper.acknowledged_per_second();
         let _ = writeln!(
             md,
-            "| {} | {} ({}) | {:.1} → {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
-            i.server,
-            i.connections,
-            i.tls,
-            i.rss_before_mib,
-            i.rss_idle_mib,
-            i.kib_per_connection,
-            i.idle_cpu_percent,
-            i.connect_seconds,
-            i.reconnect_seconds
+            "### Paper mode: 1 node × 10,000 QoS 2 readings, one exchange at a time\n\n\
+             | | per exchange (µs) | per second |\n|---|---:|---:|\n\
+             | fdatasync p50 (512-byte append into written blocks, 2,000 samples) | {:.0} | |\n\
+             | Samos, durable | {:.0} | {samos_rate:.0} |",
+            fsync.as_secs_f64() * 1e6,
+            1e6 / samos_rate,
         );
+        if let Some(peer) = &peer_paper {
+            let peer_rate = peer.acknowledged_per_second();
+            let floor = fsync.as_secs_f64() + 1.0 / peer_rate;
+            let target = 0.8 / floor;
+            let _ = writeln!(
+                md,
+                "| rumqttd (stores nothing) | {:.0} | {peer_rate:.0} |\n\
+                 | floor: fdatasync + rumqttd's exchange | {:.0} | {:.0} |\n\n\
+                 Samos ÷ floor rate: **{:.2}** (target ≥ 0.8: **{}**).\n",
+                1e6 / peer_rate,
+                floor * 1e6,
+                1.0 / floor,
+                samos_rate * floor,
+                verdict(samos_rate >= target)
+            );
+        } else {
+            let _ = writeln!(md, "\nrumqttd not installed: no floor.\n");
+        }
         json.insert(
-            format!("idle_{}", i.server),
+            "paper_mode".into(),
             serde_json::json!({
-                "connections": i.connections, "tls": i.tls, "rss_before_mib": i.rss_before_mib,
-                "rss_idle_mib": i.rss_idle_mib, "kib_per_connection": i.kib_per_connection,
-                "idle_cpu_percent": i.idle_cpu_percent, "connect_seconds": i.connect_seconds,
-                "reconnect_seconds": i.reconnect_seconds,
+                "fdatasync_p50_us": fsync.as_secs_f64() * 1e6,
+                "samos": samos_paper,
+                "rumqttd": peer_paper,
             }),
         );
+    }
+
+    // 3. Idle nodes.
+    if wants("idle") {
+        let mut idle = Vec::new();
+        {
+            let run = tempfile::tempdir_in(dir.path()).unwrap();
+            let samos = Samos::with_tcp_and_tls(run.path(), &certs, "");
+            let tls = Some((samos.addr("mqtts"), ca.clone()));
+            idle.push(idle_nodes(
+                &rt,
+                "Samos",
+                samos.child.id(),
+                idle_n,
+                samos.addr("mqtt"),
+                tls,
+            ));
+        }
+        if let Some(m) = Mosquitto::start(dir.path(), &certs, None) {
+            let tls = Some((m.tls, ca.clone()));
+            idle.push(idle_nodes(&rt, "Mosquitto", m.pid(), idle_n, m.tcp, tls));
+        }
+        if have_rumqttd {
+            let r = Rumqttd::start(dir.path(), idle_n + 100).unwrap();
+            idle.push(idle_nodes(
+                &rt,
+                "rumqttd",
+                r.child.id(),
+                idle_n,
+                r.tcp,
+                None,
+            ));
+        }
+        let _ = writeln!(
+            md,
+            "### Idle nodes: {idle_n} connections (asked for {wanted_idle}; descriptor limit {})\n\n\
+             | server | connections (TLS) | RSS before → idle (MiB) | per connection (KiB) | idle CPU (% of a core) | connected in (s) | all reconnected in (s) |\n\
+             |---|---:|---:|---:|---:|---:|---:|",
+            fd_limit()
+        );
+        for i in &idle {
+            let _ = writeln!(
+                md,
+                "| {} | {} ({}) | {:.1} → {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                i.server,
+                i.connections,
+                i.tls,
+                i.rss_before_mib,
+                i.rss_idle_mib,
+                i.kib_per_connection,
+                i.idle_cpu_percent,
+                i.connect_seconds,
+                i.reconnect_seconds
+            );
+            json.insert(
+                format!("idle_{}", i.server),
+                serde_json::json!({
+                    "connections": i.connections, "tls": i.tls, "rss_before_mib": i.rss_before_mib,
+                    "rss_idle_mib": i.rss_idle_mib, "kib_per_connection": i.kib_per_connection,
+                    "idle_cpu_percent": i.idle_cpu_percent, "connect_seconds": i.connect_seconds,
+                    "reconnect_seconds": i.reconnect_seconds,
+                }),
+            );
+        }
     }
     println!("\n{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");

@@ -52,7 +52,7 @@ pub struct Listener {
     /// Connections start with a PROXY protocol header naming the real client.
     proxy_protocol: bool,
     socket: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
     context: Arc<ListenerContext>,
 }
 
@@ -74,10 +74,10 @@ pub enum ListenError {
 impl Listener {
     /// Binds the socket and loads TLS material, so errors surface at startup.
     pub async fn bind(cfg: &ListenerConfig, config: &Config) -> Result<Listener, ListenError> {
-        let acceptor = cfg
+        let tls_config = cfg
             .tls
             .as_ref()
-            .map(tls::acceptor)
+            .map(|t| tls::server_config(t, b"mqtt"))
             .transpose()
             .map_err(|source| ListenError::Tls {
                 addr: cfg.bind,
@@ -99,10 +99,10 @@ impl Listener {
         }
         Ok(Listener {
             local_addr,
-            tls: acceptor.is_some(),
+            tls: tls_config.is_some(),
             proxy_protocol: cfg.proxy_protocol,
             socket,
-            acceptor,
+            tls_config,
             context: Arc::new(ListenerContext {
                 allow_anonymous,
                 use_identity_as_username: cfg
@@ -145,9 +145,9 @@ impl Listener {
             };
             // One task per connection, each sized for its own kind: every connected node holds
             // its task for as long as it stays (`tests.rs` bounds the size).
-            match &self.acceptor {
+            match &self.tls_config {
                 None => tokio::spawn(serve_tcp(accepted)),
-                Some(acceptor) => tokio::spawn(serve_tls(accepted, acceptor.clone())),
+                Some(tls_config) => tokio::spawn(serve_tls(accepted, tls_config.clone())),
             };
         }
     }
@@ -209,7 +209,7 @@ async fn serve_tcp(mut a: Accepted) {
 
 /// A TLS connection to its end: the handshake (in a future of its own, gone once it is done),
 /// then the session.
-async fn serve_tls(mut a: Accepted, acceptor: tokio_rustls::TlsAcceptor) {
+async fn serve_tls(mut a: Accepted, tls_config: Arc<rustls::ServerConfig>) {
     let Some(peer) = a.client().await else {
         return;
     };
@@ -218,7 +218,7 @@ async fn serve_tls(mut a: Accepted, acceptor: tokio_rustls::TlsAcceptor) {
     let (reader, writer, identity) = {
         let handshake = Box::pin(tokio::time::timeout(
             a.handshake_timeout,
-            acceptor.accept(a.stream),
+            tls::TlsStream::accept(a.stream, tls_config),
         ));
         let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
@@ -234,8 +234,6 @@ async fn serve_tls(mut a: Accepted, acceptor: tokio_rustls::TlsAcceptor) {
             }
         };
         let identity = tls
-            .get_ref()
-            .1
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(tls::common_name);

@@ -1,5 +1,12 @@
 //! TLS for listeners: rustls with the ring provider, TLS 1.2 and 1.3, optional client
 //! certificates verified against a CA; and the client side the bridges dial out with.
+//!
+//! MQTT connections run over [`TlsStream`] (rustls's unbuffered API, no buffers held while a
+//! node waits); the PostgreSQL wire listener over tokio-rustls.
+
+mod stream;
+
+pub use stream::{HandshakeError, TlsStream};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,14 +86,14 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Builds the acceptor for one MQTT listener (ALPN `mqtt`).
-pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    acceptor_for(cfg, b"mqtt")
+/// Builds an acceptor for `cfg` that offers `alpn` (`postgresql`): see [`server_config`].
+pub fn acceptor_for(cfg: &TlsConfig, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    server_config(cfg, alpn).map(tokio_rustls::TlsAcceptor::from)
 }
 
-/// Builds an acceptor for `cfg` that offers `alpn` (`mqtt`, `postgresql`): a client that names
-/// another protocol is refused, one that names none is served.
-pub fn acceptor_for(cfg: &TlsConfig, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+/// The server side of TLS for `cfg`, offering `alpn` (`mqtt`, `postgresql`): a client that
+/// names another protocol is refused, one that names none is served.
+pub fn server_config(cfg: &TlsConfig, alpn: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&cfg.cert)?;
     let key = private_key(&cfg.key)?;
@@ -116,7 +123,7 @@ pub fn acceptor_for(cfg: &TlsConfig, alpn: &[u8]) -> Result<tokio_rustls::TlsAcc
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![alpn.to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// The Common Name of a (verified) client certificate.
