@@ -51,7 +51,13 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Allows as much in flight and queued as Samos is given, persistence off (it stores
     /// nothing); with a password file, anonymous clients are refused.
+    ///
+    /// `None` when Mosquitto is not installed, or `SAMOS_BENCH_NO_MOSQUITTO` is set (an A/B of
+    /// two Samos builds needs no peer).
     pub fn start(dir: &Path, certs: &Path, password_file: Option<&Path>) -> Option<Mosquitto> {
+        if std::env::var_os("SAMOS_BENCH_NO_MOSQUITTO").is_some() {
+            return None;
+        }
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())?;

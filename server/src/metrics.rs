@@ -100,6 +100,8 @@ pub struct Metrics {
     /// Readings made durable in the WAL.
     pub readings_committed: AtomicU64,
     pub wal_batches: AtomicU64,
+    /// WAL batches a connection committed on its own thread (a lone reading, the batcher idle).
+    pub wal_inline_commits: AtomicU64,
     pub wal_bytes: AtomicU64,
     /// Append + fsync of one WAL batch.
     pub wal_commit_latency: Histogram,
@@ -187,6 +189,7 @@ impl Default for Metrics {
             publish_ack_latency: Histogram::default(),
             readings_committed: AtomicU64::new(0),
             wal_batches: AtomicU64::new(0),
+            wal_inline_commits: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             wal_commit_latency: Histogram::default(),
             ingest_backpressure: AtomicU64::new(0),
@@ -372,6 +375,12 @@ impl Metrics {
             "counter",
             "WAL batches committed (one fsync each).",
             self.wal_batches.load(Relaxed),
+        );
+        single(
+            "samos_wal_inline_commits_total",
+            "counter",
+            "WAL batches committed on the publishing connection's own thread (a lone reading while the batcher was idle; included in samos_wal_batches_total).",
+            self.wal_inline_commits.load(Relaxed),
         );
         single(
             "samos_wal_bytes_total",

@@ -45,7 +45,7 @@ pub use samos_store::wal;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,6 +190,11 @@ pub struct Ingest {
     /// PostgreSQL and the bridges.
     followers: Arc<[Follower]>,
     wal_dir: PathBuf,
+    /// The batcher, for committing a lone reading on its connection's thread (with
+    /// `durability = "ack-after-commit"`; see `batcher`).
+    inline: Option<Arc<Mutex<Batcher>>>,
+    /// Work sent to the queue and not yet committed.
+    pending: Arc<AtomicUsize>,
 }
 
 /// What the batcher is handed: readings, session changes and flush requests, in the order
@@ -197,8 +202,13 @@ pub struct Ingest {
 #[derive(Debug)]
 enum Work {
     Reading(Reading),
-    Session { op: SessionOp, ack: Option<Ticket> },
+    Session {
+        op: SessionOp,
+        ack: Option<Ticket>,
+    },
     Flush(Sender<()>),
+    /// Wakes the batcher thread: an inline commit left batches held for the Parquet sink.
+    Nudge,
 }
 
 impl Ingest {
@@ -398,6 +408,7 @@ impl Ingest {
         // The queue's bound is `slots`, awaited by the senders; the channel itself never fills.
         let (tx, rx) = channel::unbounded();
         let slots = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
+        let pending = Arc::new(AtomicUsize::new(0));
         let (sink_tx, sink_rx) = channel::bounded(config.sink_queue_batches);
         if let (Some(url), Some(state)) = (&config.postgres, &pg_state) {
             let pg = postgres::PostgresSink {
@@ -429,7 +440,7 @@ impl Ingest {
             pg: pg_state.as_ref().map(|pg| pg.checkpoint.clone()),
             lake: lake_checkpoint,
             max_backlog: config.max_wal_backlog_batches.max(1),
-            rx,
+            pending: pending.clone(),
             slots: slots.clone(),
             wal,
             max_rows: config.max_batch_rows.min(ROWS_PER_BATCH as usize - 1),
@@ -439,8 +450,13 @@ impl Ingest {
                 .ok()
                 .and_then(|f| f.strip_prefix("wal-fsync-eio:")?.parse().ok()),
             held: batcher::SinkHold::new(config.sink_queue_batches),
+            nudged: false,
         };
-        spawn("samos-batcher", &wal_dir, move || batcher.run())?;
+        let batcher = Arc::new(Mutex::new(batcher));
+        let thread_batcher = batcher.clone();
+        spawn("samos-batcher", &wal_dir, move || {
+            batcher::run(&thread_batcher, &rx);
+        })?;
         spawn("samos-parquet", &wal_dir, move || sink.run(sink_rx))?;
         Ok(Arc::new(Ingest {
             tx,
@@ -453,6 +469,8 @@ impl Ingest {
             peers,
             followers,
             wal_dir,
+            inline: (config.durability == Durability::AckAfterCommit).then_some(batcher),
+            pending,
         }))
     }
 
@@ -514,7 +532,30 @@ impl Ingest {
         metrics: &Metrics,
     ) -> Result<(), StorageStopped> {
         let reading = Reading::new(reading, origin, ack);
-        self.send(Work::Reading(reading), metrics).await
+        match self.commit_inline(reading) {
+            Ok(()) => Ok(()),
+            Err(reading) => self.send(Work::Reading(reading), metrics).await,
+        }
+    }
+
+    /// Commits a reading whose acknowledgement waits for it on this thread, when the batcher
+    /// is idle (see `batcher`); hands it back for the queue otherwise.
+    fn commit_inline(&self, reading: Reading) -> Result<(), Reading> {
+        let Some(batcher) = &self.inline else {
+            return Err(reading);
+        };
+        if reading.ack.is_none() || self.pending.load(Ordering::Acquire) != 0 {
+            return Err(reading);
+        }
+        let Ok(mut batcher) = batcher.try_lock() else {
+            return Err(reading);
+        };
+        let nudge = batcher.commit_inline(reading)?;
+        drop(batcher);
+        if nudge {
+            let _ = self.tx.send(Work::Nudge);
+        }
+        Ok(())
     }
 
     async fn send(&self, work: Work, metrics: &Metrics) -> Result<(), StorageStopped> {
@@ -526,8 +567,10 @@ impl Ingest {
             }
             Err(TryAcquireError::Closed) => return Err(StorageStopped),
         };
-        // The batcher gives the slot back when it takes the work off the queue.
+        // The batcher gives the slot back when it takes the work off the queue, and counts it
+        // off `pending` once committed.
         slot.forget();
+        self.pending.fetch_add(1, Ordering::Release);
         self.tx.send(work).map_err(|_| StorageStopped)
     }
 

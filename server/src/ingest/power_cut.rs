@@ -234,6 +234,10 @@ fn a_power_cut_after_any_sync_keeps_every_acknowledged_reading_exactly_once() {
     }
     stop.store(true, Ordering::Relaxed);
     flusher.join().expect("flusher");
+    assert!(
+        metrics.wal_inline_commits.load(Ordering::Relaxed) > 0,
+        "readings sent one at a time are committed on the sender's thread (the path modelled)"
+    );
     ingest.flush_parquet();
     drop(ingest);
     let model = MODEL.lock().expect("model").take().expect("model");
