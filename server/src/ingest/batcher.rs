@@ -14,8 +14,11 @@
 //! free, nothing pending and no follower behind appends and fsyncs its reading itself. One
 //! node publishing one reading at a time (the paper's mode) so pays no hand-off to the batcher
 //! thread and back: two cross-CPU wake-ups, about a fifth of its exchange on this machine.
-//! Under load the queue is never empty and the batcher thread commits groups as before. The
-//! tokio worker is blocked for that one fsync; it never waits here for anything else (a full
+//! Under load the queue is never empty and the batcher thread commits groups as before: any
+//! sign of another publisher (work queued, the batcher busy, a record of several readings)
+//! pauses inline commits for a while (`Ingest`), since group commit then shares each fsync
+//! and a worker's time is worth more than the hand-off. The tokio worker is blocked for that
+//! one fsync; it never waits here for anything else (a full
 //! disk, a follower behind, a busy batcher: the reading goes to the queue).
 //!
 //! Invariants: a ticket is released only after the record holding its reading or session
@@ -78,6 +81,9 @@ pub(super) struct Batcher {
     /// An inline commit left batches held and asked the batcher thread to hand them over
     /// within [`SinkHold::LINGER`]; cleared once the hold is empty.
     pub(super) nudged: bool,
+    /// Readings in the last record committed: inline commits only follow a record of at most
+    /// one (a lone node), never a group (several nodes: group commit shares the fsync).
+    pub(super) last_record_readings: usize,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -268,7 +274,10 @@ impl Batcher {
     /// queue). `Ok(true)`: committed, and batches are held for the Parquet sink that the
     /// batcher thread should be woken (`Work::Nudge`) to hand over in time.
     pub(super) fn commit_inline(&mut self, reading: Reading) -> Result<bool, Reading> {
-        if self.pending.load(Ordering::Acquire) != 0 || self.is_behind() {
+        if self.last_record_readings > 1
+            || self.pending.load(Ordering::Acquire) != 0
+            || self.is_behind()
+        {
             return Err(reading);
         }
         let started = Instant::now();
@@ -417,6 +426,7 @@ impl Batcher {
         m.readings_committed
             .fetch_add(group.readings.len() as u64, Relaxed);
         m.wal_batches.fetch_add(1, Relaxed);
+        self.last_record_readings = group.readings.len();
         // Release acknowledgements: each connection's sequence numbers arrive in its order,
         // so of a run of one connection's tickets only the last needs a wake-up.
         for (i, ticket) in group.acks.iter().enumerate() {
