@@ -44,6 +44,13 @@ openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
     );
 }
 
+/// A directory holding the certificates of [`certificates`].
+fn certified_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    dir
+}
+
 struct Pair {
     server: TlsStream,
     client: ClientStream<TcpStream>,
@@ -93,8 +100,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn data_both_ways_in_records_of_every_size() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    let dir = certified_dir();
     let Pair {
         mut server,
         mut client,
@@ -137,8 +143,7 @@ async fn data_both_ways_in_records_of_every_size() {
 
 #[tokio::test]
 async fn the_client_certificate_and_close_notify_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    let dir = certified_dir();
     let Pair {
         mut server,
         mut client,
@@ -167,8 +172,7 @@ async fn the_client_certificate_and_close_notify_both_ways() {
 
 #[tokio::test]
 async fn a_client_naming_another_protocol_is_refused_with_an_alert() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    let dir = certified_dir();
     let Err(e) = connect(dir.path(), b"http/1.1", false).await else {
         panic!("a client naming http/1.1 was served");
     };
@@ -180,8 +184,7 @@ async fn a_client_naming_another_protocol_is_refused_with_an_alert() {
 
 #[tokio::test]
 async fn a_peer_that_closes_mid_handshake_is_an_error_not_a_hang() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    let dir = certified_dir();
     let config = server_config(
         &TlsConfig {
             cert: dir.path().join("server.crt"),
