@@ -18,8 +18,8 @@
 //! sign of another publisher (work queued, the batcher busy, a record of several readings)
 //! pauses inline commits for a while (`Ingest`), since group commit then shares each fsync
 //! and a worker's time is worth more than the hand-off. The tokio worker is blocked for that
-//! one fsync; it never waits here for anything else (a full
-//! disk, a follower behind, a busy batcher: the reading goes to the queue).
+//! one fsync; it never waits here for anything else (a full disk, a follower behind, a busy
+//! batcher: the reading goes to the queue).
 //!
 //! Invariants: a ticket is released only after the record holding its reading or session
 //! change is fsync'd; a record never spans two UTC days; the queue's slots are given back as
@@ -201,10 +201,11 @@ pub(super) fn run(batcher: &Mutex<Batcher>, rx: &Receiver<Work>) {
     let mut carry: Option<Work> = None;
     loop {
         let holding = !lock().held.batches.is_empty();
-        let next = match carry.take() {
-            Some(w) => Ok(w),
-            None if !holding => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            None => rx.recv_timeout(SinkHold::LINGER),
+        // Work carried over from the last record gave its slot back when it was taken.
+        let (next, taken_now) = match carry.take() {
+            Some(w) => (Ok(w), false),
+            None if !holding => (rx.recv().map_err(|_| RecvTimeoutError::Disconnected), true),
+            None => (rx.recv_timeout(SinkHold::LINGER), true),
         };
         let mut b = lock();
         let work = match next {
@@ -227,7 +228,7 @@ pub(super) fn run(batcher: &Mutex<Batcher>, rx: &Receiver<Work>) {
         // Slots of the work taken off the queue for this record, given back in one call
         // (each `add_permits` takes the semaphore's waiter lock); the work in the record,
         // counted off `pending` once it is committed.
-        let mut freed = usize::from(is_data(&work));
+        let mut freed = usize::from(taken_now && is_data(&work));
         let mut committing = 0;
         let mut group = Group::default();
         carry = group.add(work);
@@ -235,8 +236,8 @@ pub(super) fn run(batcher: &Mutex<Batcher>, rx: &Receiver<Work>) {
         while carry.is_none() && group.len() < b.max_rows {
             match rx.try_recv() {
                 Ok(w) => {
-                    freed += usize::from(is_data(&w));
                     let data = is_data(&w);
+                    freed += usize::from(data);
                     carry = group.add(w);
                     committing += usize::from(carry.is_none() && data);
                 }

@@ -39,6 +39,8 @@ mod parquet_sink;
 pub mod postgres;
 #[cfg(test)]
 mod power_cut;
+#[cfg(test)]
+mod tests;
 pub mod watermark;
 
 pub use samos_store::wal;
