@@ -177,36 +177,13 @@ impl Run {
 }
 
 fn start_samos(dir: &Path, certs: &Path, passwords: &Path) -> Samos {
-    let config = dir.join("samos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{d}/samos-data"
-password_file = "{p}"
-allow_anonymous = false
-[mqtt]
-sys_interval_secs = 0
-[protocol]
-network = "Karlovasi_IoT_network"
-# Every bench client logs in as the same user; its node id is its client id.
-node_identity = "client_id"
-[[listener]]
-bind = "127.0.0.1:0"
-[[listener]]
-bind = "127.0.0.1:0"
-[listener.tls]
-cert = "{c}/server.crt"
-key = "{c}/server.key"
-[metrics]
-bind = "127.0.0.1:0"
-"#,
-            d = dir.display(),
-            c = certs.display(),
-            p = passwords.display(),
-        ),
-    )
-    .unwrap();
-    Samos::start(dir, &["--config", config.to_str().unwrap()])
+    // Every bench client logs in as the same user; its node id is its client id.
+    let top = format!(
+        "password_file = \"{}\"\nallow_anonymous = false\n[protocol]\n\
+         network = \"Karlovasi_IoT_network\"\nnode_identity = \"client_id\"",
+        passwords.display()
+    );
+    Samos::with_tcp_and_tls(dir, certs, &top)
 }
 
 /// One password file for both servers, hashed with Mosquitto's own default of 101 PBKDF2

@@ -306,12 +306,7 @@ impl Batcher {
     /// batches behind: the WAL backlog on disk stays bounded, the queue fills, and publishers
     /// are paused instead.
     fn wait_for_backlog(&mut self) {
-        let next = self.wal.next_seq();
-        let behind =
-            |checkpoint: &Watermark| next.saturating_sub(checkpoint.get() + 1) >= self.max_backlog;
-        let waiting = self.followers.iter().any(|f| behind(&f.checkpoint))
-            || self.lake.as_deref().is_some_and(behind);
-        if waiting {
+        if self.is_behind() {
             // The object store follows the published Parquet files: batches still held here
             // must reach the sink first, or it could never catch up.
             self.hand_to_sink();
@@ -468,17 +463,22 @@ impl Batcher {
     /// Hands the held batches to the Parquet sink as far as its queue has room, in order,
     /// without waiting; the rest stay held (for the batcher thread).
     fn offer_to_sink(&mut self) {
-        while let Some((seq, batch)) = self.held.batches.first() {
-            let rows = batch.num_rows();
-            match self.sink.try_send(SinkMsg::Batch(*seq, batch.clone())) {
-                Ok(()) => {
-                    self.held.batches.remove(0);
-                    self.held.rows -= rows;
-                }
-                Err(_) => return,
+        let mut taken = 0;
+        for (seq, batch) in &self.held.batches {
+            if self
+                .sink
+                .try_send(SinkMsg::Batch(*seq, batch.clone()))
+                .is_err()
+            {
+                break;
             }
+            taken += 1;
+            self.held.rows -= batch.num_rows();
         }
-        self.nudged = false;
+        self.held.batches.drain(..taken);
+        if self.held.batches.is_empty() {
+            self.nudged = false;
+        }
     }
 
     /// Appends `payload`, waiting as long as the disk is full: nothing is acknowledged

@@ -569,10 +569,6 @@ impl Ingest {
             self.inline_resume_ms
                 .store(now.saturating_add(INLINE_PAUSE_MS), Relaxed);
         };
-        if self.pending.load(Ordering::Acquire) != 0 {
-            pause();
-            return Err(reading);
-        }
         let Ok(mut batcher) = batcher.try_lock() else {
             pause();
             return Err(reading);

@@ -131,7 +131,8 @@ impl TlsStream {
     }
 
     /// Bytes held in buffers (receive, plaintext, send): none while the connection waits.
-    pub fn buffered_capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
         self.incoming.capacity() + self.plaintext.capacity() + self.outgoing.capacity()
     }
 
@@ -145,21 +146,13 @@ impl TlsStream {
                 Step::Flush => ready!(self.poll_flush_outgoing(cx))?,
                 Step::Read => {
                     if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "peer closed the connection during the TLS handshake",
-                        )
-                        .into()));
+                        return Poll::Ready(Err(closed_in_handshake()));
                     }
                 }
                 // A TLS 1.3 server may send before the client's Finished came: still waiting.
                 Step::Open if self.tls.is_handshaking() => {
                     if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "peer closed the connection during the TLS handshake",
-                        )
-                        .into()));
+                        return Poll::Ready(Err(closed_in_handshake()));
                     }
                 }
                 Step::Open => {}
@@ -184,10 +177,7 @@ impl TlsStream {
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     let encoded = append_with(&mut self.outgoing, 64, |out| {
-                        encode.encode(out).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            EncodeError::AlreadyEncoded => None,
-                        })
+                        encode.encode(out).map_err(encode_retry)
                     });
                     if encoded.is_err() {
                         break;
@@ -225,10 +215,7 @@ impl TlsStream {
             }
             ConnectionState::EncodeTlsData(mut encode) => {
                 append_with(&mut self.outgoing, 4096, |out| {
-                    encode.encode(out).map_err(|e| match e {
-                        EncodeError::InsufficientSize(s) => Some(s.required_size),
-                        EncodeError::AlreadyEncoded => None,
-                    })
+                    encode.encode(out).map_err(encode_retry)
                 })?;
                 Step::Again
             }
@@ -451,6 +438,23 @@ fn append_with(
     }
 }
 
+fn closed_in_handshake() -> HandshakeError {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "peer closed the connection during the TLS handshake",
+    )
+    .into()
+}
+
+/// For [`append_with`]: the room an encoding asked for, or `None` when more room won't help.
+fn encode_retry(e: EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        EncodeError::AlreadyEncoded => None,
+    }
+}
+
+/// For [`append_with`]: as [`encode_retry`], for encryption.
 fn encrypt_retry(e: EncryptError) -> Option<usize> {
     match e {
         EncryptError::InsufficientSize(s) => Some(s.required_size),
