@@ -4,7 +4,8 @@
 // consecutive rows. Each thread seeds the covariance of its diagonals at the tile's first row
 // (a direct sum over the window) and then steps along them with the SCAMP update
 //   cov(i+1, j+1) = cov(i, j) + df[i]·dg[j] + df[j]·dg[i],
-// which works on centred quantities and so keeps f32 rounding small; the next tile re-seeds.
+// which works on centred quantities and so keeps f32 rounding small; the next tile re-seeds, and
+// so does a diagonal whose summed update magnitudes grow large against its pair's norms.
 // The best candidate of each row (and, for a self-join, each column) within the tile is kept
 // in workgroup memory as a key: the squared distance's f32 bits with the low 8 bits replaced by
 // the lane within the band, inverted so that 0 means "none" and atomicMax picks the smallest
@@ -16,6 +17,9 @@ const THREADS: u32 = 64u;
 const LANES: u32 = 4u;
 const BAND: u32 = 256u; // THREADS * LANES
 const LANE_BITS: u32 = 0xffu;
+// Re-seed a diagonal once u · drift / (norm_a · norm_b) could exceed 2^-16 in correlation
+// (u = 2^-24, f32's unit roundoff): drift · (1/norm_a) · (1/norm_b) > 2^8.
+const RESEED: f32 = 256.0;
 
 struct Params {
     la: u32,        // windows of A
@@ -29,11 +33,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// Centred values (gaps as 0).
-@group(0) @binding(1) var<storage, read> xa: array<f32>;
-// Per window: mean, 1/norm (0: constant window, -1: window with a gap), df, dg.
+// Centred values (gaps as 0), then each window's mean, as (f32 value, f32 of the remainder).
+@group(0) @binding(1) var<storage, read> xa: array<vec2<f32>>;
+// Per window: (unused), 1/norm (0: constant window, -1: window with a gap), df, dg.
 @group(0) @binding(2) var<storage, read> sa: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> xb: array<f32>;
+@group(0) @binding(3) var<storage, read> xb: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> sb: array<vec4<f32>>;
 // Inverted keys: rows[band][i], cols[band][tile parity][j].
 @group(0) @binding(5) var<storage, read_write> rows: array<u32>;
@@ -44,12 +48,17 @@ struct Params {
 var<workgroup> row_keys: array<atomic<u32>, TILE>;
 var<workgroup> col_keys: array<atomic<u32>, 1280>; // TILE + BAND
 
+// The covariance of A's window i and B's window j, summed directly over the window. Values and
+// means are split into f32 pairs (high part, the rest), and the differences taken part by part,
+// so a quiet window far from its series' mean keeps its digits.
 fn seed(i: u32, j: u32) -> f32 {
-    let ma = sa[i].x;
-    let mb = sb[j].x;
+    let ma = xa[p.la + p.m - 1u + i];
+    let mb = xb[p.lb + p.m - 1u + j];
     var acc = 0.0;
     for (var q = 0u; q < p.m; q++) {
-        acc += (xa[i + q] - ma) * (xb[j + q] - mb);
+        let a = xa[i + q];
+        let b = xb[j + q];
+        acc += ((a.x - ma.x) + (a.y - ma.y)) * ((b.x - mb.x) + (b.y - mb.y));
     }
     return acc;
 }
@@ -80,6 +89,8 @@ fn join(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s0 = u32(lo) - r0;
     let s1 = u32(hi) - r0;
     var cov = vec4<f32>(0.0);
+    // Per lane: the sum of the update terms' magnitudes since its seed (bounds their rounding).
+    var drift = vec4<f32>(0.0);
     var a_prev = vec4<f32>(0.0);
     var b_prev = array<vec4<f32>, 4>();
     for (var s = s0; s < s1; s++) {
@@ -89,27 +100,33 @@ fn join(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let jc = vec4<u32>(clamp(j, vec4<i32>(0), last_b));
         let a = sa[i];
         let b = array<vec4<f32>, 4>(sb[jc.x], sb[jc.y], sb[jc.z], sb[jc.w]);
-        if (s == s0) {
-            for (var q = 0u; q < LANES; q++) {
-                if (inside[q]) {
-                    cov[q] = seed(i, jc[q]);
-                }
-            }
-        } else {
+        if (s != s0) {
             let dg_b = vec4<f32>(b_prev[0].w, b_prev[1].w, b_prev[2].w, b_prev[3].w);
             let df_b = vec4<f32>(b_prev[0].z, b_prev[1].z, b_prev[2].z, b_prev[3].z);
-            cov += a_prev.z * dg_b + df_b * a_prev.w;
-            // Diagonals below the main one enter B at its first window: seed them there.
-            for (var q = 0u; q < LANES; q++) {
-                if (j[q] == 0) {
-                    cov[q] = seed(i, 0u);
-                }
-            }
+            let ta = a_prev.z * dg_b;
+            let tb = df_b * a_prev.w;
+            cov += ta + tb;
+            drift += abs(ta) + abs(tb);
         }
         a_prev = a;
         b_prev = b;
 
         let inv_b = vec4<f32>(b[0].y, b[1].y, b[2].y, b[3].y);
+        // Seed a diagonal at the tile's first row and where it enters B (j = 0, diagonals below
+        // the main one); re-seed it where the rounding its updates may have accumulated is too
+        // large a part of this pair's norms (a quiet window after loud ones). For a window with
+        // a gap or a constant one (a.y or inv_b <= 0) the test means nothing: at worst a needless
+        // seed, as its distance is not taken from cov.
+        let stale = drift * (a.y * inv_b) > vec4<f32>(RESEED);
+        let fresh = inside & (vec4<bool>(s == s0) | (j == vec4<i32>(0)) | stale);
+        if (any(fresh)) {
+            for (var q = 0u; q < LANES; q++) {
+                if (fresh[q]) {
+                    cov[q] = seed(i, jc[q]);
+                    drift[q] = 0.0;
+                }
+            }
+        }
         var d2 = clamp(2.0 * mf * (1.0 - cov * a.y * inv_b), vec4<f32>(0.0), vec4<f32>(4.0 * mf));
         let const_a = vec4<bool>(a.y == 0.0);
         let const_b = inv_b == vec4<f32>(0.0);
