@@ -16,6 +16,10 @@
 //! admission (from `/proc/{pid}/stat`), the slow hashes it computed, and after the nodes left
 //! `samos_connections`, open descriptors and resident memory against the first wave's.
 //!
+//! The five waves run once per server key type (`STORM_KEYS`, default `ecdsa-p256,rsa-2048`):
+//! a TLS handshake's cost is mostly the server's signature, about 25 times dearer with RSA-2048
+//! than with ECDSA P-256, and which one a fleet uses is the operator's choice.
+//!
 //! `cargo bench --bench storm` (`STORM_CONNECTIONS`, default 20,000, lowered to what the
 //! process's file-descriptor limit allows: each side holds one descriptor per connection).
 //! Writes `target/samos-bench/storm.md`.
@@ -31,8 +35,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    Samos, certs, connect_all, cpu_seconds, env_or, fd_limit, metric_value, metrics_text, open_fds,
-    rss_mib,
+    KeyKind, Samos, certs_with, connect_all, cpu_seconds, env_or, fd_limit, metric_value,
+    metrics_text, open_fds, rss_mib,
 };
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
 use samos_tools::client::ClientTls;
@@ -49,7 +53,17 @@ fn start(dir: &Path, certs: &Path, passwords: &Path) -> Samos {
     Samos::with_tcp_and_tls(dir, certs, &logins)
 }
 
+/// The waves, in order; the last one restarts the server first.
+const WAVES: [&str; 5] = [
+    "cold",
+    "warm",
+    "warm again",
+    "warm a third time",
+    "restarted",
+];
+
 struct Wave {
+    key: KeyKind,
     label: &'static str,
     admitted: usize,
     seconds: f64,
@@ -61,13 +75,10 @@ struct Wave {
     rss_after_mib: f64,
 }
 
-fn main() {
-    let users: usize = env_or("STORM_USERS", 20);
-    let wanted: usize = env_or("STORM_CONNECTIONS", 20_000);
-    // Each side holds a descriptor per connection, plus its own files and a margin.
-    let n = wanted.min(fd_limit().saturating_sub(600)) & !1;
+/// The five waves against one server whose certificate has a key of `key`.
+fn storm(runtime: &tokio::runtime::Runtime, key: KeyKind, n: usize, users: usize) -> Vec<Wave> {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs_with(dir.path(), key);
     let passwords = dir.path().join("passwords");
     let mut file = PasswordFile::default();
     for u in 0..users {
@@ -75,22 +86,11 @@ fn main() {
     }
     file.save(&passwords).unwrap();
     let ca = ClientTls::from_ca(&certs.join("ca.crt"), "localhost").unwrap();
-    eprintln!(
-        "storm: {n} connections (asked for {wanted}; this process may open {}), half over TLS, {users} logins at {DEFAULT_ITERATIONS} PBKDF2 iterations",
-        fd_limit()
-    );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut samos = start(dir.path(), &certs, &passwords);
     let mut waves = Vec::new();
     // Three warm waves: the allocator's heap settles over the first ones (fragmentation that
     // levels off); growth that goes on from the second to the third would be a leak.
-    for label in [
-        "cold",
-        "warm",
-        "warm again",
-        "warm a third time",
-        "restarted",
-    ] {
+    for label in WAVES {
         if label == "restarted" {
             drop(samos);
             samos = start(dir.path(), &certs, &passwords);
@@ -134,6 +134,7 @@ fn main() {
             std::thread::sleep(Duration::from_secs(1));
         }
         let wave = Wave {
+            key,
             label,
             admitted,
             seconds,
@@ -145,7 +146,8 @@ fn main() {
             rss_after_mib: rss_mib(pid),
         };
         eprintln!(
-            "storm: {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB (before: {:.1} MiB)",
+            "storm: {} {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB (before: {:.1} MiB)",
+            key.name(),
             wave.admitted,
             wave.seconds,
             wave.cpu_ms_per_admission,
@@ -157,15 +159,38 @@ fn main() {
         );
         waves.push(wave);
     }
+    waves
+}
+
+fn main() {
+    let users: usize = env_or("STORM_USERS", 20);
+    let wanted: usize = env_or("STORM_CONNECTIONS", 20_000);
+    let keys: Vec<KeyKind> = std::env::var("STORM_KEYS")
+        .unwrap_or_else(|_| "ecdsa-p256,rsa-2048".into())
+        .split(',')
+        .map(|k| KeyKind::parse(k.trim()).unwrap_or_else(|| panic!("STORM_KEYS: unknown key {k}")))
+        .collect();
+    // Each side holds a descriptor per connection, plus its own files and a margin.
+    let n = wanted.min(fd_limit().saturating_sub(600)) & !1;
+    eprintln!(
+        "storm: {n} connections (asked for {wanted}; this process may open {}), half over TLS, {users} logins at {DEFAULT_ITERATIONS} PBKDF2 iterations",
+        fd_limit()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut waves = Vec::new();
+    for key in keys {
+        waves.extend(storm(&runtime, key, n, users));
+    }
     let mut md = format!(
-        "{n} connections, half over TLS (RSA-2048 server certificate), {users} logins at {DEFAULT_ITERATIONS} PBKDF2-SHA512 iterations, 256 handshakes at a time\n\n\
-         | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS before → after (MiB) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "{n} connections, half over TLS, {users} logins at {DEFAULT_ITERATIONS} PBKDF2-SHA512 iterations, 256 handshakes at a time\n\n\
+         | server key | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS before → after (MiB) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for w in &waves {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} → {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} → {:.1} |",
+            w.key.name(),
             w.label,
             w.admitted,
             w.seconds,
@@ -177,40 +202,49 @@ fn main() {
             w.rss_after_mib
         );
     }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("storm.md"), &md).unwrap();
+    println!("{md}");
+    for key_waves in waves.chunks(WAVES.len()) {
+        check(key_waves, users);
+    }
+}
+
+/// What every key's five waves must show: one hash per login, none on a reconnect, memory and
+/// descriptors that stop growing, and freed memory given back.
+fn check(waves: &[Wave], users: usize) {
     let (cold, warm, settled) = (&waves[0], &waves[1], &waves[3]);
+    let key = cold.key.name();
     assert!(
         warm.hashes == 0.0,
-        "a warm reconnect computed {} hashes",
+        "{key}: a warm reconnect computed {} hashes",
         warm.hashes
     );
     assert!(
         cold.hashes <= users as f64,
-        "{} hashes for {users} logins",
+        "{key}: {} hashes for {users} logins",
         cold.hashes
     );
     assert!(
         waves[1..4].iter().all(|w| w.hashes == 0.0),
-        "a warm reconnect computed hashes"
+        "{key}: a warm reconnect computed hashes"
     );
     assert!(
         settled.rss_after_mib <= waves[2].rss_after_mib * 1.05
             && settled.fds_after <= cold.fds_after,
-        "memory or descriptors still grow from storm to storm: {:.1} MiB after the second warm wave, {:.1} after the third",
+        "{key}: memory or descriptors still grow from storm to storm: {:.1} MiB after the second warm wave, {:.1} after the third",
         waves[2].rss_after_mib,
         settled.rss_after_mib
     );
-    for w in &waves {
+    for w in waves {
         // Given back once the crowd left (`memory.rs`); before that, 626 MiB stayed.
         assert!(
             w.rss_after_mib <= cold.rss_before_mib * 1.5,
-            "{}: {:.1} MiB after the storm, {:.1} before it",
+            "{key} {}: {:.1} MiB after the storm, {:.1} before it",
             w.label,
             w.rss_after_mib,
             cold.rss_before_mib
         );
     }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("storm.md"), &md).unwrap();
-    println!("{md}");
 }

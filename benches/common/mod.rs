@@ -25,15 +25,54 @@ pub fn wait_listening(addr: SocketAddr) {
     }
 }
 
-/// A CA and a `localhost` server certificate in `dir` (`ca.crt`, `server.crt`, `server.key`).
+/// The key type of a test CA and server certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa2048,
+    EcdsaP256,
+}
+
+impl KeyKind {
+    /// `rsa-2048` or `ecdsa-p256`.
+    pub fn parse(name: &str) -> Option<KeyKind> {
+        match name {
+            "rsa-2048" => Some(KeyKind::Rsa2048),
+            "ecdsa-p256" => Some(KeyKind::EcdsaP256),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa2048 => "RSA-2048",
+            KeyKind::EcdsaP256 => "ECDSA P-256",
+        }
+    }
+
+    fn openssl_newkey(self) -> &'static str {
+        match self {
+            KeyKind::Rsa2048 => "rsa:2048",
+            KeyKind::EcdsaP256 => "ec -pkeyopt ec_paramgen_curve:P-256",
+        }
+    }
+}
+
+/// A CA and a `localhost` server certificate in `dir` (`ca.crt`, `server.crt`, `server.key`),
+/// RSA-2048.
 pub fn certs(dir: &Path) -> PathBuf {
+    certs_with(dir, KeyKind::Rsa2048)
+}
+
+/// A CA and a `localhost` server certificate in `dir`, both with keys of `kind`.
+pub fn certs_with(dir: &Path, kind: KeyKind) -> PathBuf {
     let sh = format!(
         r#"set -e; cd {d}
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.crt 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+openssl req -x509 -newkey {k} -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey {k} -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' > ext
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"#,
-        d = dir.display()
+        d = dir.display(),
+        k = kind.openssl_newkey()
     );
     let ok = Command::new("sh").arg("-c").arg(sh).status().unwrap();
     assert!(ok.success(), "openssl failed");
