@@ -1,22 +1,28 @@
-//! SQL over the stored history against DuckDB, in one run on the same files: an hourly average
-//! per node and sensor over 10 million readings (`SAMOS_SQL_BENCH_ROWS` to change).
+//! SQL over the stored history against DuckDB, in one run on the same files: a suite of the
+//! queries operators run (`sql/suite.rs`: hourly aggregates, the latest reading, one node-day,
+//! a chart's down-sampling, percentiles, refusals by reason joined with `nodes`, a date-pruned
+//! scan) at several scales, each answer compared row by row between the engines.
 //!
 //! The store is written the way the engine writes it (`readings/date=…/part-….parquet`, the
 //! engine's writer settings, 1,000,000-row files): 100 nodes × 4 sensors, one reading each
 //! every 15 s, values replayed from the bundled UCI office trace (temperature, humidity, light,
-//! CO2). Samos answers through `samos_analytics::History` (the `readings` table of `samos sql`
-//! and the HTTP API, WAL check included); DuckDB (the Python package) reads the same files with
-//! `read_parquet(…, hive_partitioning = true)`. Each side runs the query once to warm the page
-//! cache, then `RUNS` times; medians are compared. Both answers are checked to agree.
+//! CO2), with the `nodes.json` and `rejected.jsonl` a server keeps beside it. Samos answers
+//! through `samos_analytics::History` (the session of `samos sql` and the HTTP API, WAL check
+//! included), in process; DuckDB (the Python package) reads the same files, in its process.
+//! Where a release `samos` binary is built, each query is also timed as a whole `samos sql`
+//! process (start, session and catalog setup, query, output).
 //!
-//! Where a Garage binary is installed (`scripts/setup.sh`), the same files are also uploaded to
-//! a Garage S3 server on loopback and committed as the Delta table Samos keeps on object
-//! storage (`samos_lake::LakeWriter`, as the server does: upload throughput is reported), and
-//! the query runs again through `History` over that table: object store vs local vs DuckDB, in
-//! one run.
+//! Scales: `SAMOS_SQL_BENCH_SCALES` (default `1M,10M`; `-- --quick`: `1M`; `100M` needs about
+//! 1.1 GB of disk and 2–3 minutes to write). `SAMOS_SQL_BENCH_DIR` keeps the stores there and
+//! reuses them in later runs (one folder per scale), instead of a temporary directory.
 //!
-//! `cargo bench --bench sql` (`-- --quick`: 1 million readings); writes
-//! `target/samos-bench/sql.json`.
+//! Where a Garage binary is installed (`scripts/setup.sh`), the 10M store (or the largest
+//! below it) is also uploaded to a Garage S3 server on loopback and committed as the Delta
+//! table Samos keeps on object storage (`samos_lake::LakeWriter`, as the server does: upload
+//! throughput is reported), and the hourly average runs again through `History` over that
+//! table: object store vs local vs DuckDB, in one run.
+//!
+//! `cargo bench --bench sql`; writes `target/samos-bench/sql.json` and `sql.md`.
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -31,19 +37,21 @@ use samos_lake::{Dataset, LakeWriter};
 
 #[path = "../../samos/tests/common/garage.rs"]
 mod garage;
+#[path = "sql/suite.rs"]
+mod suite;
 #[path = "../../samos/tests/common/synthetic_store.rs"]
 mod synthetic_store;
 use synthetic_store::{NODES, SENSORS, START_MS, write_store};
 
-const RUNS: usize = 5;
-/// The target: Samos within this factor of DuckDB.
-const TARGET_RATIO: f64 = 1.5;
+use suite::RUNS;
+/// The target: Samos at most DuckDB's time on every query at 10M readings.
+const TARGET_RATIO: f64 = 1.0;
+/// The target for one node-day at 100M readings, in seconds.
+const POINT_LOOKUP_TARGET_S: f64 = 0.05;
 
+/// The query the object-store comparison times.
 const SAMOS_QUERY: &str = "SELECT node_id, sensor, date_bin(INTERVAL '1 hour', ingest_time) AS hour, \
      avg(value) AS avg_value, count(*) AS n FROM readings GROUP BY 1, 2, 3";
-const DUCKDB_QUERY: &str = "SELECT node_id, sensor, time_bucket(INTERVAL '1 hour', ingest_time) AS hour, \
-     avg(value) AS avg_value, count(*) AS n FROM read_parquet('{glob}', hive_partitioning = true) \
-     GROUP BY ALL";
 
 /// The query's median seconds over `RUNS` (after one warm-up run), its groups and the
 /// readings it counted.
@@ -186,46 +194,74 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// DuckDB's median seconds, groups and rows, from the Python package.
-fn duckdb(data: &Path) -> Option<(f64, u64, u64, String)> {
-    let glob = format!("{}/readings/*/*.parquet", data.display());
-    let query = DUCKDB_QUERY.replace("{glob}", &glob);
-    let script = format!(
-        r#"
-import json, statistics, time, duckdb
-con = duckdb.connect()
-q = {query:?}
-rows = con.execute(q).fetchall()
-times = []
-for _ in range({RUNS}):
-    t = time.perf_counter(); rows = con.execute(q).fetchall(); times.append(time.perf_counter() - t)
-print(json.dumps({{"median": statistics.median(times), "groups": len(rows),
-                  "rows": sum(r[4] for r in rows), "version": duckdb.__version__,
-                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}}))
-"#
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "DuckDB baseline unavailable (bash scripts/setup.sh installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return None;
+/// "1M", "10M", "100M", or a plain number of readings.
+fn parse_scale(s: &str) -> usize {
+    let s = s.trim();
+    match s.strip_suffix(['M', 'm']) {
+        Some(millions) => millions.parse::<usize>().unwrap() * 1_000_000,
+        None => s.parse().unwrap(),
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some((
-        v["median"].as_f64()?,
-        v["groups"].as_u64()?,
-        v["rows"].as_u64()?,
-        format!("{} ({} threads)", v["version"].as_str()?, v["threads"]),
-    ))
+}
+
+/// A store of `rows` readings under `root` (written unless an earlier run left it complete).
+fn store(root: &Path, rows: usize) -> std::path::PathBuf {
+    let data = root.join(format!("readings-{rows}"));
+    let done = data.join(".complete");
+    if done.exists() {
+        println!("store: {rows} readings reused from {}", data.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&data);
+        let t = Instant::now();
+        write_store(&data, rows);
+        suite::write_protocol_files(&data, rows);
+        std::fs::write(&done, b"").unwrap();
+        println!(
+            "store: {rows} readings ({NODES} nodes × {} sensors, one each every 15 s) written in {:.1} s, {:.0} MB",
+            SENSORS.len(),
+            t.elapsed().as_secs_f64(),
+            dir_bytes(&data) as f64 / 1e6
+        );
+    }
+    data
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The release `samos` binary, when one is built.
+fn samos_binary() -> Option<std::path::PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    Some(target.join("release/samos")).filter(|p| p.is_file())
+}
+
+/// Median seconds of `samos sql` as a whole process answering `sql` (output discarded).
+fn whole_process(samos: &Path, data: &Path, sql: &str) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = Command::new(samos)
+            .args(["sql", "--format", "csv", "--data-dir"])
+            .arg(data)
+            .arg(sql)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(out.success(), "samos sql failed on {sql}");
+        times.push(t.elapsed().as_secs_f64());
+    }
+    median(times)
 }
 
 fn main() {
@@ -233,70 +269,105 @@ fn main() {
         return; // `cargo bench -- --list` asks harnesses for their benchmarks
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let rows: usize = std::env::var("SAMOS_SQL_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let t = Instant::now();
-    write_store(&data, rows);
-    println!(
-        "store: {rows} readings ({NODES} nodes × {} sensors, one each every 15 s) written in {:.1} s",
-        SENSORS.len(),
-        t.elapsed().as_secs_f64()
-    );
-
+    let scales: Vec<usize> = std::env::var("SAMOS_SQL_BENCH_SCALES")
+        .unwrap_or_else(|_| if quick { "1M" } else { "1M,10M" }.into())
+        .split(',')
+        .map(parse_scale)
+        .collect();
+    let temp = tempfile::tempdir().unwrap();
+    let root = std::env::var_os("SAMOS_SQL_BENCH_DIR")
+        .map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (samos_s, groups, counted) = rt
-        .block_on(async { time_query(&History::open(&data, Access::Query).await.unwrap()).await });
-    assert_eq!(counted, rows as u64, "Samos counted every reading once");
-    println!("Samos (DataFusion): median {samos_s:.3} s, {groups} groups");
-    let mut report = serde_json::json!({
-        "rows": rows,
-        "query": SAMOS_QUERY,
-        "samos_median_s": samos_s,
-        "groups": groups,
-        "runs": RUNS,
-        "cores": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1),
-    });
-    match duckdb(&data) {
-        Some((duck_s, duck_groups, duck_rows, version)) => {
-            assert_eq!(duck_groups as usize, groups, "DuckDB found the same groups");
-            assert_eq!(duck_rows, rows as u64, "DuckDB counted the same rows");
-            let ratio = samos_s / duck_s;
-            println!("DuckDB {version}: median {duck_s:.3} s, {duck_groups} groups");
-            println!(
-                "Samos / DuckDB = {ratio:.2}× (target ≤ {TARGET_RATIO}×: {})",
-                if ratio <= TARGET_RATIO {
-                    "met"
-                } else {
-                    "MISSED"
-                }
-            );
-            report["duckdb_median_s"] = duck_s.into();
-            report["duckdb_version"] = version.into();
-            report["ratio"] = ratio.into();
+    let binary = samos_binary();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut md = format!(
+        "| readings | query | Samos (s) | DuckDB (s) | Samos ÷ DuckDB | `samos sql` process (s) | rows |\n|---:|---|---:|---:|---:|---:|---:|\n"
+    );
+    let mut report = serde_json::json!({"runs": RUNS, "cores": cores, "scales": []});
+    let mut missed = Vec::new();
+    for &rows in &scales {
+        let data = store(&root, rows);
+        let queries = suite::queries(rows);
+        let history = rt.block_on(History::open(&data, Access::Query)).unwrap();
+        let samos = rt.block_on(suite::samos(&history, &queries));
+        let duck = suite::duckdb(&data, &queries);
+        if duck.is_none() {
+            missed.push("DuckDB not installed: no ratios".into());
         }
-        None => println!("DuckDB: not installed; no ratio"),
+        let mut results = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            let s = &samos[i];
+            let d = duck.as_ref().map(|(answers, _)| &answers[i]);
+            if let Some(d) = d {
+                suite::assert_same_rows(q.name, &s.rows, &d.rows);
+            }
+            let process = binary.as_deref().map(|b| whole_process(b, &data, &q.samos));
+            let ratio = d.map(|d| s.median_s / d.median_s);
+            if rows == 10_000_000 && ratio.is_some_and(|r| r > TARGET_RATIO) {
+                missed.push(format!("{} at 10M: {:.2}×", q.name, ratio.unwrap_or(0.0)));
+            }
+            let cell = |v: Option<f64>, digits: usize| {
+                v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
+            };
+            let line = format!(
+                "| {rows} | {} | {:.4} | {} | {} | {} | {} |",
+                q.name,
+                s.median_s,
+                cell(d.map(|d| d.median_s), 4),
+                ratio.map_or("–".to_owned(), |r| format!("{r:.2}×")),
+                cell(process, 3),
+                s.rows.len()
+            );
+            println!("{line}");
+            md.push_str(&line);
+            md.push('\n');
+            results.push(serde_json::json!({
+                "query": q.name, "samos_sql": q.samos, "samos_median_s": s.median_s,
+                "duckdb_median_s": d.map(|d| d.median_s), "ratio": ratio,
+                "samos_sql_process_s": process, "rows": s.rows.len(),
+            }));
+        }
+        if rows >= 100_000_000 {
+            let lookup = samos[2].median_s;
+            if lookup >= POINT_LOOKUP_TARGET_S {
+                missed.push(format!("one node-day at {rows}: {lookup:.3} s"));
+            }
+        }
+        report["scales"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "rows": rows,
+                "duckdb": duck.as_ref().map(|(_, v)| v.clone()),
+                "queries": results,
+            }));
     }
-    match rt.block_on(object_store(&data, rows)) {
-        Some(lake) => {
+    if binary.is_none() {
+        println!(
+            "`samos sql` process times: no release binary (cargo bench --bench table1 --no-run builds one)"
+        );
+    }
+    // The object store against the local files, at 10M readings or the largest scale below.
+    if let Some(&rows) = scales.iter().filter(|&&r| r <= 10_000_000).max() {
+        let data = store(&root, rows);
+        let (local_s, _, counted) = rt.block_on(async {
+            time_query(&History::open(&data, Access::Query).await.unwrap()).await
+        });
+        assert_eq!(counted, rows as u64, "Samos counted every reading once");
+        if let Some(lake) = rt.block_on(object_store(&data, rows)) {
             let lake_s = lake["median_s"].as_f64().unwrap();
             println!(
-                "object store / local = {:.2}×{}",
-                lake_s / samos_s,
-                report["duckdb_median_s"]
-                    .as_f64()
-                    .map(|d| format!(", object store / DuckDB (local files) = {:.2}×", lake_s / d))
-                    .unwrap_or_default()
+                "hourly average, {rows} readings: local files {local_s:.3} s, object store {lake_s:.3} s ({:.2}×)",
+                lake_s / local_s
             );
             report["object_store"] = lake;
+            report["object_store"]["local_median_s"] = local_s.into();
+        } else {
+            println!("object store: no Garage binary (scripts/setup.sh builds one); skipped");
         }
-        None => println!("object store: no Garage binary (scripts/setup.sh builds one); skipped"),
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -305,4 +376,13 @@ fn main() {
         serde_json::to_string_pretty(&report).unwrap(),
     )
     .unwrap();
+    std::fs::write(out.join("sql.md"), &md).unwrap();
+    println!("\n{md}");
+    if missed.is_empty() {
+        println!(
+            "targets met (≤ {TARGET_RATIO}× DuckDB at 10M; one node-day < {POINT_LOOKUP_TARGET_S} s at 100M, where run)"
+        );
+    } else {
+        println!("targets missed: {}", missed.join("; "));
+    }
 }

@@ -1,0 +1,367 @@
+//! The query suite: what operators of a sensor network ask of their history, each written
+//! once for Samos (DataFusion) and once for DuckDB over the same files, answered by both in
+//! the same run and compared row by row.
+//!
+//! Timing is in process on both sides: Samos through `History::query` (the session `samos sql`
+//! and the HTTP API use, WAL check included), DuckDB from its Python package with the result
+//! fetched as Arrow. Each query runs once to warm the page cache and the session, then `RUNS`
+//! times; the median counts. Times are returned as epoch milliseconds by both engines so the
+//! rows compare as numbers; floats agree within 1e-9 relative (sums in another order).
+// A benchmark harness: a panic is its failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use samos_analytics::History;
+use samos_analytics::datafusion::arrow;
+use serde_json::Value;
+
+use crate::synthetic_store::{NODES, SENSORS, START_MS, STEP_MS};
+
+/// Timed runs of each query, after one warm-up.
+pub const RUNS: usize = 5;
+
+const DAY_MS: i64 = 86_400_000;
+const WEEK_MS: i64 = 7 * DAY_MS;
+/// A chart's width in buckets.
+const CHART_BUCKETS: i64 = 500;
+/// The node and sensor a dashboard chart shows.
+const NODE: &str = "N042";
+const SENSOR: &str = "temperature";
+/// One refused reading per this many stored ones.
+const REFUSED_EVERY: usize = 1000;
+const REASONS: [&str; 4] = [
+    "unknown_node",
+    "node_not_active",
+    "payload_format_invalid",
+    "foreign_node",
+];
+
+/// One query of the suite.
+pub struct Query {
+    pub name: &'static str,
+    pub samos: String,
+    pub duckdb: String,
+}
+
+/// The suite for a store of `rows` readings written by `synthetic_store::write_store`.
+pub fn queries(rows: usize) -> Vec<Query> {
+    let span_ms = (rows / (NODES * SENSORS.len())) as i64 * STEP_MS;
+    // The second day where there is one, so that a range query has files on either side.
+    let day = START_MS + if span_ms > 2 * DAY_MS { DAY_MS } else { 0 };
+    let date = chrono::DateTime::from_timestamp_millis(day)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let bucket = WEEK_MS / CHART_BUCKETS;
+    let (from, to, week_end) = (day, day + DAY_MS, START_MS + WEEK_MS);
+    let s = |sql: &str| sql.to_owned();
+    vec![
+        Query {
+            name: "hourly aggregate per node and sensor",
+            samos: s(
+                "SELECT node_id, sensor, CAST(date_trunc('hour', ingest_time) AS BIGINT) AS hour, \
+                 count(*) AS n, avg(value) AS mean, min(value) AS low, max(value) AS high \
+                 FROM readings GROUP BY 1, 2, 3",
+            ),
+            duckdb: s(
+                "SELECT node_id, sensor, epoch_ms(date_trunc('hour', ingest_time)) AS hour, \
+                 count(*) AS n, avg(value) AS mean, min(value) AS low, max(value) AS high \
+                 FROM {readings} GROUP BY ALL",
+            ),
+        },
+        Query {
+            name: "latest reading per node and sensor",
+            samos: s(
+                "SELECT node_id, sensor, CAST(max(ingest_time) AS BIGINT) AS at, \
+                 last_value(value ORDER BY ingest_time) AS value FROM readings GROUP BY 1, 2",
+            ),
+            duckdb: s("SELECT node_id, sensor, epoch_ms(max(ingest_time)) AS at, \
+                 arg_max(value, ingest_time) AS value FROM {readings} GROUP BY ALL"),
+        },
+        Query {
+            name: "one node's sensor over one day",
+            samos: format!(
+                "SELECT CAST(ingest_time AS BIGINT) AS t, value FROM readings \
+                 WHERE node_id = '{NODE}' AND sensor = '{SENSOR}' \
+                 AND ingest_time >= to_timestamp_millis({from}) AND ingest_time < to_timestamp_millis({to}) \
+                 ORDER BY ingest_time"
+            ),
+            duckdb: format!(
+                "SELECT epoch_ms(ingest_time) AS t, value FROM {{readings}} \
+                 WHERE node_id = '{NODE}' AND sensor = '{SENSOR}' \
+                 AND ingest_time >= to_timestamp({fs}) AND ingest_time < to_timestamp({ts}) \
+                 ORDER BY ingest_time",
+                fs = from / 1000,
+                ts = to / 1000
+            ),
+        },
+        Query {
+            name: "a week down-sampled to 500 buckets (min/max)",
+            samos: format!(
+                "SELECT (CAST(ingest_time AS BIGINT) - {START_MS}) / {bucket} AS bucket, \
+                 min(value) AS low, max(value) AS high FROM readings \
+                 WHERE node_id = '{NODE}' AND sensor = '{SENSOR}' \
+                 AND ingest_time >= to_timestamp_millis({START_MS}) AND ingest_time < to_timestamp_millis({week_end}) \
+                 GROUP BY 1 ORDER BY 1"
+            ),
+            duckdb: format!(
+                "SELECT (epoch_ms(ingest_time) - {START_MS}) // {bucket} AS bucket, \
+                 min(value) AS low, max(value) AS high FROM {{readings}} \
+                 WHERE node_id = '{NODE}' AND sensor = '{SENSOR}' \
+                 AND ingest_time >= to_timestamp({fs}) AND ingest_time < to_timestamp({ws}) \
+                 GROUP BY ALL ORDER BY 1",
+                fs = START_MS / 1000,
+                ws = week_end / 1000
+            ),
+        },
+        Query {
+            name: "p50 and p99 per sensor",
+            samos: s(
+                "SELECT sensor, percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50, \
+                 percentile_cont(0.99) WITHIN GROUP (ORDER BY value) AS p99 FROM readings GROUP BY 1",
+            ),
+            duckdb: s(
+                "SELECT sensor, quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.99) AS p99 \
+                 FROM {readings} GROUP BY ALL",
+            ),
+        },
+        Query {
+            name: "refused readings by reason and network",
+            samos: s(
+                "SELECT n.network, r.reason, count(*) AS refused FROM rejected r \
+                 JOIN nodes n ON r.client_id = n.node_id GROUP BY 1, 2",
+            ),
+            duckdb: s(
+                "SELECT n.network, r.reason, count(*) AS refused FROM {rejected} r \
+                 JOIN {nodes} n ON r.client_id = n.node_id GROUP BY ALL",
+            ),
+        },
+        Query {
+            name: "one date, pruned by partition",
+            samos: format!(
+                "SELECT count(*) AS n, avg(value) AS mean, min(value) AS low, max(value) AS high \
+                 FROM readings WHERE date = '{date}'"
+            ),
+            duckdb: format!(
+                "SELECT count(*) AS n, avg(value) AS mean, min(value) AS low, max(value) AS high \
+                 FROM {{readings}} WHERE date = '{date}'"
+            ),
+        },
+    ]
+}
+
+/// Writes the protocol files a store of `rows` readings would come with: `nodes.json` (the
+/// 100 nodes, five networks) and `rejected.jsonl` (one refused reading per `REFUSED_EVERY`).
+pub fn write_protocol_files(data: &Path, rows: usize) {
+    let nodes: Vec<Value> = (0..NODES)
+        .map(|n| {
+            serde_json::json!({
+                "network": format!("site{}", n % 5), "node_id": format!("N{n:03}"),
+                "functional_mode": "active", "severity": "normalMode",
+                "assessed_severity": "normalMode", "config_xml": null, "config": null,
+                "joined_at_ms": START_MS, "last_seen_ms": START_MS,
+                "address": "127.0.0.1:1883", "readings_accepted": 0, "readings_rejected": 0,
+            })
+        })
+        .collect();
+    std::fs::write(data.join("nodes.json"), serde_json::to_vec(&nodes).unwrap()).unwrap();
+    let mut lines = String::new();
+    for i in 0..rows / REFUSED_EVERY {
+        // Some refusals come from clients that never joined (no row in `nodes`).
+        let client = if i % 10 == 9 {
+            format!("X{:03}", i % 37)
+        } else {
+            format!("N{:03}", (i * 7) % NODES)
+        };
+        let line = serde_json::json!({
+            "time_ms": START_MS + (i * REFUSED_EVERY / (NODES * SENSORS.len())) as i64 * STEP_MS,
+            "client_id": client, "peer": "127.0.0.1:50000",
+            "topic": format!("samos/bench/{client}/temperature"),
+            "reason": REASONS[i % REASONS.len()], "detail": "synthetic",
+            "payload": "{}", "payload_bytes": 2,
+        });
+        let _ = writeln!(lines, "{line}");
+    }
+    std::fs::write(data.join("rejected.jsonl"), lines).unwrap();
+}
+
+/// One engine's answer to one query: median seconds and its rows as JSON values.
+pub struct Answer {
+    pub median_s: f64,
+    pub rows: Vec<Vec<Value>>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rows of Arrow batches as JSON values (arrow's JSON writer: strings, numbers, nulls).
+fn json_rows(batches: &[arrow::record_batch::RecordBatch]) -> Vec<Vec<Value>> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&arrow::record_batch::RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).unwrap();
+    writer.finish().unwrap();
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let objects: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&bytes).unwrap();
+    let names: Vec<String> = batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    objects
+        .into_iter()
+        .map(|mut o| {
+            names
+                .iter()
+                .map(|n| o.remove(n).unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect()
+}
+
+/// Samos's answers, in the suite's order.
+pub async fn samos(history: &History, queries: &[Query]) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for q in queries {
+        let rows = json_rows(&history.query(&q.samos).await.unwrap());
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let batches = history.query(&q.samos).await.unwrap();
+            times.push(t.elapsed().as_secs_f64());
+            drop(batches);
+        }
+        answers.push(Answer {
+            median_s: median(times),
+            rows,
+        });
+    }
+    answers
+}
+
+/// DuckDB's answers from its Python package (`None` when it is not installed), and its
+/// version and threads.
+pub fn duckdb(data: &Path, queries: &[Query]) -> Option<(Vec<Answer>, String)> {
+    let readings = format!(
+        "read_parquet('{}/readings/*/*.parquet', hive_partitioning = true)",
+        data.display()
+    );
+    let rejected = format!(
+        "read_json('{}/rejected.jsonl', format = 'newline_delimited')",
+        data.display()
+    );
+    let nodes = format!(
+        "read_json('{}/nodes.json', format = 'array')",
+        data.display()
+    );
+    let sql: Vec<String> = queries
+        .iter()
+        .map(|q| {
+            q.duckdb
+                .replace("{readings}", &readings)
+                .replace("{rejected}", &rejected)
+                .replace("{nodes}", &nodes)
+        })
+        .collect();
+    let script = format!(
+        r#"
+import json, statistics, sys, time, duckdb
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+out = []
+for q in json.loads(sys.argv[1]):
+    rows = [list(r) for r in con.execute(q).fetchall()]
+    times = []
+    for _ in range({RUNS}):
+        t = time.perf_counter(); con.execute(q).to_arrow_table(); times.append(time.perf_counter() - t)
+    out.append({{"median": statistics.median(times), "rows": rows}})
+print(json.dumps({{"answers": out, "version": duckdb.__version__,
+                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}}, default=float))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(serde_json::to_string(&sql).unwrap())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "DuckDB unavailable (bash scripts/setup.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = v["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| Answer {
+            median_s: a["median"].as_f64().unwrap(),
+            rows: serde_json::from_value(a["rows"].clone()).unwrap(),
+        })
+        .collect();
+    Some((
+        answers,
+        format!("{} ({} threads)", v["version"].as_str()?, v["threads"]),
+    ))
+}
+
+/// Two cells agree: equal, or numbers within 1e-9 relative.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+        _ => a == b,
+    }
+}
+
+/// Row order is not part of an answer (the queries without ORDER BY leave it free). Sorted on
+/// every cell, floats to 6 digits, so that last-digit differences do not reorder rows.
+fn sorted(rows: &[Vec<Value>]) -> Vec<Vec<Value>> {
+    let key = |r: &Vec<Value>| -> Vec<String> {
+        r.iter()
+            .map(|v| match (v.as_i64(), v.as_f64()) {
+                (None, Some(f)) => format!("{f:.6e}"),
+                _ => v.to_string(),
+            })
+            .collect()
+    };
+    let mut rows = rows.to_vec();
+    rows.sort_by_cached_key(key);
+    rows
+}
+
+/// Fails unless both engines gave the same rows.
+pub fn assert_same_rows(name: &str, samos: &[Vec<Value>], duckdb: &[Vec<Value>]) {
+    assert_eq!(
+        samos.len(),
+        duckdb.len(),
+        "{name}: Samos gave {} rows, DuckDB {}",
+        samos.len(),
+        duckdb.len()
+    );
+    assert!(!samos.is_empty(), "{name}: no rows");
+    for (i, (s, d)) in sorted(samos).iter().zip(&sorted(duckdb)).enumerate() {
+        assert!(
+            s.len() == d.len() && s.iter().zip(d).all(|(a, b)| same(a, b)),
+            "{name}: row {i} differs: Samos {s:?}, DuckDB {d:?}"
+        );
+    }
+}
