@@ -283,8 +283,8 @@ fn main() {
         .unwrap();
     let binary = samos_binary();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut md = format!(
-        "| readings | query | Samos (s) | DuckDB (s) | Samos ÷ DuckDB | `samos sql` process (s) | rows |\n|---:|---|---:|---:|---:|---:|---:|\n"
+    let mut md = String::from(
+        "| readings | query | Samos (s) | DuckDB (s) | Samos ÷ DuckDB | `samos sql` process (s) | rows |\n|---:|---|---:|---:|---:|---:|---:|\n",
     );
     let mut report = serde_json::json!({"runs": RUNS, "cores": cores, "scales": []});
     let mut missed = Vec::new();
