@@ -10,6 +10,7 @@
 //! `samos-schemas` and `samos-store` only, and must never import the server, the tools or the
 //! mining backends: the server and `samos sql` both build on it.
 
+pub mod functions;
 pub mod mining;
 pub mod output;
 pub mod protocol;
@@ -22,6 +23,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -129,6 +131,7 @@ impl History {
             .with_cache_manager(caches)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(ScalarUDF::new_from_impl(functions::UtcDateTrunc::new()));
         let lake = lake.map(|d| Arc::new(samos_lake::DatasetHandle::new(d)));
         ctx.register_table(
             "readings",
