@@ -81,11 +81,11 @@ fn fast_path(args: &[ColumnarValue]) -> Option<ArrayRef> {
     else {
         return None;
     };
-    let granularity = match granularity {
-        ScalarValue::Utf8(Some(g))
-        | ScalarValue::Utf8View(Some(g))
-        | ScalarValue::LargeUtf8(Some(g)) => g,
-        _ => return None,
+    let (ScalarValue::Utf8(Some(granularity))
+    | ScalarValue::Utf8View(Some(granularity))
+    | ScalarValue::LargeUtf8(Some(granularity))) = granularity
+    else {
+        return None;
     };
     let DataType::Timestamp(unit, Some(zone)) = array.data_type() else {
         return None;
