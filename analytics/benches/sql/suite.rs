@@ -281,6 +281,7 @@ pub fn duckdb(data: &Path, queries: &[Query]) -> Option<(Vec<Answer>, String)> {
 import json, statistics, sys, time, duckdb
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
+con.execute("SET enable_progress_bar = false")
 out = []
 for q in json.loads(sys.argv[1]):
     rows = [list(r) for r in con.execute(q).fetchall()]
@@ -308,7 +309,9 @@ print(json.dumps({{"answers": out, "version": duckdb.__version__,
         );
         return None;
     }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The answer is the last line (anything DuckDB prints itself comes before it).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
     let answers = v["answers"]
         .as_array()
         .unwrap()
