@@ -378,10 +378,23 @@ fn main() {
     .unwrap();
     std::fs::write(out.join("sql.md"), &md).unwrap();
     println!("\n{md}");
-    if missed.is_empty() {
-        println!(
-            "targets met (≤ {TARGET_RATIO}× DuckDB at 10M; one node-day < {POINT_LOOKUP_TARGET_S} s at 100M, where run)"
-        );
+    let checked: Vec<String> = [
+        (
+            scales.contains(&10_000_000),
+            format!("≤ {TARGET_RATIO}× DuckDB on every query at 10M"),
+        ),
+        (
+            scales.iter().any(|&r| r >= 100_000_000),
+            format!("one node-day < {POINT_LOOKUP_TARGET_S} s at 100M"),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ran, target)| ran.then_some(target))
+    .collect();
+    if checked.is_empty() {
+        println!("no target applies to these scales (they are set at 10M and 100M)");
+    } else if missed.is_empty() {
+        println!("targets met: {}", checked.join("; "));
     } else {
         println!("targets missed: {}", missed.join("; "));
     }
