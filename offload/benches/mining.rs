@@ -1,11 +1,14 @@
-//! Matrix-profile self-join throughput (criterion): the CPU backend, the GPU backend and stumpy
-//! on the same series in one invocation, n = 2^14 and 2^16, m = 128, reported as pairwise
-//! comparisons per second (pairs outside the exclusion zone, each counted once).
+//! Matrix-profile self-join throughput (criterion): the CPU backend, the GPU backend, stumpy and
+//! SCAMP's CPU kernel (pyscamp) on the same series in one invocation, n = 2^14 and 2^16,
+//! m = 128, reported as pairwise comparisons per second (pairs outside the exclusion zone,
+//! each counted once).
 //!
 //! The series is a seeded random walk (the cost of the join does not depend on the values).
-//! stumpy (PyPI; numba on all cores, as the CPU backend uses its threads) runs in one Python
-//! process the bench keeps open, timed inside Python, so its interpreter start and numba's
-//! compilation (during criterion's warm-up) are not counted. The GPU backend runs on whatever
+//! stumpy (PyPI; numba on all cores, as the CPU backend uses its threads) and pyscamp (PyPI's
+//! source package, built here with CMake; all cores) each run in a Python process the bench
+//! keeps open, timed inside Python, so interpreter start and numba's compilation (during
+//! criterion's warm-up) are not counted. A peer that is not installed is installed with pip
+//! first (`SAMOS_BENCH_NO_INSTALL=1`: left out instead, and said so). The GPU backend runs on whatever
 //! adapter wgpu finds; on a software one (lavapipe) only n = 2^14, which already takes
 //! seconds. After criterion's report the bench prints the side-by-side ratios of the medians
 //! and writes them to `target/samos-bench/mining.json`.
@@ -27,33 +30,94 @@ use samos_offload::gpu::Gpu;
 
 const M: usize = 128;
 const SIZES: [usize; 2] = [1 << 14, 1 << 16];
-/// The target: the CPU backend at least this many times stumpy's rate.
-const TARGET_RATIO: f64 = 2.0;
+/// The targets: the CPU backend at least this many times stumpy's and SCAMP's rates.
+const STUMPY_TARGET: f64 = 3.0;
+const PYSCAMP_TARGET: f64 = 1.0;
 
-/// stumpy in a long-lived Python process: one line in (`path iterations`), seconds out.
-struct Stumpy {
+/// A Python matrix-profile library in a long-lived process: one line in (`path iterations`),
+/// seconds out.
+struct PythonPeer {
     child: Child,
     input: ChildStdin,
     output: BufReader<ChildStdout>,
     version: String,
 }
 
-impl Stumpy {
-    fn start() -> Result<Stumpy, String> {
+/// A peer the bench compares against: how to import it, describe it and run one self-join of
+/// `t` (a NumPy array) with window `M`, and how it is installed where it is missing.
+struct Peer {
+    name: &'static str,
+    import: &'static str,
+    describe: &'static str,
+    call: &'static str,
+    /// `pip install` argument lists, run in order.
+    install: &'static [&'static [&'static str]],
+}
+
+const PEERS: [Peer; 2] = [
+    Peer {
+        name: "stumpy",
+        import: "import numba, stumpy",
+        describe: "f'stumpy {stumpy.__version__} ({numba.get_num_threads()} numba threads)'",
+        call: "stumpy.stump(t, M)",
+        install: &[&["numpy", "stumpy"]],
+    },
+    Peer {
+        // SCAMP's CPU kernel, built from PyPI's source package (CMake from PyPI; without a
+        // CUDA toolkit it builds the CPU path only). Double precision: its CPU build has no
+        // other.
+        name: "pyscamp",
+        import: "import os, pyscamp",
+        describe: "f'pyscamp {__import__(\"importlib.metadata\").metadata.version(\"pyscamp\")} (SCAMP CPU, {os.cpu_count()} threads, double)'",
+        call: "pyscamp.selfjoin(t, M, threads=os.cpu_count(), precision='double')",
+        install: &[
+            &["numpy", "cmake", "wheel", "setuptools", "setuptools_scm"],
+            &["--no-build-isolation", "pyscamp"],
+        ],
+    },
+];
+
+impl PythonPeer {
+    /// The peer's process, installing the library first where it is missing (unless
+    /// `SAMOS_BENCH_NO_INSTALL` is set).
+    fn start(peer: &Peer) -> Result<PythonPeer, String> {
+        let importable = Command::new("python3")
+            .args(["-c", &format!("import numpy; {}", peer.import)])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !importable && std::env::var_os("SAMOS_BENCH_NO_INSTALL").is_none() {
+            println!("{}: not installed; installing it from PyPI", peer.name);
+            for args in peer.install {
+                let ok = Command::new("python3")
+                    .args(["-m", "pip", "install", "-q"])
+                    .args(*args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!("pip install {} failed", args.join(" ")));
+                }
+            }
+        }
         let script = format!(
             r#"
 import sys, time
-import numpy as np, numba, stumpy
-print(f"stumpy {{stumpy.__version__}} ({{numba.get_num_threads()}} numba threads)", flush=True)
+import numpy as np
+{import}
+M = {M}
+print({describe}, flush=True)
 series = {{}}
 for line in sys.stdin:
     path, iters = line.split()
     t = series.setdefault(path, np.loadtxt(path))
     s = time.perf_counter()
     for _ in range(int(iters)):
-        stumpy.stump(t, {M})
+        {call}
     print(time.perf_counter() - s, flush=True)
-"#
+"#,
+            import = peer.import,
+            describe = peer.describe,
+            call = peer.call,
         );
         let mut child = Command::new("python3")
             .arg("-c")
@@ -72,7 +136,7 @@ for line in sys.stdin:
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
             return Err(err.lines().last().unwrap_or("python3 failed").to_string());
         }
-        Ok(Stumpy {
+        Ok(PythonPeer {
             child,
             input,
             output,
@@ -81,14 +145,14 @@ for line in sys.stdin:
     }
 
     fn time(&mut self, path: &Path, iters: u64) -> Duration {
-        writeln!(self.input, "{} {iters}", path.display()).expect("stumpy process");
+        writeln!(self.input, "{} {iters}", path.display()).expect("peer process");
         let mut line = String::new();
-        self.output.read_line(&mut line).expect("stumpy process");
-        Duration::from_secs_f64(line.trim().parse().expect("stumpy's time"))
+        self.output.read_line(&mut line).expect("peer process");
+        Duration::from_secs_f64(line.trim().parse().expect("the peer's time"))
     }
 }
 
-impl Drop for Stumpy {
+impl Drop for PythonPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -134,13 +198,16 @@ fn main() {
             None
         }
     };
-    let mut stumpy = match Stumpy::start() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            println!("stumpy not measured (pip install stumpy): {e}");
-            None
-        }
-    };
+    let mut peers: Vec<(&Peer, PythonPeer)> = PEERS
+        .iter()
+        .filter_map(|peer| match PythonPeer::start(peer) {
+            Ok(p) => Some((peer, p)),
+            Err(e) => {
+                println!("{} not measured: {e}", peer.name);
+                None
+            }
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("mining");
     group.sampling_mode(SamplingMode::Flat);
@@ -159,12 +226,12 @@ fn main() {
                 b.iter(|| gpu.self_join(col, M).unwrap());
             });
         }
-        if let Some(stumpy) = &mut stumpy {
-            let path = dir.path().join(format!("walk-{n}.txt"));
-            let text: String = t.iter().map(|v| format!("{v}\n")).collect();
-            std::fs::write(&path, text).unwrap();
-            group.bench_function(BenchmarkId::new("stumpy", n), |b| {
-                b.iter_custom(|iters| stumpy.time(&path, iters));
+        let path = dir.path().join(format!("walk-{n}.txt"));
+        let text: String = t.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        for (peer, process) in &mut peers {
+            group.bench_function(BenchmarkId::new(peer.name, n), |b| {
+                b.iter_custom(|iters| process.time(&path, iters));
             });
         }
     }
@@ -177,38 +244,31 @@ fn main() {
         let pairs = samos_offload::self_join_pairs(n, M);
         let mut row = serde_json::json!({"n": n, "m": M, "pairs": pairs});
         let mut line = format!("n = 2^{}:", n.trailing_zeros());
-        for (name, label) in [
+        let mut backends = vec![
             ("cpu", cpu.describe()),
             (
                 "gpu",
                 gpu.as_ref().map(Backend::describe).unwrap_or_default(),
             ),
-            (
-                "stumpy",
-                stumpy
-                    .as_ref()
-                    .map(|s| s.version.clone())
-                    .unwrap_or_default(),
-            ),
-        ] {
+        ];
+        backends.extend(peers.iter().map(|(peer, p)| (peer.name, p.version.clone())));
+        for (name, label) in backends {
             if let Some(s) = median(name, n, started) {
                 line += &format!("  {label} {s:.3} s ({:.2e} pairs/s);", pairs / s);
                 row[name] = serde_json::json!({"backend": label, "seconds": s, "pairs_per_second": pairs / s});
             }
         }
-        if let (Some(ours), Some(theirs)) =
-            (median("cpu", n, started), median("stumpy", n, started))
-        {
-            let ratio = theirs / ours;
-            line += &format!(
-                "  CPU backend {ratio:.2}× stumpy (target ≥ {TARGET_RATIO}×: {})",
-                if ratio >= TARGET_RATIO {
-                    "met"
-                } else {
-                    "MISSED"
-                }
-            );
-            row["cpu_over_stumpy"] = ratio.into();
+        for (peer, target) in [("stumpy", STUMPY_TARGET), ("pyscamp", PYSCAMP_TARGET)] {
+            if let (Some(ours), Some(theirs)) =
+                (median("cpu", n, started), median(peer, n, started))
+            {
+                let ratio = theirs / ours;
+                line += &format!(
+                    "  CPU backend {ratio:.2}× {peer} (target ≥ {target}×: {})",
+                    if ratio >= target { "met" } else { "MISSED" }
+                );
+                row[format!("cpu_over_{peer}")] = ratio.into();
+            }
         }
         if let (Some(g), Some(c)) = (median("gpu", n, started), median("cpu", n, started)) {
             line += &format!("  GPU backend {:.2}× the CPU backend", c / g);
