@@ -461,33 +461,33 @@ impl Protocol {
             .lock()
             .expect("answered senders")
             .retain(|(c, _)| &**c != client_id);
-        let mut changed = false;
-        for node in self.registry.all() {
+        let mut left = Vec::new();
+        self.registry.each(|node| {
             let mut s = node.session.lock().expect("session");
             if s.as_deref() == Some(client_id) {
                 *s = None;
-                changed = true;
-                drop(s);
-                let r = node.snapshot();
-                self.node_sys(&r.node_id, "status", status_word(r.functional_mode, false));
+                left.push(node.clone());
             }
+        });
+        for node in &left {
+            let r = node.snapshot();
+            self.node_sys(&r.node_id, "status", status_word(r.functional_mode, false));
         }
-        if changed {
+        if !left.is_empty() {
             self.publish_connected_count();
         }
     }
 
     fn publish_connected_count(&self) {
-        let n = self
-            .registry
-            .all()
-            .iter()
-            .filter(|n| {
-                n.session.lock().expect("session").is_some()
-                    && n.record.lock().expect("node record").functional_mode
-                        == FunctionalMode::Active
-            })
-            .count();
+        let mut n = 0usize;
+        self.registry.each(|node| {
+            if node.session.lock().expect("session").is_some()
+                && node.record.lock().expect("node record").functional_mode
+                    == FunctionalMode::Active
+            {
+                n += 1;
+            }
+        });
         self.sys("numOfConnectedNodes", n.to_string());
     }
 
