@@ -43,7 +43,7 @@ mod suite;
 mod synthetic_store;
 use synthetic_store::{NODES, SENSORS, START_MS, write_store};
 
-use suite::RUNS;
+use suite::{RUNS, median};
 /// The target: Samos at most DuckDB's time on every query at 10M readings.
 const TARGET_RATIO: f64 = 1.0;
 /// The target for one node-day at 100M readings, in seconds.
@@ -187,11 +187,6 @@ async fn delta_table(dataset: Dataset, label: &str, data: &Path, rows: usize) ->
         "groups": groups,
         "pruned_median_s": pruned,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// "1M", "10M", "100M", or a plain number of readings.

@@ -291,13 +291,23 @@ impl TableProvider for ReadingsTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        use TableProviderFilterPushDown::{Exact, Inexact};
+        if self.lake.is_some() {
+            return Ok(vec![Inexact; filters.len()]);
+        }
+        // Exact only where the listing itself can apply the filter to partition values.
+        let listing = match self.parquet()? {
+            Some(table) => table.supports_filters_pushdown(filters)?,
+            None => vec![Exact; filters.len()],
+        };
         Ok(filters
             .iter()
-            .map(|f| {
-                if self.lake.is_none() && on_date_alone(f) {
-                    TableProviderFilterPushDown::Exact
+            .zip(listing)
+            .map(|(f, verdict)| {
+                if on_date_alone(f) && verdict == Exact {
+                    Exact
                 } else {
-                    TableProviderFilterPushDown::Inexact
+                    Inexact
                 }
             })
             .collect())
