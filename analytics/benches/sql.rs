@@ -233,12 +233,22 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// The release `samos` binary, when one is built.
+/// `cargo bench --bench sql` does not build it (it belongs to another package): the bench
+/// prints which one it times and when it was built, so a stale one shows.
 fn samos_binary() -> Option<std::path::PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         std::path::PathBuf::from,
     );
-    Some(target.join("release/samos")).filter(|p| p.is_file())
+    let binary = target.join("release/samos");
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok()?;
+    let built: chrono::DateTime<chrono::Utc> = built.into();
+    println!(
+        "`samos sql` process times: {} built {} UTC (cargo bench --bench table1 --no-run rebuilds it)",
+        binary.display(),
+        built.format("%Y-%m-%d %H:%M:%S")
+    );
+    Some(binary)
 }
 
 /// Median seconds of `samos sql` as a whole process answering `sql` (output discarded).
