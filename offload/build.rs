@@ -1,7 +1,8 @@
 //! Builds the co-simulation model of the FPGA kernel: Verilator turns hw/rtl/samos_mine.v
 //! into C++, which is compiled with a small C shim (src/fpga/sim.cpp) and linked into the
-//! crate. Without Verilator the crate still builds, the `fpga-sim` device is left out and
-//! asking for it fails with a message that says how to install Verilator.
+//! crate. Without Verilator (or without the crate's `fpga-sim` feature) the crate still builds,
+//! the `fpga-sim` device is left out and asking for it fails with a message that says how to
+//! install Verilator.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SAMOS_NO_VERILATOR");
     println!("cargo:rustc-check-cfg=cfg(samos_fpga_sim)");
     println!("cargo:rustc-env=SAMOS_SIM_MEM_AW={SIM_MEM_AW}");
-    if std::env::var_os("SAMOS_NO_VERILATOR").is_some() {
+    if std::env::var_os("SAMOS_NO_VERILATOR").is_some()
+        || std::env::var_os("CARGO_FEATURE_FPGA_SIM").is_none()
+    {
         return;
     }
     let root = match Command::new("verilator")

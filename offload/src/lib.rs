@@ -16,8 +16,10 @@
 
 pub mod cpu;
 pub mod fpga;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod reference;
+pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -79,6 +79,36 @@ pub fn matrix_profile(query: &[f64], target: &[f64], m: usize, self_join: bool) 
     }
 }
 
+/// The left matrix profile: for each window `j`, its nearest window `i` with
+/// `j − history ≤ i < j − zone` (before it, beyond the exclusion zone, at most `history` back).
+pub fn left_matrix_profile(t: &[f64], m: usize, history: usize) -> MatrixProfile {
+    let w = windows(t, m);
+    let zone = exclusion_zone(m);
+    let mut profile = vec![f64::INFINITY; w.len()];
+    let mut index = vec![-1i64; w.len()];
+    for (j, y) in w.iter().enumerate() {
+        let Some((y, yc)) = y else { continue };
+        for (i, x) in w
+            .iter()
+            .enumerate()
+            .take(j.saturating_sub(zone))
+            .skip(j.saturating_sub(history))
+        {
+            let Some((x, xc)) = x else { continue };
+            let d = distance(x, y, *xc, *yc);
+            if d < profile[j] {
+                profile[j] = d;
+                index[j] = i as i64;
+            }
+        }
+    }
+    MatrixProfile {
+        window: m,
+        profile,
+        index,
+    }
+}
+
 /// Statistics of `t[start..start + len]` over the finite values: min, max, mean, population
 /// standard deviation, least-squares slope against the sample index (NaN where undefined).
 pub fn window_stats(window: &[f64]) -> [f64; 5] {

@@ -72,6 +72,7 @@ fn discords_and_motifs_of_the_machine_temperature() {
 
 /// The GPU backend (lavapipe in CI) on the whole series: the same profile as the CPU within
 /// the documented f32 bound, the same discords, and window statistics within theirs.
+#[cfg(feature = "gpu")]
 #[test]
 fn the_gpu_backend_agrees_with_the_cpu_on_the_machine_temperature() {
     use samos_offload::gpu::{CORRELATION_TOLERANCE, Gpu, STATS_TOLERANCE};
@@ -125,4 +126,26 @@ fn the_gpu_backend_agrees_with_the_cpu_on_the_machine_temperature() {
             "{g} vs {w}"
         );
     }
+}
+
+#[test]
+fn the_streamed_left_profile_is_the_batch_one() {
+    // The whole machine temperature, day-long windows against the week before each.
+    let (_, values) = nab();
+    let series = &values[..];
+    let (m, history) = (288, 2_016);
+    let want = samos_offload::reference::left_matrix_profile(series, m, history);
+    let mut live = samos_offload::stream::LeftProfile::new(m, history).unwrap();
+    let mut worst = 0.0f64;
+    for (j, step) in series.iter().filter_map(|v| live.push(*v)).enumerate() {
+        let best = want.profile[j];
+        if best.is_infinite() {
+            assert!(step.distance.is_infinite(), "window {j}");
+            continue;
+        }
+        let excess = (step.distance * step.distance - best * best).abs();
+        worst = worst.max(excess);
+        assert!(excess <= 1e-8, "window {j}: {} vs {best}", step.distance);
+    }
+    println!("largest difference of a squared distance: {worst:e}");
 }
