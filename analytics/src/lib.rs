@@ -4,7 +4,8 @@
 //! by `date`, plus what is still only in the WAL — see [`readings`]), `nodes`, `events` and
 //! `rejected` (the protocol's files — see [`protocol`]; `readings` reads the Delta table on
 //! an object store instead of the local store where the server keeps it there), `motifs`, `discords` and
-//! `window_stats` (what `samos mine` stored — see [`mining`]), and the views `latest_readings`
+//! `window_stats` (what `samos mine` stored — see [`mining`]), `stream_profiles` (the server's
+//! live matrix profiles), and the views `latest_readings`
 //! and `hourly_readings`. It reads what the server writes and never writes itself, so it works
 //! on a data directory while the server runs and when it is stopped. It depends on
 //! `samos-schemas` and `samos-store` only, and must never import the server, the tools or the
@@ -158,6 +159,10 @@ impl History {
                 Arc::new(mining::ResultTable::new(data_dir, name, schema)),
             )?;
         }
+        ctx.register_table(
+            "stream_profiles",
+            Arc::new(mining::StreamProfilesTable::new(data_dir)),
+        )?;
         for (name, query) in VIEWS {
             ctx.sql(&format!("CREATE VIEW {name} AS {query}"))
                 .await?

@@ -1,6 +1,8 @@
 //! The results `samos mine` stores — `motifs`, `discords`, `window_stats` — as tables over
 //! `data/mining/{table}/run-*.parquet`, listed on every scan (a run written while a session is
-//! open is seen by its next query).
+//! open is seen by its next query); and `stream_profiles`, the server's live matrix profiles
+//! (`data/mining/stream_profiles.jsonl`, replaced whole each second while they move), read
+//! anew by every scan.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,5 +73,89 @@ impl TableProvider for ResultTable {
             )));
         };
         table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// `stream_profiles`: one row per streamed sensor of every node.
+#[derive(Debug)]
+pub struct StreamProfilesTable {
+    path: PathBuf,
+}
+
+impl StreamProfilesTable {
+    pub fn new(data_dir: &Path) -> StreamProfilesTable {
+        StreamProfilesTable {
+            path: data_dir
+                .join(samos_store::layout::MINING_DIR)
+                .join(samos_store::layout::STREAM_PROFILES_FILE),
+        }
+    }
+
+    /// The file as one batch (times decoded as integers, then cast); empty where none is.
+    fn batch(&self) -> Result<datafusion::arrow::record_batch::RecordBatch> {
+        use datafusion::arrow::compute::cast;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::error::DataFusionError;
+        let schema = samos_schemas::tables::stream_profiles_schema();
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RecordBatch::new_empty(schema));
+            }
+            Err(e) => {
+                return Err(DataFusionError::External(
+                    format!("cannot read {}: {e}", self.path.display()).into(),
+                ));
+            }
+        };
+        let raw: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(_, _) => Field::new(f.name(), DataType::Int64, true),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let raw = Arc::new(Schema::new(raw));
+        let batches = datafusion::arrow::json::ReaderBuilder::new(raw.clone())
+            .build(std::io::Cursor::new(bytes))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let decoded = datafusion::arrow::compute::concat_batches(&raw, &batches)?;
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(decoded.columns())
+            .map(|(f, c)| cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamProfilesTable {
+    fn schema(&self) -> SchemaRef {
+        samos_schemas::tables::stream_profiles_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(
+            datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                self.schema(),
+                projection.cloned(),
+            )?,
+        )
     }
 }

@@ -417,3 +417,100 @@ fn an_alert_is_mailed(tls: &str) {
     );
     assert!(data.contains("@samos.alerts>"), "{data}");
 }
+
+/// A sine of period 50 around 35 °C with a little deterministic noise; readings 1,500 to 1,529
+/// are a square wave instead: the planted discord.
+fn planted(i: usize) -> f64 {
+    if (1_500..1_530).contains(&i) {
+        return if (i / 5).is_multiple_of(2) {
+            45.0
+        } else {
+            25.0
+        };
+    }
+    let noise = ((i * 7919) % 101) as f64 / 101.0 - 0.5;
+    35.0 + (i as f64 * std::f64::consts::TAU / 50.0).sin() * 10.0 + noise * 0.2
+}
+
+#[test]
+fn a_planted_discord_streamed_through_mqtt_raises_exactly_one_alert() {
+    let receiver = Receiver::start();
+    let config = format!(
+        "[alerts]\neval_interval_ms = 200\ndiscord_actions = [\"ops\"]\n\
+         [[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"{SECRET}\"\n\
+         [[stream_profile]]\nsensor = \"{SENSOR}\"\nwindow = 20\nhistory = 400\nthreshold = 0.8\n",
+        receiver.port
+    );
+    let s = TestServer::with_config(&config);
+    let mut alerts = mosquitto_sub(
+        s.port(),
+        &["-t", "Karlovasi_IoT_network/alerts/CN1", "-W", "30"],
+    );
+    wait_subscriptions(&s, 1);
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", (0..1_000).map(planted), 1);
+    // Ordinary readings, long after warm-up: nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.metric("samos_discords_total "), 0);
+    publish_temperatures(&mut cn1, "CN1", (1_000..2_000).map(planted), 1_001);
+
+    let r = receiver.wait("the discord fired and resolved", |r| {
+        !accepted(r, "discord", "resolved").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let r = [r, receiver.requests()].concat();
+    let firing: std::collections::BTreeSet<_> = accepted(&r, "discord", "firing")
+        .iter()
+        .map(|f| f["delivery"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(firing.len(), 1, "{r:#?}");
+    assert!(
+        firing
+            .first()
+            .unwrap()
+            .contains("/CN1/indoorTemperatureSensor/"),
+        "{firing:?}"
+    );
+    assert_eq!(s.metric("samos_discords_total "), 1);
+
+    // One message on the node's alert topic, with where the discord lies.
+    let _ = Command::new("kill").arg(alerts.id().to_string()).status();
+    let mut text = String::new();
+    alerts
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = alerts.wait();
+    // (The paper's severity cross-check speaks on the same topic, without a kind.)
+    let messages: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|m| m["kind"] == "discord")
+        .collect();
+    assert_eq!(messages.len(), 1, "{text}");
+    assert!(messages[0]["score"].as_f64().unwrap() >= 0.8, "{text}");
+
+    // The event, and the live profile as a table.
+    let data = s.data_dir();
+    let events = samos_sql(
+        &data,
+        &[],
+        &[],
+        "SELECT count(*) AS n FROM events WHERE kind = 'discord'",
+    );
+    assert_eq!(events.lines().nth(1), Some("1"), "{events}");
+    let live = samos_sql(
+        &data,
+        &[],
+        &[],
+        "SELECT node_id, sensor, windows, discords, in_discord, max_score >= 0.8 AS high \
+         FROM stream_profiles",
+    );
+    assert_eq!(
+        live.lines().nth(1),
+        Some("CN1,indoorTemperatureSensor,1981,1,false,true"),
+        "{live}"
+    );
+}

@@ -127,6 +127,34 @@ pub fn discords_schema() -> SchemaRef {
         .clone()
 }
 
+/// `stream_profiles`: the live matrix profile of each streamed sensor (`[[stream_profile]]`),
+/// as the server last saved it (each second while readings arrive).
+pub fn stream_profiles_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let int = |n: &str| Field::new(n, DataType::Int64, false);
+            let float = |n: &str, nullable| Field::new(n, DataType::Float64, nullable);
+            Arc::new(Schema::new(vec![
+                text("network", false),
+                text("node_id", false),
+                text("sensor", false),
+                int("window"),
+                int("history"),
+                int("windows"),
+                float("score", true),
+                float("max_score", false),
+                float("threshold", false),
+                int("discords"),
+                Field::new("in_discord", DataType::Boolean, false),
+                time("last_discord", true),
+                time("updated", false),
+                int("memory_bytes"),
+            ]))
+        })
+        .clone()
+}
+
 /// `window_stats`: min, max, mean, std and slope (per sample) of consecutive windows.
 pub fn window_stats_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 mod alerts;
 pub use alerts::{AlertRuleConfig, AlertsConfig, EmailConfig, MqttActionConfig, WebhookConfig};
+mod stream;
+pub use stream::StreamProfileConfig;
 mod bridge;
 pub use bridge::{
     BridgeConfig, ForwardConfig, ForwardFormat, ForwardSource, TemplatePiece, Upstream,
@@ -68,6 +70,8 @@ pub struct Config {
     pub protocol: ProtocolConfig,
     /// The durable path of readings: WAL and Parquet.
     pub storage: StorageConfig,
+    /// Sensors whose left matrix profile is kept live, raising discords as they happen.
+    pub stream_profile: Vec<StreamProfileConfig>,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             bridges: Vec::new(),
             protocol: ProtocolConfig::default(),
             storage: StorageConfig::default(),
+            stream_profile: Vec::new(),
         }
     }
 }
@@ -583,6 +588,7 @@ impl Config {
         }
         self.alerts.check().map_err(ConfigError::Invalid)?;
         bridge::check(&self.bridges).map_err(ConfigError::Invalid)?;
+        stream::check(&self.stream_profile).map_err(ConfigError::Invalid)?;
         for (name, e) in [("pgwire", &self.pgwire), ("flight", &self.flight)] {
             if let Some(bind) = e.bind
                 && !bind.ip().is_loopback()

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub postgres_rows: AtomicU64,
     /// Alerts raised by the severity cross-check (not refusals: the readings were stored).
     pub alerts_raised: AtomicU64,
+    /// Discord episodes opened by the streamed matrix profiles.
+    pub discords_raised: AtomicU64,
     /// Writers waiting for disk space.
     pub disk: crate::disk_space::DiskSpace,
     /// Slow password hashes computed (a verified password is cached; concurrent checks of
@@ -210,6 +212,7 @@ impl Default for Metrics {
             postgres_lag: AtomicU64::new(0),
             postgres_rows: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
+            discords_raised: AtomicU64::new(0),
             disk: Default::default(),
             password_hashes: AtomicU64::new(0),
             alert_transitions: Default::default(),
@@ -393,6 +396,12 @@ impl Metrics {
             "counter",
             "Alerts raised: a node's readings more severe than the mode it reports.",
             self.alerts_raised.load(Relaxed),
+        );
+        single(
+            "samos_discords_total",
+            "counter",
+            "Discords raised by the streamed matrix profiles: a window far from every earlier one.",
+            self.discords_raised.load(Relaxed),
         );
         single(
             "samos_password_hashes_total",

@@ -210,12 +210,15 @@ impl Server {
         };
 
         let protocol = if config.protocol.enabled {
-            let p = Arc::new(crate::protocol::Protocol::open(
-                &config.protocol,
-                &config.data_dir,
-                metrics.clone(),
-                handle.clone(),
-            )?);
+            let p = Arc::new(
+                crate::protocol::Protocol::open(
+                    &config.protocol,
+                    &config.data_dir,
+                    metrics.clone(),
+                    handle.clone(),
+                )?
+                .with_stream_profiles(&config.stream_profile, &config.data_dir),
+            );
             info!(
                 network = %p.identity.network,
                 server_id = %p.identity.server_id,
@@ -303,7 +306,8 @@ impl Server {
         let alerts = match &protocol {
             Some(p)
                 if !shared.config.alerts.rules.is_empty()
-                    || !shared.config.alerts.cross_check_actions.is_empty() =>
+                    || !shared.config.alerts.cross_check_actions.is_empty()
+                    || !shared.config.alerts.discord_actions.is_empty() =>
             {
                 let publisher = p.clone();
                 Some(

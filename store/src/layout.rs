@@ -22,6 +22,9 @@ pub const REJECTED_FILE: &str = "rejected.jsonl";
 pub const INSTANCE_FILE: &str = "instance-id";
 /// `samos mine` results under a data directory: `mining/{table}/run-{id}.parquet`.
 pub const MINING_DIR: &str = "mining";
+/// The server's live matrix profiles (`[[stream_profile]]`), in the mining directory: JSON
+/// lines, replaced whole.
+pub const STREAM_PROFILES_FILE: &str = "stream_profiles.jsonl";
 
 /// The instance id a server takes when none is configured: its store id's first 12 characters.
 pub fn default_instance_id(store_id: &str) -> String {

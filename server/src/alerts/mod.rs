@@ -37,12 +37,16 @@ use crate::clock::now_ms;
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
 use crate::protocol::Protocol;
+use crate::protocol::discords::Slot;
 use outbox::{Delivery, Outbox, Pending};
 use rules::{Conditions, SeriesRow};
 use state::{Alert, RuleSpec, Series, Tracker, Transition};
 
 /// The built-in rule of the paper's cross-check.
 pub const CROSS_CHECK_RULE: &str = "severity_cross_check";
+
+/// The built-in rule of the streamed matrix profiles' discords.
+pub const DISCORD_RULE: &str = "discord";
 
 /// Why alerting could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,8 @@ pub struct Alerts {
     metrics: Arc<Metrics>,
     /// When this process started alerting.
     started_ms: i64,
+    /// When the previous evaluation ran (a discord that opened and closed since is still seen).
+    evaluated_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Alerts {
@@ -112,6 +118,17 @@ impl Alerts {
                     when: "severity_exceeded".into(),
                 },
                 actions: config.cross_check_actions.clone(),
+            });
+        }
+        if !config.discord_actions.is_empty() {
+            rules.push(Rule {
+                spec: RuleSpec {
+                    name: DISCORD_RULE.into(),
+                    severity: "warning".into(),
+                    for_ms: 0,
+                    when: "discord".into(),
+                },
+                actions: config.discord_actions.clone(),
             });
         }
         let conditions = Conditions::compile(
@@ -201,6 +218,7 @@ impl Alerts {
             instance: instance.to_owned(),
             metrics,
             started_ms: now_ms(),
+            evaluated_ms: std::sync::atomic::AtomicI64::new(now_ms()),
         });
         alerts.notify(gone);
         let interval = Duration::from_millis(config.eval_interval_ms.max(100));
@@ -222,7 +240,10 @@ impl Alerts {
             return;
         }
         let now = now_ms();
-        let rows = live_rows(&self.protocol, now);
+        let since = self
+            .evaluated_ms
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        let rows = live_rows(&self.protocol, now, since);
         let results = match self.conditions.evaluate(&rows).await {
             Ok(r) => r,
             Err(e) => {
@@ -327,8 +348,9 @@ impl Alerts {
     }
 }
 
-/// `live`: one row per declared sensor of every node with a configuration.
-fn live_rows(protocol: &Protocol, now: i64) -> Vec<SeriesRow> {
+/// `live`: one row per declared sensor of every node with a configuration; `since`: the
+/// previous evaluation.
+fn live_rows(protocol: &Protocol, now: i64, since: i64) -> Vec<SeriesRow> {
     let mut rows = Vec::new();
     for node in protocol.registry.all() {
         let record = node.snapshot();
@@ -337,7 +359,18 @@ fn live_rows(protocol: &Protocol, now: i64) -> Vec<SeriesRow> {
         };
         let connected = node.session.lock().expect("session").is_some();
         let latest = node.latest.lock().expect("latest readings").clone();
+        let discords: Vec<(bool, Option<f64>)> = node
+            .profiles
+            .lock()
+            .expect("stream profiles")
+            .iter()
+            .map(|slot| match slot {
+                Slot::On(s) => (s.in_discord || s.onset_ms > Some(since), s.score),
+                _ => (false, None),
+            })
+            .collect();
         for (i, sensor) in config.sensors.iter().enumerate() {
+            let (discord, discord_score) = discords.get(i).copied().unwrap_or_default();
             let last = latest.get(i).copied().flatten();
             let since = last
                 .map(|l| l.time_ms)
@@ -362,6 +395,8 @@ fn live_rows(protocol: &Protocol, now: i64) -> Vec<SeriesRow> {
                 severity_exceeded: record.assessed_severity > record.severity,
                 blocked: record.blocked_by.is_some(),
                 connected,
+                discord,
+                discord_score,
             });
         }
     }

@@ -5,7 +5,11 @@
 //! `previous_value`, `rate_per_min` (their difference per minute), `time` (of the latest
 //! reading), `silent_secs` (seconds since it, or since the node joined when it never sent
 //! one), `mode` (the node's declared severity), `assessed` (the server's), `severity_exceeded`
-//! (`assessed` above `mode`: the paper's cross-check), `blocked`, `connected`. A rule's `when`
+//! (`assessed` above `mode`: the paper's cross-check), `blocked`, `connected`, `discord` (a
+//! streamed sensor — `[[stream_profile]]` — is in a discord episode, or one opened since the
+//! previous evaluation, so an episode shorter than the interval is still seen once),
+//! `discord_score` (its latest window's distance per √window to the nearest earlier one). A
+//! rule's `when`
 //! is a boolean SQL expression over them, e.g. `sensor LIKE '%Temperature%' AND value > 45`,
 //! `abs(rate_per_min) > 2`, `silent_secs > 600` (the most common real failure: a silent node).
 //!
@@ -41,6 +45,8 @@ pub struct SeriesRow {
     pub severity_exceeded: bool,
     pub blocked: bool,
     pub connected: bool,
+    pub discord: bool,
+    pub discord_score: Option<f64>,
 }
 
 /// `live`'s schema.
@@ -66,6 +72,8 @@ pub fn live_schema() -> SchemaRef {
         Field::new("severity_exceeded", DataType::Boolean, false),
         Field::new("blocked", DataType::Boolean, false),
         Field::new("connected", DataType::Boolean, false),
+        Field::new("discord", DataType::Boolean, false),
+        number("discord_score"),
     ]))
 }
 
@@ -104,6 +112,8 @@ pub fn live_batch(rows: &[SeriesRow]) -> Result<RecordBatch, arrow::error::Arrow
             flag(|r| r.severity_exceeded),
             flag(|r| r.blocked),
             flag(|r| r.connected),
+            flag(|r| r.discord),
+            number(|r| r.discord_score),
         ],
     )
 }

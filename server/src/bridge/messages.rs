@@ -286,7 +286,7 @@ impl Forwarder {
                 .to_owned()
         };
         let (kind, network, node_id) = (text("kind"), text("network"), text("node_id"));
-        let is_alert = kind == "alert" || kind.starts_with("alert_");
+        let is_alert = kind == "alert" || kind.starts_with("alert_") || kind == "discord";
         event.insert("instance".into(), self.instance.clone().into());
         event.insert(
             "id".into(),

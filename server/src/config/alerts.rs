@@ -13,6 +13,10 @@ pub struct AlertsConfig {
     /// Actions the built-in severity cross-check (`severity_cross_check`) notifies; empty:
     /// the cross-check only raises its `alert` event and MQTT message, as always.
     pub cross_check_actions: Vec<String>,
+    /// Actions the built-in discord rule (`discord`: a streamed sensor's window far from
+    /// every earlier one, see `[[stream_profile]]`) notifies; empty: discords only raise their
+    /// `discord` event and MQTT message.
+    pub discord_actions: Vec<String>,
     /// `[[alerts.rule]]`.
     #[serde(rename = "rule")]
     pub rules: Vec<AlertRuleConfig>,
@@ -31,6 +35,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             eval_interval_ms: 1000,
             cross_check_actions: Vec::new(),
+            discord_actions: Vec::new(),
             rules: Vec::new(),
             webhooks: Vec::new(),
             emails: Vec::new(),
@@ -170,10 +175,13 @@ impl AlertsConfig {
             .rules
             .iter()
             .map(|r| (format!("alerts.rule {:?}", r.name), &r.actions))
-            .chain(std::iter::once((
-                "alerts.cross_check_actions".to_owned(),
-                &self.cross_check_actions,
-            )))
+            .chain([
+                (
+                    "alerts.cross_check_actions".to_owned(),
+                    &self.cross_check_actions,
+                ),
+                ("alerts.discord_actions".to_owned(), &self.discord_actions),
+            ])
         {
             if let Some(unknown) = names.iter().find(|a| !actions.contains(a.as_str())) {
                 return Err(format!("{owner}: no action is named {unknown:?}"));

@@ -13,6 +13,7 @@
 //! logs), [`peers`] (what the other instances of a shared dataset know of the nodes).
 
 mod answer;
+pub mod discords;
 mod join;
 pub mod operator;
 pub mod peers;
@@ -121,6 +122,8 @@ pub struct Protocol {
     /// Keep each sensor's latest reading (`Node::latest`): set by alerting, the only reader,
     /// so without rules an accepted reading pays one relaxed load for it.
     pub track_latest: std::sync::atomic::AtomicBool,
+    /// `[[stream_profile]]`: the sensors whose left matrix profile is kept live.
+    streams: discords::Streams,
 }
 
 impl Protocol {
@@ -176,7 +179,18 @@ impl Protocol {
             live: LiveFeed::default(),
             track_latest: std::sync::atomic::AtomicBool::new(false),
             peers: peers::Peers::default(),
+            streams: discords::Streams::default(),
         })
+    }
+
+    /// Keeps the left matrix profile of the sensors `rules` name (`[[stream_profile]]`).
+    pub fn with_stream_profiles(
+        mut self,
+        rules: &[crate::config::StreamProfileConfig],
+        data_dir: &Path,
+    ) -> Protocol {
+        self.streams = discords::Streams::new(rules.to_vec(), data_dir);
+        self
     }
 
     /// Keeps [`Protocol::peers`] current from the other instances' registry files.
@@ -225,7 +239,12 @@ impl Protocol {
             loop {
                 tick.tick().await;
                 let m = me.clone();
-                let saved = tokio::task::spawn_blocking(move || m.registry.save_if_dirty()).await;
+                let saved = tokio::task::spawn_blocking(move || {
+                    // Logged where it fails; retried at the next tick.
+                    let _ = m.save_stream_profiles();
+                    m.registry.save_if_dirty()
+                })
+                .await;
                 match saved {
                     Ok(Ok(())) => me.metrics.disk.freed(Writer::Registry),
                     Ok(Err(e)) if e.is_no_space() => me.metrics.disk.full(Writer::Registry, &e),
@@ -370,7 +389,11 @@ impl Protocol {
             if self.track_latest.load(Relaxed) {
                 node.remember(accepted.sensor, v, now_ms());
             }
-            self.cross_check(&node, &accepted.config.sensors[accepted.sensor].name, v);
+            let sensor = &accepted.config.sensors[accepted.sensor].name;
+            self.cross_check(&node, sensor, v);
+            if !self.streams.is_empty() {
+                self.stream_profile(&node, accepted.sensor, sensor, v);
+            }
         }
         if node.live.watched() {
             let value = match &accepted.value {

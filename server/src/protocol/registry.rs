@@ -103,6 +103,8 @@ pub struct Node {
     pub live: Arc<crate::live::NodeReadings>,
     /// The latest numeric reading of each declared sensor (by index), for alert rules.
     pub latest: Mutex<Vec<Option<Latest>>>,
+    /// The live matrix profile of each declared sensor (by index), `[[stream_profile]]`.
+    pub profiles: Mutex<Vec<super::discords::Slot>>,
 }
 
 /// A sensor's latest numeric reading and the one before it.
@@ -124,6 +126,7 @@ impl Node {
             severity_window: Mutex::new(Default::default()),
             live: Arc::default(),
             latest: Mutex::default(),
+            profiles: Mutex::default(),
         }
     }
 
