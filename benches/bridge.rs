@@ -113,6 +113,7 @@ fn run_once(
         as_nodes: Some(NodeMode {
             network: "bench".into(),
             server_id: "SN".into(),
+            wave: false,
         }),
         stored_metrics: None,
         progress: false,

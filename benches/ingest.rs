@@ -72,6 +72,7 @@ fn node_load(
         as_nodes: Some(NodeMode {
             network: "bench".into(),
             server_id: "SN".into(),
+            wave: false,
         }),
         stored_metrics: None,
         progress: false,

@@ -60,6 +60,7 @@ fn load(addr: SocketAddr, publishers: usize, per: usize, inflight: usize, nodes:
         as_nodes: nodes.then(|| NodeMode {
             network: "bench".into(),
             server_id: "SN".into(),
+            wave: false,
         }),
         stored_metrics: None,
         progress: false,

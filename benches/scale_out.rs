@@ -141,6 +141,7 @@ fn ingest(rt: &tokio::runtime::Runtime, quick: bool) -> (String, serde_json::Val
             spec.as_nodes = Some(NodeMode {
                 network: "bench".into(),
                 server_id: "SN".into(),
+                wave: false,
             });
             let r = rt.block_on(loadgen::run(spec)).expect("load run");
             assert_eq!(r.acknowledged, (NODES * per) as u64);

@@ -90,6 +90,7 @@ impl Bench {
             as_nodes: Some(NodeMode {
                 network: "Karlovasi_IoT_network".into(),
                 server_id: "SN".into(),
+                wave: false,
             }),
             stored_metrics: Some(self.samos.addr("metrics")),
             ..self.spec(addr, t, clients, per)

@@ -266,22 +266,48 @@ impl LeftProfile {
         let oldest = j - (first + alive - 1) as u64;
         let (inv_a, inv_b) = self.inv_norm.run(oldest, alive);
         let split = inv_b.len();
+        let m = self.m;
+        // The nearest varying window has the largest covariance × its inverse norm (the newest
+        // window's norm is common to all); a constant one is √m away, so it wins only over
+        // correlations below ½. A constant newest window is the rare case: compared as is.
+        let mut best_r = (f64::NEG_INFINITY, usize::MAX);
+        let mut constant = None;
         let mut best = (f64::INFINITY, 0);
-        for k in 0..alive {
-            let inv_i = if k < split {
-                inv_b[split - 1 - k]
+        for (offset, inv) in [(0, inv_b), (split, inv_a)] {
+            let n = inv.len();
+            for k in 0..n {
+                let at = offset + k;
+                let inv_i = inv[n - 1 - k];
+                if self.drift[at] * inv_i * inv_j > RESEED {
+                    let i = j - (first + at) as u64;
+                    self.cov[at] = covariance(&self.values, m, i, j, self.mean);
+                    self.drift[at] = 0.0;
+                }
+                if inv_j == 0.0 {
+                    let d2 = pair_distance2(self.cov[at], inv_i, inv_j, m);
+                    if d2 < best.0 {
+                        best = (d2, at);
+                    }
+                } else if inv_i == 0.0 {
+                    constant.get_or_insert(at);
+                } else {
+                    let r = self.cov[at] * inv_i;
+                    if r > best_r.0 {
+                        best_r = (r, at);
+                    }
+                }
+            }
+        }
+        if inv_j != 0.0 {
+            let d2 = if best_r.1 == usize::MAX {
+                f64::INFINITY
             } else {
-                inv_a[alive - 1 - k]
+                pair_distance2(best_r.0, 1.0, inv_j, m)
             };
-            if self.drift[k] * inv_i * inv_j > RESEED {
-                let i = j - (first + k) as u64;
-                self.cov[k] = covariance(&self.values, self.m, i, j, self.mean);
-                self.drift[k] = 0.0;
-            }
-            let d2 = pair_distance2(self.cov[k], inv_i, inv_j, self.m);
-            if d2 < best.0 {
-                best = (d2, k);
-            }
+            best = match constant {
+                Some(at) if (m as f64) < d2 => (m as f64, at),
+                _ => (d2, best_r.1),
+            };
         }
         let i = j - (first + best.1) as u64;
         step.distance = self.exact_distance(i, j);
@@ -302,7 +328,7 @@ impl LeftProfile {
             (true, true) => 0.0,
             (true, false) | (false, true) => m.sqrt(),
             (false, false) => {
-                let (mi, _, _) = self.statistics(i);
+                let mi = mean(&self.values, self.m, i);
                 let mj = self.mean;
                 let (si, sj) = (inv_i * m.sqrt(), inv_j * m.sqrt());
                 self.values
@@ -319,22 +345,28 @@ impl LeftProfile {
     }
 }
 
+/// The mean of window `i` of `values`.
+fn mean(values: &Ring, m: usize, i: u64) -> f64 {
+    let (a, b) = values.run(i, m);
+    (a.iter().sum::<f64>() + b.iter().sum::<f64>()) / m as f64
+}
+
 /// Mean, norm √Σ(t − μ)² and constancy of window `i` of `values`.
 fn statistics(values: &Ring, m: usize, i: u64) -> (f64, f64, bool) {
+    let mean = mean(values, m, i);
     let first = values.get(i);
-    let mean = values.iter(i, m).sum::<f64>() / m as f64;
-    let constant = values.iter(i, m).all(|v| v == first);
-    let norm = values
-        .iter(i, m)
-        .map(|v| (v - mean) * (v - mean))
-        .sum::<f64>()
-        .sqrt();
-    (mean, norm, constant)
+    let (a, b) = values.run(i, m);
+    let (mut sum, mut constant) = (0.0, true);
+    for v in a.iter().chain(b) {
+        sum += (v - mean) * (v - mean);
+        constant &= *v == first;
+    }
+    (mean, sum.sqrt(), constant)
 }
 
 /// Σ (t[i+k] − μ_i)(t[j+k] − μ_j) from the values, `mean_j` given.
 fn covariance(values: &Ring, m: usize, i: u64, j: u64, mean_j: f64) -> f64 {
-    let (mean_i, _, _) = statistics(values, m, i);
+    let mean_i = mean(values, m, i);
     values
         .iter(i, m)
         .zip(values.iter(j, m))

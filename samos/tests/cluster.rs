@@ -94,6 +94,7 @@ async fn ballista_answers_as_single_process_sql_does() {
         spec.as_nodes = Some(samos_tools::loadgen::NodeMode {
             network: format!("net{i}"),
             server_id: "SN".into(),
+            wave: false,
         });
         let report = samos_tools::loadgen::run(spec).await.unwrap();
         assert_eq!(report.acknowledged, 5_000);

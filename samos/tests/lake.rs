@@ -93,6 +93,7 @@ async fn readings_over_mqtt_land_in_a_delta_table_every_engine_reads() {
         as_nodes: Some(samos_tools::loadgen::NodeMode {
             network: "lake".into(),
             server_id: "SN".into(),
+            wave: false,
         }),
         stored_metrics: None,
         progress: false,

@@ -39,6 +39,7 @@ async fn as_nodes_every_acknowledged_reading_is_durable() {
     sp.as_nodes = Some(loadgen::NodeMode {
         network: "bench".into(),
         server_id: "SN".into(),
+        wave: false,
     });
     let r = loadgen::run(sp).await.unwrap();
     assert_eq!(r.acknowledged, 600);

@@ -637,6 +637,7 @@ async fn slow_sinks_slow_publishers_down_without_loss() {
         as_nodes: Some(samos_tools::loadgen::NodeMode {
             network: "slow".into(),
             server_id: "SN".into(),
+            wave: false,
         }),
         stored_metrics: None,
         progress: false,

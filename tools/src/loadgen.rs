@@ -89,6 +89,21 @@ impl LoadSpec {
 pub struct NodeMode {
     pub network: String,
     pub server_id: String,
+    /// Each node's readings follow a sine (period 200 readings, 18.5 to 21.5, a phase per
+    /// node) instead of a constant 23.45: shapes for a streaming matrix profile to compare,
+    /// gentle enough (under 0.05 °C a reading) that the paper's severity cross-check, which
+    /// takes a reading a minute, stays quiet.
+    pub wave: bool,
+}
+
+/// Reading `k` of node `index` with [`NodeMode::wave`], as the five bytes `DD.DD`.
+fn wave_value(index: usize, k: usize) -> [u8; 5] {
+    let phase = index as f64 * 0.7;
+    let v = 20.0 + 1.5 * (k as f64 * std::f64::consts::TAU / 200.0 + phase).sin();
+    let text = format!("{v:05.2}");
+    let mut out = [b'0'; 5];
+    out.copy_from_slice(&text.as_bytes()[..5]);
+    out
 }
 
 /// What happened.
@@ -453,6 +468,9 @@ async fn publish_loop(
         .write(&mut template)
         .map_err(|e| LoadError::Protocol(e.to_string()))?;
     let pkid_at = template.len() - payload_len - 2;
+    // The value's five digits end the payload (`float,0-70,23.45`).
+    let wave = spec.as_nodes.as_ref().is_some_and(|m| m.wave);
+    let value_at = template.len() - 5;
     let mut wbuf = BytesMut::with_capacity(window.min(1024) * template.len());
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();
 
@@ -460,6 +478,9 @@ async fn publish_loop(
         while sent < total && (spec.qos == QoS::AtMostOnce || !free.is_empty()) {
             let at = wbuf.len();
             wbuf.extend_from_slice(&template);
+            if wave {
+                wbuf[at + value_at..at + value_at + 5].copy_from_slice(&wave_value(index, sent));
+            }
             if spec.qos != QoS::AtMostOnce {
                 let id = free.pop().expect("checked");
                 wbuf[at + pkid_at..at + pkid_at + 2].copy_from_slice(&id.to_be_bytes());
@@ -595,4 +616,21 @@ async fn subscribe_loop(
     }
     let _ = stream.write_all(&[0xE0, 0]).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wave_values_keep_the_payload_length_and_the_declared_range() {
+        for index in 0..20 {
+            for k in 0..100 {
+                let text = wave_value(index, k);
+                let v: f64 = std::str::from_utf8(&text).unwrap().parse().unwrap();
+                assert!((18.495..=21.505).contains(&v), "{v}");
+            }
+        }
+        assert_ne!(wave_value(0, 0), wave_value(0, 12));
+    }
 }

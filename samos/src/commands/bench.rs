@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// configuration (for servers without the sensor-network protocol).
     #[arg(long)]
     plain: bool,
+    /// Nodes' readings follow a sine (18.5 to 21.5, period 200 readings, a phase per node)
+    /// instead of a constant: shapes for `[[stream_profile]]` to compare.
+    #[arg(long, conflicts_with = "plain")]
+    wave: bool,
     /// Payload size of plain messages.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
@@ -77,6 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         as_nodes: (!args.plain).then(|| NodeMode {
             network: args.network.clone(),
             server_id: args.server_id.clone(),
+            wave: args.wave,
         }),
         subscriber: args.subscriber,
         idle_timeout: std::time::Duration::from_secs_f64(args.idle_timeout),
