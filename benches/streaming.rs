@@ -1,6 +1,7 @@
 //! What the streaming matrix profile costs: 1,000 nodes, each streaming one temperature series
 //! (a sine with a phase per node, `samos bench --wave`), QoS 1 with 10 in flight, against a
-//! server with `[[stream_profile]] sensor = "*"` (window 32, history 1,000: the defaults) and
+//! server with `[[stream_profile]] sensor = "*"` (window 32, history `STREAMING_HISTORY`,
+//! default 1,000: the defaults) and
 //! one without, alternating `STREAMING_ROUNDS` rounds (default 3) of `STREAMING_READINGS`
 //! readings per node (default 3,000: the first 1,000 windows of a series fill its history).
 //! Reported: durable readings/s, and readings per second of server CPU — readings/s per core —
@@ -56,12 +57,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One run: (durable readings/s, readings per server CPU second, RSS MiB after, discords).
-fn run(rt: &tokio::runtime::Runtime, dir: &Path, streaming: bool, per: usize) -> [f64; 4] {
+fn run(rt: &tokio::runtime::Runtime, dir: &Path, history: Option<usize>, per: usize) -> [f64; 4] {
     let config = dir.join("samos.toml");
-    let profile = if streaming {
-        "[[stream_profile]]\nsensor = \"*\"\n"
-    } else {
-        ""
+    let profile = match history {
+        Some(h) => format!("[[stream_profile]]\nsensor = \"*\"\nhistory = {h}\n"),
+        None => String::new(),
     };
     std::fs::write(
         &config,
@@ -97,12 +97,12 @@ fn run(rt: &tokio::runtime::Runtime, dir: &Path, streaming: bool, per: usize) ->
     ]
 }
 
-/// ns per value of the kernel alone: one series of `n` values, window 32, history 1,000.
-fn kernel_ns(n: usize) -> f64 {
+/// ns per value of the kernel alone: one series of `n` values, window 32.
+fn kernel_ns(n: usize, history: usize) -> f64 {
     let values = samos_offload::reference::random_walk(n, 3);
     let mut best = f64::INFINITY;
     for _ in 0..3 {
-        let mut p = samos_offload::stream::LeftProfile::new(32, 1000).unwrap();
+        let mut p = samos_offload::stream::LeftProfile::new(32, history).unwrap();
         let started = Instant::now();
         let mut sink = 0.0;
         for v in &values {
@@ -119,6 +119,7 @@ fn kernel_ns(n: usize) -> f64 {
 fn main() {
     let rounds: usize = env_or("STREAMING_ROUNDS", 3);
     let per: usize = env_or("STREAMING_READINGS", 3000);
+    let history: usize = env_or("STREAMING_HISTORY", 1000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,7 +130,7 @@ fn main() {
     for round in 1..=rounds {
         for streaming in [false, true] {
             let run_dir = tempfile::tempdir_in(dir.path()).unwrap();
-            let r = run(&rt, run_dir.path(), streaming, per);
+            let r = run(&rt, run_dir.path(), streaming.then_some(history), per);
             eprintln!(
                 "round {round}, streaming {}: {:.0} readings/s, {:.0} per CPU second, RSS {:.0} MiB, {} discords",
                 if streaming { "on " } else { "off" },
@@ -142,7 +143,7 @@ fn main() {
         }
     }
     let col = |v: &[[f64; 4]], i: usize| median(v.iter().map(|r| r[i]).collect());
-    let kernel = kernel_ns(200_000);
+    let kernel = kernel_ns(200_000, history);
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -150,10 +151,10 @@ fn main() {
          ({rounds} alternating rounds, medians)\n\n\
          | | readings/s | readings per server CPU second | RSS after (MiB) |\n|---|---:|---:|---:|\n\
          | streaming off | {:.0} | {:.0} | {:.0} |\n\
-         | streaming on (window 32, history 1,000, every series) | {:.0} | {:.0} | {:.0} |\n\n\
+         | streaming on (window 32, history {history}, every series) | {:.0} | {:.0} | {:.0} |\n\n\
          On ÷ off: readings/s **{:.2}×**, per CPU second **{:.2}×**; memory the profiles add: \
          {:.0} KiB per series; discords raised on the sines: {}. The kernel alone \
-         (`LeftProfile::push`, window 32, history 1,000, one series in this process): **{kernel:.0} ns** \
+         (`LeftProfile::push`, window 32, history {history}, one series in this process): **{kernel:.0} ns** \
          per reading ({:.0} readings/s on one core).\n",
         col(&off, 0),
         col(&off, 1),

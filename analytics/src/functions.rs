@@ -139,5 +139,8 @@ impl ScalarUDFImpl for UtcDateTrunc {
     }
 }
 
+pub mod last_value;
+pub mod percentile;
+
 #[cfg(test)]
 mod tests;

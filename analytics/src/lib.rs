@@ -24,7 +24,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -133,6 +133,12 @@ impl History {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_udf(ScalarUDF::new_from_impl(functions::UtcDateTrunc::new()));
+        ctx.register_udaf(AggregateUDF::new_from_impl(
+            functions::percentile::CountingPercentileCont::new(),
+        ));
+        ctx.register_udaf(AggregateUDF::new_from_impl(
+            functions::last_value::FastLastValue::new(),
+        ));
         let lake = lake.map(|d| Arc::new(samos_lake::DatasetHandle::new(d)));
         ctx.register_table(
             "readings",

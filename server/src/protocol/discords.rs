@@ -210,7 +210,11 @@ impl Protocol {
             let Slot::On(stream) = &mut slots[index] else {
                 return;
             };
-            self.streams.dirty.store(true, Relaxed);
+            // Read first: every connection storing into one shared line would bounce it
+            // between cores on every reading.
+            if !self.streams.dirty.load(Relaxed) {
+                self.streams.dirty.store(true, Relaxed);
+            }
             let Some(d) = stream.step(value, now) else {
                 return;
             };
@@ -262,7 +266,11 @@ impl Protocol {
             std::fs::create_dir_all(dir)?;
         }
         samos_store::file::write_atomically(&self.streams.file, text.as_bytes()).inspect_err(|e| {
-            self.streams.dirty.store(true, Relaxed);
+            // Read first: every connection storing into one shared line would bounce it
+            // between cores on every reading.
+            if !self.streams.dirty.load(Relaxed) {
+                self.streams.dirty.store(true, Relaxed);
+            }
             error!(error = %e, path = %self.streams.file.display(), "cannot save the stream profiles");
         })
     }
