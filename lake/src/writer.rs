@@ -389,7 +389,7 @@ impl LakeWriter {
         let (first, last) = (run[0].range.0, run[run.len() - 1].range.1);
         let local = scratch.join(layout::compaction_temporary_name(first));
         let store = self.table.object_store();
-        let mut writer = samos_store::parquet::readings_writer(&local)?;
+        let mut writer = samos_store::parquet::ReadingsWriter::create(&local)?;
         let mut rows = 0u64;
         for file in run {
             let bytes = store
@@ -415,10 +415,11 @@ impl LakeWriter {
                 })?;
             }
         }
-        writer.close().map_err(|e| LakeError::Parquet {
+        // Finished (footer written); the upload reads the file back.
+        drop(writer.finish().map_err(|e| LakeError::Parquet {
             path: local.display().to_string(),
             why: e.to_string(),
-        })?;
+        })?);
         let result = self.commit_merge(&local, run, (first, last), &date).await;
         let _ = std::fs::remove_file(&local);
         let (version, path) = result?;

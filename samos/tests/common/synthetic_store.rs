@@ -113,7 +113,7 @@ pub fn write_store(data: &Path, rows: usize) {
         std::fs::create_dir_all(&dir).unwrap();
         let first_seq = seq;
         let tmp = dir.join(".tmp.parquet.partial");
-        let mut w = samos_store::parquet::readings_writer(&tmp).unwrap();
+        let mut w = samos_store::parquet::ReadingsWriter::create(&tmp).unwrap();
         let mut i = at;
         while i < end {
             let n = (end - i).min(65_536);
@@ -121,7 +121,7 @@ pub fn write_store(data: &Path, rows: usize) {
             seq += 1;
             i += n;
         }
-        w.close().unwrap();
+        drop(w.finish().unwrap());
         std::fs::rename(
             &tmp,
             dir.join(format!("part-{first_seq:020}-{:020}.parquet", seq - 1)),

@@ -1,0 +1,165 @@
+//! Readings files whose row groups are sorted by node, sensor and time.
+//!
+//! Readings arrive in time order from every node at once, so a row group of arrival order holds
+//! every series and its statistics (min/max per page and row group) say nothing about any one
+//! node: a query for one node's day reads the whole day. [`ReadingsWriter`] holds the rows of
+//! a row group until it is full, sorts them by (`node_id`, `sensor`, `ingest_time`) and then
+//! writes them, so each page holds a few series and the page index lets a reader skip the rest.
+//!
+//! Invariants: a row group is exactly [`ROW_GROUP_ROWS`] rows, except a file's last; the rows
+//! of a file are exactly the rows written to it, each once (only their order within a row
+//! group changes); nothing reaches the file before the row group it belongs to is complete,
+//! which costs nothing in durability — rows are in the WAL until their file is published.
+//! The sort key is arrow's row format (byte-comparable), not a comparator over columns.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{ArrayRef, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use parquet::arrow::ArrowWriter;
+
+use super::{ParquetError, ROW_GROUP_ROWS, format_error, readings_writer, writer_error};
+
+/// The columns a row group is sorted by, in order.
+pub const SORT_COLUMNS: [&str; 3] = ["node_id", "sensor", "ingest_time"];
+
+/// Small batches are copied together once this many wait, or this many rows: a batch of one
+/// reading carries builders' spare capacity (kilobytes for a few bytes of data), and a row
+/// group can take 128k of them.
+const TAIL_BATCHES: usize = 64;
+const TAIL_ROWS: usize = 8192;
+
+/// A `readings` file being written, one sorted row group at a time.
+pub struct ReadingsWriter {
+    writer: ArrowWriter<File>,
+    path: PathBuf,
+    /// Rows waiting for their row group to fill, in arrival order: copied chunks, then the
+    /// latest batches as they came.
+    pending: Vec<RecordBatch>,
+    tail: Vec<RecordBatch>,
+    tail_rows: usize,
+    pending_rows: usize,
+    pending_bytes: usize,
+}
+
+impl ReadingsWriter {
+    /// Creates the file at `path` with the store's writer settings.
+    pub fn create(path: &Path) -> Result<ReadingsWriter, ParquetError> {
+        Ok(ReadingsWriter {
+            writer: readings_writer(path)?,
+            path: path.to_path_buf(),
+            pending: Vec::new(),
+            tail: Vec::new(),
+            tail_rows: 0,
+            pending_rows: 0,
+            pending_bytes: 0,
+        })
+    }
+
+    /// Adds rows; every row group they complete is sorted and written.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending_bytes += batch.get_array_memory_size();
+        self.tail_rows += batch.num_rows();
+        self.tail.push(batch.clone());
+        if self.tail.len() >= TAIL_BATCHES || self.tail_rows >= TAIL_ROWS {
+            self.compact_tail()?;
+        }
+        while self.pending_rows >= ROW_GROUP_ROWS {
+            self.flush(ROW_GROUP_ROWS)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the latest batches into one right-sized chunk.
+    fn compact_tail(&mut self) -> Result<(), ParquetError> {
+        match self.tail.len() {
+            0 => return Ok(()),
+            1 => self.pending.append(&mut self.tail),
+            _ => {
+                let schema = self.tail[0].schema();
+                let chunk =
+                    concat_batches(&schema, &self.tail).map_err(|e| format_error(&self.path, e))?;
+                self.tail.clear();
+                self.pending.push(chunk);
+            }
+        }
+        self.tail_rows = 0;
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        Ok(())
+    }
+
+    /// Bytes the file will hold so far: written, buffered by the Parquet writer, and waiting
+    /// here (in memory, uncompressed: an overestimate).
+    pub fn bytes(&self) -> usize {
+        self.writer.bytes_written() + self.writer.in_progress_size() + self.pending_bytes
+    }
+
+    /// Writes what is left as the last row group and finishes the file (footer), returning it
+    /// for the caller to fsync and publish.
+    pub fn finish(mut self) -> Result<File, ParquetError> {
+        if self.pending_rows > 0 {
+            self.flush(self.pending_rows)?;
+        }
+        let path = self.path;
+        self.writer.into_inner().map_err(|e| writer_error(&path, e))
+    }
+
+    /// Sorts the first `rows` pending rows and writes them as one row group.
+    fn flush(&mut self, rows: usize) -> Result<(), ParquetError> {
+        self.compact_tail()?;
+        let schema = self.pending[0].schema();
+        let all =
+            concat_batches(&schema, &self.pending).map_err(|e| format_error(&self.path, e))?;
+        let (group, rest) = (all.slice(0, rows), all.slice(rows, all.num_rows() - rows));
+        let sorted = sort(&group).map_err(|e| format_error(&self.path, e))?;
+        self.writer
+            .write(&sorted)
+            .map_err(|e| writer_error(&self.path, e))?;
+        self.writer
+            .flush()
+            .map_err(|e| writer_error(&self.path, e))?;
+        self.pending_rows = rest.num_rows();
+        self.pending_bytes = rest.get_array_memory_size();
+        self.pending = if rest.num_rows() > 0 {
+            vec![rest]
+        } else {
+            Vec::new()
+        };
+        Ok(())
+    }
+}
+
+/// `batch` ordered by [`SORT_COLUMNS`] (those it has).
+pub fn sort(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let keys: Vec<ArrayRef> = SORT_COLUMNS
+        .iter()
+        .filter_map(|name| batch.column_by_name(name).cloned())
+        .collect();
+    if keys.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let converter = RowConverter::new(
+        keys.iter()
+            .map(|k| SortField::new(k.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&keys)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    // Stable: rows of one series at one instant keep their arrival order.
+    order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    take_record_batch(batch, &UInt32Array::from(order))
+}
+
+#[cfg(test)]
+mod tests;

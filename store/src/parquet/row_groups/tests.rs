@@ -1,0 +1,184 @@
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, DictionaryArray, Float64Array, StringArray, TimestampMillisecondArray,
+    UInt8Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Int32Type, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use proptest::prelude::*;
+use samos_schemas::readings::readings_schema;
+
+use super::*;
+
+/// `n` readings from row `first` on: node `(i·7) % nodes`, sensor `i % 3`, time `i / 5` (ties),
+/// key `i`.
+fn batch(first: usize, n: usize, nodes: usize) -> RecordBatch {
+    let schema = readings_schema();
+    let rows = first..first + n;
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match (f.name().as_str(), f.data_type()) {
+                ("node_id", _) => {
+                    let names: Vec<String> = rows
+                        .clone()
+                        .map(|i| format!("N{:03}", (i * 7) % nodes))
+                        .collect();
+                    Arc::new(
+                        names
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<DictionaryArray<Int32Type>>(),
+                    )
+                }
+                ("sensor", _) => Arc::new(
+                    rows.clone()
+                        .map(|i| ["temp", "co2", "light"][i % 3])
+                        .collect::<DictionaryArray<Int32Type>>(),
+                ),
+                (_, DataType::Timestamp(..)) => Arc::new(
+                    TimestampMillisecondArray::from_iter_values(
+                        rows.clone().map(|i| (i / 5) as i64),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                (_, DataType::Dictionary(..)) => {
+                    Arc::new(std::iter::repeat_n("x", n).collect::<DictionaryArray<Int32Type>>())
+                }
+                (_, DataType::Float64) => Arc::new(Float64Array::from_iter_values(
+                    rows.clone().map(|i| i as f64),
+                )),
+                (_, DataType::Utf8) => Arc::new(StringArray::from(vec!["1.0"; n])),
+                (_, DataType::UInt8) => Arc::new(UInt8Array::from(vec![1; n])),
+                (_, DataType::UInt64) => Arc::new(UInt64Array::from_iter_values(
+                    rows.clone().map(|i| i as u64),
+                )),
+                (_, other) => panic!("no test column for {other}"),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// (node, sensor, time, key) of every row of a file, by row group.
+type Key = (String, String, i64, u64);
+fn row_groups(path: &Path) -> Vec<Vec<Key>> {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let groups = reader.metadata().num_row_groups();
+    (0..groups)
+        .map(|g| {
+            let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+                .unwrap()
+                .with_row_groups(vec![g])
+                .build()
+                .unwrap();
+            let mut keys = Vec::new();
+            for b in r {
+                let b = b.unwrap();
+                let text = |name: &str| {
+                    arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap()
+                };
+                let (node, sensor) = (text("node_id"), text("sensor"));
+                let (node, sensor) = (node.as_string::<i32>(), sensor.as_string::<i32>());
+                let time = b.column_by_name("ingest_time").unwrap();
+                let time = time
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .unwrap();
+                let key = b
+                    .column_by_name("key")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>();
+                for i in 0..b.num_rows() {
+                    keys.push((
+                        node.value(i).to_owned(),
+                        sensor.value(i).to_owned(),
+                        time.value(i),
+                        key.value(i),
+                    ));
+                }
+            }
+            keys
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// Whatever the batch sizes: every row once, full row groups but the last, each sorted by
+    /// node, sensor and time, rows of one series and instant in arrival order.
+    #[test]
+    fn a_file_holds_its_rows_once_in_sorted_row_groups(
+        sizes in prop::collection::vec(1usize..90_000, 1..6),
+        nodes in 1usize..120,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let mut w = ReadingsWriter::create(&path).unwrap();
+        let mut at = 0;
+        for n in &sizes {
+            w.write(&batch(at, *n, nodes)).unwrap();
+            at += n;
+        }
+        prop_assert!(w.bytes() > 0);
+        drop(w.finish().unwrap());
+        let groups = row_groups(&path);
+        let total: usize = groups.iter().map(Vec::len).sum();
+        prop_assert_eq!(total, at);
+        for (g, rows) in groups.iter().enumerate() {
+            if g + 1 < groups.len() {
+                prop_assert_eq!(rows.len(), ROW_GROUP_ROWS);
+            }
+            for pair in rows.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                prop_assert!((&a.0, &a.1, a.2) <= (&b.0, &b.1, b.2), "{:?} then {:?}", a, b);
+                if (&a.0, &a.1, a.2) == (&b.0, &b.1, b.2) {
+                    prop_assert!(a.3 < b.3, "arrival order kept: {:?} then {:?}", a, b);
+                }
+            }
+            // The row group holds exactly the rows that arrived for it.
+            let mut keys: Vec<u64> = rows.iter().map(|r| r.3).collect();
+            keys.sort_unstable();
+            let first = (g * ROW_GROUP_ROWS) as u64;
+            prop_assert_eq!(keys, (first..first + rows.len() as u64).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn an_empty_file_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.parquet");
+    let mut w = ReadingsWriter::create(&path).unwrap();
+    w.write(&batch(0, 0, 3)).unwrap();
+    drop(w.finish().unwrap());
+    assert!(row_groups(&path).is_empty());
+}
+
+#[test]
+fn many_one_reading_batches_are_held_compactly() {
+    // Each one-row batch carries spare builder capacity; waiting batches are copied together,
+    // so what waits stays near the size of its rows, not of its batches.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.parquet");
+    let mut w = ReadingsWriter::create(&path).unwrap();
+    let one = batch(0, 1, 10);
+    let per_batch = one.get_array_memory_size();
+    for i in 0..20_000 {
+        w.write(&batch(i, 1, 10)).unwrap();
+    }
+    assert!(
+        w.pending_bytes < 20_000 * per_batch / 4,
+        "{} bytes wait for 20,000 rows ({per_batch} bytes a batch)",
+        w.pending_bytes
+    );
+    drop(w.finish().unwrap());
+    let rows: Vec<Key> = row_groups(&path).concat();
+    assert_eq!(rows.len(), 20_000);
+    let mut keys: Vec<u64> = rows.iter().map(|r| r.3).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (0..20_000).collect::<Vec<u64>>());
+}
