@@ -182,3 +182,43 @@ fn many_one_reading_batches_are_held_compactly() {
     keys.sort_unstable();
     assert_eq!(keys, (0..20_000).collect::<Vec<u64>>());
 }
+
+proptest! {
+    /// The packed integer order is the row format's, also where a dictionary holds one name
+    /// twice (as a concatenation of batches can).
+    #[test]
+    fn the_packed_order_is_the_row_order(
+        rows in prop::collection::vec((0i32..6, 0i32..4, 0i64..20), 2..400),
+    ) {
+        let mut b = batch(0, rows.len(), 5);
+        let schema = b.schema();
+        let names = StringArray::from(vec!["N2", "N1", "N2", "N0", "N1", "N9"]);
+        let sensors = StringArray::from(vec!["co2", "temp", "co2", "light"]);
+        let mut columns = b.columns().to_vec();
+        for (i, f) in schema.fields().iter().enumerate() {
+            match f.name().as_str() {
+                "node_id" => {
+                    let keys: arrow::array::Int32Array = rows.iter().map(|r| r.0).collect();
+                    columns[i] = Arc::new(
+                        DictionaryArray::<Int32Type>::try_new(keys, Arc::new(names.clone())).unwrap(),
+                    );
+                }
+                "sensor" => {
+                    let keys: arrow::array::Int32Array = rows.iter().map(|r| r.1).collect();
+                    columns[i] = Arc::new(
+                        DictionaryArray::<Int32Type>::try_new(keys, Arc::new(sensors.clone())).unwrap(),
+                    );
+                }
+                "ingest_time" => {
+                    columns[i] = Arc::new(
+                        TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                            .with_timezone("UTC"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        b = RecordBatch::try_new(schema, columns).unwrap();
+        prop_assert_eq!(packed_order(&b).unwrap(), row_order(&b).unwrap());
+    }
+}
