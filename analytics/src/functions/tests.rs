@@ -82,3 +82,36 @@ fn other_zones_and_scalars_are_datafusions() {
     );
     assert_eq!(v, vec![Some(1_764_547_200_000_000_000)]);
 }
+
+/// Every session `History` opens (the one of `samos sql`, the HTTP API, psql and Flight SQL)
+/// resolves these names to Samos's functions, not DataFusion's.
+#[test]
+fn history_sessions_use_samos_functions() {
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::AggregateUDF;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let history = rt
+        .block_on(crate::History::open(dir.path(), crate::Access::Query))
+        .unwrap();
+    let ctx = history.context();
+    assert!(*ctx.udf("date_trunc").unwrap() == ScalarUDF::new_from_impl(UtcDateTrunc::new()));
+    let aggregates = [
+        (
+            "percentile_cont",
+            AggregateUDF::new_from_impl(percentile::CountingPercentileCont::new()),
+        ),
+        (
+            "last_value",
+            AggregateUDF::new_from_impl(last_value::FastLastValue::new()),
+        ),
+    ];
+    let plain = SessionContext::new();
+    for (name, ours) in aggregates {
+        assert!(*ctx.udaf(name).unwrap() == ours, "{name}");
+        assert!(*plain.udaf(name).unwrap() != ours, "{name}");
+    }
+}

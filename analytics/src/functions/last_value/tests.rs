@@ -1,7 +1,6 @@
 use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
@@ -96,20 +95,4 @@ proptest! {
     ) {
         same_as_datafusion(&rows, partitions);
     }
-}
-
-#[test]
-fn sessions_use_this_last_value() {
-    let ours = AggregateUDF::new_from_impl(FastLastValue::new());
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let history = rt
-        .block_on(crate::History::open(dir.path(), crate::Access::Query))
-        .unwrap();
-    assert!(*history.context().udaf("last_value").unwrap() == ours);
-    assert!(*session(&[], true, 1).udaf("last_value").unwrap() == ours);
-    assert!(*session(&[], false, 1).udaf("last_value").unwrap() != ours);
 }

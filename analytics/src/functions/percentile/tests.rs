@@ -1,7 +1,6 @@
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::datasource::MemTable;
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
@@ -128,26 +127,4 @@ fn values_that_do_not_repeat_are_kept_and_answer_the_same() {
 #[test]
 fn a_group_of_one_value_and_an_empty_one() {
     same_as_datafusion(&[1, 2, 2], &[Some(4.5), None, None], 0.5, 1);
-}
-
-#[test]
-fn sessions_use_this_percentile_cont() {
-    let ours = AggregateUDF::new_from_impl(CountingPercentileCont::new());
-    let test_session = session(&[1], &[Some(1.0)], true, 1);
-    assert!(*test_session.udaf("percentile_cont").unwrap() == ours);
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let history = rt
-        .block_on(crate::History::open(dir.path(), crate::Access::Query))
-        .unwrap();
-    assert!(*history.context().udaf("percentile_cont").unwrap() == ours);
-    assert!(
-        *session(&[1], &[Some(1.0)], false, 1)
-            .udaf("percentile_cont")
-            .unwrap()
-            != ours
-    );
 }
