@@ -514,3 +514,52 @@ fn a_planted_discord_streamed_through_mqtt_raises_exactly_one_alert() {
         "{live}"
     );
 }
+
+#[test]
+fn a_new_list_of_sensors_starts_the_profiles_afresh() {
+    const NET: &str = "Karlovasi_IoT_network";
+    const LOC: &str = "Greece/Samos/Karlovasi/AegeanUniversityCampus/indoor/A/A52";
+    let s = TestServer::with_config(
+        "[[stream_profile]]\nsensor = \"*\"\nwindow = 8\nhistory = 50\nwarmup = 1000000\n",
+    );
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", (0..40).map(planted), 1);
+    // CN1 joins again declaring another sensor where the temperature was: what was kept for
+    // sensor 0 must not carry over to it.
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/node-configs/cn1_config.xml"),
+    )
+    .unwrap()
+    .replace("indoorTemperatureSensor", "outdoorTemperatureSensor");
+    let control = format!("{NET}/CN1/{LOC}/control");
+    cn1.publish_qos1(
+        &control,
+        format!("PUB_CONFIG_FILE, {config}").as_bytes(),
+        100,
+    );
+    while !cn1
+        .next_publish(Duration::from_secs(10))
+        .expect("join reply")
+        .1
+        .starts_with(b"SET_CN_FUNCTIONAL_MODE, active")
+    {}
+    let topic = format!("{NET}/CN1/{LOC}/outdoorTemperatureSensor");
+    for i in 0..20u16 {
+        let payload = format!("float,0-70,{}", planted(usize::from(i)));
+        assert_eq!(cn1.publish_qos1(&topic, payload.as_bytes(), 200 + i), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = samos_sql(
+            &s.data_dir(),
+            &[],
+            &[],
+            "SELECT sensor, windows FROM stream_profiles ORDER BY sensor",
+        );
+        if live.lines().skip(1).collect::<Vec<_>>() == ["outdoorTemperatureSensor,13"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{live}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -589,6 +589,18 @@ impl Config {
         self.alerts.check().map_err(ConfigError::Invalid)?;
         bridge::check(&self.bridges).map_err(ConfigError::Invalid)?;
         stream::check(&self.stream_profile).map_err(ConfigError::Invalid)?;
+        if !self.stream_profile.is_empty() && !self.protocol.enabled {
+            return Err(ConfigError::Invalid(
+                "[[stream_profile]] follows sensors of joined nodes: it needs protocol.enabled"
+                    .into(),
+            ));
+        }
+        if !self.alerts.discord_actions.is_empty() && self.stream_profile.is_empty() {
+            return Err(ConfigError::Invalid(
+                "alerts.discord_actions: no [[stream_profile]] streams a sensor, so no discord could be raised"
+                    .into(),
+            ));
+        }
         for (name, e) in [("pgwire", &self.pgwire), ("flight", &self.flight)] {
             if let Some(bind) = e.bind
                 && !bind.ip().is_loopback()
@@ -651,6 +663,21 @@ mod tests {
         }
         let c: Config = toml::from_str("instance_id = \"a b\"").unwrap();
         assert!(c.finish().is_err());
+    }
+
+    #[test]
+    fn stream_profiles_need_the_protocol_and_discord_actions_a_stream() {
+        let off: Config =
+            toml::from_str("[protocol]\nenabled = false\n[[stream_profile]]\nsensor = \"t\"\n")
+                .unwrap();
+        let err = off.finish().unwrap_err().to_string();
+        assert!(err.contains("protocol.enabled"), "{err}");
+        let idle: Config = toml::from_str(
+            "[alerts]\ndiscord_actions = [\"ops\"]\n[[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\n",
+        )
+        .unwrap();
+        let err = idle.finish().unwrap_err().to_string();
+        assert!(err.contains("no [[stream_profile]]"), "{err}");
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Protocol {
         let verdict =
             verdict.and_then(|c| self.consistent(&job.network, &job.node_id, &job.location, c));
         let mut pushed = None;
+        let mut sensors_changed = false;
         let (mode, reply) = {
             let mut r = node.record.lock().expect("node record");
             r.config_xml = Some(job.document.clone());
@@ -188,6 +189,10 @@ impl Protocol {
             match verdict {
                 Ok(config) => {
                     r.functional_mode = FunctionalMode::Active;
+                    let names = |c: &NodeConfig| -> Vec<String> {
+                        c.sensors.iter().map(|s| s.name.clone()).collect()
+                    };
+                    sensors_changed = r.config.as_deref().map(names) != Some(names(&config));
                     r.config = Some(Arc::new(config));
                     r.refusal.clear();
                     (
@@ -206,6 +211,12 @@ impl Protocol {
                 }
             }
         };
+        if sensors_changed {
+            // What is kept per sensor is by its index in the configuration: a new list of
+            // sensors starts afresh (no latest value or live profile carried to another sensor).
+            node.latest.lock().expect("latest readings").clear();
+            node.profiles.lock().expect("stream profiles").clear();
+        }
         self.registry.mark_dirty();
         let record = node.snapshot();
         match mode {
