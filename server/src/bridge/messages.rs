@@ -493,6 +493,11 @@ mod tests {
             200,
             &mut out,
         );
+        f.event(
+            r#"{"time_ms":3,"kind":"discord","network":"net","node_id":"n3","detail":{}}"#,
+            205,
+            &mut out,
+        );
         f.event("not json", 210, &mut out);
         let topics: Vec<_> = out.iter().map(|m| m.topic.as_str()).collect();
         assert_eq!(
@@ -500,7 +505,9 @@ mod tests {
             [
                 "net/events/n1/alert_firing",
                 "a/alert_firing/n1",
-                "net/events/n2/joined"
+                "net/events/n2/joined",
+                "net/events/n3/discord",
+                "a/discord/n3"
             ]
         );
         let first: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();

@@ -266,12 +266,13 @@ impl Protocol {
             std::fs::create_dir_all(dir)?;
         }
         samos_store::file::write_atomically(&self.streams.file, text.as_bytes()).inspect_err(|e| {
-            // Read first: every connection storing into one shared line would bounce it
-            // between cores on every reading.
-            if !self.streams.dirty.load(Relaxed) {
-                self.streams.dirty.store(true, Relaxed);
+            // Tried again at the next tick.
+            self.streams.dirty.store(true, Relaxed);
+            // A full disk is reported once per episode by the writers that matter (WAL,
+            // Parquet, registry); this snapshot only waits for space, quietly.
+            if !samos_store::file::is_no_space(e) {
+                error!(error = %e, path = %self.streams.file.display(), "cannot save the stream profiles");
             }
-            error!(error = %e, path = %self.streams.file.display(), "cannot save the stream profiles");
         })
     }
 }
