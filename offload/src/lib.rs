@@ -37,6 +37,10 @@ pub enum MiningError {
         "window statistics need a window and a step of at least 1 (window {window}, step {step})"
     )]
     WindowSpec { window: usize, step: usize },
+    #[error(
+        "a streamed profile compares each window with earlier ones beyond the exclusion zone: history {history} must exceed ⌈{window}/4⌉"
+    )]
+    History { window: usize, history: usize },
     #[error("{backend} backend: {message}")]
     Device { backend: String, message: String },
 }

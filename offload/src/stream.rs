@@ -20,14 +20,15 @@
 //! moves rather than its level. Each covariance carries a bound of the rounding of the updates
 //! it took since it was last computed from its values (`drift`: the updates' magnitudes plus
 //! the rounding of their df and dg terms, which is relative to the values' magnitude, not to
-//! the terms'); its error is a few units in the last place of that sum. Where the sum, scaled by the two windows' inverse norms, passes
-//! [`RESEED`] — a quiet window after loud ones, or a diagonal that lived long — the covariance
-//! is recomputed from the values (O(m)) before it is used, so a correlation is never off by
-//! more than about 2^13 units in the last place (~1e-12). The nearest window is chosen on these
-//! correlations and its distance then recomputed exactly from the values: a reported distance
-//! is the exact distance of the window named, and exceeds the true minimum only where two
-//! candidates lie within that rounding of each other (tested against
-//! [`crate::reference::left_matrix_profile`]).
+//! the terms'); its error is a few units in the last place of that sum. Where the sum, scaled
+//! by the two windows' inverse norms, passes [`RESEED`] — a quiet window after loud ones, or a
+//! diagonal that lived long — the covariance is recomputed from the values (O(m)) before it is
+//! used, so a correlation is never off by more than about 2^13 units in the last place
+//! (~1e-12). The nearest window is chosen on these correlations and its distance then
+//! recomputed exactly from the values: a reported distance is the exact distance of the window
+//! named, and exceeds the true minimum only where two candidates lie within that rounding of
+//! each other (tested against [`crate::reference::left_matrix_profile`]).
+//!
 //! Conventions are the batch kernels': two constant windows are 0 apart, a constant and a
 //! varying one √m. A value that is not finite is not part of the stream (skipped).
 
@@ -125,11 +126,14 @@ impl LeftProfile {
     /// must reach past the exclusion zone ⌈m/4⌉.
     pub fn new(m: usize, history: usize) -> Result<LeftProfile, MiningError> {
         let zone = exclusion_zone(m);
-        if m < 3 || history <= zone {
+        if m < 3 {
             return Err(MiningError::Window {
                 window: m,
                 len: history,
             });
+        }
+        if history <= zone {
+            return Err(MiningError::History { window: m, history });
         }
         // Windows j − history − 1 ..= j are read (the oldest for its df and dg), and their
         // values j − history − 1 .. j + m.
