@@ -168,6 +168,18 @@ impl LeftProfile {
         self.seen
     }
 
+    /// The latest values the profile depends on, oldest first: a fresh profile given them
+    /// continues exactly as this one would (its windows numbered from 0 again).
+    pub fn recent(&self) -> Vec<f64> {
+        let keep = (self.history + self.m) as u64;
+        let n = self.seen.min(keep);
+        let first = self.seen - n;
+        self.values
+            .iter(first, n as usize)
+            .map(|v| v + self.origin)
+            .collect()
+    }
+
     /// Bytes this profile holds, fixed at creation: 48 per window of history and 8 per value
     /// of the window, and the struct.
     pub fn memory_bytes(&self) -> usize {

@@ -563,3 +563,38 @@ fn a_new_list_of_sensors_starts_the_profiles_afresh() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_graceful_restart_keeps_the_profiles_and_a_discord_right_after_it_is_raised() {
+    // warmup 200 windows: without the saved values, the discord right after the restart would
+    // fall in a new warm-up and go unseen.
+    let config = "[[stream_profile]]\nsensor = \"indoorTemperatureSensor\"\nwindow = 20\n\
+                  history = 100\nthreshold = 0.8\nwarmup = 200\n";
+    let s = TestServer::with_config(config);
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", (0..300).map(planted), 1);
+    drop(cn1);
+    let dir = s.stop();
+    let s = TestServer::in_dir(dir, config);
+    let windows = || {
+        samos_sql(
+            &s.data_dir(),
+            &[],
+            &[],
+            "SELECT windows, discords FROM stream_profiles",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while windows().lines().nth(1) != Some("281,0") {
+        assert!(Instant::now() < deadline, "{}", windows());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The square wave `planted` puts at 1,500, sent right after the restart.
+    let mut cn1 = join_paper_node(&s, "CN1");
+    publish_temperatures(&mut cn1, "CN1", (1_500..1_560).map(planted), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("samos_discords_total ") != 1 {
+        assert!(Instant::now() < deadline, "no discord after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

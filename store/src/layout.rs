@@ -25,6 +25,9 @@ pub const MINING_DIR: &str = "mining";
 /// The server's live matrix profiles (`[[stream_profile]]`), in the mining directory: JSON
 /// lines, replaced whole.
 pub const STREAM_PROFILES_FILE: &str = "stream_profiles.jsonl";
+/// What a graceful shutdown keeps of the live profiles (each series' latest values), in the
+/// mining directory; read and removed at the next start.
+pub const STREAM_STATE_FILE: &str = "stream_state.json";
 
 /// The instance id a server takes when none is configured: its store id's first 12 characters.
 pub fn default_instance_id(store_id: &str) -> String {

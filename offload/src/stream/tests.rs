@@ -136,3 +136,33 @@ fn memory_is_fixed_at_creation() {
     assert_eq!(live.memory_bytes(), before);
     assert!(before <= 48 * 1000 + 8 * 32 + 512, "{before} bytes");
 }
+
+#[test]
+fn a_profile_rebuilt_from_its_recent_values_continues_the_same() {
+    let t = random_walk(3_000, 11);
+    let (m, history) = (12, 200);
+    let mut first = LeftProfile::new(m, history).unwrap();
+    for v in &t[..2_000] {
+        first.push(*v);
+    }
+    let recent = first.recent();
+    assert_eq!(recent.len(), history + m);
+    let mut second = LeftProfile::new(m, history).unwrap();
+    for v in &recent {
+        second.push(*v);
+    }
+    for v in &t[2_000..] {
+        let (a, b) = (first.push(*v).unwrap(), second.push(*v).unwrap());
+        assert!((a.distance - b.distance).abs() <= 1e-9, "{a:?} vs {b:?}");
+        assert_eq!(
+            a.window - a.neighbour.unwrap(),
+            b.window - b.neighbour.unwrap()
+        );
+    }
+    // Fewer values than the profile keeps: all of them.
+    let mut short = LeftProfile::new(m, history).unwrap();
+    for v in &t[..30] {
+        short.push(*v);
+    }
+    assert_eq!(short.recent(), t[..30].to_vec());
+}

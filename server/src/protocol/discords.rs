@@ -19,8 +19,10 @@
 //!
 //! Invariants: a series' memory is fixed when its first reading arrives (48 bytes per window
 //! of history, see `LeftProfile::memory_bytes`); nothing here can refuse or delay the storage
-//! of a reading. The profile lives in memory only: after a restart each series warms up again
-//! (`warmup` windows) before it raises anything.
+//! of a reading. The profiles live in memory: a graceful shutdown saves each series' latest
+//! values (`data/mining/stream_state.json`) and the next start replays them, so the series go
+//! on where they were; after a crash each series warms up again (`warmup` windows) before it
+//! raises anything.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -66,6 +68,22 @@ pub struct SensorStream {
     /// Consecutive windows under the threshold in an open episode.
     below: usize,
     pub updated_ms: i64,
+    /// Windows seen before the profile was rebuilt from saved values (a graceful restart).
+    windows_before: u64,
+}
+
+/// What a graceful shutdown keeps of one series, restored at the next start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedStream {
+    pub network: String,
+    pub node_id: String,
+    pub sensor: String,
+    /// The latest values, oldest first (`LeftProfile::recent`).
+    pub values: Vec<f64>,
+    pub windows: u64,
+    pub discords: u64,
+    pub max_score: f64,
+    pub last_discord: Option<i64>,
 }
 
 /// A discord that opened an episode.
@@ -90,7 +108,44 @@ impl SensorStream {
             onset_ms: None,
             below: 0,
             updated_ms: 0,
+            windows_before: 0,
         })
+    }
+
+    /// A stream rebuilt from what a graceful shutdown saved: the values replayed (no discord
+    /// raised for them), the counters carried over.
+    pub fn restored(
+        config: &StreamProfileConfig,
+        saved: &SavedStream,
+        now_ms: i64,
+    ) -> Option<SensorStream> {
+        let mut s = SensorStream::new(config)?;
+        for v in &saved.values {
+            if let Some(step) = s.profile.push(*v)
+                && step.distance.is_finite()
+            {
+                s.score = Some(step.distance / (s.profile.window() as f64).sqrt());
+            }
+        }
+        s.windows_before = saved.windows.saturating_sub(s.windows());
+        s.discords = saved.discords;
+        s.max_score = saved.max_score;
+        s.onset_ms = saved.last_discord;
+        s.updated_ms = now_ms;
+        Some(s)
+    }
+
+    fn saved(&self, network: &str, node_id: &str, sensor: &str) -> SavedStream {
+        SavedStream {
+            network: network.to_owned(),
+            node_id: node_id.to_owned(),
+            sensor: sensor.to_owned(),
+            values: self.profile.recent(),
+            windows: self.windows(),
+            discords: self.discords,
+            max_score: self.max_score,
+            last_discord: self.onset_ms,
+        }
     }
 
     pub fn window(&self) -> usize {
@@ -101,9 +156,9 @@ impl SensorStream {
         self.profile.history()
     }
 
-    /// Windows completed so far.
+    /// Windows completed so far (across a graceful restart).
     pub fn windows(&self) -> u64 {
-        (self.profile.seen() + 1).saturating_sub(self.profile.window() as u64)
+        self.windows_before + (self.profile.seen() + 1).saturating_sub(self.profile.window() as u64)
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -120,7 +175,7 @@ impl SensorStream {
         let score = step.distance / (self.profile.window() as f64).sqrt();
         self.score = Some(score);
         self.max_score = self.max_score.max(score);
-        if step.window < self.warmup {
+        if self.windows_before + step.window < self.warmup {
             return None;
         }
         if score < self.threshold {
@@ -166,16 +221,18 @@ pub struct Streams {
     /// A profile moved since the last snapshot.
     dirty: AtomicBool,
     file: std::path::PathBuf,
+    /// What a graceful shutdown keeps.
+    state_file: std::path::PathBuf,
 }
 
 impl Streams {
     pub fn new(rules: Vec<StreamProfileConfig>, data_dir: &std::path::Path) -> Streams {
+        let dir = data_dir.join(samos_store::layout::MINING_DIR);
         Streams {
             rules,
             dirty: AtomicBool::new(false),
-            file: data_dir
-                .join(samos_store::layout::MINING_DIR)
-                .join(samos_store::layout::STREAM_PROFILES_FILE),
+            file: dir.join(samos_store::layout::STREAM_PROFILES_FILE),
+            state_file: dir.join(samos_store::layout::STREAM_STATE_FILE),
         }
     }
 
@@ -240,6 +297,71 @@ impl Protocol {
             false,
         );
         self.metrics.discords_raised.fetch_add(1, Relaxed);
+    }
+
+    /// Keeps each streamed series' latest values for the next start (a graceful shutdown).
+    pub(super) fn save_stream_state(&self) -> std::io::Result<usize> {
+        if self.streams.is_empty() {
+            return Ok(0);
+        }
+        let mut saved = Vec::new();
+        self.registry.each(|node| {
+            let slots = node.profiles.lock().expect("stream profiles");
+            let r = node.record.lock().expect("node record");
+            let Some(config) = &r.config else { return };
+            for (slot, sensor) in slots.iter().zip(&config.sensors) {
+                if let Slot::On(s) = slot {
+                    saved.push(s.saved(&r.network, &r.node_id, &sensor.name));
+                }
+            }
+        });
+        if let Some(dir) = self.streams.state_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        samos_store::file::write_atomically(&self.streams.state_file, &text)?;
+        Ok(saved.len())
+    }
+
+    /// Rebuilds the profiles a graceful shutdown saved (of nodes and sensors still declared and
+    /// still streamed), then removes the file: after a crash, series warm up again rather than
+    /// resume from an older shutdown with a gap.
+    pub(super) fn restore_stream_state(&self) -> std::io::Result<usize> {
+        let text = match std::fs::read(&self.streams.state_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let saved: Vec<SavedStream> =
+            serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+        let now = now_ms();
+        let mut restored = 0;
+        for s in &saved {
+            let Some(node) = self.registry.get(&s.network, &s.node_id) else {
+                continue;
+            };
+            let index = {
+                let r = node.record.lock().expect("node record");
+                r.config
+                    .as_ref()
+                    .and_then(|c| c.sensors.iter().position(|x| x.name == s.sensor))
+            };
+            let (Some(index), Some(rule)) = (index, self.streams.rule(&s.sensor)) else {
+                continue;
+            };
+            let Some(stream) = SensorStream::restored(rule, s, now) else {
+                continue;
+            };
+            let mut slots = node.profiles.lock().expect("stream profiles");
+            if slots.len() <= index {
+                slots.resize_with(index + 1, Slot::default);
+            }
+            slots[index] = Slot::On(Box::new(stream));
+            restored += 1;
+        }
+        std::fs::remove_file(&self.streams.state_file)?;
+        self.streams.dirty.store(true, Relaxed);
+        Ok(restored)
     }
 
     /// Writes `stream_profiles.jsonl` when a profile moved since the last time.

@@ -190,6 +190,18 @@ impl Protocol {
         data_dir: &Path,
     ) -> Protocol {
         self.streams = discords::Streams::new(rules.to_vec(), data_dir);
+        let started = std::time::Instant::now();
+        match self.restore_stream_state() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                series = n,
+                ms = started.elapsed().as_millis() as u64,
+                "stream profiles restored from the last shutdown"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "stream profiles not restored: they warm up again");
+            }
+        }
         self
     }
 
@@ -519,6 +531,13 @@ impl Protocol {
         self.sys("networkStatus", "offline".into());
         if let Err(e) = self.registry.save() {
             tracing::error!(error = %e, "cannot save the node registry");
+        }
+        match self.save_stream_state() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(series = n, "stream profiles saved for the next start"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the stream profiles: they warm up again after the restart");
+            }
         }
     }
 }
