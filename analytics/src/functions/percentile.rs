@@ -152,27 +152,56 @@ impl AggregateUDFImpl for CountingPercentileCont {
 /// One group's values: counted while they repeat, else kept.
 #[derive(Debug)]
 enum Store {
-    /// Value (its bits) → how many times it was seen; and the rows seen.
-    Counts(HashMap<u64, u64>, u64),
+    Counts(Counts),
     Values(Vec<f64>),
+}
+
+/// Value (its bits) → how many times it was seen. A sensor's readings often repeat one after
+/// another (the same temperature for minutes), so the latest value's run is counted apart and
+/// enters the map only when another value comes: one compare instead of a hash lookup.
+#[derive(Debug, Default)]
+struct Counts {
+    map: HashMap<u64, u64>,
+    /// Rows seen, the run included.
+    rows: u64,
+    /// The current run: a value's bits and how many times it came in a row (0: none).
+    run: (u64, u64),
+}
+
+impl Counts {
+    /// Moves the current run into the map; whether that added a distinct value.
+    fn settle(&mut self) -> bool {
+        let (bits, n) = std::mem::take(&mut self.run);
+        if n == 0 {
+            return false;
+        }
+        let before = self.map.len();
+        *self.map.entry(bits).or_insert(0) += n;
+        self.map.len() > before
+    }
 }
 
 impl Default for Store {
     fn default() -> Store {
-        Store::Counts(HashMap::default(), 0)
+        Store::Counts(Counts::default())
     }
 }
 
 impl Store {
     fn add(&mut self, v: f64, times: u64) {
         match self {
-            Store::Counts(counts, rows) => {
-                *rows += times;
-                let before = counts.len();
-                *counts.entry(v.to_bits()).or_insert(0) += times;
-                if counts.len() > before
-                    && counts.len() > DISTINCT_LIMIT
-                    && counts.len() as u64 * DISTINCT_SHARE as u64 > *rows
+            Store::Counts(c) => {
+                c.rows += times;
+                let bits = v.to_bits();
+                if c.run.1 > 0 && c.run.0 == bits {
+                    c.run.1 += times;
+                    return;
+                }
+                let grew = c.settle();
+                c.run = (bits, times);
+                if grew
+                    && c.map.len() > DISTINCT_LIMIT
+                    && c.map.len() as u64 * DISTINCT_SHARE as u64 > c.rows
                 {
                     self.keep_values();
                 }
@@ -185,9 +214,10 @@ impl Store {
 
     /// Switches to keeping every value.
     fn keep_values(&mut self) {
-        if let Store::Counts(counts, rows) = self {
-            let mut values = Vec::with_capacity(*rows as usize);
-            for (bits, n) in counts.drain() {
+        if let Store::Counts(c) = self {
+            c.settle();
+            let mut values = Vec::with_capacity(c.rows as usize);
+            for (bits, n) in c.map.drain() {
                 values.extend(std::iter::repeat_n(f64::from_bits(bits), n as usize));
             }
             *self = Store::Values(values);
@@ -196,18 +226,21 @@ impl Store {
 
     fn size(&self) -> usize {
         match self {
-            Store::Counts(counts, _) => counts.capacity() * 24,
+            Store::Counts(c) => c.map.capacity() * 24,
             Store::Values(values) => values.capacity() * 8,
         }
     }
 
     /// The distinct values and their counts (counts 1 while values are kept).
-    fn entries(&self) -> Vec<(f64, u64)> {
+    fn entries(&mut self) -> Vec<(f64, u64)> {
         match self {
-            Store::Counts(counts, _) => counts
-                .iter()
-                .map(|(bits, n)| (f64::from_bits(*bits), *n))
-                .collect(),
+            Store::Counts(c) => {
+                c.settle();
+                c.map
+                    .iter()
+                    .map(|(bits, n)| (f64::from_bits(*bits), *n))
+                    .collect()
+            }
             Store::Values(values) => values.iter().map(|v| (*v, 1)).collect(),
         }
     }
@@ -216,12 +249,14 @@ impl Store {
     fn percentile(&mut self, p: f64) -> Option<f64> {
         match self {
             Store::Values(values) => percentile_of_values(values, p),
-            Store::Counts(counts, rows) => {
-                let n = *rows;
+            Store::Counts(c) => {
+                c.settle();
+                let n = c.rows;
                 if n == 0 {
                     return None;
                 }
-                let mut sorted: Vec<(f64, u64)> = counts
+                let mut sorted: Vec<(f64, u64)> = c
+                    .map
                     .iter()
                     .map(|(bits, c)| (f64::from_bits(*bits), *c))
                     .collect();
@@ -312,10 +347,10 @@ fn each_state_row(states: &[ArrayRef], mut add: impl FnMut(usize, f64, u64)) {
 }
 
 /// Stores as the two state lists.
-fn state_of(stores: &[Store]) -> Vec<ArrayRef> {
+fn state_of(stores: &mut [Store]) -> Vec<ArrayRef> {
     let mut offsets = vec![0i32];
     let (mut values, mut counts) = (Vec::new(), Vec::new());
-    for s in stores {
+    for s in stores.iter_mut() {
         for (v, c) in s.entries() {
             values.push(v);
             counts.push(c);
@@ -360,7 +395,7 @@ impl Accumulator for OneGroup {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_of(std::slice::from_ref(&self.store))
+        state_of(std::slice::from_mut(&mut self.store))
             .iter()
             .map(|a| ScalarValue::try_from_array(a, 0))
             .collect()
@@ -423,7 +458,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(state_of(&emit_to.take_needed(&mut self.stores)))
+        Ok(state_of(&mut emit_to.take_needed(&mut self.stores)))
     }
 
     /// Each row as a group of its own: one value counted once, or none (null, filtered out).
@@ -436,7 +471,7 @@ impl GroupsAccumulator for Groups {
         let stores: Vec<Store> = (0..values.len()).map(|_| Store::default()).collect();
         let mut stores = stores;
         each_row(values, opt_filter, |i, v| stores[i].add(v, 1));
-        Ok(state_of(&stores))
+        Ok(state_of(&mut stores))
     }
 
     fn size(&self) -> usize {

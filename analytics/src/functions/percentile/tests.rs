@@ -128,3 +128,21 @@ fn values_that_do_not_repeat_are_kept_and_answer_the_same() {
 fn a_group_of_one_value_and_an_empty_one() {
     same_as_datafusion(&[1, 2, 2], &[Some(4.5), None, None], 0.5, 1);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Readings as sensors send them: a value repeated for a while, groups interleaved.
+    #[test]
+    fn runs_of_equal_values_answer_the_same(
+        runs in prop::collection::vec((0i64..3, -30i32..30, 1usize..9), 1..80),
+        p in 0.0f64..=1.0,
+        partitions in 1usize..3,
+    ) {
+        let (mut g, mut v) = (Vec::new(), Vec::new());
+        for (group, value, n) in runs {
+            g.extend(std::iter::repeat_n(group, n));
+            v.extend(std::iter::repeat_n(Some(f64::from(value) / 4.0), n));
+        }
+        same_as_datafusion(&g, &v, p, partitions);
+    }
+}
