@@ -91,10 +91,9 @@ impl StreamProfilesTable {
         }
     }
 
-    /// The file as one batch (times decoded as integers, then cast); empty where none is.
+    /// The file as one batch (written whole by the server, so every line complete); empty
+    /// where there is none.
     fn batch(&self) -> Result<datafusion::arrow::record_batch::RecordBatch> {
-        use datafusion::arrow::compute::cast;
-        use datafusion::arrow::datatypes::{DataType, Field, Schema};
         use datafusion::arrow::record_batch::RecordBatch;
         use datafusion::error::DataFusionError;
         let schema = samos_schemas::tables::stream_profiles_schema();
@@ -109,25 +108,12 @@ impl StreamProfilesTable {
                 ));
             }
         };
-        let raw: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Timestamp(_, _) => Field::new(f.name(), DataType::Int64, true),
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        let raw = Arc::new(Schema::new(raw));
-        let batches = datafusion::arrow::json::ReaderBuilder::new(raw.clone())
-            .build(std::io::Cursor::new(bytes))?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let decoded = datafusion::arrow::compute::concat_batches(&raw, &batches)?;
-        let columns = schema
-            .fields()
-            .iter()
-            .zip(decoded.columns())
-            .map(|(f, c)| cast(c, f.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let columns = crate::protocol::decode_json_lines(&bytes, schema.fields(), str::to_owned)?
+            .ok_or_else(|| {
+            DataFusionError::External(
+                format!("{} does not fit stream_profiles", self.path.display()).into(),
+            )
+        })?;
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 }

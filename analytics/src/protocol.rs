@@ -17,7 +17,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondBuilder,
 };
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -265,55 +265,72 @@ impl ProtocolTable {
             .map_or(&bytes[..0], |end| &bytes[..=end]);
         let schema = self.file.schema();
         let stored = &schema.fields()[..schema.fields().len() - 1];
-        let keys: Vec<Field> = stored
-            .iter()
-            .map(|f| {
-                let data_type = match f.data_type() {
-                    DataType::Timestamp(_, _) => DataType::Int64,
-                    other => other.clone(),
-                };
-                Field::new(self.file.key(f.name()), data_type, true)
-            })
-            .collect();
-        let keys = Arc::new(Schema::new(keys));
-        let Ok(mut decoder) = ReaderBuilder::new(keys.clone())
-            .with_batch_size(64 * 1024)
-            .build_decoder()
+        let Some(mut columns) = decode_json_lines(complete, stored, |name| self.file.key(name))?
         else {
             return Ok(None);
         };
-        let mut batches = Vec::new();
-        let mut rest = complete;
-        while !rest.is_empty() {
-            match decoder.decode(rest) {
-                // A full batch: take it and go on.
-                Ok(0) => match decoder.flush() {
-                    Ok(Some(batch)) => batches.push(batch),
-                    _ => return Ok(None),
-                },
-                Ok(read) => rest = &rest[read..],
-                Err(_) => return Ok(None),
-            }
-        }
-        match decoder.flush() {
-            Ok(Some(batch)) => batches.push(batch),
-            Ok(None) => {}
-            Err(_) => return Ok(None),
-        }
-        let decoded = concat_batches(&keys, &batches)?;
-        let mut columns = Vec::with_capacity(schema.fields().len());
-        for (i, field) in stored.iter().enumerate() {
-            let Ok(column) = cast(decoded.column(i), field.data_type()) else {
-                return Ok(None);
-            };
-            columns.push(column);
-        }
+        let rows = columns.first().map_or(0, |c| c.len());
         columns.push(Arc::new(StringArray::from(vec![
             self.instance.as_str();
-            decoded.num_rows()
+            rows
         ])));
         Ok(RecordBatch::try_new(schema, columns).ok())
     }
+}
+
+/// JSON lines (each complete, one object a line) decoded by arrow-json into one column per
+/// field of `fields`, read from the key `key(field name)`; timestamps are read as integers
+/// (epoch milliseconds) and cast. `None` where a line does not fit the fields (a torn line, a
+/// JSON object where a field is text, a required key missing).
+pub(crate) fn decode_json_lines(
+    complete: &[u8],
+    fields: &[FieldRef],
+    key: impl Fn(&str) -> String,
+) -> Result<Option<Vec<ArrayRef>>> {
+    let keys: Vec<Field> = fields
+        .iter()
+        .map(|f| {
+            let data_type = match f.data_type() {
+                DataType::Timestamp(_, _) => DataType::Int64,
+                other => other.clone(),
+            };
+            Field::new(key(f.name()), data_type, true)
+        })
+        .collect();
+    let keys = Arc::new(Schema::new(keys));
+    let Ok(mut decoder) = ReaderBuilder::new(keys.clone())
+        .with_batch_size(64 * 1024)
+        .build_decoder()
+    else {
+        return Ok(None);
+    };
+    let mut batches = Vec::new();
+    let mut rest = complete;
+    while !rest.is_empty() {
+        match decoder.decode(rest) {
+            // A full batch: take it and go on.
+            Ok(0) => match decoder.flush() {
+                Ok(Some(batch)) => batches.push(batch),
+                _ => return Ok(None),
+            },
+            Ok(read) => rest = &rest[read..],
+            Err(_) => return Ok(None),
+        }
+    }
+    match decoder.flush() {
+        Ok(Some(batch)) => batches.push(batch),
+        Ok(None) => {}
+        Err(_) => return Ok(None),
+    }
+    let decoded = concat_batches(&keys, &batches)?;
+    let mut columns = Vec::with_capacity(fields.len());
+    for (i, field) in fields.iter().enumerate() {
+        let Ok(column) = cast(decoded.column(i), field.data_type()) else {
+            return Ok(None);
+        };
+        columns.push(column);
+    }
+    Ok(Some(columns))
 }
 
 fn finish(mut b: impl ArrayBuilder) -> ArrayRef {

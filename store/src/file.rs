@@ -4,6 +4,8 @@
 //!   its destination, fsync'd, renamed over it, and the directory fsync'd, so a reader (or a
 //!   restart after a crash) sees the old content or the new, never a mix, and the rename
 //!   itself is durable.
+//! - [`replace_file`] does the same without either sync, for a file that is only a view of
+//!   state kept elsewhere and rewritten often (a lost update costs nothing after a crash).
 //! - [`create_dir_durably`] makes a new directory's name durable in its parent (a file
 //!   fsync'd inside a directory whose own entry was never fsync'd may vanish with it).
 //! - [`fsync`], [`fdatasync`] and [`sync_dir`] report each completed sync to an observer a
@@ -97,6 +99,20 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(tmp, dest)?;
     sync_parent(dest)
+}
+
+/// Replaces `dest` with `bytes` whole — readers see the old content or the new — without
+/// syncing: for views rewritten every second, which would otherwise put an fsync beside the
+/// WAL's on the same disk each time. The temporary file is `dest` with `.tmp` appended.
+pub fn replace_file(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    if let Err(e) = std::fs::write(tmp, bytes) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    std::fs::rename(tmp, dest)
 }
 
 /// Whether an I/O error means the file system (or the user's quota) has no room left: the

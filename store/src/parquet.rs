@@ -37,7 +37,7 @@ use samos_schemas::readings::readings_schema;
 use crate::layout::{self, merged_into_another, partition_files};
 
 mod row_groups;
-pub use row_groups::{ReadingsWriter, SORT_COLUMNS};
+pub use row_groups::ReadingsWriter;
 
 /// Why a Parquet file could not be written, published or cleaned up.
 #[derive(Debug, thiserror::Error)]

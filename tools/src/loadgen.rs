@@ -100,10 +100,16 @@ pub struct NodeMode {
 fn wave_value(index: usize, k: usize) -> [u8; 5] {
     let phase = index as f64 * 0.7;
     let v = 20.0 + 1.5 * (k as f64 * std::f64::consts::TAU / 200.0 + phase).sin();
-    let text = format!("{v:05.2}");
-    let mut out = [b'0'; 5];
-    out.copy_from_slice(&text.as_bytes()[..5]);
-    out
+    // Hundredths, written as digits in place: no allocation per message.
+    let c = (v * 100.0).round() as u32;
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    [
+        digit(c / 1000),
+        digit(c / 100),
+        b'.',
+        digit(c / 10),
+        digit(c),
+    ]
 }
 
 /// What happened.

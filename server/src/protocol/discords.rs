@@ -124,7 +124,7 @@ impl SensorStream {
             if let Some(step) = s.profile.push(*v)
                 && step.distance.is_finite()
             {
-                s.score = Some(step.distance / (s.profile.window() as f64).sqrt());
+                s.score = Some(s.score_of(step.distance));
             }
         }
         s.windows_before = saved.windows.saturating_sub(s.windows());
@@ -165,6 +165,11 @@ impl SensorStream {
         self.profile.memory_bytes() + size_of::<SensorStream>()
     }
 
+    /// A distance as a score: per √window, so thresholds do not depend on the window.
+    fn score_of(&self, distance: f64) -> f64 {
+        distance / (self.profile.window() as f64).sqrt()
+    }
+
     /// Takes a reading; the discord, when it opens an episode.
     pub fn step(&mut self, value: f64, now_ms: i64) -> Option<Discord> {
         let step = self.profile.push(value)?;
@@ -172,7 +177,7 @@ impl SensorStream {
         if step.distance.is_infinite() {
             return None;
         }
-        let score = step.distance / (self.profile.window() as f64).sqrt();
+        let score = self.score_of(step.distance);
         self.score = Some(score);
         self.max_score = self.max_score.max(score);
         if self.windows_before + step.window < self.warmup {
@@ -387,7 +392,7 @@ impl Protocol {
         if let Some(dir) = self.streams.file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        samos_store::file::write_atomically(&self.streams.file, text.as_bytes()).inspect_err(|e| {
+        samos_store::file::replace_file(&self.streams.file, text.as_bytes()).inspect_err(|e| {
             // Tried again at the next tick.
             self.streams.dirty.store(true, Relaxed);
             // A full disk is reported once per episode by the writers that matter (WAL,

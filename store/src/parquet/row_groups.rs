@@ -88,16 +88,17 @@ impl ReadingsWriter {
                 let schema = self.tail[0].schema();
                 let chunk =
                     concat_batches(&schema, &self.tail).map_err(|e| format_error(&self.path, e))?;
+                let copied: usize = self
+                    .tail
+                    .iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum();
+                self.pending_bytes = self.pending_bytes - copied + chunk.get_array_memory_size();
                 self.tail.clear();
                 self.pending.push(chunk);
             }
         }
         self.tail_rows = 0;
-        self.pending_bytes = self
-            .pending
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
         Ok(())
     }
 
