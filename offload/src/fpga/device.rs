@@ -174,6 +174,14 @@ impl SimDevice {
                 .into(),
         ))
     }
+
+    pub fn with_lanes(_: u32) -> Result<SimDevice, DeviceError> {
+        SimDevice::new()
+    }
+
+    pub fn lane_counts() -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 #[cfg(not(samos_fpga_sim))]

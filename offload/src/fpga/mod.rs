@@ -1,9 +1,9 @@
-//! The FPGA backend: a host driver for the mining kernel of `hw/` (register map 1.0) over a
+//! The FPGA backend: a host driver for the mining kernel of `hw/` (register map 1.x) over a
 //! [`Device`] — the Verilator model of the RTL (`fpga-sim`) or an XDMA card.
 //!
 //! What runs on the card: the exact integer sums of every statistics window, and the
-//! matrix-profile update along diagonals (one window pair per clock) that picks, for each
-//! query window, the target window of highest correlation among windows with spread. What
+//! matrix-profile update along diagonals (one window pair per clock per lane) that picks, for
+//! each query window, the target window of highest correlation among windows with spread. What
 //! the host does: quantization (see [`format`]), the per-window tables, tiling series larger
 //! than card memory into blocks, and the exact f64 distance of every chosen pair; pairs with a
 //! constant window (distance 0 or √m by convention), and windows whose values fall on a single
@@ -18,11 +18,13 @@
 
 pub mod device;
 pub mod format;
+pub mod model;
 pub mod regs;
 #[cfg(samos_fpga_sim)]
 mod sim;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::Float64Array;
 
@@ -45,13 +47,22 @@ pub struct Fpga {
     name: String,
     /// Words in each card memory (2^MEM_AW from CAPS).
     capacity: usize,
+    /// JOIN lanes (CAPS 31:24; a map 1.0 kernel has one and reads 0 there).
+    lanes: u32,
+    join_cycles: AtomicU64,
     progress: Option<Progress>,
 }
 
 impl Fpga {
-    /// The Verilator model of the RTL, in this process.
+    /// The Verilator model of the RTL with the most lanes built, in this process.
     pub fn sim() -> Result<Fpga, MiningError> {
         let device = SimDevice::new().map_err(device_error)?;
+        Fpga::open(Box::new(device))
+    }
+
+    /// The Verilator model with `lanes` JOIN lanes (one of [`SimDevice::lane_counts`]).
+    pub fn sim_with_lanes(lanes: u32) -> Result<Fpga, MiningError> {
+        let device = SimDevice::with_lanes(lanes).map_err(device_error)?;
         Fpga::open(Box::new(device))
     }
 
@@ -82,23 +93,49 @@ impl Fpga {
             )));
         }
         let capacity = 1usize << ((caps >> 8) & 0xFF);
+        let lanes = (caps >> 24).max(1);
         device
             .write_reg(regs::STATUS, regs::STATUS_CLEAR)
             .and_then(|_| device.write_reg(regs::IRQ_ENABLE, regs::IRQ_ALL))
             .map_err(device_error)?;
         let name = format!(
-            "fpga ({}, map {}.{}, {} words per memory)",
+            "fpga ({}, map {}.{}, {} words per memory, {lanes} JOIN lane{})",
             device.describe(),
             version >> 16,
             version & 0xFFFF,
-            capacity
+            capacity,
+            if lanes == 1 { "" } else { "s" }
         );
         Ok(Fpga {
             device: Mutex::new(device),
             name,
             capacity,
+            lanes,
+            join_cycles: AtomicU64::new(0),
             progress: None,
         })
+    }
+
+    /// JOIN lanes: window pairs the kernel compares per clock.
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// Kernel clock cycles of every JOIN so far (the CYCLES register after each): with the
+    /// clock a bitstream reaches, the card's time for the joins.
+    pub fn join_cycles(&self) -> u64 {
+        self.join_cycles.load(Ordering::Relaxed)
+    }
+
+    /// The CYCLES register: clock cycles of the last operation.
+    fn last_cycles(&self) -> Result<u64, MiningError> {
+        let mut dev = self
+            .device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lo = dev.read_reg(regs::CYCLES_LO).map_err(device_error)?;
+        let hi = dev.read_reg(regs::CYCLES_HI).map_err(device_error)?;
+        Ok(u64::from(hi) << 32 | u64::from(lo))
     }
 
     /// Reports join progress to `progress`.
@@ -240,6 +277,8 @@ impl Fpga {
             ];
             let clear = if accumulate { 0 } else { lq as u64 };
             self.run(&setup, regs::OP_JOIN, &[], 0, work + clear)?;
+            self.join_cycles
+                .fetch_add(self.last_cycles()?, Ordering::Relaxed);
             if let Some(p) = &self.progress {
                 p.add(pairs);
             }

@@ -1,8 +1,10 @@
-//! Register map version 1.0 of the mining kernel (byte offsets in the AXI4-Lite window);
+//! Register map version 1.1 of the mining kernel (byte offsets in the AXI4-Lite window);
 //! `hw/README.md` is the specification and `hw/rtl/samos_mine.v` the implementation.
 
 pub const ID: u32 = 0x00;
 pub const VERSION: u32 = 0x04;
+/// 7:0 sample bits, 15:8 MEM_AW, 23:16 log2 of the longest JOIN window, 31:24 JOIN lanes
+/// (since 1.1; 0 on a 1.0 kernel, which has one).
 pub const CAPS: u32 = 0x08;
 pub const CTRL: u32 = 0x0C;
 pub const STATUS: u32 = 0x10;

@@ -1,5 +1,6 @@
-//! The Verilator-compiled model of `hw/rtl/samos_mine.v` as a [`Device`]: the same register
-//! and stream traffic a board sees, clocked cycle by cycle in this process.
+//! The Verilator-compiled models of `hw/rtl/samos_mine.v` as a [`Device`]: the same register
+//! and stream traffic a board sees, clocked cycle by cycle in this process. `offload/build.rs`
+//! builds one model per JOIN lane count it lists.
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -7,7 +8,8 @@ use std::ptr::NonNull;
 use super::device::{Device, DeviceError};
 
 unsafe extern "C" {
-    fn samos_sim_new() -> *mut c_void;
+    fn samos_sim_lane_counts(lanes: *mut u32, cap: usize) -> usize;
+    fn samos_sim_new(lanes: u32) -> *mut c_void;
     fn samos_sim_free(sim: *mut c_void);
     fn samos_sim_cycles(sim: *mut c_void) -> u64;
     fn samos_sim_write(sim: *mut c_void, addr: u32, data: u32, limit: u64) -> i32;
@@ -35,12 +37,31 @@ pub struct SimDevice {
 unsafe impl Send for SimDevice {}
 
 impl SimDevice {
+    /// The model with the most lanes.
     pub fn new() -> Result<SimDevice, DeviceError> {
-        // SAFETY: samos_sim_new allocates and resets a model; it returns null only if the
-        // allocation failed.
-        let sim = NonNull::new(unsafe { samos_sim_new() })
-            .ok_or_else(|| DeviceError::Unavailable("cannot create the Verilator model".into()))?;
+        let most = Self::lane_counts().last().copied().unwrap_or(1);
+        Self::with_lanes(most)
+    }
+
+    /// The model with `lanes` JOIN lanes, one of [`SimDevice::lane_counts`].
+    pub fn with_lanes(lanes: u32) -> Result<SimDevice, DeviceError> {
+        // SAFETY: samos_sim_new allocates and resets a model; it returns null for a lane
+        // count no model was built for.
+        let sim = NonNull::new(unsafe { samos_sim_new(lanes) }).ok_or_else(|| {
+            DeviceError::Unavailable(format!(
+                "no Verilator model with {lanes} lanes (built: {:?})",
+                Self::lane_counts()
+            ))
+        })?;
         Ok(SimDevice { sim })
+    }
+
+    /// The lane counts of the models in this build, in increasing order.
+    pub fn lane_counts() -> Vec<u32> {
+        let mut lanes = [0u32; 16];
+        // SAFETY: the buffer holds `lanes.len()` words; the call writes at most that many.
+        let n = unsafe { samos_sim_lane_counts(lanes.as_mut_ptr(), lanes.len()) };
+        lanes[..n.min(lanes.len())].to_vec()
     }
 
     /// Clock cycles simulated since reset.
