@@ -1,8 +1,8 @@
 //! Builds the co-simulation models of the FPGA kernel: Verilator turns hw/rtl/samos_mine.v
 //! into C++ once per JOIN lane count in [`SIM_LANES`], and the models are compiled with a
-//! small C shim (src/fpga/sim.cpp) and linked into the crate. Without Verilator (or without the crate's `fpga-sim` feature) the crate still builds,
-//! the `fpga-sim` device is left out and asking for it fails with a message that says how to
-//! install Verilator.
+//! small C shim (src/fpga/sim.cpp) and linked into the crate. Without Verilator (or without
+//! the crate's `fpga-sim` feature) the crate still builds, the `fpga-sim` device is left out
+//! and asking for it fails with a message that says how to install Verilator.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -40,6 +40,9 @@ use format::{Quantizer, StatsSums, WindowTables};
 const STATS_BATCH_WORDS: usize = 1 << 22;
 /// Window pairs per JOIN operation: how often progress moves.
 const JOIN_PIECE_PAIRS: u64 = 1 << 22;
+/// Cycles a JOIN waits after its last group for the pipeline to drain (at most 12 + log2 of
+/// 64 lanes), rounded up.
+const JOIN_DRAIN_CYCLES: u64 = 32;
 
 /// The FPGA backend over one card.
 pub struct Fpga {
@@ -249,15 +252,18 @@ impl Fpga {
         let mut k = first;
         let mut accumulate = false;
         while k < end {
-            // A piece of consecutive diagonals worth about JOIN_PIECE_PAIRS pairs.
-            let (mut stop, mut pairs, mut work) = (k, 0u64, 0u64);
+            // A piece of consecutive diagonals worth about JOIN_PIECE_PAIRS pairs. `work`
+            // bounds the kernel's cycles for the completion timeout as if it had one lane (a
+            // diagonal of n rows: n + m + 3 cycles; hw/README.md §6), plus the final drain.
+            let (mut stop, mut pairs, mut work) = (k, 0u64, JOIN_DRAIN_CYCLES);
             while stop < end && pairs < JOIN_PIECE_PAIRS {
                 let n = diagonal_pairs(lq, lt, stop);
-                if !(skip_lo..=skip_hi).contains(&stop) {
+                if (skip_lo..=skip_hi).contains(&stop) {
+                    work += 4;
+                } else {
                     pairs += n;
-                    work += n + m as u64 + 1;
+                    work += n + m as u64 + 3;
                 }
-                work += 1;
                 stop += 1;
             }
             let setup = [
@@ -546,5 +552,21 @@ mod tests {
         assert!(err.contains("window out of range (code 3)"), "{err}");
         fpga.load(regs::REGION_SAMPLES, 0, &[5, 6]).unwrap();
         assert_eq!(fpga.read(regs::REGION_SAMPLES, 0, 2).unwrap(), vec![5, 6]);
+    }
+
+    /// The driver reads the lane count from CAPS; a lane count no model was built for is
+    /// refused with the ones that were.
+    #[test]
+    fn models_report_their_lanes_and_unknown_lane_counts_are_refused() {
+        for lanes in SimDevice::lane_counts() {
+            let fpga = Fpga::sim_with_lanes(lanes).unwrap();
+            assert_eq!(fpga.lanes(), lanes);
+            assert!(fpga.describe().contains(&format!("{lanes} JOIN lane")));
+        }
+        let err = Fpga::sim_with_lanes(5).err().unwrap().to_string();
+        assert!(
+            err.contains("no Verilator model with 5 lanes (built: [1, 4, 9])"),
+            "{err}"
+        );
     }
 }
