@@ -233,7 +233,7 @@ module samos_mine #(
         join_range_bad <= q_end > DEPTH || t_end > DEPTH || r_qwin == 0 || r_twin == 0;
     end
 
-    reg [31:0] count;        // words moved / windows done / rows cleared
+    reg [31:0] count;        // words moved / rows cleared / JOIN drain cycles
     reg [MEM_AW-1:0] mem_ptr;
     reg [7:0] fin_code_r;
     reg fin_ok_r, fin_err_r;
