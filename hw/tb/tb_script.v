@@ -4,7 +4,8 @@
 //   W addr data          AXI4-Lite write
 //   R addr expect mask   AXI4-Lite read; (data & mask) must equal expect
 //   S word               push one word into the host-to-card stream
-//   E word               pop one word from the card-to-host stream; it must equal word
+//   E word               pop one word from the card-to-host stream; it must equal word (every
+//                        word that does not is reported, and the script fails at Q)
 //   X                    pop one word and ignore it (a result the reference leaves open)
 //   D code               poll STATUS until DONE; the error code must equal code
 //   Q                    end of script
