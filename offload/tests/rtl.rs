@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use samos_offload::fpga::format::{
-    self, CLASS_SPREAD, KEY_RHO_ERROR, Quantizer, StatsSums, sample_word,
+    self, CLASS_SPREAD, KEY_RHO_ERROR, Quantizer, StatsSums, WindowTables, sample_word,
 };
 use samos_offload::fpga::{model, regs};
 use samos_offload::{exclusion_zone, reference};
@@ -68,6 +68,42 @@ impl Script {
         for w in words {
             self.push(*w);
         }
+        self.done(0);
+    }
+    /// Loads one series' tables at `base` of the sample, sum and norm memories.
+    fn load_tables(&mut self, t: &WindowTables, base: usize) {
+        self.load(regs::REGION_SAMPLES, base, &t.samples);
+        self.load(regs::REGION_SUMS, base, &t.sums);
+        self.load(regs::REGION_NORMS, base, &t.norms);
+    }
+    /// One JOIN of `range`'s diagonals over `lq` query windows at `q_base` and `lt` target
+    /// windows at `t_base`; `accumulate` keeps the bests of earlier JOINs.
+    fn join(
+        &mut self,
+        m: usize,
+        (q_base, lq): (usize, usize),
+        (t_base, lt): (usize, usize),
+        range: &model::JoinRange,
+        accumulate: bool,
+    ) {
+        for (reg, value) in [
+            (regs::WINDOW, m as u32),
+            (regs::Q_BASE, q_base as u32),
+            (regs::Q_WINDOWS, lq as u32),
+            (regs::T_BASE, t_base as u32),
+            (regs::T_WINDOWS, lt as u32),
+            (regs::DIAG_FIRST, range.diagonals.start as u32),
+            (regs::DIAG_END, range.diagonals.end as u32),
+            (regs::SKIP_LO, range.skip.0 as u32),
+            (regs::SKIP_HI, range.skip.1 as u32),
+            (
+                regs::FLAGS,
+                if accumulate { regs::FLAG_ACCUMULATE } else { 0 },
+            ),
+        ] {
+            self.write(reg, value);
+        }
+        self.start(regs::OP_JOIN);
         self.done(0);
     }
     fn finish(mut self) -> (String, u32) {
@@ -172,32 +208,15 @@ fn join_picks_the_reference_neighbour_wherever_it_is_unambiguous() {
         let (lq, lt) = (tq.sums.len(), tt.sums.len());
         let t_base = TB_WORDS / 2;
         let mut s = Script::new(lanes);
-        for (tables, base) in [(&tq, 0), (&tt, t_base)] {
-            s.load(regs::REGION_SAMPLES, base, &tables.samples);
-            s.load(regs::REGION_SUMS, base, &tables.sums);
-            s.load(regs::REGION_NORMS, base, &tables.norms);
-        }
-        let zone = exclusion_zone(m) as i32;
-        let (skip_lo, skip_hi) = if self_join { (-zone, zone) } else { (1, 0) };
+        s.load_tables(&tq, 0);
+        s.load_tables(&tt, t_base);
+        let zone = exclusion_zone(m) as i64;
+        let skip = if self_join { (-zone, zone) } else { (1, 0) };
         // Two operations over halves of the diagonals: the second accumulates.
-        let mid = (lt as i32 - lq as i32) / 2;
-        for (first, end, flags) in [(-(lq as i32 - 1), mid, 0), (mid, lt as i32, 1)] {
-            for (reg, value) in [
-                (regs::WINDOW, m as u32),
-                (regs::Q_BASE, 0),
-                (regs::Q_WINDOWS, lq as u32),
-                (regs::T_BASE, t_base as u32),
-                (regs::T_WINDOWS, lt as u32),
-                (regs::DIAG_FIRST, first as u32),
-                (regs::DIAG_END, end as u32),
-                (regs::SKIP_LO, skip_lo as u32),
-                (regs::SKIP_HI, skip_hi as u32),
-                (regs::FLAGS, flags),
-            ] {
-                s.write(reg, value);
-            }
-            s.start(regs::OP_JOIN);
-            s.done(0);
+        let mid = (lt as i64 - lq as i64) / 2;
+        for (diagonals, accumulate) in [(-(lq as i64 - 1)..mid, false), (mid..lt as i64, true)] {
+            let range = model::JoinRange { diagonals, skip };
+            s.join(m, (0, lq), (t_base, lt), &range, accumulate);
         }
         // Expected neighbours from the brute-force reference.
         let sigma = |t: &[f64], i: usize| {
@@ -285,28 +304,11 @@ fn join_equals_the_integer_model_at_every_lane_count() {
                 .collect();
             let (profile, pairs) = model::join(&tq, &tt, m, &ranges);
             let mut s = Script::new(lanes);
-            for (tables, base) in [(&tq, q_base), (&tt, t_base)] {
-                s.load(regs::REGION_SAMPLES, base, &tables.samples);
-                s.load(regs::REGION_SUMS, base, &tables.sums);
-                s.load(regs::REGION_NORMS, base, &tables.norms);
-            }
+            s.load_tables(&tq, q_base);
+            s.load_tables(&tt, t_base);
+            let (qs, ts) = ((q_base, lq as usize), (t_base, lt as usize));
             for (n, (range, pairs)) in ranges.iter().zip(&pairs).enumerate() {
-                for (reg, value) in [
-                    (regs::WINDOW, m as u32),
-                    (regs::Q_BASE, q_base as u32),
-                    (regs::Q_WINDOWS, lq as u32),
-                    (regs::T_BASE, t_base as u32),
-                    (regs::T_WINDOWS, lt as u32),
-                    (regs::DIAG_FIRST, range.diagonals.start as u32),
-                    (regs::DIAG_END, range.diagonals.end as u32),
-                    (regs::SKIP_LO, skip.0 as u32),
-                    (regs::SKIP_HI, skip.1 as u32),
-                    (regs::FLAGS, if n == 0 { 0 } else { regs::FLAG_ACCUMULATE }),
-                ] {
-                    s.write(reg, value);
-                }
-                s.start(regs::OP_JOIN);
-                s.done(0);
+                s.join(m, qs, ts, range, n > 0);
                 s.read(regs::PAIRS_LO, *pairs as u32, u32::MAX);
             }
             s.write(regs::ADDR, regs::addr(regs::REGION_PROFILE, 0));
