@@ -11,6 +11,7 @@
 //! `samos-schemas` and `samos-store` only, and must never import the server, the tools or the
 //! mining backends: the server and `samos sql` both build on it.
 
+pub mod dictionary_groups;
 pub mod functions;
 pub mod mining;
 pub mod output;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
@@ -131,7 +133,13 @@ impl History {
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(dictionary_groups::DictionaryGroupsRule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(ScalarUDF::new_from_impl(functions::UtcDateTrunc::new()));
         ctx.register_udaf(AggregateUDF::new_from_impl(
             functions::percentile::CountingPercentileCont::new(),
