@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::datatypes::{
+    ArrowNativeType, ArrowPrimitiveType, DataType, FieldRef, Int8Type, Int16Type, Int32Type,
+    Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
 use datafusion::common::{HashMap, internal_datafusion_err};
 use datafusion::error::Result;
@@ -122,14 +125,23 @@ impl ColumnIds {
             out.resize(array.len(), 0);
             return Ok(());
         }
-        out.extend(dictionary.normalized_keys().into_iter().map(|k| k as u32));
-        if let Some(nulls) = array.logical_nulls() {
-            for i in nulls
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| (!v).then_some(i))
-            {
-                out[i] = null_slot;
+        let keys = dictionary.keys();
+        match keys.data_type() {
+            DataType::Int8 => extend_keys::<Int8Type>(keys, null_slot, out),
+            DataType::Int16 => extend_keys::<Int16Type>(keys, null_slot, out),
+            DataType::Int32 => extend_keys::<Int32Type>(keys, null_slot, out),
+            DataType::Int64 => extend_keys::<Int64Type>(keys, null_slot, out),
+            DataType::UInt8 => extend_keys::<UInt8Type>(keys, null_slot, out),
+            DataType::UInt16 => extend_keys::<UInt16Type>(keys, null_slot, out),
+            DataType::UInt32 => extend_keys::<UInt32Type>(keys, null_slot, out),
+            DataType::UInt64 => extend_keys::<UInt64Type>(keys, null_slot, out),
+            other => return Err(internal_datafusion_err!("dictionary keys of type {other}")),
+        }
+        if let Some(nulls) = array.logical_nulls().filter(|n| n.null_count() > 0) {
+            for (slot, valid) in out.iter_mut().zip(nulls.iter()) {
+                if !valid {
+                    *slot = null_slot;
+                }
             }
         }
         Ok(())
@@ -140,6 +152,18 @@ impl ColumnIds {
             + self.values.size()
             + self.local.capacity() * 4
     }
+}
+
+/// `keys` (of type `K`) as slots, each below `slots` (a null key's value is arbitrary; the
+/// caller overwrites it).
+fn extend_keys<K: ArrowPrimitiveType>(keys: &dyn Array, slots: u32, out: &mut Vec<u32>) {
+    let last = slots as usize - 1;
+    out.extend(
+        keys.as_primitive::<K>()
+            .values()
+            .iter()
+            .map(|k| k.as_usize().min(last) as u32),
+    );
 }
 
 /// Group by local slots, valid while every column's dictionary stays the same.
@@ -155,21 +179,50 @@ enum Lookup {
     Tuple,
 }
 
+/// The groups themselves: each one's value ids.
+#[derive(Debug, Default)]
+struct Groups {
+    /// Each group's value id per column, a group's ids one after another.
+    keys: Vec<u32>,
+    /// Group by its value ids.
+    index: HashMap<Box<[u32]>, u32>,
+    /// A group's value ids while it is looked up.
+    tuple: Vec<u32>,
+}
+
+impl Groups {
+    /// The group of `row` (its `slots` in each column's local map), numbering it if new.
+    fn find(&mut self, columns: &[ColumnIds], slots: &[Vec<u32>], row: usize) -> Result<u32> {
+        self.tuple.clear();
+        self.tuple.extend(
+            columns
+                .iter()
+                .zip(slots)
+                .map(|(column, slots)| column.local[slots[row] as usize]),
+        );
+        if let Some(&g) = self.index.get(self.tuple.as_slice()) {
+            return Ok(g);
+        }
+        let g = u32::try_from(self.index.len())
+            .map_err(|_| internal_datafusion_err!("more than 2^32 groups"))?;
+        self.index.insert(self.tuple.as_slice().into(), g);
+        self.keys.extend_from_slice(&self.tuple);
+        Ok(g)
+    }
+}
+
 /// The groups seen so far, by their values in each group column.
 #[derive(Debug)]
 pub(super) struct GroupTable {
     columns: Vec<ColumnIds>,
-    /// Each group's value id per column, `columns.len()` ids a group.
-    keys: Vec<u32>,
-    /// Group by its value ids.
-    index: HashMap<Box<[u32]>, u32>,
+    groups: Groups,
     lookup: Lookup,
     /// Size of each column's local map (keys and null), for the mixed-radix number.
     radix: Vec<u64>,
     /// Per column, each row's slot (reused between batches).
     slots: Vec<Vec<u32>>,
-    /// A group's value ids while it is looked up.
-    tuple: Vec<u32>,
+    /// Each row's mixed-radix number of its slots (reused between batches).
+    numbers: Vec<u64>,
 }
 
 impl GroupTable {
@@ -180,18 +233,17 @@ impl GroupTable {
                 .iter()
                 .map(ColumnIds::new)
                 .collect::<Result<_>>()?,
-            keys: Vec::new(),
-            index: HashMap::new(),
+            groups: Groups::default(),
             lookup: Lookup::None,
             radix: vec![0; value_types.len()],
             slots: vec![Vec::new(); value_types.len()],
-            tuple: vec![0; value_types.len()],
+            numbers: Vec::new(),
         })
     }
 
     /// How many groups there are.
     pub(super) fn len(&self) -> usize {
-        self.index.len()
+        self.groups.index.len()
     }
 
     /// Bytes held, roughly.
@@ -202,10 +254,12 @@ impl GroupTable {
             Lookup::None | Lookup::Tuple => 0,
         };
         self.columns.iter().map(ColumnIds::size).sum::<usize>()
-            + self.keys.capacity() * 4
-            + self.index.capacity() * (size_of::<(Box<[u32]>, u32)>() + 1 + 4 * self.columns.len())
+            + self.groups.keys.capacity() * 4
+            + self.groups.index.capacity()
+                * (size_of::<(Box<[u32]>, u32)>() + 1 + 4 * self.columns.len())
             + lookup
             + self.slots.iter().map(|s| s.capacity() * 4).sum::<usize>()
+            + self.numbers.capacity() * 8
     }
 
     /// The group of each row of `columns` (one dictionary array per group column) into
@@ -228,34 +282,52 @@ impl GroupTable {
                 None => Lookup::Tuple,
             };
         }
+        let GroupTable {
+            columns,
+            groups: table,
+            lookup,
+            radix,
+            slots,
+            numbers,
+        } = self;
+        numbers.clear();
+        numbers.resize(rows, 0);
+        for (column, &radix) in slots.iter().zip(radix.iter()) {
+            for (n, &slot) in numbers.iter_mut().zip(column) {
+                *n = n.wrapping_mul(radix).wrapping_add(u64::from(slot));
+            }
+        }
         groups.clear();
         groups.reserve(rows);
-        for row in 0..rows {
-            let number = self.number(row);
-            let group = match &mut self.lookup {
-                Lookup::Dense(table) => match table[number as usize] {
-                    UNKNOWN => {
-                        let g = self.group_of(row)?;
-                        if let Lookup::Dense(table) = &mut self.lookup {
-                            table[number as usize] = g;
-                        }
-                        g
+        match lookup {
+            Lookup::Dense(dense) => {
+                for (row, &n) in numbers.iter().enumerate() {
+                    let mut g = dense[n as usize];
+                    if g == UNKNOWN {
+                        g = table.find(columns, slots, row)?;
+                        dense[n as usize] = g;
                     }
-                    g => g,
-                },
-                Lookup::Sparse(map) => match map.get(&number) {
-                    Some(&g) => g,
-                    None => {
-                        let g = self.group_of(row)?;
-                        if let Lookup::Sparse(map) = &mut self.lookup {
-                            map.insert(number, g);
+                    groups.push(g as usize);
+                }
+            }
+            Lookup::Sparse(map) => {
+                for (row, &n) in numbers.iter().enumerate() {
+                    let g = match map.get(&n) {
+                        Some(&g) => g,
+                        None => {
+                            let g = table.find(columns, slots, row)?;
+                            map.insert(n, g);
+                            g
                         }
-                        g
-                    }
-                },
-                Lookup::Tuple | Lookup::None => self.group_of(row)?,
-            };
-            groups.push(group as usize);
+                    };
+                    groups.push(g as usize);
+                }
+            }
+            Lookup::Tuple | Lookup::None => {
+                for row in 0..rows {
+                    groups.push(table.find(columns, slots, row)? as usize);
+                }
+            }
         }
         Ok(())
     }
@@ -271,31 +343,6 @@ impl GroupTable {
         }
     }
 
-    /// The mixed-radix number of `row`'s slots (meaningless where it overflows: `Tuple`).
-    fn number(&self, row: usize) -> u64 {
-        self.slots
-            .iter()
-            .zip(&self.radix)
-            .fold(0u64, |n, (slots, &radix)| {
-                n.wrapping_mul(radix).wrapping_add(u64::from(slots[row]))
-            })
-    }
-
-    /// `row`'s group by its value ids, numbering it if new.
-    fn group_of(&mut self, row: usize) -> Result<u32> {
-        for (c, column) in self.columns.iter().enumerate() {
-            self.tuple[c] = column.local[self.slots[c][row] as usize];
-        }
-        if let Some(&g) = self.index.get(self.tuple.as_slice()) {
-            return Ok(g);
-        }
-        let g = u32::try_from(self.index.len())
-            .map_err(|_| internal_datafusion_err!("more than 2^32 groups"))?;
-        self.index.insert(self.tuple.as_slice().into(), g);
-        self.keys.extend_from_slice(&self.tuple);
-        Ok(g)
-    }
-
     /// Every group's values, one array per group column cast to `fields`' types (group
     /// order), and a fresh start: group numbers begin at 0 again.
     pub(super) fn emit(&mut self, fields: &[FieldRef]) -> Result<Vec<ArrayRef>> {
@@ -303,12 +350,12 @@ impl GroupTable {
         let groups = self.len();
         let mut out = Vec::with_capacity(width);
         for (c, (column, field)) in self.columns.iter().zip(fields).enumerate() {
-            let rows = (0..groups).map(|g| column.values.row(self.keys[g * width + c] as usize));
+            let rows =
+                (0..groups).map(|g| column.values.row(self.groups.keys[g * width + c] as usize));
             let values = column.converter.convert_rows(rows)?.remove(0);
             out.push(cast(&values, field.data_type())?);
         }
-        self.keys = Vec::new();
-        self.index = HashMap::new();
+        self.groups = Groups::default();
         self.lookup = Lookup::None;
         for column in &mut self.columns {
             column.ids = HashMap::new();

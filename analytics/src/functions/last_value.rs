@@ -181,22 +181,49 @@ impl Latest {
         values: &ArrayRef,
         order: &ArrayRef,
         group_indices: &[usize],
-        keep: impl Fn(usize) -> bool,
+        keep: Option<&BooleanArray>,
     ) {
         let values = values.as_primitive::<Float64Type>();
         let times = raw_i64(order);
         let options = self.options;
+        let no_nulls = keep.is_none() && order.null_count() == 0 && values.null_count() == 0;
+        if no_nulls && !options.descending {
+            // The common case, no null in the batch: a later time replaces (a null kept from
+            // an earlier batch sorts before every time where nulls come first).
+            for ((&g, &at), &value) in group_indices.iter().zip(times.iter()).zip(values.values()) {
+                let best = &mut self.groups[g];
+                let later = match best.at {
+                    Some(b) => b < at,
+                    None => options.nulls_first,
+                };
+                if !best.set || later {
+                    *best = Best {
+                        set: true,
+                        at: Some(at),
+                        value: Some(value),
+                    };
+                }
+            }
+            return;
+        }
+        let order_nulls = order.logical_nulls();
+        let value_nulls = values.nulls();
         for (i, &g) in group_indices.iter().enumerate() {
-            if !keep(i) {
+            if keep.is_some_and(|k| !(k.is_valid(i) && k.value(i))) {
                 continue;
             }
-            let at = order.is_valid(i).then(|| times[i]);
+            let at = order_nulls
+                .as_ref()
+                .is_none_or(|n| n.is_valid(i))
+                .then(|| times[i]);
             let best = &mut self.groups[g];
             if !best.set || compare(best.at, at, options) == Ordering::Less {
                 *best = Best {
                     set: true,
                     at,
-                    value: values.is_valid(i).then(|| values.value(i)),
+                    value: value_nulls
+                        .is_none_or(|n| n.is_valid(i))
+                        .then(|| values.value(i)),
                 };
             }
         }
@@ -223,9 +250,7 @@ impl GroupsAccumulator for Latest {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize(total_num_groups, Best::default());
-        self.offer(&values[0], &values[1], group_indices, |i| {
-            opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
-        });
+        self.offer(&values[0], &values[1], group_indices, opt_filter);
         Ok(())
     }
 
@@ -236,10 +261,12 @@ impl GroupsAccumulator for Latest {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize(total_num_groups, Best::default());
-        let is_set = values[2].as_boolean().clone();
-        self.offer(&values[0], &values[1], group_indices, |i| {
-            is_set.is_valid(i) && is_set.value(i)
-        });
+        self.offer(
+            &values[0],
+            &values[1],
+            group_indices,
+            Some(values[2].as_boolean()),
+        );
         Ok(())
     }
 

@@ -37,8 +37,14 @@ fn session(rows: &[Row], ours: bool, partitions: usize) -> SessionContext {
     let per = batch.num_rows().div_ceil(partitions).max(1);
     let parts: Vec<Vec<RecordBatch>> = (0..partitions)
         .map(|i| {
+            // Several batches a partition, so a group meets rows with and without nulls in
+            // separate updates.
             let from = (i * per).min(batch.num_rows());
-            vec![batch.slice(from, per.min(batch.num_rows() - from))]
+            let to = (from + per).min(batch.num_rows());
+            (from..to)
+                .step_by(7)
+                .map(|at| batch.slice(at, 7.min(to - at)))
+                .collect()
         })
         .collect();
     let ctx = SessionContext::new();
