@@ -66,7 +66,12 @@ impl TableProvider for ResultTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(table) = crate::readings::parquet_listing(&self.dir, self.schema.clone(), &[])?
+        let Some(table) = crate::readings::parquet_listing(
+            &self.dir,
+            self.schema.clone(),
+            &[],
+            &state.table_options().parquet,
+        )?
         else {
             return Ok(Arc::new(EmptyExec::new(
                 datafusion::physical_plan::project_schema(&self.schema, projection)?,
