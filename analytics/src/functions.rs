@@ -140,6 +140,7 @@ impl ScalarUDFImpl for UtcDateTrunc {
 }
 
 pub mod last_value;
+pub mod min_max;
 pub mod percentile;
 
 #[cfg(test)]

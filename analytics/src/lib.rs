@@ -147,6 +147,12 @@ impl History {
         ctx.register_udaf(AggregateUDF::new_from_impl(
             functions::last_value::FastLastValue::new(),
         ));
+        ctx.register_udaf(AggregateUDF::new_from_impl(
+            functions::min_max::FastExtreme::min(),
+        ));
+        ctx.register_udaf(AggregateUDF::new_from_impl(
+            functions::min_max::FastExtreme::max(),
+        ));
         let lake = lake.map(|d| Arc::new(samos_lake::DatasetHandle::new(d)));
         ctx.register_table(
             "readings",
