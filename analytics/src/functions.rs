@@ -143,5 +143,17 @@ pub mod last_value;
 pub mod min_max;
 pub mod percentile;
 
+/// The batches `sql` answers in `ctx`, on a runtime of its own (the functions' tests).
+#[cfg(test)]
+fn collect(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Vec<datafusion::arrow::array::RecordBatch> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() })
+}
+
 #[cfg(test)]
 mod tests;

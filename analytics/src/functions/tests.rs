@@ -108,8 +108,14 @@ fn history_sessions_use_samos_functions() {
             "last_value",
             AggregateUDF::new_from_impl(last_value::FastLastValue::new()),
         ),
-        ("min", AggregateUDF::new_from_impl(min_max::FastExtreme::min())),
-        ("max", AggregateUDF::new_from_impl(min_max::FastExtreme::max())),
+        (
+            "min",
+            AggregateUDF::new_from_impl(min_max::FastExtreme::min()),
+        ),
+        (
+            "max",
+            AggregateUDF::new_from_impl(min_max::FastExtreme::max()),
+        ),
     ];
     let plain = SessionContext::new();
     for (name, ours) in aggregates {

@@ -57,10 +57,7 @@ fn session(rows: &[Row], ours: bool, partitions: usize) -> SessionContext {
 }
 
 fn answer(ctx: &SessionContext, sql: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let batches = rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
+    let batches = crate::functions::collect(ctx, sql);
     datafusion::arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
         .to_string()

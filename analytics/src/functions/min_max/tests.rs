@@ -66,10 +66,7 @@ fn session(
 
 /// Every `DOUBLE` of the answer as its bits (NaN payloads and signed zeros compared too).
 fn answer(ctx: &SessionContext, sql: &str) -> Vec<Vec<Option<u64>>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let batches = rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
+    let batches = crate::functions::collect(ctx, sql);
     batches
         .iter()
         .flat_map(|b| {

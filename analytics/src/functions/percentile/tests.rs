@@ -45,10 +45,7 @@ fn session(
 }
 
 fn answer(ctx: &SessionContext, sql: &str) -> Vec<Option<u64>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let batches = rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
+    let batches = crate::functions::collect(ctx, sql);
     batches
         .iter()
         .flat_map(|b| {
