@@ -124,9 +124,20 @@ impl DictionaryGroupsExec {
 }
 
 impl DisplayAs for DictionaryGroupsExec {
+    /// The replaced node's description under this node's name (`DictionaryGroupsExec:
+    /// mode=Partial, gby=[…], aggr=[…]`).
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DictionaryGroupsExec: ")?;
-        self.aggregate.fmt_as(t, f)
+        struct Replaced<'a>(&'a AggregateExec, DisplayFormatType);
+        impl fmt::Display for Replaced<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                self.0.fmt_as(self.1, f)
+            }
+        }
+        let replaced = Replaced(&self.aggregate, t).to_string();
+        let described = replaced
+            .strip_prefix("AggregateExec: ")
+            .unwrap_or(&replaced);
+        write!(f, "DictionaryGroupsExec: {described}")
     }
 }
 

@@ -171,7 +171,10 @@ fn answer(ctx: &SessionContext, sql: &str) -> (String, bool) {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()
             .to_string();
-        (text, shown.contains("DictionaryGroupsExec"))
+        (
+            text,
+            shown.contains("DictionaryGroupsExec: mode=Partial, gby=["),
+        )
     })
 }
 
