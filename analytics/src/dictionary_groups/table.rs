@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
+use datafusion::arrow::array::{AnyDictionaryArray, Array, ArrayRef, AsArray, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     ArrowNativeType, ArrowPrimitiveType, DataType, FieldRef, Int8Type, Int16Type, Int32Type,
@@ -114,15 +114,12 @@ impl ColumnIds {
         Ok(true)
     }
 
-    /// Slots of the local map per row of `array` (a dictionary of this column's values).
-    fn slots(array: &dyn Array, out: &mut Vec<u32>) -> Result<()> {
-        let dictionary = array
-            .as_any_dictionary_opt()
-            .ok_or_else(|| internal_datafusion_err!("group column is not a dictionary"))?;
+    /// Slots of the local map per row of `dictionary` (of this column's values).
+    fn slots(dictionary: &dyn AnyDictionaryArray, out: &mut Vec<u32>) -> Result<()> {
         let null_slot = dictionary.values().len() as u32;
         out.clear();
         if null_slot == 0 {
-            out.resize(array.len(), 0);
+            out.resize(dictionary.len(), 0);
             return Ok(());
         }
         let keys = dictionary.keys();
@@ -137,7 +134,7 @@ impl ColumnIds {
             DataType::UInt64 => extend_keys::<UInt64Type>(keys, null_slot, out),
             other => return Err(internal_datafusion_err!("dictionary keys of type {other}")),
         }
-        if let Some(nulls) = array.logical_nulls().filter(|n| n.null_count() > 0) {
+        if let Some(nulls) = dictionary.logical_nulls().filter(|n| n.null_count() > 0) {
             for (slot, valid) in out.iter_mut().zip(nulls.iter()) {
                 if !valid {
                     *slot = null_slot;
@@ -272,7 +269,7 @@ impl GroupTable {
                 .as_any_dictionary_opt()
                 .ok_or_else(|| internal_datafusion_err!("group column is not a dictionary"))?;
             changed |= self.columns[c].prepare(dictionary.values())?;
-            ColumnIds::slots(array.as_ref(), &mut self.slots[c])?;
+            ColumnIds::slots(dictionary, &mut self.slots[c])?;
             self.radix[c] = self.columns[c].local.len() as u64;
         }
         if changed || matches!(self.lookup, Lookup::None) {

@@ -6,15 +6,13 @@
 //! for the baseline x86-64 target those are not vectorised, and over one date of 10M readings
 //! (2.3M values) `min` and `max` were 39 % of the query's CPU. Here each value's total-order key
 //! (its bits, the magnitude flipped for negatives: the same key `total_cmp` compares) is
-//! reduced in independent lanes, compiled for AVX2 where the processor has it (checked once at
+//! reduced in independent lanes, compiled for AVX2 where the processor has it (checked at
 //! run time) and for the baseline otherwise.
 //!
 //! Invariants: the answer is DataFusion's to the bit, NaNs and zeros included (property test
 //! against its own functions); only the no-`GROUP BY` accumulator over `DOUBLE` is this module's —
 //! grouped, windowed and every other type's accumulator, statistics, names and ordering
 //! properties are DataFusion's `min`/`max`, which this wraps.
-
-use std::sync::OnceLock;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
@@ -124,8 +122,8 @@ where
     }
 }
 
-/// The total-order key of `x`: integers that compare as `f64::total_cmp` compares the floats.
-/// Its own inverse.
+/// The total-order key of a float's `bits`: integers that compare as `f64::total_cmp` compares
+/// the floats. Its own inverse.
 #[inline(always)]
 fn key(bits: i64) -> i64 {
     bits ^ (((bits >> 63) as u64) >> 1) as i64
@@ -164,8 +162,8 @@ fn extreme_key_avx2(values: &[f64], largest: bool) -> Option<i64> {
 fn extreme_key_dispatch(values: &[f64], largest: bool) -> Option<i64> {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        if *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2")) {
+        // The macro caches what the processor has after its first call.
+        if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor has AVX2 (checked above).
             return unsafe { extreme_key_avx2(values, largest) };
         }
