@@ -291,21 +291,20 @@ fn main() {
     let mut md = String::from(
         "| readings | query | Samos (s) | DuckDB (s) | Samos ÷ DuckDB | `samos sql` process (s) | rows |\n|---:|---|---:|---:|---:|---:|---:|\n",
     );
-    let mut report = serde_json::json!({"runs": RUNS, "cores": cores, "scales": []});
+    let mut report = serde_json::json!({"runs": {"min": RUNS, "max": suite::MAX_RUNS, "min_timed_s": suite::MIN_TIMED_S, "rounds": suite::ROUNDS}, "cores": cores, "scales": []});
     let mut missed = Vec::new();
     for &rows in &scales {
         let data = store(&root, rows);
         let queries = suite::queries(rows);
         let history = rt.block_on(History::open(&data, Access::Query)).unwrap();
-        let samos = rt.block_on(suite::samos(&history, &queries));
-        let duck = suite::duckdb(&data, &queries);
+        let mut duck = suite::DuckDb::start(&data);
         if duck.is_none() {
             missed.push("DuckDB not installed: no ratios".into());
         }
+        let answers = rt.block_on(suite::answers(&history, duck.as_mut(), &queries));
         let mut results = Vec::new();
-        for (i, q) in queries.iter().enumerate() {
-            let s = &samos[i];
-            let d = duck.as_ref().map(|(answers, _)| &answers[i]);
+        for (q, (s, d)) in queries.iter().zip(&answers) {
+            let d = d.as_ref();
             if let Some(d) = d {
                 suite::assert_same_rows(q.name, &s.rows, &d.rows);
             }
@@ -336,7 +335,7 @@ fn main() {
             }));
         }
         if rows >= 100_000_000 {
-            let lookup = samos[2].median_s;
+            let lookup = answers[2].0.median_s;
             if lookup >= POINT_LOOKUP_TARGET_S {
                 missed.push(format!("one node-day at {rows}: {lookup:.3} s"));
             }
@@ -346,7 +345,7 @@ fn main() {
             .unwrap()
             .push(serde_json::json!({
                 "rows": rows,
-                "duckdb": duck.as_ref().map(|(_, v)| v.clone()),
+                "duckdb": duck.as_ref().map(|d| d.version.clone()),
                 "queries": results,
             }));
     }

@@ -137,6 +137,7 @@ impl History {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(readings::latest::LatestPerSeriesRule))
             .with_physical_optimizer_rule(Arc::new(dictionary_groups::DictionaryGroupsRule))
             .build();
         let ctx = SessionContext::new_with_state(state);

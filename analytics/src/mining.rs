@@ -66,12 +66,8 @@ impl TableProvider for ResultTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(table) = crate::readings::parquet_listing(
-            &self.dir,
-            self.schema.clone(),
-            &[],
-            &state.table_options().parquet,
-        )?
+        let Some(table) =
+            crate::readings::parquet_listing(&self.dir, self.schema.clone(), &[], Some(state))?
         else {
             return Ok(Arc::new(EmptyExec::new(
                 datafusion::physical_plan::project_schema(&self.schema, projection)?,

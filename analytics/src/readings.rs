@@ -53,6 +53,10 @@ use datafusion::physical_plan::union::UnionExec;
 use samos_lake::{DatasetHandle, LakeReader};
 use samos_store::layout::{READINGS_DIR, WAL_DIR, file_range, merged_into_another};
 
+pub(crate) mod latest;
+mod series;
+use series::{SeriesFilter, SeriesIndexCache};
+
 /// The Hive partition column Parquet paths carry: the UTC date of `ingest_time`.
 pub const DATE_COLUMN: &str = "date";
 
@@ -81,6 +85,8 @@ pub struct ReadingsTable {
     instance: String,
     /// The object-store dataset, where the history lives there.
     lake: Option<LakeReader>,
+    /// The local files' series indexes, parsed once.
+    series_indexes: SeriesIndexCache,
 }
 
 /// One instance's part of a scan: a plan of the requested stored columns (and `date`).
@@ -95,6 +101,7 @@ impl ReadingsTable {
             schema: table_schema(),
             instance: instance.to_owned(),
             lake: lake.map(LakeReader::new),
+            series_indexes: SeriesIndexCache::default(),
         }
     }
 
@@ -157,13 +164,14 @@ impl ReadingsTable {
     }
 
     /// The Parquet store as a listing table (pruning by `date`, file statistics), or `None`
-    /// while nothing has been written.
-    fn parquet(&self, options: &TableParquetOptions) -> Result<Option<ListingTable>> {
+    /// while nothing has been written; with a session, its Parquet options and statistics
+    /// cache.
+    fn parquet(&self, state: Option<&dyn Session>) -> Result<Option<ListingTable>> {
         parquet_listing(
             &self.data_dir.join(READINGS_DIR),
             samos_schemas::readings::readings_schema(),
             &[DATE_COLUMN],
-            options,
+            state,
         )
     }
 
@@ -199,14 +207,16 @@ impl ReadingsTable {
 
 /// The `*.parquet` files under `dir` as a table of `schema`, Hive-partitioned by `partitions`
 /// (string columns), read with the session's Parquet options (`SET datafusion.execution.
-/// parquet.…`) except bloom filters: Samos writes none (the page index prunes instead), and
-/// looking for them cost a tenth of a chart query (82 row groups, 5 ms); `None` while `dir`
-/// does not exist. Built per scan: files come and go.
+/// parquet.…`; the defaults without a session) except bloom filters: Samos writes none (the
+/// page index prunes instead), and looking for them cost a tenth of a chart query (82 row
+/// groups, 5 ms); `None` while `dir` does not exist. Built per scan: files come and go. A
+/// file's statistics are kept in the session's cache (by path, size and modification time:
+/// a published file never changes), not computed again from its footer by every query.
 pub(crate) fn parquet_listing(
     dir: &Path,
     schema: SchemaRef,
     partitions: &[&str],
-    options: &TableParquetOptions,
+    state: Option<&dyn Session>,
 ) -> Result<Option<ListingTable>> {
     let dir = match dir.canonicalize() {
         Ok(dir) => dir,
@@ -218,7 +228,9 @@ pub(crate) fn parquet_listing(
         }
     };
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-    let mut options = options.clone();
+    let mut options = state.map_or_else(TableParquetOptions::default, |s| {
+        s.table_options().parquet.clone()
+    });
     options.global.bloom_filter_on_read = false;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(options)))
         .with_file_extension(".parquet")
@@ -231,7 +243,8 @@ pub(crate) fn parquet_listing(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
-    Ok(Some(ListingTable::try_new(config)?))
+    let statistics = state.and_then(|s| s.runtime_env().cache_manager.get_file_statistic_cache());
+    Ok(Some(ListingTable::try_new(config)?.with_cache(statistics)))
 }
 
 /// `batch` (the stored columns) with the `date` column (a batch never spans two UTC dates)
@@ -304,7 +317,7 @@ impl TableProvider for ReadingsTable {
             return Ok(vec![Inexact; filters.len()]);
         }
         // Exact only where the listing itself can apply the filter to partition values.
-        let listing = match self.parquet(&TableParquetOptions::default())? {
+        let listing = match self.parquet(None)? {
             Some(table) => table.supports_filters_pushdown(filters)?,
             None => vec![Exact; filters.len()],
         };
@@ -403,7 +416,7 @@ impl ReadingsTable {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(table) = self.parquet(&state.table_options().parquet)? else {
+            let Some(table) = self.parquet(Some(state))? else {
                 return Ok((None, Vec::new()));
             };
             let files = table.scan(state, Some(&projection), filters, None).await?;
@@ -411,6 +424,9 @@ impl ReadingsTable {
             planned_files(&files, &mut covered);
             let mid_compaction = covered.iter().any(|r| merged_into_another(*r, &covered));
             if !mid_compaction {
+                let series = SeriesFilter::from_filters(filters);
+                let files =
+                    series::annotate(files, series.as_ref(), state, &self.series_indexes).await?;
                 return Ok((Some(files), covered));
             }
             if attempt == LISTING_ATTEMPTS {

@@ -38,6 +38,7 @@ use samos_schemas::readings::readings_schema;
 use crate::layout::{self, merged_into_another, partition_files};
 
 mod row_groups;
+pub mod series_index;
 pub use row_groups::ReadingsWriter;
 
 /// Why a Parquet file could not be written, published or cleaned up.
@@ -93,7 +94,7 @@ fn format_error(path: &Path, e: impl std::fmt::Display) -> ParquetError {
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Rows per data page at most: with row groups sorted by series, a page holds a few of them,
 /// and the page index lets a reader of one series skip the rest.
-const PAGE_ROWS: usize = 4096;
+pub const PAGE_ROWS: usize = 4096;
 
 /// How a column of `data_type` is compressed. Text columns hold names that repeat (nodes,
 /// sensors, places, units): dictionary encoding already makes their pages small, ZSTD made

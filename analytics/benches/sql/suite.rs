@@ -4,15 +4,20 @@
 //!
 //! Timing is in process on both sides: Samos through `History::query` (the session `samos sql`
 //! and the HTTP API use, WAL check included), DuckDB from its Python package with the result
-//! fetched as Arrow. Each query runs once to warm the page cache and the session, then `RUNS`
-//! times; the median counts. Times are returned as epoch milliseconds by both engines so the
+//! fetched as Arrow (one Python process for the suite). The engines take turns on each query
+//! (`ROUNDS` turns each); in a turn the query runs once to warm the page cache and the session,
+//! then at least `RUNS` times and on until the turn has run for `MIN_TIMED_S` seconds (at most
+//! `MAX_RUNS` times). The median of a query's runs counts. Before, each engine ran the whole
+//! suite in turn, five runs a query: a 10 ms query's ratio moved by a tenth or more between
+//! runs of the bench, with the machine's speed. Times are returned as epoch milliseconds by both engines so the
 //! rows compare as numbers; floats agree within 1e-9 relative (sums in another order).
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use samos_analytics::History;
@@ -21,8 +26,16 @@ use serde_json::Value;
 
 use crate::synthetic_store::{NODES, SENSORS, START_MS, STEP_MS};
 
-/// Timed runs of each query, after one warm-up.
+/// Timed runs of each query, after one warm-up: at least `RUNS`, then more until the runs
+/// have taken `MIN_TIMED_S` seconds, at most `MAX_RUNS`.
 pub const RUNS: usize = 5;
+pub const MIN_TIMED_S: f64 = 1.0;
+pub const MAX_RUNS: usize = 100;
+
+/// Whether a query timed `times` so far should run again.
+fn another_run(times: &[f64]) -> bool {
+    times.len() < RUNS || (times.len() < MAX_RUNS && times.iter().sum::<f64>() < MIN_TIMED_S)
+}
 
 const DAY_MS: i64 = 86_400_000;
 const WEEK_MS: i64 = 7 * DAY_MS;
@@ -233,99 +246,174 @@ fn json_rows(batches: &[arrow::record_batch::RecordBatch]) -> Vec<Vec<Value>> {
         .collect()
 }
 
-/// Samos's answers, in the suite's order.
-pub async fn samos(history: &History, queries: &[Query]) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    for q in queries {
-        let rows = json_rows(&history.query(&q.samos).await.unwrap());
-        let mut times = Vec::new();
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            let batches = history.query(&q.samos).await.unwrap();
-            times.push(t.elapsed().as_secs_f64());
-            drop(batches);
-        }
-        answers.push(Answer {
-            median_s: median(times),
-            rows,
-        });
+/// Times `sql` through `History` (after one warm-up run) by the suite's rule, with its rows.
+pub async fn time_samos(history: &History, sql: &str) -> (Vec<f64>, Vec<Vec<Value>>) {
+    let rows = json_rows(&history.query(sql).await.unwrap());
+    let mut times = Vec::new();
+    while another_run(&times) {
+        let t = Instant::now();
+        let batches = history.query(sql).await.unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        drop(batches);
     }
-    answers
+    (times, rows)
 }
 
-/// DuckDB's answers from its Python package (`None` when it is not installed), and its
-/// version and threads.
-pub fn duckdb(data: &Path, queries: &[Query]) -> Option<(Vec<Answer>, String)> {
-    let readings = format!(
-        "read_parquet('{}/readings/*/*.parquet', hive_partitioning = true)",
-        data.display()
-    );
-    let rejected = format!(
-        "read_json('{}/rejected.jsonl', format = 'newline_delimited')",
-        data.display()
-    );
-    let nodes = format!(
-        "read_json('{}/nodes.json', format = 'array')",
-        data.display()
-    );
-    let sql: Vec<String> = queries
-        .iter()
-        .map(|q| {
-            q.duckdb
-                .replace("{readings}", &readings)
-                .replace("{rejected}", &rejected)
-                .replace("{nodes}", &nodes)
-        })
-        .collect();
-    let script = format!(
-        r#"
-import json, statistics, sys, time, duckdb
+/// DuckDB in its Python package, one process for the whole suite, answering one query at a
+/// time, so that each query is timed on both engines back to back.
+pub struct DuckDb {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    readings: String,
+    rejected: String,
+    nodes: String,
+    /// Its version and threads.
+    pub version: String,
+}
+
+impl DuckDb {
+    /// DuckDB over the store in `data`; `None` when the package is not installed.
+    pub fn start(data: &Path) -> Option<DuckDb> {
+        let script = format!(
+            r#"
+import json, sys, time, duckdb
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 con.execute("SET enable_progress_bar = false")
-out = []
-for q in json.loads(sys.argv[1]):
+print(json.dumps({{"version": duckdb.__version__,
+                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}}), flush=True)
+for line in sys.stdin:
+    q = json.loads(line)
     rows = [list(r) for r in con.execute(q).fetchall()]
     times = []
-    for _ in range({RUNS}):
+    while len(times) < {RUNS} or (len(times) < {MAX_RUNS} and sum(times) < {MIN_TIMED_S}):
         t = time.perf_counter(); con.execute(q).to_arrow_table(); times.append(time.perf_counter() - t)
-    out.append({{"median": statistics.median(times), "rows": rows}})
-print(json.dumps({{"answers": out, "version": duckdb.__version__,
-                  "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}}, default=float))
+    print(json.dumps({{"times": times, "rows": rows}}, default=float), flush=True)
 "#
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(serde_json::to_string(&sql).unwrap())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "DuckDB unavailable (bash scripts/setup.sh installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
         );
-        return None;
-    }
-    // The answer is the last line (anything DuckDB prints itself comes before it).
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
-    let answers = v["answers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| Answer {
-            median_s: a["median"].as_f64().unwrap(),
-            rows: serde_json::from_value(a["rows"].clone()).unwrap(),
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let mut stdout = BufReader::new(child.stdout.take()?);
+        let Some(hello) = read_object(&mut stdout) else {
+            let mut err = String::new();
+            let _ = child.stderr.take()?.read_to_string(&mut err);
+            eprintln!(
+                "DuckDB unavailable (bash scripts/setup.sh installs it): {}",
+                err.lines().last().unwrap_or("")
+            );
+            let _ = child.wait();
+            return None;
+        };
+        let version = format!(
+            "{} ({} threads)",
+            hello["version"].as_str()?,
+            hello["threads"]
+        );
+        Some(DuckDb {
+            child,
+            stdin,
+            stdout,
+            readings: format!(
+                "read_parquet('{}/readings/*/*.parquet', hive_partitioning = true)",
+                data.display()
+            ),
+            rejected: format!(
+                "read_json('{}/rejected.jsonl', format = 'newline_delimited')",
+                data.display()
+            ),
+            nodes: format!(
+                "read_json('{}/nodes.json', format = 'array')",
+                data.display()
+            ),
+            version,
         })
-        .collect();
-    Some((
-        answers,
-        format!("{} ({} threads)", v["version"].as_str()?, v["threads"]),
-    ))
+    }
+
+    /// Times a query of the suite (its DuckDB text, `{readings}` etc. filled in) by the
+    /// suite's rule, with its rows.
+    pub fn time(&mut self, sql: &str) -> (Vec<f64>, Vec<Vec<Value>>) {
+        let sql = sql
+            .replace("{readings}", &self.readings)
+            .replace("{rejected}", &self.rejected)
+            .replace("{nodes}", &self.nodes);
+        writeln!(self.stdin, "{}", serde_json::to_string(&sql).unwrap()).unwrap();
+        self.stdin.flush().unwrap();
+        let answer = read_object(&mut self.stdout).expect("DuckDB answered");
+        (
+            serde_json::from_value(answer["times"].clone()).unwrap(),
+            serde_json::from_value(answer["rows"].clone()).unwrap(),
+        )
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next line of `out` that is a JSON object (anything DuckDB prints itself is skipped);
+/// `None` at the end of the output.
+fn read_object(out: &mut impl BufRead) -> Option<Value> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(line.trim()) {
+            return Some(v);
+        }
+    }
+}
+
+/// Rounds of each query per engine, the engines taking turns: a drift of the machine's speed
+/// during the run falls on both.
+pub const ROUNDS: usize = 2;
+
+/// Both engines' answers to every query: `ROUNDS` turns each, back to back, medians over all
+/// of a query's runs. DuckDB's are `None` without DuckDB.
+pub async fn answers(
+    history: &History,
+    duckdb: Option<&mut DuckDb>,
+    queries: &[Query],
+) -> Vec<(Answer, Option<Answer>)> {
+    let mut duckdb = duckdb;
+    let mut out = Vec::new();
+    for q in queries {
+        let (mut samos_times, mut duck_times) = (Vec::new(), Vec::new());
+        let (mut samos_rows, mut duck_rows) = (Vec::new(), None);
+        for _ in 0..ROUNDS {
+            let (times, rows) = time_samos(history, &q.samos).await;
+            samos_times.extend(times);
+            samos_rows = rows;
+            if let Some(d) = duckdb.as_deref_mut() {
+                let (times, rows) = d.time(&q.duckdb);
+                duck_times.extend(times);
+                duck_rows = Some(rows);
+            }
+        }
+        out.push((
+            Answer {
+                median_s: median(samos_times),
+                rows: samos_rows,
+            },
+            duck_rows.map(|rows| Answer {
+                median_s: median(duck_times),
+                rows,
+            }),
+        ));
+    }
+    out
 }
 
 /// Two cells agree: equal, or numbers within 1e-9 relative.

@@ -23,6 +23,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use parquet::arrow::ArrowWriter;
 
+use parquet::file::metadata::KeyValue;
+
+use super::series_index::{SERIES_INDEX_KEY, SeriesIndexBuilder};
 use super::{ParquetError, ROW_GROUP_ROWS, format_error, readings_writer, writer_error};
 
 /// The columns a row group is sorted by, in order.
@@ -45,6 +48,8 @@ pub struct ReadingsWriter {
     tail_rows: usize,
     pending_rows: usize,
     pending_bytes: usize,
+    /// Where each series lies in the row groups written so far (the footer's series index).
+    series: SeriesIndexBuilder,
 }
 
 impl ReadingsWriter {
@@ -58,6 +63,7 @@ impl ReadingsWriter {
             tail_rows: 0,
             pending_rows: 0,
             pending_bytes: 0,
+            series: SeriesIndexBuilder::default(),
         })
     }
 
@@ -108,13 +114,17 @@ impl ReadingsWriter {
         self.writer.bytes_written() + self.writer.in_progress_size() + self.pending_bytes
     }
 
-    /// Writes what is left as the last row group and finishes the file (footer), returning it
-    /// for the caller to fsync and publish.
+    /// Writes what is left as the last row group and finishes the file (footer with the
+    /// series index), returning it for the caller to fsync and publish.
     pub fn finish(mut self) -> Result<File, ParquetError> {
         if self.pending_rows > 0 {
             self.flush(self.pending_rows)?;
         }
         let path = self.path;
+        self.writer.append_key_value_metadata(KeyValue::new(
+            SERIES_INDEX_KEY.to_owned(),
+            self.series.finish(),
+        ));
         self.writer.into_inner().map_err(|e| writer_error(&path, e))
     }
 
@@ -126,6 +136,7 @@ impl ReadingsWriter {
             concat_batches(&schema, &self.pending).map_err(|e| format_error(&self.path, e))?;
         let (group, rest) = (all.slice(0, rows), all.slice(rows, all.num_rows() - rows));
         let sorted = sort(&group).map_err(|e| format_error(&self.path, e))?;
+        self.series.add_row_group(&sorted);
         self.writer
             .write(&sorted)
             .map_err(|e| writer_error(&self.path, e))?;

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use samos_schemas::readings::readings_schema;
 
 use super::*;
+use crate::parquet::series_index::SeriesIndex;
 
 /// `n` readings from row `first` on: node `(i·7) % nodes`, sensor `i % 3`, time `i / 5` (ties),
 /// key `i`.
@@ -145,7 +146,43 @@ proptest! {
             let first = (g * ROW_GROUP_ROWS) as u64;
             prop_assert_eq!(keys, (first..first + rows.len() as u64).collect::<Vec<_>>());
         }
+        // The footer's series index names exactly the rows of each node and of each series.
+        let index = series_index(&path);
+        let probes = [("N000", None), ("N001", Some("co2")), ("N007", Some("temp"))];
+        for (g, rows) in groups.iter().enumerate() {
+            for (node, sensor) in probes {
+                let sensors = sensor.map(|s| vec![s]);
+                let ranges = index
+                    .rows(g, rows.len(), Some(&[node]), sensors.as_deref())
+                    .unwrap();
+                let selected: Vec<usize> = ranges.into_iter().flatten().collect();
+                let expected: Vec<usize> = (0..rows.len())
+                    .filter(|r| rows[*r].0 == node && sensor.is_none_or(|s| rows[*r].1 == s))
+                    .collect();
+                prop_assert_eq!(selected, expected, "row group {}, {} {:?}", g, node, sensor);
+            }
+        }
     }
+}
+
+/// The series index in the footer of the file at `path`.
+fn series_index(path: &Path) -> SeriesIndex {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let metadata = reader.metadata();
+    let text = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .find(|kv| kv.key == SERIES_INDEX_KEY)
+        .and_then(|kv| kv.value.clone())
+        .unwrap();
+    let counts: Vec<usize> = metadata
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows() as usize)
+        .collect();
+    SeriesIndex::parse(&text, &counts).unwrap()
 }
 
 #[test]
