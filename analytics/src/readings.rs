@@ -43,11 +43,13 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, Literal, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use samos_lake::{DatasetHandle, LakeReader};
@@ -307,7 +309,11 @@ impl TableProvider for ReadingsTable {
     /// again above it, so they hold for the in-memory part too; except that a filter on `date`
     /// alone over the local store is exact: the listing keeps only the files of matching
     /// partitions, and the scan applies it to the WAL tail itself (a filter above the scan
-    /// would compare every row's date again: a third of a one-date query's time).
+    /// would compare every row's date again: a third of a one-date query's time). So is a
+    /// filter on nodes or sensors (`=`, `IN`) over the local store: the files' series index
+    /// selects exactly their rows, and the scan filters the WAL tail and whatever has no
+    /// index itself (no filter above it reads `node_id` and `sensor` to compare them again,
+    /// and the Parquet reader does not prune by them).
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -325,7 +331,7 @@ impl TableProvider for ReadingsTable {
             .iter()
             .zip(listing)
             .map(|(f, verdict)| {
-                if on_date_alone(f) && verdict == Exact {
+                if (on_date_alone(f) && verdict == Exact) || series::is_series_conjunct(f) {
                     Exact
                 } else {
                     Inexact
@@ -384,7 +390,7 @@ impl TableProvider for ReadingsTable {
             .collect::<Result<Vec<_>>>()?;
         let mut unflushed = self.unflushed(records, &covered)?;
         if self.lake.is_none() {
-            unflushed = self.filter_on_date(state, &filters, unflushed)?;
+            unflushed = self.filter_exactly(state, &filters, unflushed)?;
         }
         if !unflushed.is_empty() {
             plans.push(MemorySourceConfig::try_new_exec(
@@ -412,6 +418,70 @@ impl ReadingsTable {
         projection: &[usize],
         filters: &[Expr],
     ) -> Result<(Option<Arc<dyn ExecutionPlan>>, Vec<(u64, u64)>)> {
+        // Filters on nodes and sensors are exact (`supports_filters_pushdown`): the series
+        // index answers them; where a file or row group has no index, the scan filters its
+        // rows itself, on `node_id` and `sensor` read for that even if the query does not ask
+        // for them.
+        let on_series: Vec<Expr> = filters
+            .iter()
+            .filter(|f| series::is_series_conjunct(f))
+            .cloned()
+            .collect();
+        let asked = projection.len();
+        let mut projection = projection.to_vec();
+        if !on_series.is_empty() {
+            for column in ["node_id", "sensor"] {
+                let i = self.schema.index_of(column)?;
+                if !projection.contains(&i) {
+                    projection.push(i);
+                }
+            }
+        }
+        let (plan, covered) = self.listed_scan(state, &projection, filters).await?;
+        let Some(plan) = plan else {
+            return Ok((None, covered));
+        };
+        let (plan, exact) = series::annotate(
+            plan,
+            SeriesFilter::from_filters(filters).as_ref(),
+            state,
+            &self.series_indexes,
+        )
+        .await?;
+        let plan = if on_series.is_empty() || exact {
+            plan
+        } else {
+            let schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
+            let predicate = conjunction(on_series).expect("not empty");
+            let predicate = state.create_physical_expr(predicate, &schema)?;
+            Arc::new(FilterExec::try_new(predicate, plan)?)
+        };
+        let plan = if projection.len() > asked {
+            let schema = plan.schema();
+            let columns = (0..asked)
+                .map(|i| {
+                    let name = schema.field(i).name().clone();
+                    (
+                        Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                        name,
+                    )
+                })
+                .collect::<Vec<_>>();
+            Arc::new(ProjectionExec::try_new(columns, plan)?)
+        } else {
+            plan
+        };
+        Ok((Some(plan), covered))
+    }
+
+    /// The listing's scan of the Parquet store (`None` while nothing has been written), and
+    /// the WAL ranges of its files.
+    async fn listed_scan(
+        &self,
+        state: &dyn Session,
+        projection: &[usize],
+        filters: &[Expr],
+    ) -> Result<(Option<Arc<dyn ExecutionPlan>>, Vec<(u64, u64)>)> {
         let projection = projection.to_vec();
         let mut attempt = 0;
         loop {
@@ -424,9 +494,6 @@ impl ReadingsTable {
             planned_files(&files, &mut covered);
             let mid_compaction = covered.iter().any(|r| merged_into_another(*r, &covered));
             if !mid_compaction {
-                let series = SeriesFilter::from_filters(filters);
-                let files =
-                    series::annotate(files, series.as_ref(), state, &self.series_indexes).await?;
                 return Ok((Some(files), covered));
             }
             if attempt == LISTING_ATTEMPTS {
@@ -446,20 +513,24 @@ fn on_date_alone(filter: &Expr) -> bool {
 }
 
 impl ReadingsTable {
-    /// `batches` (WAL-tail rows of the whole table schema) without the rows the filters on
-    /// `date` alone refuse: the scan answers for them exactly (`supports_filters_pushdown`).
-    fn filter_on_date(
+    /// `batches` (WAL-tail rows of the whole table schema) without the rows the filters the
+    /// scan answers exactly refuse (`supports_filters_pushdown`: on `date` alone, on nodes
+    /// and sensors).
+    fn filter_exactly(
         &self,
         state: &dyn Session,
         filters: &[Expr],
         batches: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
-        let on_date: Vec<&Expr> = filters.iter().filter(|f| on_date_alone(f)).collect();
-        if on_date.is_empty() || batches.is_empty() {
+        let exact_filters: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| on_date_alone(f) || series::is_series_conjunct(f))
+            .collect();
+        if exact_filters.is_empty() || batches.is_empty() {
             return Ok(batches);
         }
         let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let predicates = on_date
+        let predicates = exact_filters
             .into_iter()
             .map(|f| state.create_physical_expr(f.clone(), &schema))
             .collect::<Result<Vec<_>>>()?;

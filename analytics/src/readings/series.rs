@@ -77,6 +77,7 @@ impl SeriesFilter {
     fn access_plan(&self, metadata: &ParquetMetaData, index: &SeriesIndex) -> FilePlan {
         let (nodes, sensors) = (as_refs(&self.nodes), as_refs(&self.sensors));
         let mut within_a_page = true;
+        let mut exact = true;
         let access = metadata
             .row_groups()
             .iter()
@@ -88,6 +89,7 @@ impl SeriesFilter {
                     .as_ref()
                     .map_or(rows, |r| r.iter().map(ExactSizeIterator::len).sum());
                 within_a_page &= selected <= PAGE_ROWS;
+                exact &= ranges.is_some();
                 match ranges {
                     None => RowGroupAccess::Scan,
                     Some(ranges) if ranges.is_empty() => RowGroupAccess::Skip,
@@ -101,6 +103,7 @@ impl SeriesFilter {
         FilePlan {
             access: ParquetAccessPlan::new(access),
             within_a_page,
+            exact,
         }
     }
 }
@@ -111,6 +114,14 @@ struct FilePlan {
     /// Whether each row group it reads reads at most a page's worth of rows
     /// ([`PAGE_ROWS`]): the page index then has nothing left to prune but whole runs.
     within_a_page: bool,
+    /// Whether every row group is indexed: the file reads exactly the filter's rows.
+    exact: bool,
+}
+
+/// Whether `conjunct` is one [`SeriesFilter`] answers exactly where the files are indexed:
+/// `node_id` or `sensor` `=` a string or `IN` strings.
+pub(super) fn is_series_conjunct(conjunct: &Expr) -> bool {
+    names_allowed(conjunct).is_some_and(|(column, _)| matches!(column, "node_id" | "sensor"))
 }
 
 fn as_refs(names: &Option<Vec<String>>) -> Option<Vec<&str>> {
@@ -222,16 +233,17 @@ pub(crate) struct FileSeries {
 
 /// `plan` (a scan of the Parquet store) with each file's series index attached to it, and,
 /// with a `filter`, each file reading only the rows of the series it allows, where the index
-/// says where they are.
+/// says where they are; and whether that is exactly the filter's rows in every file.
 pub(super) async fn annotate(
     plan: Arc<dyn ExecutionPlan>,
     filter: Option<&SeriesFilter>,
     state: &dyn Session,
     cache: &SeriesIndexCache,
-) -> Result<Arc<dyn ExecutionPlan>> {
+) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
     // First every file's plan (reading footers where not cached: async), then the rewrite.
     let mut plans: HashMap<String, (FileSeries, Option<FilePlan>)> = HashMap::new();
     let mut seen = HashSet::new();
+    let mut every_file_exact = true;
     for config in scans(&plan) {
         let store = state.runtime_env().object_store(&config.object_store_url)?;
         let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
@@ -239,6 +251,7 @@ pub(super) async fn annotate(
             if !seen.insert(file.path().to_string()) {
                 continue;
             }
+            let mut exact = false;
             let metadata = DFParquetMetadata::new(store.as_ref(), &file.object_meta)
                 .with_file_metadata_cache(Some(Arc::clone(&metadata_cache)))
                 .fetch_metadata()
@@ -253,6 +266,7 @@ pub(super) async fn annotate(
             };
             if let Some(index) = index {
                 let plan = filter.map(|f| f.access_plan(&metadata, &index));
+                exact = plan.as_ref().is_some_and(|p| p.exact);
                 let row_counts = metadata
                     .row_groups()
                     .iter()
@@ -263,10 +277,11 @@ pub(super) async fn annotate(
                     (FileSeries { index, row_counts }, plan),
                 );
             }
+            every_file_exact &= exact;
         }
     }
     if plans.is_empty() {
-        return Ok(plan);
+        return Ok((plan, every_file_exact));
     }
     plan.transform_up(|node| {
         let Some(config) = node
@@ -320,7 +335,7 @@ pub(super) async fn annotate(
             DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
         ))
     })
-    .map(|t| t.data)
+    .map(|t| (t.data, every_file_exact))
 }
 
 /// The file scans in `plan`.
