@@ -96,6 +96,20 @@ fn write_file(
     }
 }
 
+/// A WAL of 13 records whose first 12 the files hold (the checkpoint at 12) and whose last
+/// holds `tail`, not yet in any file.
+fn wal_tail(data: &Path, tail: &RecordBatch) {
+    let wal_dir = data.join("wal");
+    let (mut wal, _) = Wal::open(&wal_dir, 1 << 20, |_| {}).unwrap();
+    for seq in 1..=13u64 {
+        let batch = (seq == 13).then_some(tail);
+        let record = samos_store::record::encode(|_| {}, batch);
+        assert_eq!(wal.append(&record).unwrap(), seq);
+    }
+    wal.commit().unwrap();
+    samos_store::wal::write_checkpoint(&wal_dir, 12).unwrap();
+}
+
 /// Rows every Parquet scan of `plan` produced.
 fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
     let mine = if plan.name() == "DataSourceExec" {
@@ -114,18 +128,7 @@ async fn a_query_for_some_series_reads_their_rows_and_answers_as_a_full_scan() {
     // an index, then WAL records past the checkpoint.
     write_file(data, "2026-01-01", (1, 10), DAY1, 0, 150_000, true);
     write_file(data, "2026-01-02", (11, 12), DAY2, 150_000, 6_000, false);
-    let wal_dir = data.join("wal");
-    let (mut wal, _) = Wal::open(&wal_dir, 1 << 20, |_| {}).unwrap();
-    for seq in 1..=13u64 {
-        let batch = (seq == 13).then(|| arrivals(DAY2, 156_000, 600));
-        assert_eq!(
-            wal.append(&samos_store::record::encode(|_| {}, batch.as_ref()))
-                .unwrap(),
-            seq
-        );
-    }
-    wal.commit().unwrap();
-    samos_store::wal::write_checkpoint(&wal_dir, 12).unwrap();
+    wal_tail(data, &arrivals(DAY2, 156_000, 600));
     let h = History::open(data, Access::Query).await.unwrap();
 
     let cases = [
@@ -221,18 +224,7 @@ async fn the_latest_reading_per_series_reads_the_last_row_of_each_run() {
     write_file(data, "2026-01-01", (1, 4), DAY1, 0, 30_000, true);
     write_file(data, "2026-01-01", (5, 10), DAY1, 30_000, 150_000, true);
     write_file(data, "2026-01-02", (11, 12), DAY2, 180_000, 6_000, false);
-    let wal_dir = data.join("wal");
-    let (mut wal, _) = Wal::open(&wal_dir, 1 << 20, |_| {}).unwrap();
-    for seq in 1..=13u64 {
-        let batch = (seq == 13).then(|| arrivals(DAY2, 186_000, 200));
-        assert_eq!(
-            wal.append(&samos_store::record::encode(|_| {}, batch.as_ref()))
-                .unwrap(),
-            seq
-        );
-    }
-    wal.commit().unwrap();
-    samos_store::wal::write_checkpoint(&wal_dir, 12).unwrap();
+    wal_tail(data, &arrivals(DAY2, 186_000, 200));
     let h = History::open(data, Access::Query).await.unwrap();
 
     let total = 186_200;

@@ -8,11 +8,14 @@
 //! row selection — where the page index alone would decode every row of each page that
 //! holds a piece of the series (a 4,096-row page holds a dozen series) and filter them again.
 //!
-//! Invariants: the plan only narrows what is read, to a superset of the rows the filters
-//! accept (the filters are still applied above the scan: they stay `Inexact`); a file
-//! without an index, with an index that does not describe its row groups, or a row group
-//! the index leaves out, is read as before. Parsed indexes are cached per file (path, size
-//! and modification time: a published file never changes, a compaction writes a new one).
+//! Invariants: in an indexed row group the plan reads exactly the rows whose node and
+//! sensor the filters accept; a file without an index, with an index that does not describe
+//! its row groups, or a row group the index leaves out, is read as before, and [`annotate`]
+//! says so — the filters on nodes and sensors are exact (`ReadingsTable::
+//! supports_filters_pushdown`), so the scan then filters those rows itself, as it filters
+//! the WAL tail. Other filters still apply above the scan. Parsed indexes are cached per
+//! file (path, size and modification time: a published file never changes, a compaction
+//! writes a new one).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -184,16 +187,32 @@ fn string_literal(expr: &Expr) -> Option<String> {
     }
 }
 
-/// Parsed series indexes by file: path → (size, modification time, index if any).
-#[derive(Debug, Default)]
+/// Parsed series indexes by file: path → (size, modification time, index if any), at most
+/// [`CACHE_BYTES`] of them (a file's index is up to ~50 KB a row group: a fleet of thousands
+/// of series); past that the cache starts afresh.
+#[derive(Debug)]
 pub(super) struct SeriesIndexCache {
-    entries: Mutex<HashMap<String, CachedIndex>>,
+    entries: Mutex<CachedIndexes>,
+    limit_bytes: usize,
 }
 
-type CachedIndex = (u64, i64, Option<Arc<SeriesIndex>>);
+impl Default for SeriesIndexCache {
+    fn default() -> Self {
+        SeriesIndexCache {
+            entries: Mutex::default(),
+            limit_bytes: CACHE_BYTES,
+        }
+    }
+}
 
-/// More files than this and the cache starts afresh (it holds one small entry per file).
-const CACHE_FILES: usize = 100_000;
+#[derive(Debug, Default)]
+struct CachedIndexes {
+    by_path: HashMap<String, (u64, i64, Option<Arc<SeriesIndex>>)>,
+    bytes: usize,
+}
+
+/// The most memory the parsed indexes of one `readings` table hold.
+const CACHE_BYTES: usize = 64 << 20;
 
 impl SeriesIndexCache {
     fn get(&self, file: &PartitionedFile) -> Option<Option<Arc<SeriesIndex>>> {
@@ -201,7 +220,7 @@ impl SeriesIndexCache {
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (size, modified, index) = entries.get(file.path().as_ref())?;
+        let (size, modified, index) = entries.by_path.get(file.path().as_ref())?;
         let meta = &file.object_meta;
         (*size == meta.size && *modified == meta.last_modified.timestamp_micros())
             .then(|| index.clone())
@@ -212,14 +231,20 @@ impl SeriesIndexCache {
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= CACHE_FILES {
-            entries.clear();
+        let bytes =
+            file.path().as_ref().len() + 64 + index.as_deref().map_or(0, SeriesIndex::memory_size);
+        if entries.bytes + bytes > self.limit_bytes {
+            entries.by_path.clear();
+            entries.bytes = 0;
         }
         let meta = &file.object_meta;
-        entries.insert(
+        let old = entries.by_path.insert(
             file.path().to_string(),
             (meta.size, meta.last_modified.timestamp_micros(), index),
         );
+        if old.is_none() {
+            entries.bytes += bytes;
+        }
     }
 }
 
@@ -379,6 +404,25 @@ mod tests {
 
     fn names(v: &[&str]) -> Option<Vec<String>> {
         Some(v.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn the_cache_holds_what_it_may_and_starts_afresh_past_it() {
+        let index = Arc::new(SeriesIndex::default());
+        let file = |name: &str, size: u64| PartitionedFile::new(name.to_owned(), size);
+        let cache = SeriesIndexCache {
+            entries: Mutex::default(),
+            limit_bytes: 3 * (64 + 10 + index.memory_size()),
+        };
+        for name in ["a.parquet", "b.parquet", "c.parquet"] {
+            cache.insert(&file(name, 10), Some(Arc::clone(&index)));
+        }
+        assert!(cache.get(&file("a.parquet", 10)).is_some());
+        // Another size is another file: not this entry.
+        assert!(cache.get(&file("a.parquet", 11)).is_none());
+        cache.insert(&file("d.parquet", 10), None);
+        assert!(cache.get(&file("a.parquet", 10)).is_none());
+        assert_eq!(cache.get(&file("d.parquet", 10)), Some(None));
     }
 
     #[test]

@@ -204,9 +204,20 @@ impl SeriesIndex {
         )
     }
 
-    /// How many row groups the index describes (indexed or not).
-    pub fn row_group_count(&self) -> usize {
-        self.row_groups.len()
+    /// Roughly the bytes the index holds in memory.
+    pub fn memory_size(&self) -> usize {
+        let names: usize = self
+            .nodes
+            .iter()
+            .chain(&self.sensors)
+            .map(|n| n.len() + size_of::<String>())
+            .sum();
+        let runs: usize = self
+            .row_groups
+            .iter()
+            .map(|r| size_of::<Option<Vec<u32>>>() + r.as_ref().map_or(0, |r| r.len() * 4))
+            .sum();
+        size_of::<SeriesIndex>() + names + runs
     }
 }
 
