@@ -57,7 +57,9 @@ use samos_store::layout::{READINGS_DIR, WAL_DIR, file_range, merged_into_another
 
 pub(crate) mod latest;
 mod series;
+mod wal_tail;
 use series::{SeriesFilter, SeriesIndexCache};
+use wal_tail::DecodedTail;
 
 /// The Hive partition column Parquet paths carry: the UTC date of `ingest_time`.
 pub const DATE_COLUMN: &str = "date";
@@ -89,6 +91,8 @@ pub struct ReadingsTable {
     lake: Option<LakeReader>,
     /// The local files' series indexes, parsed once.
     series_indexes: SeriesIndexCache,
+    /// The WAL tail's records, decoded once.
+    wal_tail: DecodedTail,
 }
 
 /// One instance's part of a scan: a plan of the requested stored columns (and `date`).
@@ -104,6 +108,7 @@ impl ReadingsTable {
             instance: instance.to_owned(),
             lake: lake.map(LakeReader::new),
             series_indexes: SeriesIndexCache::default(),
+            wal_tail: DecodedTail::default(),
         }
     }
 
@@ -178,32 +183,29 @@ impl ReadingsTable {
     }
 
     /// The readings of WAL records not in `covered`, each batch with its `date` and
-    /// `instance` columns.
+    /// `instance` columns (each record decoded once per session: `wal_tail`).
     fn unflushed(
         &self,
         records: Vec<samos_store::wal::WalRecord>,
         covered: &[(u64, u64)],
     ) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        for record in records {
-            if covered
+        let not_in_a_file = |record: &samos_store::wal::WalRecord| {
+            !covered
                 .iter()
                 .any(|&(first, last)| first <= record.seq && record.seq <= last)
-            {
-                continue;
-            }
+        };
+        self.wal_tail.batches(&records, not_in_a_file, |record| {
             let batches = samos_store::record::decode_batches(&record.payload).map_err(|e| {
                 DataFusionError::External(
                     format!("WAL record {} is unreadable: {e}", record.seq).into(),
                 )
             })?;
-            for batch in batches {
-                if batch.num_rows() > 0 {
-                    out.push(with_date(&batch, &self.schema, &self.instance)?);
-                }
-            }
-        }
-        Ok(out)
+            batches
+                .iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| with_date(b, &self.schema, &self.instance))
+                .collect()
+        })
     }
 }
 

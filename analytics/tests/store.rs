@@ -197,3 +197,41 @@ async fn every_reading_once_from_parquet_and_the_wal() {
         assert_eq!(count(&h, &sql).await, rows, "{filter}");
     }
 }
+
+/// One session (as the HTTP API keeps) while the WAL grows and its records move into a file:
+/// each query sees every reading once (the session decodes each WAL record once and keeps it).
+#[tokio::test]
+async fn a_long_lived_session_follows_the_wal_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let b: Vec<RecordBatch> = (1..=3u64)
+        .map(|seq| batch(seq, DAY1 + seq as i64 * 60_000, "N1", 10))
+        .collect();
+    let wal_dir = data.join("wal");
+    let (mut wal, _) = Wal::open(&wal_dir, 1 << 20, |_| {}).unwrap();
+    for batch in &b[..2] {
+        wal.append(&samos_store::record::encode(|_| {}, Some(batch)))
+            .unwrap();
+    }
+    wal.commit().unwrap();
+    let h = History::open(data, Access::Query).await.unwrap();
+    let sum = "SELECT CAST(sum(key) AS BIGINT) FROM readings";
+    let keys = |n: u64| (1..=n).flat_map(|s| (0..10).map(move |r| s * ROWS_PER_BATCH + r));
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 20);
+    assert_eq!(count(&h, sum).await, keys(2).sum::<u64>() as i64);
+    wal.append(&samos_store::record::encode(|_| {}, Some(&b[2])))
+        .unwrap();
+    wal.commit().unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 30);
+    assert_eq!(count(&h, sum).await, keys(3).sum::<u64>() as i64);
+    // Records 1–2 reach a file, then the checkpoint moves past them.
+    write_parquet(data, "2026-01-01", 1, 2, &b[..2]);
+    assert_eq!(count(&h, sum).await, keys(3).sum::<u64>() as i64);
+    samos_store::wal::write_checkpoint(&wal_dir, 2).unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 30);
+    assert_eq!(count(&h, sum).await, keys(3).sum::<u64>() as i64);
+    assert_eq!(
+        count(&h, "SELECT count(*) FROM readings WHERE node_id = 'N1'").await,
+        30
+    );
+}
