@@ -21,6 +21,11 @@
 //! union of every instance's snapshot, and only this data directory's instance has a WAL tail
 //! here. The `instance` column names the instance that accepted a reading (a constant per
 //! table, so it costs nothing to store); `(instance, key)` identifies a reading everywhere.
+//!
+//! Over the local store, a filter on nodes or sensors reads only their rows through each
+//! file's series index, and is exact ([`series`]); the latest reading per series reads each
+//! run's last row ([`latest`]); the WAL tail is decoded once per record and session
+//! ([`wal_tail`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
