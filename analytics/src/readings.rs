@@ -448,13 +448,21 @@ impl ReadingsTable {
         let Some(plan) = plan else {
             return Ok((None, covered));
         };
-        let (plan, exact) = series::annotate(
-            plan,
-            SeriesFilter::from_filters(filters).as_ref(),
-            state,
-            &self.series_indexes,
-        )
-        .await?;
+        // The files' series indexes serve a filter on series, or the latest reading per series
+        // (which reads `ingest_time` and groups by `node_id` or `sensor`); other scans skip
+        // looking them up.
+        let series = SeriesFilter::from_filters(filters);
+        let reads = |column: &str| {
+            self.schema
+                .index_of(column)
+                .is_ok_and(|i| projection.contains(&i))
+        };
+        let latest_may_apply = reads("ingest_time") && (reads("node_id") || reads("sensor"));
+        let (plan, exact) = if series.is_some() || latest_may_apply {
+            series::annotate(plan, series.as_ref(), state, &self.series_indexes).await?
+        } else {
+            (plan, true)
+        };
         let plan = if on_series.is_empty() || exact {
             plan
         } else {

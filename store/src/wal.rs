@@ -80,6 +80,10 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
 pub struct WalRecord {
     pub seq: u64,
     pub payload: Vec<u8>,
+    /// The CRC-32 of sequence ‖ payload its header carries, checked on reading: a reader that
+    /// keeps what it decoded from a record can tell the same record from another of that
+    /// sequence without hashing it again.
+    pub crc: u32,
 }
 
 /// A torn tail that recovery removed.
@@ -212,12 +216,17 @@ fn parse_header(header: &[u8]) -> (usize, u64) {
     )
 }
 
+/// The CRC a record header carries (of sequence ‖ payload).
+fn header_crc(header: &[u8]) -> u32 {
+    u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"))
+}
+
 /// Whether `payload` matches the CRC of its header (which covers sequence ‖ payload).
 fn checksum_ok(header: &[u8], payload: &[u8]) -> bool {
     let mut h = crc32fast::Hasher::new();
     h.update(&header[8..16]);
     h.update(payload);
-    h.finalize() == u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"))
+    h.finalize() == header_crc(header)
 }
 
 /// Parses one segment; returns its records and, where it ends early, the bad record.
@@ -258,6 +267,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, BadRecord), WalError> {
         records.push(WalRecord {
             seq,
             payload: payload.to_vec(),
+            crc: header_crc(rest),
         });
         at += HEADER + len;
     }
@@ -538,7 +548,11 @@ impl WalTail {
                 self.offset += (HEADER + len) as u64;
                 if seq > self.position {
                     self.position = seq;
-                    out.push(WalRecord { seq, payload });
+                    out.push(WalRecord {
+                        seq,
+                        payload,
+                        crc: header_crc(&header),
+                    });
                 }
             }
             if !ended {
@@ -612,7 +626,11 @@ pub fn read_unflushed(dir: &Path) -> Result<Vec<WalRecord>, WalError> {
                     }
                     return Err(torn("checksum mismatch"));
                 }
-                out.push(WalRecord { seq, payload });
+                out.push(WalRecord {
+                    seq,
+                    payload,
+                    crc: header_crc(&header),
+                });
             }
             offset += HEADER as u64 + n;
         }

@@ -29,7 +29,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::DataSourceExec;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::error::Result;
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -43,7 +43,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
-use super::series::FileSeries;
+use super::series::{FileSeries, with_files_mapped};
 
 /// Has the scans under a latest-per-series aggregation read each run's last row only.
 #[derive(Debug, Default)]
@@ -179,30 +179,11 @@ fn last_rows_only(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan
     {
         return None;
     }
-    let groups = config
-        .file_groups
-        .iter()
-        .map(|group| {
-            let narrowed = FileGroup::new(
-                group
-                    .iter()
-                    .map(|file| match file.extension::<FileSeries>() {
-                        Some(series) if narrowable(file) => {
-                            file.clone().with_extension(access_plan(series))
-                        }
-                        _ => file.clone(),
-                    })
-                    .collect(),
-            );
-            match group.file_statistics(None) {
-                Some(stats) => narrowed.with_statistics(Arc::new(stats.clone())),
-                None => narrowed,
-            }
-        })
-        .collect();
-    let config = FileScanConfigBuilder::from(config.clone())
-        .with_file_groups(groups)
-        .build();
+    let config = with_files_mapped(config, |file| match file.extension::<FileSeries>() {
+        Some(series) if narrowable(file) => file.clone().with_extension(access_plan(series)),
+        _ => file.clone(),
+    })
+    .build();
     Some(DataSourceExec::from_data_source(config))
 }
 

@@ -187,7 +187,7 @@ fn string_literal(expr: &Expr) -> Option<String> {
     }
 }
 
-/// Parsed series indexes by file: path → (size, modification time, index if any), at most
+/// Parsed series indexes by file path, at most
 /// [`CACHE_BYTES`] of them (a file's index is up to ~50 KB a row group: a fleet of thousands
 /// of series); past that the cache starts afresh.
 #[derive(Debug)]
@@ -207,7 +207,16 @@ impl Default for SeriesIndexCache {
 
 #[derive(Debug, Default)]
 struct CachedIndexes {
-    by_path: HashMap<String, (u64, i64, Option<Arc<SeriesIndex>>)>,
+    by_path: HashMap<String, CachedIndex>,
+    bytes: usize,
+}
+
+/// A file's parsed index (if it has one), for the file of that size and modification time.
+#[derive(Debug)]
+struct CachedIndex {
+    size: u64,
+    modified_us: i64,
+    index: Option<Arc<SeriesIndex>>,
     bytes: usize,
 }
 
@@ -220,10 +229,10 @@ impl SeriesIndexCache {
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (size, modified, index) = entries.by_path.get(file.path().as_ref())?;
+        let cached = entries.by_path.get(file.path().as_ref())?;
         let meta = &file.object_meta;
-        (*size == meta.size && *modified == meta.last_modified.timestamp_micros())
-            .then(|| index.clone())
+        (cached.size == meta.size && cached.modified_us == meta.last_modified.timestamp_micros())
+            .then(|| cached.index.clone())
     }
 
     fn insert(&self, file: &PartitionedFile, index: Option<Arc<SeriesIndex>>) {
@@ -238,12 +247,15 @@ impl SeriesIndexCache {
             entries.bytes = 0;
         }
         let meta = &file.object_meta;
-        let old = entries.by_path.insert(
-            file.path().to_string(),
-            (meta.size, meta.last_modified.timestamp_micros(), index),
-        );
-        if old.is_none() {
-            entries.bytes += bytes;
+        let cached = CachedIndex {
+            size: meta.size,
+            modified_us: meta.last_modified.timestamp_micros(),
+            index,
+            bytes,
+        };
+        entries.bytes += bytes;
+        if let Some(old) = entries.by_path.insert(file.path().to_string(), cached) {
+            entries.bytes -= old.bytes;
         }
     }
 }
@@ -316,37 +328,22 @@ pub(super) async fn annotate(
             return Ok(Transformed::no(node));
         };
         let mut every_file_within_pages = true;
-        let groups = config
-            .file_groups
-            .iter()
-            .map(|group| {
-                let files = group
-                    .iter()
-                    .map(|file| match plans.get(file.path().as_ref()) {
-                        Some((series, Some(plan))) => {
-                            every_file_within_pages &= plan.within_a_page;
-                            file.clone()
-                                .with_extension(series.clone())
-                                .with_extension(plan.access.clone())
-                        }
-                        Some((series, None)) => {
-                            every_file_within_pages = false;
-                            file.clone().with_extension(series.clone())
-                        }
-                        None => {
-                            every_file_within_pages = false;
-                            file.clone()
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                let narrowed = FileGroup::new(files);
-                match group.file_statistics(None) {
-                    Some(stats) => narrowed.with_statistics(Arc::new(stats.clone())),
-                    None => narrowed,
-                }
-            })
-            .collect();
-        let mut builder = FileScanConfigBuilder::from(config.clone()).with_file_groups(groups);
+        let mut builder = with_files_mapped(config, |file| match plans.get(file.path().as_ref()) {
+            Some((series, Some(plan))) => {
+                every_file_within_pages &= plan.within_a_page;
+                file.clone()
+                    .with_extension(series.clone())
+                    .with_extension(plan.access.clone())
+            }
+            Some((series, None)) => {
+                every_file_within_pages = false;
+                file.clone().with_extension(series.clone())
+            }
+            None => {
+                every_file_within_pages = false;
+                file.clone()
+            }
+        });
         // Where every file reads at most a page of rows per row group, evaluating the page
         // index (a fifth of a chart query's CPU) could only drop runs the filters drop anyway.
         // The offset index still serves the reads: only the pages of the runs are read.
@@ -361,6 +358,26 @@ pub(super) async fn annotate(
         ))
     })
     .map(|t| (t.data, every_file_exact))
+}
+
+/// A builder for `config` with each of its files replaced by `map`'s (groups and their
+/// statistics kept).
+pub(super) fn with_files_mapped(
+    config: &FileScanConfig,
+    mut map: impl FnMut(&PartitionedFile) -> PartitionedFile,
+) -> FileScanConfigBuilder {
+    let groups = config
+        .file_groups
+        .iter()
+        .map(|group| {
+            let mapped = FileGroup::new(group.iter().map(&mut map).collect());
+            match group.file_statistics(None) {
+                Some(stats) => mapped.with_statistics(Arc::new(stats.clone())),
+                None => mapped,
+            }
+        })
+        .collect();
+    FileScanConfigBuilder::from(config.clone()).with_file_groups(groups)
 }
 
 /// The file scans in `plan`.

@@ -9,7 +9,7 @@
 //! record's decoded batches and decodes only the records it has not seen.
 //!
 //! Invariants: an entry is used only for the record it was decoded from — same sequence,
-//! length and CRC-32 of the payload (a WAL directory replaced under a running session numbers
+//! length and CRC-32 (the one the record's header carries, checked by the WAL reader; a WAL directory replaced under a running session numbers
 //! its records anew); entries for records no longer in the tail (checkpointed, or now held by
 //! a published file) are dropped at the next scan, so the cache holds at most the tail; past
 //! [`CACHE_BYTES`] of decoded batches, further records are decoded per query as before.
@@ -57,7 +57,7 @@ impl DecodedTail {
         let mut kept = HashSet::new();
         for record in records.iter().filter(|r| wanted(r)) {
             kept.insert(record.seq);
-            let crc = crc32fast::hash(&record.payload);
+            let crc = record.crc;
             let cached = {
                 let cache = self.lock();
                 cache
@@ -126,6 +126,7 @@ mod tests {
         WalRecord {
             seq,
             payload: payload.to_vec(),
+            crc: crc32fast::hash(payload),
         }
     }
 
