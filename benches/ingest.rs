@@ -18,7 +18,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "../samos/tests/common/garage.rs"]
+#[path = "../samos/tests/e2e/common/garage.rs"]
 mod garage;
 
 use std::io::{Read, Write};

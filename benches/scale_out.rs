@@ -15,13 +15,13 @@
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../samos/tests/common/ballista.rs"]
+#[path = "../samos/tests/e2e/common/ballista.rs"]
 mod ballista;
 #[path = "common/mod.rs"]
 mod common;
-#[path = "../samos/tests/common/garage.rs"]
+#[path = "../samos/tests/e2e/common/garage.rs"]
 mod garage;
-#[path = "../samos/tests/common/haproxy.rs"]
+#[path = "../samos/tests/e2e/common/haproxy.rs"]
 mod haproxy;
 
 use std::net::SocketAddr;

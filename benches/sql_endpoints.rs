@@ -2,7 +2,7 @@
 //! by default, `SAMOS_SQL_WIRE_BENCH_ROWS` to change, `-- --quick`: 1 million), against DuckDB
 //! reading the same Parquet files in the same run.
 //!
-//! The store is the synthetic one of the SQL benchmark (`samos/tests/common/synthetic_store.rs`:
+//! The store is the synthetic one of the SQL benchmark (`samos/tests/e2e/common/synthetic_store.rs`:
 //! the engine's file layout and writer settings). `samos serve` (this build) serves it with the
 //! PostgreSQL wire and Flight SQL endpoints on loopback; each client runs the same query,
 //! `SELECT ingest_time, node_id, sensor, value FROM readings`, and reads every row:
@@ -19,7 +19,7 @@
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../samos/tests/common/mod.rs"]
+#[path = "../samos/tests/e2e/common/mod.rs"]
 mod common;
 
 use std::path::Path;

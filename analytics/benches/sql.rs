@@ -35,11 +35,11 @@ use samos_analytics::datafusion::arrow;
 use samos_analytics::{Access, History};
 use samos_lake::{Dataset, LakeWriter};
 
-#[path = "../../samos/tests/common/garage.rs"]
+#[path = "../../samos/tests/e2e/common/garage.rs"]
 mod garage;
 #[path = "sql/suite.rs"]
 mod suite;
-#[path = "../../samos/tests/common/synthetic_store.rs"]
+#[path = "../../samos/tests/e2e/common/synthetic_store.rs"]
 mod synthetic_store;
 use synthetic_store::{NODES, SENSORS, START_MS, write_store};
 

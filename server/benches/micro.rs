@@ -7,7 +7,7 @@
 // A benchmark harness: a panic is its failure report.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../samos/tests/common/pg.rs"]
+#[path = "../../samos/tests/e2e/common/pg.rs"]
 mod pg;
 
 use std::hint::black_box;

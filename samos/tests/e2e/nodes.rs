@@ -5,7 +5,7 @@
 // Integration tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

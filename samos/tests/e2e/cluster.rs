@@ -4,7 +4,7 @@
 // Integration tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

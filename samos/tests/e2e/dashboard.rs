@@ -4,7 +4,7 @@
 //! them); otherwise into the test's temporary directory.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test, with its message
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

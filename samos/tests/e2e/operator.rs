@@ -2,7 +2,7 @@
 //! a configuration over the air, a disconnect — and what viewers and strangers may not do.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test, with its message
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
