@@ -170,10 +170,9 @@ pub(crate) fn special_dist2(a: &Windows, b: &Windows, i: usize, j: usize, m: f64
     }
 }
 
-/// Summed in eight interleaved partial sums: one running sum is a chain of dependent
-/// additions (a 128-term dot product waits ~4 cycles on each), and the seeds of a band's 16
-/// diagonals every [`RESEED`] steps waited on them (the self-join 5–7 % faster at n = 2^14 and
-/// 2^16 with eight sums, criterion).
+/// One dot product (a lone diagonal's seed, the last steps of a band's lanes), summed in eight
+/// interleaved partial sums: one running sum is a chain of dependent additions (a 128-term dot
+/// product waits ~4 cycles on each). A band's seeds are [`seed_band`]'s.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut sums = [0.0f64; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -185,6 +184,42 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     }
     let tail: f64 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
     ((sums[0] + sums[4]) + (sums[1] + sums[5])) + ((sums[2] + sums[6]) + (sums[3] + sums[7])) + tail
+}
+
+/// The dot products of window `i` with the [`LANES`] windows from `j0`, all at once: for each
+/// term of window `i`, one multiply-add into every lane (the lanes' terms lie side by side in
+/// the series, so a step is a few vector instructions), in two interleaved sums per lane so
+/// the chains of dependent additions are half as long. Seeding the 16 dot products one by one
+/// ([`dot`]) ran 16 short reductions, each ending in a horizontal sum.
+#[inline(always)]
+fn seed_band<const FMA: bool>(t: &[f64], i: usize, j0: usize, m: usize, qt: &mut [f64; LANES]) {
+    let (mut even, mut odd) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let a = &t[i..i + m];
+    let b = &t[j0..j0 + m + LANES - 1];
+    let mut p = 0;
+    while p + 1 < m {
+        let (x0, x1) = (a[p], a[p + 1]);
+        let (b0, b1) = (&b[p..p + LANES], &b[p + 1..p + 1 + LANES]);
+        for d in 0..LANES {
+            if FMA {
+                even[d] = x0.mul_add(b0[d], even[d]);
+                odd[d] = x1.mul_add(b1[d], odd[d]);
+            } else {
+                even[d] += x0 * b0[d];
+                odd[d] += x1 * b1[d];
+            }
+        }
+        p += 2;
+    }
+    if p < m {
+        let (x, bp) = (a[p], &b[p..p + LANES]);
+        for d in 0..LANES {
+            even[d] += x * bp[d];
+        }
+    }
+    for d in 0..LANES {
+        qt[d] = even[d] + odd[d];
+    }
 }
 
 /// A profile under construction: squared distances (ties go to the lower index).
@@ -337,10 +372,7 @@ fn walk_band_body<const FMA: bool>(w: &Windows, k0: usize, m: usize, out: &mut P
     let mut qt = [0.0f64; LANES];
     let mut chunk = 0;
     while chunk < full {
-        for (d, q) in qt.iter_mut().enumerate() {
-            let j = chunk + k0 + d;
-            *q = dot(&w.t[chunk..chunk + m], &w.t[j..j + m]);
-        }
+        seed_band::<FMA>(&w.t, chunk, chunk + k0, m, &mut qt);
         let end = (chunk + RESEED).min(full);
         for i in chunk..end {
             let j0 = i + k0;
