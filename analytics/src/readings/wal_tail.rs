@@ -9,10 +9,12 @@
 //! record's decoded batches and decodes only the records it has not seen.
 //!
 //! Invariants: an entry is used only for the record it was decoded from — same sequence,
-//! length and CRC-32 (the one the record's header carries, checked by the WAL reader; a WAL directory replaced under a running session numbers
-//! its records anew); entries for records no longer in the tail (checkpointed, or now held by
-//! a published file) are dropped at the next scan, so the cache holds at most the tail; past
-//! [`CACHE_BYTES`] of decoded batches, further records are decoded per query as before.
+//! length and CRC-32 (the one the record's header carries, checked by the WAL reader; a WAL
+//! directory replaced under a running session numbers its records anew), and an entry that
+//! does not match is dropped; entries for records no longer in the tail (checkpointed, or now
+//! held by a published file) are dropped at the next scan, so the cache holds at most the
+//! tail; past [`CACHE_BYTES`] of decoded batches, further records are decoded per query as
+//! before.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,11 @@ impl DecodedTail {
                     let batches: Arc<[RecordBatch]> = decode(record)?.into();
                     let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
                     let mut cache = self.lock();
+                    // A stale entry under this sequence (another record's bytes) goes first,
+                    // whether or not the new one fits.
+                    if let Some(stale) = cache.by_seq.remove(&record.seq) {
+                        cache.bytes -= stale.bytes;
+                    }
                     if cache.bytes + bytes <= CACHE_BYTES {
                         let decoded = Decoded {
                             len: record.payload.len(),
@@ -79,9 +86,7 @@ impl DecodedTail {
                             batches: Arc::clone(&batches),
                             bytes,
                         };
-                        if let Some(old) = cache.by_seq.insert(record.seq, decoded) {
-                            cache.bytes -= old.bytes;
-                        }
+                        cache.by_seq.insert(record.seq, decoded);
                         cache.bytes += bytes;
                     }
                     batches
