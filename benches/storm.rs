@@ -14,7 +14,8 @@
 //!
 //! For each: the time until every connection was admitted, the server's CPU time per
 //! admission (from `/proc/{pid}/stat`), the slow hashes it computed, and after the nodes left
-//! `samos_connections`, open descriptors and resident memory against the first wave's.
+//! and memory stopped falling `samos_connections`, open descriptors, resident memory and its
+//! anonymous part (the heap; the rest is the executable's code pages) against the first wave's.
 //!
 //! The five waves run once per server key type (`STORM_KEYS`, default `ecdsa-p256,rsa-2048`):
 //! a TLS handshake's cost is mostly the server's signature, about 25 times dearer with RSA-2048
@@ -35,7 +36,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    KeyKind, Samos, certs_with, connect_all, cpu_seconds, env_or, fd_limit, metric_value,
+    KeyKind, Samos, anon_mib, certs_with, connect_all, cpu_seconds, env_or, fd_limit, metric_value,
     metrics_text, open_fds, rss_mib,
 };
 use samos_server::auth::{DEFAULT_ITERATIONS, PasswordFile};
@@ -73,6 +74,8 @@ struct Wave {
     fds_after: usize,
     rss_before_mib: f64,
     rss_after_mib: f64,
+    anon_before_mib: f64,
+    anon_after_mib: f64,
 }
 
 /// The five waves against one server whose certificate has a key of `key`.
@@ -101,7 +104,7 @@ fn storm(runtime: &tokio::runtime::Runtime, key: KeyKind, n: usize, users: usize
             samos.ready["mqtts"][0].as_str().unwrap().parse().unwrap(),
             samos.addr("metrics"),
         );
-        let rss_before = rss_mib(pid);
+        let (rss_before, anon_before) = (rss_mib(pid), anon_mib(pid));
         let hashes_before = metric(metrics, "samos_password_hashes_total");
         let cpu_before = cpu_seconds(pid);
         let (clients, seconds) = runtime.block_on(connect_all(
@@ -128,11 +131,7 @@ fn storm(runtime: &tokio::runtime::Runtime, key: KeyKind, n: usize, users: usize
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        // The server gives freed memory back within its ten-second check (`memory.rs`).
-        let settle = Instant::now() + Duration::from_secs(25);
-        while rss_mib(pid) > rss_before * 1.1 && Instant::now() < settle {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        settle(pid);
         let wave = Wave {
             key,
             label,
@@ -144,9 +143,11 @@ fn storm(runtime: &tokio::runtime::Runtime, key: KeyKind, n: usize, users: usize
             fds_after: open_fds(pid),
             rss_before_mib: rss_before,
             rss_after_mib: rss_mib(pid),
+            anon_before_mib: anon_before,
+            anon_after_mib: anon_mib(pid),
         };
         eprintln!(
-            "storm: {} {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB (before: {:.1} MiB)",
+            "storm: {} {label}: {} admitted in {:.2} s, {:.3} ms CPU each, {} slow hashes; after: {} connections, {} fds, {:.1} MiB, {:.1} MiB anonymous (before: {:.1}, {:.1})",
             key.name(),
             wave.admitted,
             wave.seconds,
@@ -155,11 +156,31 @@ fn storm(runtime: &tokio::runtime::Runtime, key: KeyKind, n: usize, users: usize
             wave.connections_after,
             wave.fds_after,
             wave.rss_after_mib,
-            wave.rss_before_mib
+            wave.anon_after_mib,
+            wave.rss_before_mib,
+            wave.anon_before_mib
         );
         waves.push(wave);
     }
     waves
+}
+
+/// Waits for the server to give freed memory back: past its ten-second check for a crowd that
+/// left (`memory.rs`) and the allocator's own return of free pages, until resident memory has
+/// not fallen for three seconds (at most 40 s).
+fn settle(pid: u32) {
+    let start = Instant::now();
+    let mut last = rss_mib(pid);
+    let mut steady = 0;
+    while start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_mib(pid);
+        steady = if now < last - 0.05 { 0 } else { steady + 1 };
+        last = now;
+        if steady >= 3 && start.elapsed() >= Duration::from_secs(12) {
+            return;
+        }
+    }
 }
 
 fn main() {
@@ -183,13 +204,13 @@ fn main() {
     }
     let mut md = format!(
         "{n} connections, half over TLS, {users} logins at {DEFAULT_ITERATIONS} PBKDF2-SHA512 iterations, 256 handshakes at a time\n\n\
-         | server key | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS before → after (MiB) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+         | server key | wave | admitted | all admitted after (s) | server CPU per admission (ms) | slow password hashes | connections after | fds after | RSS before → after (MiB) | anonymous before → after (MiB) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for w in &waves {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} → {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {:.1} → {:.1} | {:.1} → {:.1} |",
             w.key.name(),
             w.label,
             w.admitted,
@@ -199,7 +220,9 @@ fn main() {
             w.connections_after,
             w.fds_after,
             w.rss_before_mib,
-            w.rss_after_mib
+            w.rss_after_mib,
+            w.anon_before_mib,
+            w.anon_after_mib
         );
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/samos-bench");

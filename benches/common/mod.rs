@@ -349,10 +349,20 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
 
 /// Resident memory of process `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory of process `pid` in MiB (`RssAnon`: the heap and stacks, without
+/// the executable's code pages that `VmRSS` also counts).
+pub fn anon_mib(pid: u32) -> f64 {
+    status_mib(pid, "RssAnon:")
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0

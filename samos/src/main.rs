@@ -3,6 +3,7 @@
 //! is [`mine`]. The server itself is the `samos-server` crate, the client-side tools
 //! `samos-tools`: this crate only wires them to flags and exit codes (`anyhow` at this edge).
 
+mod allocator;
 mod commands;
 mod mine;
 

@@ -1,23 +1,36 @@
-//! Giving memory back after a crowd leaves. Every connection's buffers (TLS records, reads,
-//! writes, its task) come from the process allocator; when thousands of connections close,
-//! glibc's malloc keeps their pages in its arenas for reuse, so resident memory stays at the
-//! crowd's peak (626 MiB after 19,400 connections had left, from 65 MiB before they came).
-//! After the number of connections has fallen by half and by at least `MIN_DROP` since its
-//! peak, the free pages of every arena are returned to the system (`malloc_trim(0)`, off the
-//! async runtime): 78 MiB after the same storm (BENCHMARKS, connection storms). A later crowd
-//! allocates them again.
+//! Giving memory back after a crowd leaves. When thousands of connections close, glibc's
+//! malloc keeps their pages in its arenas for reuse, so resident memory stays at the crowd's
+//! peak (626 MiB after 19,400 connections had left, from 65 MiB before they came). After the
+//! number of connections has fallen by half and by at least `MIN_DROP` since its peak, the
+//! free pages of every glibc arena are returned to the system (`malloc_trim(0)`, off the async
+//! runtime). A later crowd allocates them again.
 //!
-//! Only with glibc (other allocators and platforms: nothing to do). The check runs every ten
+//! The `samos` binary allocates Rust's memory through jemalloc (`samos/src/allocator.rs`),
+//! which returns free pages by itself over its decay time (ten seconds); it registers its
+//! purge with [`release_also_with`], so the same moment gives jemalloc's free pages back at
+//! once. glibc's trim still matters for the C libraries (aws-lc's handshake state, zstd's
+//! contexts) and for an embedding program that keeps the system allocator.
+//!
+//! Only with glibc (other C libraries and platforms: nothing to do). The check runs every ten
 //! seconds and costs an atomic load.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
 
 /// Fewer connections than this gone since the peak is not worth a trim.
 const MIN_DROP: u64 = 1000;
+
+/// The process allocator's "return free pages now", when it is not glibc's malloc.
+static ALLOCATOR_RELEASE: OnceLock<fn()> = OnceLock::new();
+
+/// Registers `release` (returns the process allocator's free pages to the system) to run with
+/// glibc's trim after a crowd leaves. The first registration wins; call it before starting.
+pub fn release_also_with(release: fn()) {
+    let _ = ALLOCATOR_RELEASE.set(release);
+}
 
 /// Starts the watcher (a tokio task) on the current runtime.
 pub fn give_back_after_crowds(metrics: Arc<Metrics>) {
@@ -45,8 +58,15 @@ fn crowd_left(peak: u64, now: u64) -> bool {
     peak.saturating_sub(now) >= MIN_DROP && now <= peak / 2
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
+    if let Some(release) = ALLOCATOR_RELEASE.get() {
+        release();
+    }
+    trim_glibc();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_glibc() {
     // SAFETY: malloc_trim only walks and releases the allocator's own free pages; it is
     // thread-safe (each arena is locked while it is trimmed).
     let released = unsafe { libc::malloc_trim(0) };
@@ -57,7 +77,7 @@ fn trim() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+fn trim_glibc() {}
 
 #[cfg(test)]
 mod tests {

@@ -77,6 +77,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     raise_open_file_limit();
+    samos_server::memory::release_also_with(crate::allocator::release_free_pages);
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

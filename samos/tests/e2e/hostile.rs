@@ -107,6 +107,57 @@ fn flood(port: u16, topic: &str, n: usize, bytes: usize) {
 }
 
 #[test]
+fn the_memory_a_crowd_of_connections_held_is_given_back_after_it_leaves() {
+    // Bound: once 1,500 connections have come and gone, the server's anonymous memory is back
+    // within a quarter of what the crowd added (and within 4 MiB of before) in 15 s: the
+    // ten-second check for a crowd that left (`server/src/memory.rs`) purges jemalloc's free
+    // pages (`samos/src/allocator.rs`) and trims glibc's. jemalloc's own decay, without that
+    // purge, took 20 s here.
+    const CROWD: usize = 1500;
+    assert!(
+        raise_open_file_limit() > CROWD as u64 + 100,
+        "this test needs more than {CROWD} open files"
+    );
+    let s = TestServer::start();
+    let pid = s.pid();
+    assert!(
+        thread_names(pid).iter().any(|t| t == "jemalloc_bg_thd"),
+        "the server allocates through jemalloc with its background purging thread: {:?}",
+        thread_names(pid)
+    );
+    // One connection first: what the first one initialises stays and is not the crowd's.
+    drop(raw::Raw::connected(s.port(), 4, "first", true, &[]));
+    wait_until(Duration::from_secs(10), || {
+        s.metric("samos_connections ") == 0
+    });
+    let before = anon_kib(pid);
+    let crowd: Vec<_> = (0..CROWD)
+        .map(|i| raw::Raw::connected(s.port(), 4, &format!("crowd{i}"), true, &[]).0)
+        .collect();
+    assert_eq!(s.metric("samos_connections "), CROWD as u64);
+    let peak = anon_kib(pid);
+    drop(crowd);
+    wait_until(Duration::from_secs(20), || {
+        s.metric("samos_connections ") == 0
+    });
+    let added = peak.saturating_sub(before);
+    let allowed = (added / 4).min(4096);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut now = anon_kib(pid);
+    while now > before + allowed && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        now = anon_kib(pid);
+    }
+    eprintln!(
+        "anonymous memory: {before} KiB before, {peak} KiB with {CROWD} connections, {now} KiB after they left"
+    );
+    assert!(
+        now <= before + allowed,
+        "{now} KiB after the crowd left: {before} KiB before it, {peak} KiB with it"
+    );
+}
+
+#[test]
 fn a_subscriber_to_everything_that_never_reads_is_bounded_and_ingest_goes_on() {
     // Bound: what the server holds for the stuck subscriber is its queue
     // (mqtt.max_queued_messages = 200 messages) plus its in-flight window and one write

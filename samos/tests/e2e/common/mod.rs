@@ -530,13 +530,49 @@ pub fn join_paper_node_with(port: u16, id: &str, level: u8) -> raw::Raw {
 
 /// Resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory of `pid` in KiB (`RssAnon`: heap and stacks, not the code pages
+/// of the executable that `VmRSS` also counts).
+pub fn anon_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
+}
+
+/// The names of `pid`'s threads.
+pub fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+/// Raises this process's soft limit on open files to its hard limit (for tests that hold
+/// thousands of connections; the server raises its own).
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Runs `work` while sampling `pid`'s RSS every 20 ms: its result and the peak growth in MiB.
@@ -577,5 +613,14 @@ pub fn publish_temperatures(
             c.publish_qos1(&topic, payload.as_bytes(), first_pkid + i as u16),
             0
         );
+    }
+}
+
+/// Polls `done` every 20 ms until it holds; panics after `timeout`.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "not reached in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
