@@ -109,21 +109,6 @@ fn fdatasync_p50(dir: &Path, record: usize, samples: usize) -> Duration {
     Duration::from_secs_f64(times[samples / 2])
 }
 
-/// Raises this process's soft descriptor limit to its hard limit (children inherit it).
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct passed; no other memory is touched.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
-        }
-    }
-}
-
 struct Idle {
     server: &'static str,
     connections: usize,
@@ -190,7 +175,7 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|l| l.trim() == load))
     };
-    raise_fd_limit();
+    samos_tools::fd_limit::raise_open_file_limit();
     let pairs: usize = env_or("LIMITS_PAIRS", if quick { 1 } else { 3 });
     let wanted_idle: usize = env_or("LIMITS_IDLE", if quick { 10_000 } else { 100_000 });
     // Each side holds a descriptor per connection, plus its own files and a margin.

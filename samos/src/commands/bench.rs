@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use super::ServerArgs;
-use super::serve::raise_open_file_limit;
 
 #[derive(Parser)]
 pub struct BenchArgs {
@@ -61,7 +60,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     use samos_tools::loadgen::{self, LoadSpec, NodeMode};
-    raise_open_file_limit();
+    samos_tools::fd_limit::raise_open_file_limit();
     let connect = args.server.connect_options()?;
     let qos = match args.qos {
         0 => mqttbytes::QoS::AtMostOnce,

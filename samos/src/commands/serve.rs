@@ -76,7 +76,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_env_filter(log_filter(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
-    raise_open_file_limit();
+    samos_tools::fd_limit::raise_open_file_limit();
     samos_server::memory::release_also_with(crate::allocator::release_free_pages);
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -200,21 +200,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Lifts the soft limit on open files to the hard one: a thousand clients need a thousand
-/// sockets (on either side).
-pub(super) fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

@@ -115,7 +115,7 @@ fn the_memory_a_crowd_of_connections_held_is_given_back_after_it_leaves() {
     // purge, took 20 s here.
     const CROWD: usize = 1500;
     assert!(
-        raise_open_file_limit() > CROWD as u64 + 100,
+        samos_tools::fd_limit::raise_open_file_limit() > CROWD as u64 + 100,
         "this test needs more than {CROWD} open files"
     );
     let s = TestServer::start();

@@ -558,23 +558,6 @@ pub fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Raises this process's soft limit on open files to its hard limit (for tests that hold
-/// thousands of connections; the server raises its own).
-pub fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
-        }
-    }
-    limit.rlim_cur
-}
-
 /// Runs `work` while sampling `pid`'s RSS every 20 ms: its result and the peak growth in MiB.
 pub fn with_peak_rss<T>(pid: u32, work: impl FnOnce() -> T) -> (T, f64) {
     let base = rss_kib(pid);
