@@ -23,6 +23,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v cc >/dev/null || need_apt+=(build-essential)
+# jemalloc (the samos binary's allocator) is built from source with configure and make.
+command -v make >/dev/null || need_apt+=(make)
 # The C++ compiler builds the Verilator model of the FPGA kernel.
 command -v c++ >/dev/null || need_apt+=(g++)
 # libxml2 validates node configurations (libxml crate: pkg-config probe, bindgen needs libclang).
