@@ -180,12 +180,16 @@ impl TestServer {
         http_get(self.metrics.expect("metrics enabled"), "/metrics")
     }
 
-    /// One counter's value from /metrics (0 when absent).
-    pub fn metric(&self, line_prefix: &str) -> u64 {
+    /// One series' value from /metrics (0 when absent): `series` is its whole name with any
+    /// labels, e.g. `samos_refusals_total{reason="disk_full"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        // The whole series: `samos_connections` must not read `samos_connections_total`.
+        let series = series.trim_end();
         self.metrics_text()
             .lines()
             .find_map(|l| {
-                l.strip_prefix(line_prefix)
+                l.strip_prefix(series)
+                    .filter(|rest| rest.starts_with(char::is_whitespace))
                     .map(|v| v.trim().parse::<u64>().unwrap_or(0))
             })
             .unwrap_or(0)
