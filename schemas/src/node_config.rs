@@ -162,6 +162,41 @@ fn text(node: &Node, path: &[&str]) -> String {
     n.get_content().trim().to_string()
 }
 
+/// What the XSD cannot say of a sensor's `dataRange`: a numeric sensor (float or int) declares
+/// two numbers, and any range whose ends are both numbers has the lower first. An inverted or
+/// NaN range would refuse every reading the node sends, so it is refused at admission.
+fn check_range(sensor: &SensorSpec) -> Result<(), String> {
+    let number = |end: &str, declared: &str| match declared.parse::<f64>() {
+        Ok(v) if !v.is_nan() => Ok(v),
+        _ => Err(format!(
+            "sensor {}: dataRange {end} {declared:?} is not a number",
+            sensor.name
+        )),
+    };
+    let (min, max) = match (
+        number("minValue", &sensor.min),
+        number("maxValue", &sensor.max),
+    ) {
+        (Ok(min), Ok(max)) => (min, max),
+        (Err(e), _) | (_, Err(e)) if sensor.is_numeric() => return Err(e),
+        _ => return Ok(()),
+    };
+    if min > max {
+        return Err(format!(
+            "sensor {}: dataRange minValue {} is above maxValue {}",
+            sensor.name, sensor.min, sensor.max
+        ));
+    }
+    Ok(())
+}
+
+/// The line of `node` in its document, as libxml2 recorded it while parsing.
+fn line_of(node: &Node) -> Option<i32> {
+    // SAFETY: `node` wraps a live node of a parsed document; xmlGetLineNo only reads it.
+    let line = unsafe { libxml::bindings::xmlGetLineNo(node.node_ptr()) };
+    i32::try_from(line).ok().filter(|l| *l > 0)
+}
+
 fn to_json(node: &Node) -> serde_json::Value {
     let children = node.get_child_elements();
     if children.is_empty() {
@@ -190,20 +225,32 @@ fn read_config(doc: &Document) -> Result<NodeConfig, Vec<ValidationError>> {
     };
     let info = child(&root, "nodeInfo").expect("schema-valid");
     let loc = child(&root, "nodeLocation").expect("schema-valid");
-    let sensors = child(&info, "hardwareSetup")
+    let mut sensors = Vec::new();
+    let mut errors = Vec::new();
+    for s in child(&info, "hardwareSetup")
         .and_then(|h| child(&h, "sensors"))
         .map(|s| s.get_child_elements())
         .unwrap_or_default()
-        .iter()
-        .map(|s| SensorSpec {
-            name: text(s, &["dataName"]),
-            part: text(s, &["type"]),
-            data_type: text(s, &["dataType"]),
-            units: text(s, &["dataUnits"]),
-            min: text(s, &["dataRange", "minValue"]),
-            max: text(s, &["dataRange", "maxValue"]),
-        })
-        .collect();
+    {
+        let sensor = SensorSpec {
+            name: text(&s, &["dataName"]),
+            part: text(&s, &["type"]),
+            data_type: text(&s, &["dataType"]),
+            units: text(&s, &["dataUnits"]),
+            min: text(&s, &["dataRange", "minValue"]),
+            max: text(&s, &["dataRange", "maxValue"]),
+        };
+        if let Err(message) = check_range(&sensor) {
+            errors.push(ValidationError {
+                line: child(&s, "dataRange").and_then(|r| line_of(&r)),
+                message,
+            });
+        }
+        sensors.push(sensor);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     Ok(NodeConfig {
         node_id: text(&info, &["ID"]),
         network: text(&info, &["networkSetup", "networkName"]),
@@ -260,6 +307,84 @@ mod tests {
         let errors = validate(&paper("node_config.xml")).unwrap_err();
         assert_eq!(errors[0].line, Some(48), "{errors:?}");
         assert!(errors[0].message.contains("serverID"), "{errors:?}");
+    }
+
+    /// The paper's `sn_config.xml` with its sensor's type and range replaced.
+    fn sn_with(data_type: &str, min: &str, max: &str) -> String {
+        let doc = paper("sn_config.xml");
+        let doc = doc.replacen(
+            "<dataType>float</dataType>",
+            &format!("<dataType>{data_type}</dataType>"),
+            1,
+        );
+        let doc = doc.replacen(
+            "<minValue>0</minValue>",
+            &format!("<minValue>{min}</minValue>"),
+            1,
+        );
+        doc.replacen(
+            "<maxValue>70</maxValue>",
+            &format!("<maxValue>{max}</maxValue>"),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_range_that_would_refuse_every_reading_is_refused_at_admission_with_its_line() {
+        let inverted = validate(&sn_with("float", "80", "70")).unwrap_err();
+        assert_eq!(
+            inverted[0].message,
+            "sensor indoorTemperatureSensor: dataRange minValue 80 is above maxValue 70"
+        );
+        let line = paper("sn_config.xml")
+            .lines()
+            .position(|l| l.contains("<dataRange>"))
+            .map(|i| i32::try_from(i + 1).unwrap());
+        assert_eq!(inverted[0].line, line);
+        for (ty, min, max, end) in [
+            ("float", "NaN", "70", "minValue \"NaN\""),
+            ("int", "0", "lots", "maxValue \"lots\""),
+            ("float", "", "70", "minValue \"\""),
+        ] {
+            let e = validate(&sn_with(ty, min, max)).unwrap_err();
+            assert_eq!(
+                e[0].message,
+                format!("sensor indoorTemperatureSensor: dataRange {end} is not a number"),
+            );
+        }
+        let inverted_text = validate(&sn_with("string", "9", "1")).unwrap_err();
+        assert!(
+            inverted_text[0].message.contains("above"),
+            "{inverted_text:?}"
+        );
+    }
+
+    #[test]
+    fn ranges_the_readings_can_meet_are_admitted() {
+        for (ty, min, max) in [
+            ("float", "-40", "-40"),
+            ("float", " -1e3 ", "inf"),
+            ("int", "-5", "5"),
+            ("string", "any", "text"),
+            ("bool", "false", "true"),
+        ] {
+            let c = validate(&sn_with(ty, min, max))
+                .unwrap_or_else(|e| panic!("{ty} {min}..{max}: {e:?}"));
+            assert_eq!(
+                (c.sensors[0].min.as_str(), c.sensors[0].max.as_str()),
+                (min.trim(), max)
+            );
+        }
+    }
+
+    #[test]
+    fn the_fuzzers_inverted_range_is_refused() {
+        let found = include_str!("../../fuzz/regressions/node_config/inverted-range.xml");
+        assert!(
+            validate(found).unwrap_err()[0]
+                .message
+                .contains("is above maxValue 70")
+        );
     }
 
     #[test]

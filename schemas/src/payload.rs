@@ -213,6 +213,15 @@ impl SensorSpec {
     pub fn numeric_range(&self) -> Option<(f64, f64)> {
         Some((self.min.trim().parse().ok()?, self.max.trim().parse().ok()?))
     }
+
+    /// Whether readings are numbers checked against the range: float or int, as
+    /// [`check_reading`] names them.
+    pub fn is_numeric(&self) -> bool {
+        matches!(
+            self.data_type.trim().to_ascii_lowercase().as_str(),
+            "float" | "double" | "real" | "int" | "integer"
+        )
+    }
 }
 
 /// A reading's value, typed by the sensor's declared data type.

@@ -125,6 +125,24 @@ fn a_document_that_does_not_match_its_topic_is_blocked() {
 }
 
 #[test]
+fn a_range_no_reading_could_meet_is_blocked_at_the_join_and_named() {
+    let s = TestServer::start();
+    let inverted =
+        config("cn2_config.xml").replacen("<minValue>0</minValue>", "<minValue>90</minValue>", 1);
+    let (_, reply) = join(&s, "CN2", &inverted);
+    assert!(
+        reply.starts_with("SET_CN_FUNCTIONAL_MODE, blocked, line ")
+            && reply.ends_with(
+                "sensor indoorTemperatureSensor: dataRange minValue 90 is above maxValue 70"
+            ),
+        "{reply}"
+    );
+    // The same node with a range its readings can meet joins.
+    let (_, reply) = join(&s, "CN2", &config("cn2_config.xml"));
+    assert_eq!(reply, "SET_CN_FUNCTIONAL_MODE, active, normalMode");
+}
+
+#[test]
 fn hostile_xml_is_refused_without_expansion() {
     let s = TestServer::start();
     let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;"><!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;"><!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;"><!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;"><!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;"><!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;"><!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">]><nodeConfiguration>&lol9;</nodeConfiguration>"#;
