@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Mosquitto, Rumqttd, Samos, certs};
+use common::{Mosquitto, Rumqttd, Samos, certs, wait_until_idle};
 use mqttbytes::QoS;
 use samos_tools::loadgen::{self, ClientTls, LoadReport, LoadSpec};
 
@@ -23,9 +23,20 @@ struct Broker {
     tcp: SocketAddr,
     tls: Option<SocketAddr>,
     /// Samos stops when this is dropped.
-    _samos: Option<Samos>,
-    _mosquitto: Option<Mosquitto>,
-    _rumqttd: Option<Rumqttd>,
+    samos: Option<Samos>,
+    mosquitto: Option<Mosquitto>,
+    rumqttd: Option<Rumqttd>,
+}
+
+impl Broker {
+    fn pid(&self) -> u32 {
+        match (&self.samos, &self.mosquitto, &self.rumqttd) {
+            (Some(s), _, _) => s.child.id(),
+            (_, Some(m), _) => m.pid(),
+            (_, _, Some(r)) => r.child.id(),
+            _ => unreachable!("a broker runs one server"),
+        }
+    }
 }
 
 fn start_samos(dir: &Path, certs: &Path) -> Broker {
@@ -58,9 +69,9 @@ enabled = false
         name: "Samos",
         tcp: samos.addr("mqtt"),
         tls: Some(samos.addr("mqtts")),
-        _samos: Some(samos),
-        _mosquitto: None,
-        _rumqttd: None,
+        samos: Some(samos),
+        mosquitto: None,
+        rumqttd: None,
     }
 }
 
@@ -70,9 +81,9 @@ fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
         name: "Mosquitto",
         tcp: m.tcp,
         tls: Some(m.tls),
-        _samos: None,
-        _mosquitto: Some(m),
-        _rumqttd: None,
+        samos: None,
+        mosquitto: Some(m),
+        rumqttd: None,
     })
 }
 
@@ -82,9 +93,9 @@ fn start_rumqttd(dir: &Path) -> Option<Broker> {
         name: "rumqttd",
         tcp: r.tcp,
         tls: None,
-        _samos: None,
-        _mosquitto: None,
-        _rumqttd: Some(r),
+        samos: None,
+        mosquitto: None,
+        rumqttd: Some(r),
     })
 }
 
@@ -181,6 +192,8 @@ fn main() {
                     stored_metrics: None,
                     progress: false,
                 };
+                // All brokers run side by side: start on a quiet machine.
+                wait_until_idle(&brokers.iter().map(Broker::pid).collect::<Vec<_>>());
                 let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string());
                 match &report {
                     Ok(r) => eprintln!(

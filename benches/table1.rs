@@ -4,6 +4,9 @@
 //! Mosquitto (when installed) under the same loads, forwarding to one counting subscriber:
 //! delivered, not stored.
 //!
+//! Both servers run side by side for the whole bench and are loaded in turn; each load starts
+//! once neither is still busy with the previous one (at most 1 % of a core for a second).
+//!
 //! Stored messages/s = readings durable in Samos's WAL (counted by `samos_readings_committed_total`)
 //! ÷ time from the first publish to the poll that saw the last of them. Publishers join as sensor
 //! nodes first (XSD validation), so the whole admission, validation and durable path is measured.
@@ -20,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Mosquitto, Samos, certs};
+use common::{Mosquitto, Samos, certs, wait_until_idle};
 use mqttbytes::QoS;
 use samos_tools::loadgen::{self, ClientTls, LoadReport, LoadSpec, NodeMode};
 
@@ -79,7 +82,19 @@ impl Bench {
     }
 
     /// Samos storing: publishers join as nodes; counts what is durable.
+    /// Waits until neither server is still busy with the previous load (see
+    /// [`common::wait_until_idle`]), so that each load is measured on a quiet machine.
+    fn quiet(&self) {
+        let mut pids = vec![self.samos.child.id()];
+        pids.extend(self.mosquitto.as_ref().map(Mosquitto::pid));
+        let waited = wait_until_idle(&pids);
+        if waited > 2.0 {
+            eprintln!("waited {waited:.1} s for the servers to finish the previous load");
+        }
+    }
+
     fn samos(&self, t: Transport, clients: usize, per: usize, qos: QoS, inflight: usize) -> Run {
+        self.quiet();
         let addr = match t {
             Transport::Tcp => self.samos.addr("mqtt"),
             Transport::Tls => self.samos.addr("mqtts"),
@@ -116,6 +131,7 @@ impl Bench {
         inflight: usize,
     ) -> Option<Run> {
         let m = self.mosquitto.as_ref()?;
+        self.quiet();
         let addr = match t {
             Transport::Tcp => m.tcp,
             Transport::Tls => m.tls,

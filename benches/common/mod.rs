@@ -393,6 +393,27 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// Waits until none of `pids` is still working off an earlier load: each used at most 1 % of a
+/// core over the last second (at most 60 s). Benches that keep several servers running and
+/// load them in turn call it before each load, so that what one server does after its own
+/// load — Mosquitto spent 3.2 s of a core after `samos bench`'s 100 × 10,000 QoS 1 load had
+/// received everything (2026-12-07), Samos writes Parquet after a large load — is not measured
+/// as part of the next. Returns the seconds waited.
+pub fn wait_until_idle(pids: &[u32]) -> f64 {
+    let started = Instant::now();
+    let used = || pids.iter().map(|&p| cpu_seconds(p)).collect::<Vec<_>>();
+    let mut before = used();
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = used();
+        if now.iter().zip(&before).all(|(n, b)| n - b <= 0.01) {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// Opens `n` connections, odd ones over TLS when `tls` is given, 256 handshakes at a time,
 /// each retried (50 ms apart, at most 50 times) until admitted; client ids
 /// `{prefix}{i:06}`, logins from `login(i)`. Returns them and the seconds until the last was
