@@ -81,7 +81,6 @@ impl Bench {
         }
     }
 
-    /// Samos storing: publishers join as nodes; counts what is durable.
     /// Waits until neither server is still busy with the previous load (see
     /// [`common::wait_until_idle`]), so that each load is measured on a quiet machine.
     fn quiet(&self) {
@@ -93,6 +92,7 @@ impl Bench {
         }
     }
 
+    /// Samos storing: publishers join as nodes; counts what is durable.
     fn samos(&self, t: Transport, clients: usize, per: usize, qos: QoS, inflight: usize) -> Run {
         self.quiet();
         let addr = match t {

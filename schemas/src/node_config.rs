@@ -1,6 +1,7 @@
 //! Node admission: a configuration document is parsed and validated against the
 //! node-configuration XSD with libxml2 (the engine the paper used through lxml), then read
-//! into a [`NodeConfig`].
+//! into a [`NodeConfig`]. What the XSD cannot state is checked while reading: every sensor's
+//! `dataRange` must be one a reading can meet (the XSD types both ends as strings).
 //!
 //! Hostile input is refused before libxml2 sees it: documents over
 //! [`MAX_CONFIG_BYTES`](crate::payload::MAX_CONFIG_BYTES), and any DTD or entity
