@@ -22,21 +22,12 @@ struct Broker {
     name: &'static str,
     tcp: SocketAddr,
     tls: Option<SocketAddr>,
+    /// The server's process, watched for idleness between loads.
+    pid: u32,
     /// Samos stops when this is dropped.
-    samos: Option<Samos>,
-    mosquitto: Option<Mosquitto>,
-    rumqttd: Option<Rumqttd>,
-}
-
-impl Broker {
-    fn pid(&self) -> u32 {
-        match (&self.samos, &self.mosquitto, &self.rumqttd) {
-            (Some(s), _, _) => s.child.id(),
-            (_, Some(m), _) => m.pid(),
-            (_, _, Some(r)) => r.child.id(),
-            _ => unreachable!("a broker runs one server"),
-        }
-    }
+    _samos: Option<Samos>,
+    _mosquitto: Option<Mosquitto>,
+    _rumqttd: Option<Rumqttd>,
 }
 
 fn start_samos(dir: &Path, certs: &Path) -> Broker {
@@ -69,9 +60,10 @@ enabled = false
         name: "Samos",
         tcp: samos.addr("mqtt"),
         tls: Some(samos.addr("mqtts")),
-        samos: Some(samos),
-        mosquitto: None,
-        rumqttd: None,
+        pid: samos.child.id(),
+        _samos: Some(samos),
+        _mosquitto: None,
+        _rumqttd: None,
     }
 }
 
@@ -81,9 +73,10 @@ fn start_mosquitto(dir: &Path, certs: &Path) -> Option<Broker> {
         name: "Mosquitto",
         tcp: m.tcp,
         tls: Some(m.tls),
-        samos: None,
-        mosquitto: Some(m),
-        rumqttd: None,
+        pid: m.pid(),
+        _samos: None,
+        _mosquitto: Some(m),
+        _rumqttd: None,
     })
 }
 
@@ -93,9 +86,10 @@ fn start_rumqttd(dir: &Path) -> Option<Broker> {
         name: "rumqttd",
         tcp: r.tcp,
         tls: None,
-        samos: None,
-        mosquitto: None,
-        rumqttd: Some(r),
+        pid: r.child.id(),
+        _samos: None,
+        _mosquitto: None,
+        _rumqttd: Some(r),
     })
 }
 
@@ -149,6 +143,7 @@ fn main() {
         None => eprintln!("rumqttd not installed: skipped (cargo install rumqttd)"),
     }
 
+    let pids: Vec<u32> = brokers.iter().map(|b| b.pid).collect();
     let mut rows = Vec::new();
     for transport in ["tcp", "tls"] {
         if only_transport.as_ref().is_some_and(|t| t != transport) {
@@ -193,7 +188,7 @@ fn main() {
                     progress: false,
                 };
                 // All brokers run side by side: start on a quiet machine.
-                wait_until_idle(&brokers.iter().map(Broker::pid).collect::<Vec<_>>());
+                wait_until_idle(&pids);
                 let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string());
                 match &report {
                     Ok(r) => eprintln!(

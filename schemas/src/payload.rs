@@ -214,14 +214,31 @@ impl SensorSpec {
         Some((self.min.trim().parse().ok()?, self.max.trim().parse().ok()?))
     }
 
-    /// Whether readings are numbers checked against the range: float or int, as
-    /// [`check_reading`] names them.
+    /// Whether readings are numbers checked against the range: a float or int sensor.
     pub fn is_numeric(&self) -> bool {
-        matches!(
-            self.data_type.trim().to_ascii_lowercase().as_str(),
-            "float" | "double" | "real" | "int" | "integer"
-        )
+        matches!(self.kind(), Ok(Kind::Float | Kind::Int))
     }
+
+    /// The declared `dataType` as one of the kinds a reading can have, or the lower-cased
+    /// name that is none of them.
+    fn kind(&self) -> Result<Kind, String> {
+        match self.data_type.trim().to_ascii_lowercase().as_str() {
+            "float" | "double" | "real" => Ok(Kind::Float),
+            "int" | "integer" => Ok(Kind::Int),
+            "bool" | "boolean" => Ok(Kind::Bool),
+            "string" | "str" | "text" => Ok(Kind::Text),
+            other => Err(other.to_string()),
+        }
+    }
+}
+
+/// What a sensor's readings are, by the names its `dataType` may take.
+#[derive(Clone, Copy)]
+enum Kind {
+    Float,
+    Int,
+    Bool,
+    Text,
 }
 
 /// A reading's value, typed by the sensor's declared data type.
@@ -344,22 +361,21 @@ pub fn check_reading(spec: &SensorSpec, payload: &[u8]) -> Result<Value, Reading
         data_type: data_type.to_string(),
         value: truncate(value).to_string(),
     };
-    let parsed = match spec.data_type.trim().to_ascii_lowercase().as_str() {
-        "float" | "double" | "real" => {
+    let parsed = match spec.kind().map_err(ReadingError::UnsupportedType)? {
+        Kind::Float => {
             let v: f64 = value.parse().map_err(|_| invalid())?;
             if !v.is_finite() {
                 return Err(invalid());
             }
             Value::Float(v)
         }
-        "int" | "integer" => Value::Int(value.parse().map_err(|_| invalid())?),
-        "bool" | "boolean" => Value::Bool(match value.to_ascii_lowercase().as_str() {
+        Kind::Int => Value::Int(value.parse().map_err(|_| invalid())?),
+        Kind::Bool => Value::Bool(match value.to_ascii_lowercase().as_str() {
             "true" | "1" | "on" => true,
             "false" | "0" | "off" => false,
             _ => return Err(invalid()),
         }),
-        "string" | "str" | "text" => Value::Text(value.to_string()),
-        other => return Err(ReadingError::UnsupportedType(other.to_string())),
+        Kind::Text => Value::Text(value.to_string()),
     };
     if let (Some(v), Some((min, max)), Value::Float(_) | Value::Int(_)) =
         (parsed.as_f64(), spec.numeric_range(), &parsed)
